@@ -1,0 +1,256 @@
+//! Typed configuration from the environment (API.md §5), validated at start.
+//! A bad value stops the program with one line naming the variable.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::domain::Secret;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    /// `None`: the embedded store under `data_dir`.
+    pub mongo_uri: Option<Secret>,
+    pub data_dir: PathBuf,
+    pub access_token_url: String,
+    pub wecom_api_base: String,
+    pub admin_token: Option<Secret>,
+    pub log_path: Option<PathBuf>,
+    /// Stable identity of this instance, for taking back its own claims.
+    pub instance_id: Option<String>,
+    pub delivery: DeliveryConfig,
+}
+
+/// How accepted events are delivered to puppets.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Per-attempt HTTP timeout.
+    pub attempt_timeout: Duration,
+    /// First retry delay; doubles each attempt up to `retry_cap`.
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// After this long since acceptance a failing event becomes a dead letter.
+    pub retry_window: Duration,
+    pub max_concurrent: usize,
+    pub max_per_puppet: usize,
+    /// Fallback poll interval when no notification arrives.
+    pub poll_interval: Duration,
+    /// Delivered and superseded events are kept this long (≥ the 24 h dedup window).
+    pub retention: Duration,
+    pub dead_retention: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            attempt_timeout: Duration::from_secs(10),
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(600),
+            retry_window: Duration::from_secs(24 * 3600),
+            max_concurrent: 256,
+            max_per_puppet: 8,
+            poll_interval: Duration::from_secs(1),
+            retention: Duration::from_secs(3 * 24 * 3600),
+            dead_retention: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+impl DeliveryConfig {
+    /// A lease outlives an attempt by a safe margin.
+    pub fn lease(&self) -> Duration {
+        self.attempt_timeout * 2 + Duration::from_secs(5)
+    }
+}
+
+/// A configuration variable with a bad value.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+impl Config {
+    /// Defaults suitable for a bare machine (and for tests to adjust).
+    pub fn defaults() -> Self {
+        let base = "https://qyapi.weixin.qq.com".to_owned();
+        Self {
+            host: IpAddr::from([0, 0, 0, 0]),
+            port: 7777,
+            mongo_uri: None,
+            data_dir: PathBuf::from("./data"),
+            access_token_url: format!("{base}/cgi-bin/gettoken"),
+            wecom_api_base: base,
+            admin_token: None,
+            log_path: None,
+            instance_id: None,
+            delivery: DeliveryConfig::default(),
+        }
+    }
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Parse from any key lookup (the environment, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let mut c = Self::defaults();
+        if let Some(v) = get("HOST") {
+            c.host = v.parse().map_err(|_| bad("HOST", "not an IP address"))?;
+        }
+        if let Some(v) = get("PORT") {
+            c.port = v
+                .parse()
+                .map_err(|_| bad("PORT", "not a port number (0-65535)"))?;
+        }
+        if let Some(v) = get("MONGO_URI") {
+            if !(v.starts_with("mongodb://") || v.starts_with("mongodb+srv://")) {
+                return Err(bad(
+                    "MONGO_URI",
+                    "must start with mongodb:// or mongodb+srv://",
+                ));
+            }
+            c.mongo_uri = Some(Secret::new(v));
+        }
+        if let Some(v) = get("DATA_DIR") {
+            c.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("WECOM_API_BASE") {
+            c.wecom_api_base = http_url("WECOM_API_BASE", &v)?
+                .trim_end_matches('/')
+                .to_owned();
+            c.access_token_url = format!("{}/cgi-bin/gettoken", c.wecom_api_base);
+        }
+        if let Some(v) = get("ACCESS_TOKEN_URL") {
+            c.access_token_url = http_url("ACCESS_TOKEN_URL", &v)?;
+        }
+        if let Some(v) = get("ADMIN_TOKEN") {
+            if v.len() < 16 {
+                return Err(bad("ADMIN_TOKEN", "must be at least 16 characters"));
+            }
+            c.admin_token = Some(Secret::new(v));
+        }
+        c.log_path = get("LOG_PATH").map(PathBuf::from);
+        c.instance_id = get("INSTANCE_ID");
+        let d = &mut c.delivery;
+        if let Some(v) = get("DELIVERY_TIMEOUT_MS") {
+            d.attempt_timeout = millis("DELIVERY_TIMEOUT_MS", &v)?;
+        }
+        if let Some(v) = get("RETRY_BASE_MS") {
+            d.retry_base = millis("RETRY_BASE_MS", &v)?;
+        }
+        if let Some(v) = get("RETRY_CAP_MS") {
+            d.retry_cap = millis("RETRY_CAP_MS", &v)?;
+        }
+        if let Some(v) = get("RETRY_WINDOW_SECS") {
+            d.retry_window = Duration::from_secs(number("RETRY_WINDOW_SECS", &v)?);
+        }
+        if let Some(v) = get("DELIVERY_CONCURRENCY") {
+            d.max_concurrent = number("DELIVERY_CONCURRENCY", &v)?.max(1) as usize;
+        }
+        if let Some(v) = get("DELIVERY_PER_PUPPET") {
+            d.max_per_puppet = number("DELIVERY_PER_PUPPET", &v)?.max(1) as usize;
+        }
+        if let Some(v) = get("RETENTION_HOURS") {
+            let hours = number("RETENTION_HOURS", &v)?;
+            if hours < 24 {
+                return Err(bad(
+                    "RETENTION_HOURS",
+                    "must be at least 24 (the dedup window)",
+                ));
+            }
+            d.retention = Duration::from_secs(hours * 3600);
+        }
+        Ok(c)
+    }
+}
+
+fn bad(var: &'static str, reason: &str) -> ConfigError {
+    ConfigError {
+        var,
+        reason: reason.to_owned(),
+    }
+}
+
+fn http_url(var: &'static str, v: &str) -> Result<String, ConfigError> {
+    match url::Url::parse(v) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            Ok(v.to_owned())
+        }
+        _ => Err(bad(var, "not an http(s) URL")),
+    }
+}
+
+fn number(var: &'static str, v: &str) -> Result<u64, ConfigError> {
+    v.parse().map_err(|_| bad(var, "not a whole number"))
+}
+
+fn millis(var: &'static str, v: &str) -> Result<Duration, ConfigError> {
+    number(var, v).map(Duration::from_millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.port, 7777);
+        assert!(c.mongo_uri.is_none());
+        assert_eq!(
+            c.access_token_url,
+            "https://qyapi.weixin.qq.com/cgi-bin/gettoken"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        assert_eq!(parse(&[("PORT", "seventy")]).unwrap_err().var, "PORT");
+        assert_eq!(
+            parse(&[("MONGO_URI", "postgres://x")]).unwrap_err().var,
+            "MONGO_URI"
+        );
+        assert_eq!(
+            parse(&[("WECOM_API_BASE", "nope")]).unwrap_err().var,
+            "WECOM_API_BASE"
+        );
+    }
+
+    #[test]
+    fn api_base_moves_the_token_url_unless_set() {
+        let c = parse(&[("WECOM_API_BASE", "http://127.0.0.1:9/")]).unwrap();
+        assert_eq!(c.access_token_url, "http://127.0.0.1:9/cgi-bin/gettoken");
+        let c = parse(&[
+            ("WECOM_API_BASE", "http://a"),
+            ("ACCESS_TOKEN_URL", "http://b/t"),
+        ])
+        .unwrap();
+        assert_eq!(c.access_token_url, "http://b/t");
+    }
+
+    #[test]
+    fn debug_output_does_not_show_secrets() {
+        let c = parse(&[
+            ("ADMIN_TOKEN", "admin-token-very-secret"),
+            ("MONGO_URI", "mongodb://u:pw@h/db"),
+        ])
+        .unwrap();
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("admin-token-very-secret"));
+        assert!(!printed.contains("pw@h"));
+    }
+}

@@ -1,0 +1,250 @@
+//! The delivery loop. Claims due events in batches (leased in the store, so
+//! several managers can share one queue), sends each in its own task within
+//! a global and a per-puppet concurrency cap, and records the outcome against
+//! its claim. Wakes immediately when a callback is accepted or a puppet
+//! registers; otherwise polls.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use super::{RetryPolicy, Sender};
+use crate::clock::Clock;
+use crate::config::DeliveryConfig;
+use crate::domain::KfId;
+use crate::store::{AttemptResult, Claim, Store, StoredEvent};
+
+const MAX_BATCH: usize = 64;
+const PURGE_EVERY_MS: i64 = 10 * 60 * 1000;
+
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    sender: Sender,
+    policy: RetryPolicy,
+    config: DeliveryConfig,
+    owner: String,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+    global: Arc<Semaphore>,
+    per_puppet: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// What request handlers hold: a way to wake the dispatcher.
+#[derive(Clone)]
+pub struct DispatcherHandle {
+    wake: Arc<Notify>,
+}
+
+impl DispatcherHandle {
+    /// New work is waiting: claim now rather than at the next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Arc<dyn Store>,
+        sender: Sender,
+        config: DeliveryConfig,
+        owner: String,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            sender,
+            policy: RetryPolicy::from(&config),
+            global: Arc::new(Semaphore::new(config.max_concurrent)),
+            config,
+            owner,
+            clock,
+            wake: Arc::new(Notify::new()),
+            per_puppet: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn handle(&self) -> DispatcherHandle {
+        DispatcherHandle {
+            wake: self.wake.clone(),
+        }
+    }
+
+    /// Run until `shutdown` turns true; then wait (bounded) for in-flight
+    /// deliveries to finish.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        match self.store.release_claims(&self.owner).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "took back this instance's interrupted claims"),
+            Err(e) => tracing::warn!(error = %e, "could not release earlier claims"),
+        }
+        let mut in_flight = JoinSet::new();
+        let mut last_purge = 0i64;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            while in_flight.try_join_next().is_some() {}
+            let now = self.clock.now_ms();
+            if now - last_purge > PURGE_EVERY_MS {
+                last_purge = now;
+                self.purge(now).await;
+            }
+            let claimed = self.claim(now).await;
+            let full_batch = claimed.as_ref().is_ok_and(|c| c.len() == self.batch_size());
+            for event in claimed.unwrap_or_default() {
+                let Ok(permit) = self.global.clone().acquire_owned().await else {
+                    break;
+                };
+                let me = self.clone();
+                in_flight.spawn(async move {
+                    me.deliver(event).await;
+                    drop(permit);
+                });
+            }
+            if full_batch {
+                continue;
+            }
+            let sleep = self.sleep_for(now).await;
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        let grace = self.config.attempt_timeout + Duration::from_secs(1);
+        if tokio::time::timeout(grace, async {
+            while in_flight.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!("deliveries still running at shutdown; their leases will expire and they will be retried");
+        }
+    }
+
+    fn batch_size(&self) -> usize {
+        self.global.available_permits().clamp(1, MAX_BATCH)
+    }
+
+    async fn claim(&self, now: i64) -> Result<Vec<StoredEvent>, ()> {
+        let claim = Claim {
+            owner: self.owner.clone(),
+            now,
+            lease_until: now + self.config.lease().as_millis() as i64,
+        };
+        self.store
+            .claim_due(&claim, self.batch_size())
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "claiming due deliveries failed");
+            })
+    }
+
+    async fn sleep_for(&self, now: i64) -> Duration {
+        let poll = self.config.poll_interval;
+        match self.store.next_due_at().await {
+            Ok(Some(due)) if due > now => poll.min(Duration::from_millis((due - now) as u64)),
+            Ok(Some(_)) => Duration::from_millis(20),
+            _ => poll,
+        }
+    }
+
+    async fn purge(&self, now: i64) {
+        let before = now - self.config.retention.as_millis() as i64;
+        let dead_before = now - self.config.dead_retention.as_millis() as i64;
+        match self.store.purge(before, dead_before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "purged events past retention"),
+            Err(e) => tracing::warn!(error = %e, "purge failed"),
+        }
+    }
+
+    fn puppet_slot(&self, kf_id: &str) -> Arc<Semaphore> {
+        let mut map = self.per_puppet.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(kf_id.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.max_per_puppet)))
+            .clone()
+    }
+
+    #[tracing::instrument(name = "deliver", skip_all, fields(delivery_id = %event.id, corp_id = %event.corp_id, kf_id = event.kf_id.as_deref().unwrap_or("")))]
+    async fn deliver(&self, event: StoredEvent) {
+        let Some(claim_id) = event.claim_id.clone() else {
+            return;
+        };
+        let result = self.attempt(&event).await;
+        let now = self.clock.now_ms();
+        match self
+            .store
+            .finish_attempt(&event.id, &claim_id, &result, now)
+            .await
+        {
+            Ok(true) => match &result {
+                AttemptResult::Delivered => tracing::info!(
+                    attempt = event.attempts + 1,
+                    latency_ms = now - event.received_at,
+                    "delivered"
+                ),
+                AttemptResult::Retry {
+                    error,
+                    next_attempt_at,
+                } => tracing::warn!(
+                    attempt = event.attempts + 1,
+                    error = %error,
+                    retry_in_ms = next_attempt_at - now,
+                    "delivery failed; will retry"
+                ),
+                AttemptResult::Dead { error } => {
+                    tracing::error!(attempt = event.attempts + 1, error = %error, "retry window exhausted: dead letter")
+                }
+                AttemptResult::Parked => {
+                    tracing::info!("no online puppet; parked until it registers")
+                }
+            },
+            Ok(false) => tracing::warn!(
+                "lease was taken over before the attempt finished; outcome not recorded"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record the outcome; the lease will expire and it will be retried")
+            }
+        }
+    }
+
+    async fn attempt(&self, event: &StoredEvent) -> AttemptResult {
+        let Some(kf) = event.kf_id.as_deref().and_then(|k| KfId::parse(k).ok()) else {
+            return AttemptResult::Parked;
+        };
+        let puppet = match self.store.get_puppet(&kf).await {
+            Ok(Some(p)) if p.online && p.registration.corp_id.as_str() == event.corp_id => p,
+            Ok(_) => return AttemptResult::Parked,
+            Err(e) => {
+                let now = self.clock.now_ms();
+                return AttemptResult::Retry {
+                    next_attempt_at: now + self.config.poll_interval.as_millis() as i64,
+                    error: format!("store: {e}"),
+                };
+            }
+        };
+        let slot = self.puppet_slot(kf.as_str());
+        let Ok(_permit) = slot.acquire().await else {
+            return AttemptResult::Parked;
+        };
+        match self
+            .sender
+            .send(event, &puppet.registration.endpoint, event.attempts + 1)
+            .await
+        {
+            Ok(()) => AttemptResult::Delivered,
+            Err(failure) => self.policy.after_failure(
+                event.attempts + 1,
+                event.received_at,
+                self.clock.now_ms(),
+                failure.retry_after,
+                rand::random::<f64>() * 2.0 - 1.0,
+                failure.error,
+            ),
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Getting accepted events to puppets: claim with a lease, send, record the
+//! outcome, retry with backoff, park when nobody is online, give up into dead
+//! letters after the retry window.
+
+mod dispatcher;
+pub mod identity;
+mod policy;
+mod sender;
+
+pub use dispatcher::{Dispatcher, DispatcherHandle};
+pub use policy::RetryPolicy;
+pub use sender::{SendFailure, Sender};

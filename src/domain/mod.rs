@@ -1,0 +1,25 @@
+//! Domain newtypes, parsed once at the boundary. Inside the service functions
+//! take these types, never raw strings.
+
+mod ids;
+mod registration;
+mod secret;
+
+pub use crate::wecom::EncodingAesKey;
+pub use ids::{CorpId, EndpointUrl, KfId};
+pub use registration::{CredentialSet, Puppet, RegisterBody, Registration};
+pub use secret::Secret;
+
+/// An input field that failed validation: `"{field}: {reason}"`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct FieldError {
+    pub field: &'static str,
+    pub reason: &'static str,
+}
+
+impl FieldError {
+    pub fn new(field: &'static str, reason: &'static str) -> Self {
+        Self { field, reason }
+    }
+}

@@ -1,0 +1,113 @@
+//! What a puppet registers, and what the store keeps about it.
+
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use super::{CorpId, EncodingAesKey, EndpointUrl, FieldError, KfId, Secret};
+
+/// The token and EncodingAESKey a corp's callbacks are signed and encrypted
+/// with. A corp may have several (one per app).
+#[derive(Clone, Debug)]
+pub struct CredentialSet {
+    pub token: Secret,
+    pub key: EncodingAesKey,
+}
+
+impl CredentialSet {
+    /// Constant-time comparison of both parts.
+    pub fn same_as(&self, other: &CredentialSet) -> bool {
+        let keys_equal: bool = self
+            .key
+            .expose()
+            .as_bytes()
+            .ct_eq(other.key.expose().as_bytes())
+            .into();
+        self.token.ct_eq(&other.token) & keys_equal
+    }
+}
+
+/// A validated registration request.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    pub kf_id: KfId,
+    pub kf_name: String,
+    pub endpoint: EndpointUrl,
+    pub corp_id: CorpId,
+    pub corp_secret: Secret,
+    pub credentials: CredentialSet,
+}
+
+/// A registration as stored, with its presence.
+#[derive(Clone, Debug)]
+pub struct Puppet {
+    pub registration: Registration,
+    pub online: bool,
+    /// Unix milliseconds of the last registration.
+    pub last_online_at: Option<i64>,
+    /// Unix milliseconds of the last deregistration, while offline.
+    pub offline_since: Option<i64>,
+}
+
+/// The register body as puppets send it; every field optional so that a
+/// missing one is reported by name.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterBody {
+    pub kf_id: Option<String>,
+    pub kf_name: Option<String>,
+    pub endpoint: Option<String>,
+    pub corp_id: Option<String>,
+    pub corp_secret: Option<String>,
+    pub token: Option<String>,
+    #[serde(rename = "encodingAESKey")]
+    pub encoding_aes_key: Option<String>,
+}
+
+fn required<'a>(value: &'a Option<String>, field: &'static str) -> Result<&'a str, FieldError> {
+    match value.as_deref() {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(FieldError::new(field, "missing")),
+    }
+}
+
+fn bounded_secret(value: &str, field: &'static str, max: usize) -> Result<Secret, FieldError> {
+    if value.len() > max || value.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            field,
+            "too long or contains control characters",
+        ));
+    }
+    Ok(Secret::new(value))
+}
+
+impl TryFrom<RegisterBody> for Registration {
+    type Error = FieldError;
+
+    fn try_from(body: RegisterBody) -> Result<Self, FieldError> {
+        let kf_id = KfId::parse(required(&body.kf_id, "kfId")?)?;
+        let endpoint = EndpointUrl::parse(required(&body.endpoint, "endpoint")?)?;
+        let corp_id = CorpId::parse(required(&body.corp_id, "corpId")?)?;
+        let corp_secret = bounded_secret(
+            required(&body.corp_secret, "corpSecret")?,
+            "corpSecret",
+            256,
+        )?;
+        let token = bounded_secret(required(&body.token, "token")?, "token", 128)?;
+        let key = EncodingAesKey::parse(required(&body.encoding_aes_key, "encodingAESKey")?)
+            .map_err(|_| {
+                FieldError::new("encodingAESKey", "must be 43 characters of [A-Za-z0-9]")
+            })?;
+        let kf_name = body.kf_name.unwrap_or_default();
+        if kf_name.len() > 256 {
+            return Err(FieldError::new("kfName", "longer than 256 bytes"));
+        }
+        Ok(Self {
+            kf_id,
+            kf_name,
+            endpoint,
+            corp_id,
+            corp_secret,
+            credentials: CredentialSet { token, key },
+        })
+    }
+}

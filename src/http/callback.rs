@@ -1,0 +1,249 @@
+//! `/callback/{corpId}`: WeCom's URL verification and encrypted callbacks, and
+//! the gateway's already-decrypted form. Every accepted callback is stored
+//! before it is acknowledged; the answer never waits for the puppet.
+
+use std::time::Instant;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::body::read_limited;
+use super::error::CallbackError;
+use super::query::param;
+use super::AppState;
+use crate::delivery::identity::{decrypted_dedup_key, dedup_key};
+use crate::domain::{CorpId, CredentialSet, KfId};
+use crate::store::{InsertOutcome, NewEvent, PayloadKind};
+use crate::wecom::{self, MAX_XML_BYTES};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/callback/decrypted/{corp_id}", web::post().to(decrypted))
+        .route("/callback/{corp_id}", web::get().to(verify_url))
+        .route("/callback/{corp_id}", web::post().to(encrypted));
+}
+
+/// The three signed query parameters every WeCom request carries.
+struct SignedQuery {
+    msg_signature: String,
+    timestamp: String,
+    nonce: String,
+}
+
+impl SignedQuery {
+    fn from_request(req: &HttpRequest) -> Result<Self, CallbackError> {
+        let q = req.query_string();
+        let get = |name: &'static str| {
+            param(q, name)
+                .filter(|v| !v.is_empty() && v.len() <= 256)
+                .ok_or_else(|| {
+                    CallbackError::BadRequest(format!("query parameter {name} missing or invalid"))
+                })
+        };
+        Ok(Self {
+            msg_signature: get("msg_signature")?,
+            timestamp: get("timestamp")?,
+            nonce: get("nonce")?,
+        })
+    }
+
+    /// Find the credential set whose token signed `data`.
+    fn signer<'a>(
+        &self,
+        sets: &'a [CredentialSet],
+        data: &str,
+    ) -> Result<&'a CredentialSet, CallbackError> {
+        sets.iter()
+            .find(|set| {
+                wecom::verify_signature(
+                    set.token.expose(),
+                    &self.timestamp,
+                    &self.nonce,
+                    data,
+                    &self.msg_signature,
+                )
+            })
+            .ok_or(CallbackError::BadSignature)
+    }
+}
+
+fn corp_from_path(raw: &str) -> Result<CorpId, CallbackError> {
+    CorpId::parse(raw).map_err(|e| CallbackError::BadRequest(e.to_string()))
+}
+
+async fn corp_credentials(
+    state: &AppState,
+    corp: &CorpId,
+) -> Result<std::sync::Arc<[CredentialSet]>, CallbackError> {
+    let sets = state.credentials.get(state.store.as_ref(), corp).await?;
+    if sets.is_empty() {
+        return Err(CallbackError::UnknownCorp);
+    }
+    Ok(sets)
+}
+
+/// Log one line per callback with its outcome and latency.
+fn log_outcome<T>(
+    kind: &'static str,
+    corp: &str,
+    kf: Option<&str>,
+    started: Instant,
+    result: &Result<T, CallbackError>,
+) {
+    let latency_us = started.elapsed().as_micros() as u64;
+    let kf = kf.unwrap_or("");
+    match result {
+        Ok(_) => tracing::info!(
+            kind,
+            corp_id = corp,
+            kf_id = kf,
+            outcome = "accepted",
+            latency_us,
+            "callback"
+        ),
+        Err(e) => {
+            tracing::warn!(kind, corp_id = corp, kf_id = kf, outcome = e.outcome(), reason = %e, latency_us, "callback refused")
+        }
+    }
+}
+
+/// GET: WeCom checks the URL; answer the bare decrypted echostr.
+async fn verify_url(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, CallbackError> {
+    let started = Instant::now();
+    let result = async {
+        let corp = corp_from_path(&path)?;
+        let query = SignedQuery::from_request(&req)?;
+        let echostr = param(req.query_string(), "echostr")
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| CallbackError::BadRequest("query parameter echostr missing".into()))?;
+        let sets = corp_credentials(&state, &corp).await?;
+        let set = query.signer(&sets, &echostr)?;
+        let plain = wecom::decrypt(&set.key, &echostr, corp.as_str())?;
+        Ok(HttpResponse::Ok()
+            .content_type("text/plain")
+            .body(plain.message))
+    }
+    .await;
+    log_outcome("verify_url", &path, None, started, &result);
+    result
+}
+
+/// POST: an encrypted callback.
+async fn encrypted(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, CallbackError> {
+    let started = Instant::now();
+    let mut kf_seen = None;
+    let result = async {
+        let corp = corp_from_path(&path)?;
+        let query = SignedQuery::from_request(&req)?;
+        let body = read_limited(payload, MAX_XML_BYTES).await?;
+        let envelope = wecom::parse_envelope(&body)?;
+        let sets = corp_credentials(&state, &corp).await?;
+        let set = query.signer(&sets, &envelope.encrypt)?;
+        let plain = wecom::decrypt(&set.key, &envelope.encrypt, corp.as_str())?;
+        let message = wecom::parse_message(&plain.message)?;
+        let kf_id = message
+            .open_kf_id
+            .as_deref()
+            .and_then(|k| KfId::parse(k).ok());
+        kf_seen = kf_id.as_ref().map(|k| k.as_str().to_owned());
+        let event = NewEvent {
+            id: uuid::Uuid::new_v4().to_string(),
+            dedup_key: dedup_key(&corp, &message),
+            coalesce: message.is_kf_msg_or_event(),
+            kind: PayloadKind::Xml,
+            body: body.to_vec(),
+            query: format!(
+                "msg_signature={}&timestamp={}&nonce={}",
+                enc(&query.msg_signature),
+                enc(&query.timestamp),
+                enc(&query.nonce)
+            ),
+            received_at: state.clock.now_ms(),
+            corp_id: corp,
+            kf_id,
+        };
+        store_and_wake(&state, &event).await
+    }
+    .await;
+    log_outcome("encrypted", &path, kf_seen.as_deref(), started, &result);
+    result.map(|_| {
+        HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("success")
+    })
+}
+
+fn enc(v: &str) -> percent_encoding::PercentEncode<'_> {
+    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+}
+
+async fn store_and_wake(
+    state: &AppState,
+    event: &NewEvent,
+) -> Result<InsertOutcome, CallbackError> {
+    let outcome = state.store.insert_event(event).await?;
+    if outcome == InsertOutcome::Stored && event.kf_id.is_some() {
+        state.dispatcher.wake();
+    }
+    Ok(outcome)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DecryptedBody {
+    token: Option<String>,
+    open_kf_id: Option<String>,
+}
+
+/// POST: a gateway that already decrypted sends `{token, openKfId}`.
+async fn decrypted(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, CallbackError> {
+    let started = Instant::now();
+    let mut kf_seen = None;
+    let result = async {
+        let corp = corp_from_path(&path)?;
+        corp_credentials(&state, &corp).await?;
+        let body = read_limited(payload, 16 * 1024).await?;
+        let parsed: DecryptedBody = serde_json::from_slice(&body)
+            .map_err(|_| CallbackError::BadRequest("body is not JSON {token, openKfId}".into()))?;
+        let token = parsed
+            .token
+            .filter(|t| !t.is_empty() && t.len() <= 512)
+            .ok_or_else(|| {
+                CallbackError::BadRequest("token: missing or longer than 512 bytes".into())
+            })?;
+        let kf = KfId::parse(parsed.open_kf_id.as_deref().unwrap_or("")).map_err(|_| {
+            CallbackError::BadRequest(
+                "openKfId: must be 1 to 64 characters of [A-Za-z0-9_-]".into(),
+            )
+        })?;
+        kf_seen = Some(kf.as_str().to_owned());
+        let json = serde_json::json!({ "token": token, "openKfId": kf.as_str() });
+        let event = NewEvent {
+            id: uuid::Uuid::new_v4().to_string(),
+            dedup_key: decrypted_dedup_key(&corp, &kf, &token),
+            coalesce: true,
+            kind: PayloadKind::Json,
+            body: json.to_string().into_bytes(),
+            query: String::new(),
+            received_at: state.clock.now_ms(),
+            corp_id: corp,
+            kf_id: Some(kf),
+        };
+        store_and_wake(&state, &event).await
+    }
+    .await;
+    log_outcome("decrypted", &path, kf_seen.as_deref(), started, &result);
+    result.map(|_| HttpResponse::Ok().content_type("text/plain").body("roger"))
+}

@@ -1,0 +1,139 @@
+//! The one place where errors become HTTP answers.
+//!
+//! Callback-facing errors are one line of text (WeCom and gateways read the
+//! status); puppet-facing errors are `{"code": <status>, "message": ...}`.
+//! Internal causes are logged, never shown, and no message carries a secret.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+use crate::domain::FieldError;
+use crate::store::StoreError;
+use crate::wecom::ProtocolError;
+
+use super::body::BodyError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("body larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("signature does not match any credential set of this corp")]
+    BadSignature,
+    #[error("decrypted receiveid is not this corp")]
+    WrongReceiveId,
+    #[error("no credentials registered for this corp")]
+    UnknownCorp,
+    #[error("store unavailable, retry later")]
+    StoreUnavailable(#[source] StoreError),
+}
+
+impl From<ProtocolError> for CallbackError {
+    fn from(e: ProtocolError) -> Self {
+        match e {
+            ProtocolError::Signature => Self::BadSignature,
+            ProtocolError::ReceiveId => Self::WrongReceiveId,
+            ProtocolError::TooLarge(n) => Self::TooLarge(n),
+            other => Self::BadRequest(format!("{other} ({})", other.code())),
+        }
+    }
+}
+
+impl From<StoreError> for CallbackError {
+    fn from(e: StoreError) -> Self {
+        Self::StoreUnavailable(e)
+    }
+}
+
+impl From<BodyError> for CallbackError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge(n) => Self::TooLarge(n),
+            BodyError::Read => Self::BadRequest("could not read the request body".into()),
+        }
+    }
+}
+
+impl CallbackError {
+    /// Label for logs and metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) | Self::TooLarge(_) => "parse_error",
+            Self::BadSignature => "bad_signature",
+            Self::WrongReceiveId => "bad_receiveid",
+            Self::UnknownCorp => "unknown_corp",
+            Self::StoreUnavailable(_) => "store_unavailable",
+        }
+    }
+}
+
+impl ResponseError for CallbackError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BadSignature | Self::WrongReceiveId => StatusCode::UNAUTHORIZED,
+            Self::UnknownCorp => StatusCode::NOT_FOUND,
+            Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Self::StoreUnavailable(cause) = self {
+            tracing::error!(error = %cause, "store unavailable while accepting a callback");
+        }
+        HttpResponse::build(self.status_code())
+            .content_type("text/plain; charset=utf-8")
+            .body(self.to_string())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PuppetApiError {
+    #[error("{0}")]
+    Invalid(#[from] FieldError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("body larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("store unavailable, retry later")]
+    Store(#[from] StoreError),
+}
+
+impl From<BodyError> for PuppetApiError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge(n) => Self::TooLarge(n),
+            BodyError::Read => Self::BadRequest("could not read the request body".into()),
+        }
+    }
+}
+
+impl ResponseError for PuppetApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Invalid(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Store(StoreError::DuplicateKey) => StatusCode::CONFLICT,
+            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Self::Store(cause) = self {
+            tracing::error!(error = %cause, "store error on a puppet request");
+        }
+        let status = self.status_code();
+        HttpResponse::build(status).json(serde_json::json!({
+            "code": status.as_u16(),
+            "message": self.to_string(),
+        }))
+    }
+}

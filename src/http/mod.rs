@@ -1,0 +1,43 @@
+//! The HTTP surface: one module per resource, errors mapped in `error.rs`.
+
+mod body;
+mod callback;
+mod error;
+mod health;
+mod puppets;
+mod query;
+mod tokens;
+
+use std::sync::Arc;
+
+use actix_web::web;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::credentials::CredentialCache;
+use crate::delivery::DispatcherHandle;
+use crate::store::Store;
+
+pub use error::{CallbackError, PuppetApiError};
+
+/// Everything a handler needs, shared by all workers.
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub credentials: Arc<CredentialCache>,
+    pub dispatcher: DispatcherHandle,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<Config>,
+    /// For getToken and the WeCom API proxy.
+    pub upstream: reqwest::Client,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .service(
+            web::scope("/puppetWxkfManager")
+                .configure(puppets::routes)
+                .configure(tokens::routes),
+        )
+        .configure(callback::routes);
+}

@@ -1,0 +1,181 @@
+//! Puppet registration (API.md §1): register, deregister, puppetWxkfInfo.
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use super::body::read_limited;
+use super::error::PuppetApiError;
+use super::AppState;
+use crate::domain::{CorpId, KfId, Puppet, RegisterBody, Registration};
+
+const REGISTER_BODY_LIMIT: usize = 16 * 1024;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/register", web::post().to(register))
+        .route("/deregister", web::post().to(deregister))
+        .route("/puppetWxkfInfo/{kf_id}", web::get().to(info));
+}
+
+fn ok() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"code": 0, "message": "success"}))
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, PuppetApiError> {
+    serde_json::from_slice(body).map_err(|_| {
+        PuppetApiError::BadRequest("body is not a JSON object of the expected shape".into())
+    })
+}
+
+#[tracing::instrument(skip_all, fields(kf_id, corp_id))]
+async fn register(
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, PuppetApiError> {
+    let body = read_limited(payload, REGISTER_BODY_LIMIT).await?;
+    let reg = Registration::try_from(parse_json::<RegisterBody>(&body)?)?;
+    let span = tracing::Span::current();
+    span.record("kf_id", reg.kf_id.as_str());
+    span.record("corp_id", reg.corp_id.as_str());
+
+    if let Some(existing) = state.store.get_puppet(&reg.kf_id).await? {
+        let current = &existing.registration;
+        let moving = current.endpoint != reg.endpoint || current.corp_id != reg.corp_id;
+        if moving && !current.credentials.same_as(&reg.credentials) {
+            tracing::warn!("refused: re-registration to another endpoint with other credentials");
+            return Err(PuppetApiError::Conflict(
+                "kfId is registered to another endpoint; moving it requires the credentials it was registered with",
+            ));
+        }
+    }
+    let now = state.clock.now_ms();
+    state.store.save_registration(&reg, now).await?;
+    state
+        .credentials
+        .reload_corp(state.store.as_ref(), &reg.corp_id)
+        .await?;
+    let woken = state.store.wake_kf(&reg.corp_id, &reg.kf_id, now).await?;
+    state.dispatcher.wake();
+    tracing::info!(
+        endpoint = reg.endpoint.as_str(),
+        waiting = woken,
+        "puppet registered"
+    );
+    Ok(ok())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeregisterBody {
+    kf_id: Option<String>,
+    corp_id: Option<String>,
+}
+
+#[tracing::instrument(skip_all, fields(kf_id, corp_id))]
+async fn deregister(
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, PuppetApiError> {
+    let body = read_limited(payload, REGISTER_BODY_LIMIT).await?;
+    let parsed: DeregisterBody = parse_json(&body)?;
+    let kf_id = KfId::parse(parsed.kf_id.as_deref().unwrap_or(""))?;
+    let corp_id = CorpId::parse(parsed.corp_id.as_deref().unwrap_or(""))?;
+    let span = tracing::Span::current();
+    span.record("kf_id", kf_id.as_str());
+    span.record("corp_id", corp_id.as_str());
+    if !state
+        .store
+        .set_offline(&kf_id, &corp_id, state.clock.now_ms())
+        .await?
+    {
+        return Err(PuppetApiError::NotFound(
+            "kfId is not registered under this corpId",
+        ));
+    }
+    tracing::info!("puppet deregistered");
+    Ok(ok())
+}
+
+/// A registration as shown to puppets: the old manager's document fields
+/// (`kfOpenId`, `name`, `botEndpoint`, ...) and the register names, never a
+/// secret.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PuppetView {
+    kf_id: String,
+    kf_name: String,
+    endpoint: String,
+    kf_open_id: String,
+    name: String,
+    bot_endpoint: String,
+    corp_id: String,
+    online: bool,
+    last_online_date: Option<String>,
+    offline_since: Option<String>,
+}
+
+pub fn iso8601(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms.rem_euclid(1000)
+    )
+}
+
+impl From<&Puppet> for PuppetView {
+    fn from(p: &Puppet) -> Self {
+        let r = &p.registration;
+        Self {
+            kf_id: r.kf_id.to_string(),
+            kf_name: r.kf_name.clone(),
+            endpoint: r.endpoint.as_str().to_owned(),
+            kf_open_id: r.kf_id.to_string(),
+            name: r.kf_name.clone(),
+            bot_endpoint: r.endpoint.as_str().to_owned(),
+            corp_id: r.corp_id.to_string(),
+            online: p.online,
+            last_online_date: p.last_online_at.map(iso8601),
+            offline_since: p.offline_since.map(iso8601),
+        }
+    }
+}
+
+async fn info(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, PuppetApiError> {
+    let kf_id = KfId::parse(&path)?;
+    let puppet = state
+        .store
+        .get_puppet(&kf_id)
+        .await?
+        .ok_or(PuppetApiError::NotFound("kfId is not registered"))?;
+    Ok(HttpResponse::Ok().json(PuppetView::from(&puppet)))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn iso8601_formats_utc_milliseconds() {
+        assert_eq!(super::iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            super::iso8601(1_700_000_000_123),
+            "2023-11-14T22:13:20.123Z"
+        );
+        assert_eq!(super::iso8601(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,13 @@
+//! wxkf-manager: receives WeCom customer-service callbacks, stores them
+//! durably, and delivers each to the puppet registered for its kfId.
+
+pub mod clock;
+pub mod config;
+pub mod credentials;
+pub mod delivery;
+pub mod domain;
+pub mod http;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod wecom;

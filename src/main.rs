@@ -1,0 +1,52 @@
+use clap::{Parser, Subcommand};
+use wxkf_manager::config::Config;
+use wxkf_manager::startup::{open_store, Application};
+
+#[derive(Parser)]
+#[command(
+    name = "wxkf-manager",
+    version,
+    about = "WeCom customer-service callback manager"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply pending store migrations and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let _guards = wxkf_manager::telemetry::init(config.log_path.as_deref());
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Migrate => open_store(&config)
+            .await
+            .map(|_| println!("migrations applied")),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = Application::build(config).await?;
+    tracing::info!(port = app.port(), "wxkf-manager listening");
+    app.run_until_stopped().await?;
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! Building and running the application; used by `main` and by the tests.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::credentials::CredentialCache;
+use crate::delivery::{Dispatcher, Sender};
+use crate::http::{self, AppState};
+use crate::store::{self, Store};
+
+/// How often the in-memory credentials are re-read from the store.
+const CREDENTIAL_REFRESH: Duration = Duration::from_secs(5);
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    dispatcher: Arc<Dispatcher>,
+    store: Arc<dyn Store>,
+    credentials: Arc<CredentialCache>,
+}
+
+/// Open the configured store: MongoDB when `MONGO_URI` is set, else the
+/// embedded store under `DATA_DIR`.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match &config.mongo_uri {
+        Some(uri) => Ok(Arc::new(
+            store::mongo::MongoStore::connect(uri.expose())
+                .await
+                .context("MONGO_URI: cannot use the MongoDB store")?,
+        )),
+        None => Ok(Arc::new(
+            store::sqlite::SqliteStore::open(&config.data_dir).with_context(|| {
+                format!(
+                    "DATA_DIR: cannot open the embedded store in {}",
+                    config.data_dir.display()
+                )
+            })?,
+        )),
+    }
+}
+
+/// The stable identity of this instance: `INSTANCE_ID`, or one made once and
+/// kept in `DATA_DIR`, so a restarted manager recognises its own claims.
+fn instance_id(config: &Config) -> anyhow::Result<String> {
+    if let Some(id) = &config.instance_id {
+        return Ok(id.clone());
+    }
+    let path = config.data_dir.join("instance-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        if !id.trim().is_empty() {
+            return Ok(id.trim().to_owned());
+        }
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("DATA_DIR: cannot create {}", config.data_dir.display()))?;
+    let id = uuid::Uuid::new_v4().to_string();
+    std::fs::write(&path, &id)
+        .with_context(|| format!("DATA_DIR: cannot write {}", path.display()))?;
+    Ok(id)
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let store = open_store(&config).await?;
+        let credentials = Arc::new(CredentialCache::default());
+        if let Err(e) = credentials.refresh_all(store.as_ref()).await {
+            tracing::warn!(error = %e, "could not preload corp credentials; they load on first use");
+        }
+        let sender = Sender::new(config.delivery.attempt_timeout)
+            .context("building the delivery HTTP client")?;
+        let owner = instance_id(&config)?;
+        let dispatcher = Arc::new(Dispatcher::new(
+            store.clone(),
+            sender,
+            config.delivery.clone(),
+            owner,
+            clock.clone(),
+        ));
+        let upstream = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("building the WeCom HTTP client")?;
+
+        let listener = TcpListener::bind((config.host, config.port))
+            .with_context(|| format!("PORT: cannot listen on {}:{}", config.host, config.port))?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(AppState {
+            store: store.clone(),
+            credentials: credentials.clone(),
+            dispatcher: dispatcher.handle(),
+            clock,
+            config: Arc::new(config),
+            upstream,
+        });
+        let server =
+            HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
+                .listen(listener)?
+                // Slow senders are cut off rather than holding a connection.
+                .client_request_timeout(Duration::from_secs(10))
+                .shutdown_timeout(10)
+                .run();
+        Ok(Self {
+            port,
+            server,
+            dispatcher,
+            store,
+            credentials,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stop the server from outside (tests); SIGTERM/SIGINT do the same.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serve until stopped; then let in-flight deliveries finish (bounded).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let dispatcher = tokio::spawn(self.dispatcher.clone().run(stop_rx));
+        let (store, credentials) = (self.store.clone(), self.credentials.clone());
+        let refresher = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CREDENTIAL_REFRESH);
+            loop {
+                tick.tick().await;
+                if let Err(e) = credentials.refresh_all(store.as_ref()).await {
+                    tracing::warn!(error = %e, "refreshing corp credentials failed");
+                }
+            }
+        });
+        let served = self.server.await;
+        refresher.abort();
+        let _ = stop_tx.send(true);
+        let _ = dispatcher.await;
+        tracing::info!("stopped");
+        served
+    }
+}

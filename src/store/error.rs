@@ -1,0 +1,17 @@
+//! Store errors: typed where callers decide on them, opaque otherwise.
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique index refused the write (MongoDB 11000, SQLite UNIQUE).
+    #[error("duplicate key")]
+    DuplicateKey,
+    /// The store could not be reached or did not answer in time; the caller
+    /// answers 503 so that the sender retries.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data that does not parse (a corrupt or foreign document).
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    #[error("store error: {0}")]
+    Other(String),
+}

@@ -1,0 +1,141 @@
+//! Accepted callbacks and their delivery state, as the store keeps them.
+
+use serde::Serialize;
+
+use crate::domain::{CorpId, KfId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventStatus {
+    /// Waiting for its next attempt (due at `next_attempt_at`).
+    Pending,
+    /// No online puppet for its kfId; waits for a registration.
+    Parked,
+    Delivered,
+    /// Retry window exhausted; kept for an operator.
+    Dead,
+    /// A newer wake-up for the same kfId was delivered instead.
+    Superseded,
+    /// No OpenKfId to route by (another kind of event); kept for operators.
+    Unroutable,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Parked => "parked",
+            Self::Delivered => "delivered",
+            Self::Dead => "dead",
+            Self::Superseded => "superseded",
+            Self::Unroutable => "unroutable",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "parked" => Self::Parked,
+            "delivered" => Self::Delivered,
+            "dead" => Self::Dead,
+            "superseded" => Self::Superseded,
+            "unroutable" => Self::Unroutable,
+            _ => return None,
+        })
+    }
+}
+
+/// How the event is delivered: the original XML, or the gateway JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadKind {
+    Xml,
+    Json,
+}
+
+impl PayloadKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Xml => "xml",
+            Self::Json => "json",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "xml" => Some(Self::Xml),
+            "json" => Some(Self::Json),
+            _ => None,
+        }
+    }
+}
+
+/// An accepted callback about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: String,
+    pub corp_id: CorpId,
+    /// The OpenKfId it routes to; `None` makes it unroutable.
+    pub kf_id: Option<KfId>,
+    /// Identity for deduplicating WeCom's resends.
+    pub dedup_key: String,
+    pub kind: PayloadKind,
+    /// The original XML byte for byte, or the JSON to deliver.
+    pub body: Vec<u8>,
+    /// `msg_signature=..&timestamp=..&nonce=..` for XML events, else empty.
+    pub query: String,
+    /// A "pull now" wake-up that newer ones for the same kfId replace.
+    pub coalesce: bool,
+    pub received_at: i64,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredEvent {
+    pub id: String,
+    pub corp_id: String,
+    pub kf_id: Option<String>,
+    pub kind: PayloadKind,
+    #[serde(skip)]
+    pub body: Vec<u8>,
+    #[serde(skip)]
+    pub query: String,
+    pub coalesce: bool,
+    pub status: EventStatus,
+    pub attempts: u32,
+    pub received_at: i64,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<i64>,
+    #[serde(skip)]
+    pub claim_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Stored,
+    Duplicate,
+}
+
+/// Who claims, when, for how long.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub owner: String,
+    pub now: i64,
+    pub lease_until: i64,
+}
+
+/// How an attempt (or a look for the puppet) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptResult {
+    Delivered,
+    Retry {
+        next_attempt_at: i64,
+        error: String,
+    },
+    Dead {
+        error: String,
+    },
+    /// No online puppet: not an attempt; waits for a registration.
+    Parked,
+}

@@ -1,0 +1,85 @@
+//! Persistence: one trait, one module per backend (embedded SQLite, MongoDB).
+//!
+//! The store owns registrations (and the corp credentials derived from them)
+//! and accepted callbacks with their delivery state. The delivery queue's
+//! semantics (claim with a lease, coalesce, finish matching the claim) are
+//! expressed here as store operations so every backend implements them
+//! atomically in its own way.
+
+mod error;
+mod event;
+pub mod mongo;
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+pub use error::StoreError;
+pub use event::{
+    AttemptResult, Claim, EventStatus, InsertOutcome, NewEvent, PayloadKind, StoredEvent,
+};
+
+use crate::domain::{CorpId, CredentialSet, KfId, Puppet, Registration};
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap round trip proving the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    // ---- registrations -----------------------------------------------------
+
+    async fn get_puppet(&self, kf_id: &KfId) -> Result<Option<Puppet>, StoreError>;
+
+    /// Upsert by kfId and mark it online.
+    async fn save_registration(&self, reg: &Registration, now: i64) -> Result<(), StoreError>;
+
+    /// Mark offline. `false` when the kfId is not registered under that corp.
+    async fn set_offline(
+        &self,
+        kf_id: &KfId,
+        corp_id: &CorpId,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Distinct (token, EncodingAESKey) pairs of a corp's registrations, online or not.
+    async fn corp_credentials(&self, corp_id: &CorpId) -> Result<Vec<CredentialSet>, StoreError>;
+
+    /// Every corp's distinct credential sets, to fill the in-memory cache.
+    async fn all_credentials(&self) -> Result<Vec<(CorpId, CredentialSet)>, StoreError>;
+
+    // ---- events and their delivery ----------------------------------------
+
+    /// Store an accepted callback durably. A second event with the same dedup
+    /// key is not stored and reported as a duplicate.
+    async fn insert_event(&self, event: &NewEvent) -> Result<InsertOutcome, StoreError>;
+
+    /// Lease up to `limit` due events for `claim.owner`. For coalescible
+    /// events the newest waiting sibling of the same (corp, kf) is leased in
+    /// place of older ones, which become `superseded`.
+    async fn claim_due(&self, claim: &Claim, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Record the end of an attempt. Matches the claim id: a worker whose
+    /// lease was taken over cannot overwrite the newer owner (returns false).
+    async fn finish_attempt(
+        &self,
+        event_id: &str,
+        claim_id: &str,
+        result: &AttemptResult,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Make a kfId's waiting events (parked or in backoff) due now.
+    async fn wake_kf(&self, corp_id: &CorpId, kf_id: &KfId, now: i64) -> Result<u64, StoreError>;
+
+    /// Drop every lease held by `owner` (a restarted instance takes back its
+    /// own interrupted claims at once).
+    async fn release_claims(&self, owner: &str) -> Result<u64, StoreError>;
+
+    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError>;
+
+    /// Earliest `next_attempt_at` of a pending event, to know how long to sleep.
+    async fn next_due_at(&self) -> Result<Option<i64>, StoreError>;
+
+    /// Remove delivered and superseded events older than `before` (dead
+    /// letters are kept until `dead_before`).
+    async fn purge(&self, before: i64, dead_before: i64) -> Result<u64, StoreError>;
+}

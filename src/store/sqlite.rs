@@ -1,0 +1,521 @@
+//! The embedded store: SQLite (bundled) in WAL mode with `synchronous=FULL`,
+//! so an acknowledged callback survives a crash of the process or the machine.
+//!
+//! One connection behind a mutex, used from the blocking pool: SQLite
+//! serialises writers anyway, and a single connection keeps transactions
+//! simple and predictable.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{
+    AttemptResult, Claim, EventStatus, InsertOutcome, NewEvent, PayloadKind, Store, StoreError,
+    StoredEvent,
+};
+use crate::domain::{
+    CorpId, CredentialSet, EncodingAesKey, EndpointUrl, KfId, Puppet, Registration, Secret,
+};
+
+/// Ordered schema migrations, each applied once (recorded in `schema_migrations`).
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                StoreError::DuplicateKey
+            }
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::DiskFull
+                        | rusqlite::ErrorCode::CannotOpen
+                        | rusqlite::ErrorCode::SystemIoFailure
+                ) =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Other(e.to_string()),
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Open (creating) `dir/wxkf-manager.sqlite3` and apply pending migrations.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+        })?;
+        let conn = Connection::open(dir.join("wxkf-manager.sqlite3"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let store = Self {
+            conn: Arc::new(Mutex::new(conn)),
+        };
+        store.migrate_blocking()?;
+        Ok(store)
+    }
+
+    /// Apply pending migrations; returns how many ran.
+    pub fn migrate_blocking(&self) -> Result<usize, StoreError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )?;
+        let mut applied = 0;
+        for (version, sql) in MIGRATIONS {
+            let done: Option<i64> = tx
+                .query_row(
+                    "SELECT version FROM schema_migrations WHERE version = ?1",
+                    [version],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if done.is_none() {
+                tx.execute_batch(sql)?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, strftime('%s','now'))",
+                    [version],
+                )?;
+                applied += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(applied)
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+        self.conn
+            .lock()
+            .map_err(|_| StoreError::Other("connection mutex poisoned".into()))
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = store.lock()?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Other(format!("store task failed: {e}")))?
+    }
+}
+
+fn puppet_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Puppet, StoreError>> {
+    let kf_id: String = row.get("kf_id")?;
+    let kf_name: String = row.get("kf_name")?;
+    let endpoint: String = row.get("endpoint")?;
+    let corp_id: String = row.get("corp_id")?;
+    let corp_secret: String = row.get("corp_secret")?;
+    let token: String = row.get("token")?;
+    let key: String = row.get("encoding_aes_key")?;
+    let online: bool = row.get("online")?;
+    let last_online_at: Option<i64> = row.get("last_online_at")?;
+    let offline_since: Option<i64> = row.get("offline_since")?;
+    Ok(build_puppet(
+        &kf_id,
+        kf_name,
+        &endpoint,
+        &corp_id,
+        corp_secret,
+        token,
+        &key,
+        online,
+        last_online_at,
+        offline_since,
+    ))
+}
+
+/// Rebuild a puppet from stored fields, re-validating them (a store may hold
+/// documents written by another program, such as the old manager).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn build_puppet(
+    kf_id: &str,
+    kf_name: String,
+    endpoint: &str,
+    corp_id: &str,
+    corp_secret: String,
+    token: String,
+    key: &str,
+    online: bool,
+    last_online_at: Option<i64>,
+    offline_since: Option<i64>,
+) -> Result<Puppet, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("puppet {kf_id:.64}: invalid {what}"));
+    Ok(Puppet {
+        registration: Registration {
+            kf_id: KfId::parse(kf_id).map_err(|_| corrupt("kfId"))?,
+            kf_name,
+            endpoint: EndpointUrl::parse(endpoint).map_err(|_| corrupt("endpoint"))?,
+            corp_id: CorpId::parse(corp_id).map_err(|_| corrupt("corpId"))?,
+            corp_secret: Secret::new(corp_secret),
+            credentials: CredentialSet {
+                token: Secret::new(token),
+                key: EncodingAesKey::parse(key).map_err(|_| corrupt("encodingAESKey"))?,
+            },
+        },
+        online,
+        last_online_at,
+        offline_since,
+    })
+}
+
+const EVENT_COLUMNS: &str = "id, corp_id, kf_id, kind, body, query, coalesce, status, attempts, \
+     received_at, next_attempt_at, last_error, delivered_at, claim_id";
+
+fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+    let kind: String = row.get("kind")?;
+    let status: String = row.get("status")?;
+    Ok(StoredEvent {
+        id: row.get("id")?,
+        corp_id: row.get("corp_id")?,
+        kf_id: row.get("kf_id")?,
+        kind: PayloadKind::parse(&kind).unwrap_or(PayloadKind::Xml),
+        body: row.get("body")?,
+        query: row.get("query")?,
+        coalesce: row.get("coalesce")?,
+        status: EventStatus::parse(&status).unwrap_or(EventStatus::Dead),
+        attempts: row.get("attempts")?,
+        received_at: row.get("received_at")?,
+        next_attempt_at: row.get("next_attempt_at")?,
+        last_error: row.get("last_error")?,
+        delivered_at: row.get("delivered_at")?,
+        claim_id: row.get("claim_id")?,
+    })
+}
+
+/// Lease one event inside the claim transaction; returns the leased event if
+/// it was still waiting and unleased.
+fn lease(
+    tx: &rusqlite::Transaction<'_>,
+    seq: i64,
+    claim: &Claim,
+) -> Result<Option<StoredEvent>, StoreError> {
+    let claim_id = uuid::Uuid::new_v4().to_string();
+    let changed = tx.execute(
+        "UPDATE events SET lease_owner = ?1, lease_until = ?2, claim_id = ?3, status = 'pending', updated_at = ?4
+         WHERE seq = ?5 AND status IN ('pending','parked') AND lease_until <= ?4",
+        params![claim.owner, claim.lease_until, claim_id, claim.now, seq],
+    )?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?1");
+    Ok(Some(tx.query_row(&sql, [seq], event_from_row)?))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    async fn get_puppet(&self, kf_id: &KfId) -> Result<Option<Puppet>, StoreError> {
+        let kf = kf_id.as_str().to_owned();
+        self.run(move |c| {
+            c.query_row(
+                "SELECT * FROM puppets WHERE kf_id = ?1",
+                [kf],
+                puppet_from_row,
+            )
+            .optional()?
+            .transpose()
+        })
+        .await
+    }
+
+    async fn save_registration(&self, reg: &Registration, now: i64) -> Result<(), StoreError> {
+        let r = reg.clone();
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO puppets (kf_id, kf_name, endpoint, corp_id, corp_secret, token, encoding_aes_key,
+                                      online, last_online_at, offline_since, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, NULL, ?8)
+                 ON CONFLICT (kf_id) DO UPDATE SET
+                    kf_name = excluded.kf_name, endpoint = excluded.endpoint, corp_id = excluded.corp_id,
+                    corp_secret = excluded.corp_secret, token = excluded.token,
+                    encoding_aes_key = excluded.encoding_aes_key, online = 1,
+                    last_online_at = excluded.last_online_at, offline_since = NULL,
+                    updated_at = excluded.updated_at",
+                params![
+                    r.kf_id.as_str(),
+                    r.kf_name,
+                    r.endpoint.as_str(),
+                    r.corp_id.as_str(),
+                    r.corp_secret.expose(),
+                    r.credentials.token.expose(),
+                    r.credentials.key.expose(),
+                    now
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_offline(
+        &self,
+        kf_id: &KfId,
+        corp_id: &CorpId,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let (kf, corp) = (kf_id.as_str().to_owned(), corp_id.as_str().to_owned());
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE puppets SET online = 0, offline_since = ?3, updated_at = ?3
+                 WHERE kf_id = ?1 AND corp_id = ?2",
+                params![kf, corp, now],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn corp_credentials(&self, corp_id: &CorpId) -> Result<Vec<CredentialSet>, StoreError> {
+        let corp = corp_id.as_str().to_owned();
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT DISTINCT token, encoding_aes_key FROM puppets WHERE corp_id = ?1",
+            )?;
+            let rows = stmt.query_map([corp], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?;
+            let mut sets = Vec::new();
+            for row in rows {
+                let (token, key) = row?;
+                // A stored key that no longer parses cannot verify anything; skip it.
+                if let Ok(key) = EncodingAesKey::parse(&key) {
+                    sets.push(CredentialSet {
+                        token: Secret::new(token),
+                        key,
+                    });
+                }
+            }
+            Ok(sets)
+        })
+        .await
+    }
+
+    async fn all_credentials(&self) -> Result<Vec<(CorpId, CredentialSet)>, StoreError> {
+        self.run(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT DISTINCT corp_id, token, encoding_aes_key FROM puppets")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (corp, token, key) = row?;
+                if let (Ok(corp), Ok(key)) = (CorpId::parse(&corp), EncodingAesKey::parse(&key)) {
+                    out.push((
+                        corp,
+                        CredentialSet {
+                            token: Secret::new(token),
+                            key,
+                        },
+                    ));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn insert_event(&self, event: &NewEvent) -> Result<InsertOutcome, StoreError> {
+        let e = event.clone();
+        self.run(move |c| {
+            let status = if e.kf_id.is_some() { EventStatus::Pending } else { EventStatus::Unroutable };
+            let inserted = c.execute(
+                "INSERT INTO events (id, corp_id, kf_id, dedup_key, kind, body, query, coalesce, status,
+                                     received_at, next_attempt_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10)",
+                params![
+                    e.id,
+                    e.corp_id.as_str(),
+                    e.kf_id.as_ref().map(KfId::as_str),
+                    e.dedup_key,
+                    e.kind.as_str(),
+                    e.body,
+                    e.query,
+                    e.coalesce,
+                    status.as_str(),
+                    e.received_at
+                ],
+            );
+            match inserted.map_err(StoreError::from) {
+                Ok(_) => Ok(InsertOutcome::Stored),
+                Err(StoreError::DuplicateKey) => Ok(InsertOutcome::Duplicate),
+                Err(other) => Err(other),
+            }
+        })
+        .await
+    }
+
+    async fn claim_due(&self, claim: &Claim, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let claim = claim.clone();
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let candidates: Vec<(i64, String, Option<String>, bool)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT seq, corp_id, kf_id, coalesce FROM events
+                     WHERE status = 'pending' AND next_attempt_at <= ?1 AND lease_until <= ?1
+                     ORDER BY next_attempt_at, seq LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![claim.now, limit as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let mut leased = Vec::new();
+            for (seq, corp, kf, coalesce) in candidates {
+                let target = match (&kf, coalesce) {
+                    (Some(kf), true) => {
+                        // The newest waiting wake-up of this kfId stands for all older ones.
+                        let newest: Option<i64> = tx
+                            .query_row(
+                                "SELECT MAX(seq) FROM events WHERE corp_id = ?1 AND kf_id = ?2 AND coalesce = 1
+                                   AND status IN ('pending','parked') AND lease_until <= ?3",
+                                params![corp, kf, claim.now],
+                                |r| r.get(0),
+                            )?;
+                        let Some(newest) = newest else { continue };
+                        let newest_id: String =
+                            tx.query_row("SELECT id FROM events WHERE seq = ?1", [newest], |r| r.get(0))?;
+                        tx.execute(
+                            "UPDATE events SET status = 'superseded', superseded_by = ?4, updated_at = ?3
+                             WHERE corp_id = ?1 AND kf_id = ?2 AND coalesce = 1 AND seq < ?5
+                               AND status IN ('pending','parked') AND lease_until <= ?3",
+                            params![corp, kf, claim.now, newest_id, newest],
+                        )?;
+                        newest
+                    }
+                    _ => seq,
+                };
+                if let Some(event) = lease(&tx, target, &claim)? {
+                    leased.push(event);
+                }
+            }
+            tx.commit()?;
+            Ok(leased)
+        })
+        .await
+    }
+
+    async fn finish_attempt(
+        &self,
+        event_id: &str,
+        claim_id: &str,
+        result: &AttemptResult,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let (id, claim_id, result) = (event_id.to_owned(), claim_id.to_owned(), result.clone());
+        self.run(move |c| {
+            let guard = "WHERE id = ?1 AND claim_id = ?2";
+            let n = match result {
+                AttemptResult::Delivered => c.execute(
+                    &format!("UPDATE events SET status = 'delivered', attempts = attempts + 1, delivered_at = ?3,
+                              last_error = NULL, lease_owner = NULL, lease_until = 0, claim_id = NULL, updated_at = ?3 {guard}"),
+                    params![id, claim_id, now],
+                )?,
+                AttemptResult::Retry { next_attempt_at, error } => c.execute(
+                    &format!("UPDATE events SET status = 'pending', attempts = attempts + 1, next_attempt_at = ?4,
+                              last_error = ?5, lease_owner = NULL, lease_until = 0, claim_id = NULL, updated_at = ?3 {guard}"),
+                    params![id, claim_id, now, next_attempt_at, error],
+                )?,
+                AttemptResult::Dead { error } => c.execute(
+                    &format!("UPDATE events SET status = 'dead', attempts = attempts + 1, last_error = ?4,
+                              lease_owner = NULL, lease_until = 0, claim_id = NULL, updated_at = ?3 {guard}"),
+                    params![id, claim_id, now, error],
+                )?,
+                AttemptResult::Parked => c.execute(
+                    &format!("UPDATE events SET status = 'parked', last_error = 'no online puppet for this kfId',
+                              lease_owner = NULL, lease_until = 0, claim_id = NULL, updated_at = ?3 {guard}"),
+                    params![id, claim_id, now],
+                )?,
+            };
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn wake_kf(&self, corp_id: &CorpId, kf_id: &KfId, now: i64) -> Result<u64, StoreError> {
+        let (corp, kf) = (corp_id.as_str().to_owned(), kf_id.as_str().to_owned());
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE events SET status = 'pending', next_attempt_at = ?3, updated_at = ?3
+                 WHERE corp_id = ?1 AND kf_id = ?2 AND status IN ('pending','parked')",
+                params![corp, kf, now],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn release_claims(&self, owner: &str) -> Result<u64, StoreError> {
+        let owner = owner.to_owned();
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE events SET lease_owner = NULL, lease_until = 0, claim_id = NULL WHERE lease_owner = ?1",
+                [owner],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |c| {
+            let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1");
+            Ok(c.query_row(&sql, [id], event_from_row).optional()?)
+        })
+        .await
+    }
+
+    async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
+        self.run(|c| {
+            Ok(c.query_row(
+                "SELECT MIN(next_attempt_at) FROM events WHERE status = 'pending'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    async fn purge(&self, before: i64, dead_before: i64) -> Result<u64, StoreError> {
+        self.run(move |c| {
+            let n = c.execute(
+                "DELETE FROM events WHERE (status IN ('delivered','superseded','unroutable') AND updated_at < ?1)
+                                       OR (status = 'dead' AND updated_at < ?2)",
+                params![before, dead_before],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}
