@@ -1,0 +1,148 @@
+//! Durable delivery: dedup, retries, parking, coalescing, dead letters.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use crate::fakes::FakePuppet;
+use crate::helpers::{spawn_app, spawn_app_with, Corp};
+
+#[tokio::test]
+async fn a_resent_callback_is_delivered_once() {
+    let app = spawn_app().await;
+    let puppet = FakePuppet::start().await;
+    let corp = Corp::new("wwdedup");
+    app.register_ok(&corp, "wkdedup", &puppet.url).await;
+    // WeCom's resends are separate encryptions (new nonce, new ciphertext) of the same event.
+    for _ in 0..3 {
+        let resp = app.post_kf_event(&corp, "wkdedup", "SAME-TOKEN").await;
+        assert_eq!(resp.text().await.unwrap(), "success");
+    }
+    assert_eq!(puppet.wait_for(1).await.len(), 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(puppet.received().len(), 1);
+}
+
+#[tokio::test]
+async fn failed_attempts_are_retried_with_the_same_delivery_id() {
+    let app = spawn_app().await;
+    let puppet = FakePuppet::start().await;
+    puppet.fail_with(&[500, 503]);
+    let corp = Corp::new("wwretry");
+    app.register_ok(&corp, "wkretry", &puppet.url).await;
+    assert_eq!(app.post_kf_event(&corp, "wkretry", "T").await.status(), 200);
+
+    let got = puppet.wait_for(3).await;
+    assert_eq!(got.len(), 3);
+    assert_eq!(got.iter().map(|r| r.attempt).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(got.iter().all(|r| r.delivery_id == got[0].delivery_id));
+    assert!(got.iter().all(|r| r.body == got[0].body));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        puppet.received().len(),
+        3,
+        "delivered on the third attempt, then no more"
+    );
+}
+
+#[tokio::test]
+async fn an_unregistered_kf_id_is_parked_until_it_registers() {
+    let app = spawn_app().await;
+    let puppet = FakePuppet::start().await;
+    let corp = Corp::new("wwpark");
+    app.register_ok(&corp, "wkother", "http://127.0.0.1:9")
+        .await;
+    assert_eq!(
+        app.post_kf_event(&corp, "wkparked", "T").await.status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    app.register_ok(&corp, "wkparked", &puppet.url).await;
+    let got = puppet.wait_for(1).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].attempt, 1, "parking is not an attempt");
+}
+
+#[tokio::test]
+async fn a_puppet_coming_back_gets_one_wake_up_per_kf_id() {
+    let app = spawn_app().await;
+    let puppet = FakePuppet::start().await;
+    let corp = Corp::new("wwcoalesce");
+    let kfs: Vec<String> = (0..5).map(|i| format!("wkco{i}")).collect();
+    for kf in &kfs {
+        app.register_ok(&corp, kf, &puppet.url).await;
+        assert_eq!(app.deregister(&corp, kf).await.status(), 200);
+    }
+    // 50 events for the first kfId, 3 for each of the others, while offline.
+    for i in 0..50 {
+        assert_eq!(
+            app.post_kf_event(&corp, &kfs[0], &format!("T0-{i:02}"))
+                .await
+                .status(),
+            200
+        );
+    }
+    for kf in &kfs[1..] {
+        for i in 0..3 {
+            assert_eq!(
+                app.post_kf_event(&corp, kf, &format!("T-{kf}-{i}"))
+                    .await
+                    .status(),
+                200
+            );
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(puppet.received().is_empty());
+
+    for kf in &kfs {
+        app.register_ok(&corp, kf, &puppet.url).await;
+    }
+    let got = puppet.wait_for(5).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got_after = puppet.received();
+    assert_eq!(
+        got_after.len(),
+        5,
+        "one wake-up per kfId, got {}",
+        got_after.len()
+    );
+    let key = wxkf_manager::wecom::EncodingAesKey::parse(&corp.key).unwrap();
+    let tokens: HashSet<String> = got
+        .iter()
+        .map(|r| {
+            let env = wxkf_manager::wecom::parse_envelope(&r.body).unwrap();
+            let plain = wxkf_manager::wecom::decrypt(&key, &env.encrypt, &corp.id).unwrap();
+            wxkf_manager::wecom::parse_message(&plain.message)
+                .unwrap()
+                .token
+                .unwrap()
+        })
+        .collect();
+    let expected: HashSet<String> = std::iter::once("T0-49".to_owned())
+        .chain(kfs[1..].iter().map(|kf| format!("T-{kf}-2")))
+        .collect();
+    assert_eq!(tokens, expected, "the newest token of each kfId");
+}
+
+#[tokio::test]
+async fn exhausted_retries_become_a_dead_letter_and_stop() {
+    let app = spawn_app_with(|c| {
+        c.delivery.retry_window = Duration::from_millis(300);
+    })
+    .await;
+    let puppet = FakePuppet::start().await;
+    puppet.fail_with(&[500; 100]);
+    let corp = Corp::new("wwdead");
+    app.register_ok(&corp, "wkdead", &puppet.url).await;
+    assert_eq!(app.post_kf_event(&corp, "wkdead", "T").await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let attempts = puppet.received().len();
+    assert!(attempts >= 2, "retried before giving up ({attempts})");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        puppet.received().len(),
+        attempts,
+        "no attempts after the dead letter"
+    );
+}

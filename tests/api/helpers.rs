@@ -1,0 +1,243 @@
+//! `spawn_app`: the real application on port 0 with a throwaway store, a fake
+//! WeCom, and typed helpers to act as WeCom, a gateway or a puppet.
+
+use std::time::Duration;
+
+use rand::distributions::{Alphanumeric, DistString};
+use wxkf_manager::config::Config;
+use wxkf_manager::startup::Application;
+use wxkf_manager::wecom::{build_envelope, encrypt, sign, EncodingAesKey};
+
+use crate::fakes::FakeWecom;
+
+pub fn random_string(len: usize) -> String {
+    Alphanumeric.sample_string(&mut rand::thread_rng(), len)
+}
+
+/// A corp's callback credentials, as WeCom and its puppets know them.
+#[derive(Clone, Debug)]
+pub struct Corp {
+    pub id: String,
+    pub token: String,
+    pub key: String,
+    pub secret: String,
+}
+
+impl Corp {
+    pub fn new(id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            token: random_string(32),
+            key: random_string(43),
+            secret: format!("secret-{}", random_string(20)),
+        }
+    }
+
+    /// Same corp, another app: other token and key.
+    pub fn another_app(&self) -> Self {
+        Self {
+            id: self.id.clone(),
+            ..Self::new(&self.id)
+        }
+    }
+
+    pub fn kf_event_xml(&self, kf: &str, token: &str) -> String {
+        format!(
+            "<xml><ToUserName><![CDATA[{}]]></ToUserName><CreateTime>1700000000</CreateTime>\
+             <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[kf_msg_or_event]]></Event>\
+             <Token><![CDATA[{token}]]></Token><OpenKfId><![CDATA[{kf}]]></OpenKfId></xml>",
+            self.id
+        )
+    }
+
+    /// What WeCom POSTs: (query string, envelope XML), receiveid = `receive_id`.
+    pub fn seal_for(&self, inner: &str, receive_id: &str) -> (String, String) {
+        let key = EncodingAesKey::parse(&self.key).unwrap();
+        let encrypted = encrypt(&key, inner.as_bytes(), receive_id);
+        let (ts, nonce) = ("1700000000", random_string(10));
+        let sig = sign(&self.token, ts, &nonce, &encrypted);
+        (
+            format!("msg_signature={sig}&timestamp={ts}&nonce={nonce}"),
+            build_envelope(receive_id, "1000002", &encrypted),
+        )
+    }
+
+    pub fn seal(&self, inner: &str) -> (String, String) {
+        self.seal_for(inner, &self.id)
+    }
+
+    /// A URL-verification query for `echo`.
+    pub fn verify_query(&self, echo: &str) -> String {
+        let key = EncodingAesKey::parse(&self.key).unwrap();
+        let echostr = encrypt(&key, echo.as_bytes(), &self.id);
+        let sig = sign(&self.token, "1700000000", "123", &echostr);
+        let escaped: String = url_escape(&echostr);
+        format!("msg_signature={sig}&timestamp=1700000000&nonce=123&echostr={escaped}")
+    }
+}
+
+pub fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub api: reqwest::Client,
+    pub wecom: FakeWecom,
+    pub handle: actix_web::dev::ServerHandle,
+    pub data_dir: tempfile::TempDir,
+}
+
+/// The backend under test: `WXKF_TEST_STORE=mongo` uses `MONGO_URI` with a
+/// fresh database per app.
+pub fn test_mongo_uri() -> Option<String> {
+    match std::env::var("WXKF_TEST_STORE").as_deref() {
+        Ok("mongo") => {
+            let base = std::env::var("MONGO_URI").expect(
+                "WXKF_TEST_STORE=mongo needs MONGO_URI; run scripts/test, which starts a MongoDB-wire test server",
+            );
+            Some(with_database(
+                &base,
+                &format!("t-{}", uuid::Uuid::new_v4().simple()),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Replace the database name in a MongoDB URI.
+pub fn with_database(uri: &str, db: &str) -> String {
+    let (main, query) = uri
+        .split_once('?')
+        .map_or((uri, None), |(m, q)| (m, Some(q)));
+    let scheme_end = main.find("://").map_or(0, |i| i + 3);
+    let host_end = main[scheme_end..]
+        .find('/')
+        .map_or(main.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{db}", &main[..host_end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+pub fn test_config(data_dir: &std::path::Path, wecom: &FakeWecom) -> Config {
+    let mut config = Config::defaults();
+    config.host = [127, 0, 0, 1].into();
+    config.port = 0;
+    config.data_dir = data_dir.to_path_buf();
+    config.mongo_uri = test_mongo_uri().map(wxkf_manager::domain::Secret::new);
+    config.wecom_api_base = wecom.base.clone();
+    config.access_token_url = format!("{}/cgi-bin/gettoken", wecom.base);
+    config.delivery.attempt_timeout = Duration::from_secs(2);
+    config.delivery.retry_base = Duration::from_millis(50);
+    config.delivery.retry_cap = Duration::from_millis(200);
+    config.delivery.poll_interval = Duration::from_millis(100);
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let wecom = FakeWecom::start().await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(data_dir.path(), &wecom);
+    adjust(&mut config);
+    let app = Application::build(config).await.expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        api: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        wecom,
+        handle,
+        data_dir,
+    }
+}
+
+impl TestApp {
+    pub async fn register(&self, corp: &Corp, kf: &str, endpoint: &str) -> reqwest::Response {
+        self.api
+            .post(format!("{}/puppetWxkfManager/register", self.address))
+            .json(&serde_json::json!({
+                "kfId": kf, "kfName": format!("name of {kf}"), "endpoint": endpoint,
+                "corpId": corp.id, "corpSecret": corp.secret, "token": corp.token, "encodingAESKey": corp.key,
+            }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn register_ok(&self, corp: &Corp, kf: &str, endpoint: &str) {
+        let resp = self.register(corp, kf, endpoint).await;
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    }
+
+    pub async fn deregister(&self, corp: &Corp, kf: &str) -> reqwest::Response {
+        self.api
+            .post(format!("{}/puppetWxkfManager/deregister", self.address))
+            .json(&serde_json::json!({"kfId": kf, "corpId": corp.id, "kfName": "ignored"}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_raw(
+        &self,
+        corp_id: &str,
+        query: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.api
+            .post(format!("{}/callback/{corp_id}?{query}", self.address))
+            .header("content-type", "text/xml")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Send a signed, encrypted `kf_msg_or_event` as WeCom would.
+    pub async fn post_kf_event(&self, corp: &Corp, kf: &str, token: &str) -> reqwest::Response {
+        let (query, body) = corp.seal(&corp.kf_event_xml(kf, token));
+        self.post_raw(&corp.id, &query, body).await
+    }
+
+    pub async fn post_decrypted(
+        &self,
+        corp_id: &str,
+        body: serde_json::Value,
+    ) -> reqwest::Response {
+        self.api
+            .post(format!("{}/callback/decrypted/{corp_id}", self.address))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.api
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+pub async fn text(resp: reqwest::Response) -> (u16, String) {
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
+}

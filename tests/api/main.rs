@@ -1,0 +1,12 @@
+//! The integration tests: the real server over real sockets, with fake
+//! puppets and a fake WeCom as in-test HTTP servers.
+//!
+//! The store backend is chosen by `WXKF_TEST_STORE` (`sqlite`, the default,
+//! or `mongo`, which needs `MONGO_URI`); `scripts/test` runs the suite on both.
+
+mod callback;
+mod delivery;
+mod fakes;
+mod helpers;
+mod puppets;
+mod tokens;
