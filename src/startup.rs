@@ -32,9 +32,15 @@ pub struct Application {
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     match &config.mongo_uri {
         Some(uri) => Ok(Arc::new(
-            store::mongo::MongoStore::connect(uri.expose())
-                .await
-                .context("MONGO_URI: cannot use the MongoDB store")?,
+            store::mongo::MongoStore::connect(
+                uri.expose(),
+                store::mongo::Retention {
+                    finished: config.delivery.retention,
+                    dead: config.delivery.dead_retention,
+                },
+            )
+            .await
+            .context("MONGO_URI: cannot use the MongoDB store")?,
         )),
         None => Ok(Arc::new(
             store::sqlite::SqliteStore::open(&config.data_dir).with_context(|| {

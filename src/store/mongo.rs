@@ -1,8 +1,567 @@
-//! MongoDB store (arrives with the MongoDB issue).
-use super::StoreError;
-pub struct MongoStore;
+//! The MongoDB store, through the official driver.
+//!
+//! Registrations live in the old manager's collection `wxkfpuppets`, in its
+//! document shape (`kfOpenId`, `botEndpoint`, `name`, `corpId`, `corpSecret`,
+//! `token`, `encodingAESKey`, `online`, `lastOnlineDate`), so an operator can
+//! point us at the old database. Events live in `wxkf_events`; a finished
+//! event carries `expireAt`, which a TTL index sweeps.
+//!
+//! Accepted callbacks are written with journaled acknowledgement (`j: true`)
+//! unless the URI sets its own write concern: an acknowledged callback must
+//! survive a crash of the database server.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::TryStreamExt;
+use mongodb::bson::{doc, Binary, Bson, DateTime, Document};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{
+    ClientOptions, CollectionOptions, IndexOptions, ReturnDocument, WriteConcern,
+};
+use mongodb::{Client, Collection, Database, IndexModel};
+
+use super::sqlite::build_puppet;
+use super::{
+    AttemptResult, Claim, EventStatus, InsertOutcome, NewEvent, PayloadKind, Store, StoreError,
+    StoredEvent,
+};
+use crate::domain::{CorpId, CredentialSet, EncodingAesKey, KfId, Puppet, Registration, Secret};
+
+const PUPPETS: &str = "wxkfpuppets";
+const EVENTS: &str = "wxkf_events";
+const MIGRATIONS_COLLECTION: &str = "wxkf_migrations";
+
+/// Ordered migrations, each applied once and recorded. Every step is
+/// idempotent, so two managers starting together both succeed.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/mongo/0001_indexes.json"))];
+
+/// How long finished events are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub finished: Duration,
+    pub dead: Duration,
+}
+
+pub struct MongoStore {
+    db: Database,
+    puppets: Collection<Document>,
+    events: Collection<Document>,
+    retention: Retention,
+    last_seq: AtomicI64,
+}
+
+impl From<mongodb::error::Error> for StoreError {
+    fn from(e: mongodb::error::Error) -> Self {
+        if is_duplicate_key(&e) {
+            return StoreError::DuplicateKey;
+        }
+        match *e.kind {
+            ErrorKind::ServerSelection { .. }
+            | ErrorKind::Io(_)
+            | ErrorKind::ConnectionPoolCleared { .. }
+            | ErrorKind::DnsResolve { .. } => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Other(e.to_string()),
+        }
+    }
+}
+
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    match &*e.kind {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        ErrorKind::Command(c) => c.code == 11000,
+        _ => false,
+    }
+}
+
+fn now_date(ms: i64) -> DateTime {
+    DateTime::from_millis(ms)
+}
+
 impl MongoStore {
-    pub async fn connect(_uri: &str) -> Result<super::sqlite::SqliteStore, StoreError> {
-        Err(StoreError::Other("not yet".into()))
+    /// Connect (the database is the URI's path), fail fast when the server
+    /// cannot be selected, and apply pending migrations.
+    pub async fn connect(uri: &str, retention: Retention) -> Result<Self, StoreError> {
+        let mut options = ClientOptions::parse(uri)
+            .await
+            .map_err(|e| StoreError::Other(format!("invalid MongoDB URI: {}", e.kind)))?;
+        // Answer 503 within WeCom's 5 s rather than hang for the driver's 30 s default.
+        options
+            .server_selection_timeout
+            .get_or_insert(Duration::from_secs(2));
+        options
+            .connect_timeout
+            .get_or_insert(Duration::from_secs(2));
+        options
+            .app_name
+            .get_or_insert_with(|| "wxkf-manager".to_owned());
+        let journal = options
+            .write_concern
+            .clone()
+            .filter(|wc| wc.journal.is_some() || wc.w.is_some())
+            .unwrap_or_else(|| WriteConcern::builder().journal(true).build());
+        let client = Client::with_options(options)?;
+        let db = client.default_database().ok_or_else(|| {
+            StoreError::Other("MONGO_URI has no database name in its path".into())
+        })?;
+        let events = db.collection_with_options(
+            EVENTS,
+            CollectionOptions::builder()
+                .write_concern(journal.clone())
+                .build(),
+        );
+        let puppets = db.collection_with_options(
+            PUPPETS,
+            CollectionOptions::builder().write_concern(journal).build(),
+        );
+        let store = Self {
+            db,
+            puppets,
+            events,
+            retention,
+            last_seq: AtomicI64::new(0),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Apply pending migrations; returns how many ran.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let record: Collection<Document> = self.db.collection(MIGRATIONS_COLLECTION);
+        let mut applied = 0;
+        for (version, text) in MIGRATIONS {
+            if record.find_one(doc! {"_id": version}).await?.is_some() {
+                continue;
+            }
+            let spec: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+                StoreError::Other(format!("migration {version} is not valid JSON: {e}"))
+            })?;
+            for index in spec["indexes"].as_array().into_iter().flatten() {
+                self.create_index(index).await?;
+            }
+            let done = record
+                .insert_one(doc! {"_id": version, "description": spec["description"].as_str().unwrap_or(""), "appliedAt": DateTime::now()})
+                .await;
+            match done.map_err(StoreError::from) {
+                Ok(_) => applied += 1,
+                // Another manager recorded it first: it ran the same idempotent steps.
+                Err(StoreError::DuplicateKey) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(applied)
+    }
+
+    async fn create_index(&self, spec: &serde_json::Value) -> Result<(), StoreError> {
+        let to_doc = |v: &serde_json::Value| -> Result<Document, StoreError> {
+            mongodb::bson::to_document(v)
+                .map_err(|e| StoreError::Other(format!("bad index spec: {e}")))
+        };
+        let collection = spec["collection"].as_str().unwrap_or_default();
+        let keys = to_doc(&spec["keys"])?;
+        let opts = &spec["options"];
+        let options = IndexOptions::builder()
+            .name(opts["name"].as_str().map(str::to_owned))
+            .unique(opts["unique"].as_bool())
+            .expire_after(opts["expireAfterSeconds"].as_u64().map(Duration::from_secs))
+            .build();
+        let model = IndexModel::builder().keys(keys).options(options).build();
+        match self
+            .db
+            .collection::<Document>(collection)
+            .create_index(model)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // 85/86: an equivalent index exists under other options (e.g. made by the old manager).
+            Err(e) if matches!(&*e.kind, ErrorKind::Command(c) if c.code == 85 || c.code == 86) => {
+                tracing::warn!(collection, error = %e, "index exists with other options; keeping it");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Monotonic within this process, close to time-ordered across managers;
+    /// orders events so that coalescing keeps the newest.
+    fn next_seq(&self, received_at_ms: i64) -> i64 {
+        let candidate = received_at_ms.saturating_mul(1000);
+        let mut last = self.last_seq.load(Ordering::Relaxed);
+        loop {
+            let next = candidate.max(last + 1);
+            match self.last_seq.compare_exchange_weak(
+                last,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return next,
+                Err(actual) => last = actual,
+            }
+        }
+    }
+
+    fn expire_at(&self, now: i64, dead: bool) -> DateTime {
+        let keep = if dead {
+            self.retention.dead
+        } else {
+            self.retention.finished
+        };
+        now_date(now.saturating_add(keep.as_millis() as i64))
+    }
+
+    async fn lease(
+        &self,
+        filter: Document,
+        sort: Document,
+        claim: &Claim,
+    ) -> Result<Option<Document>, StoreError> {
+        let claim_id = uuid::Uuid::new_v4().to_string();
+        let mut filter = filter;
+        filter.insert("status", doc! {"$in": ["pending", "parked"]});
+        filter.insert("leaseUntil", doc! {"$lte": claim.now});
+        Ok(self
+            .events
+            .find_one_and_update(
+                filter,
+                doc! {"$set": {
+                    "status": "pending", "leaseOwner": &claim.owner, "leaseUntil": claim.lease_until,
+                    "claimId": claim_id, "updatedAt": now_date(claim.now),
+                }},
+            )
+            .sort(sort)
+            .return_document(ReturnDocument::After)
+            .await?)
+    }
+}
+
+fn get_str(d: &Document, key: &str) -> String {
+    d.get_str(key).unwrap_or_default().to_owned()
+}
+
+fn get_i64(d: &Document, key: &str) -> Option<i64> {
+    match d.get(key)? {
+        Bson::Int64(v) => Some(*v),
+        Bson::Int32(v) => Some(i64::from(*v)),
+        Bson::DateTime(v) => Some(v.timestamp_millis()),
+        Bson::Double(v) => Some(*v as i64),
+        _ => None,
+    }
+}
+
+fn puppet_from_doc(d: &Document) -> Result<Puppet, StoreError> {
+    build_puppet(
+        d.get_str("kfOpenId").unwrap_or_default(),
+        get_str(d, "name"),
+        d.get_str("botEndpoint").unwrap_or_default(),
+        d.get_str("corpId").unwrap_or_default(),
+        get_str(d, "corpSecret"),
+        get_str(d, "token"),
+        d.get_str("encodingAESKey").unwrap_or_default(),
+        d.get_bool("online").unwrap_or(false),
+        get_i64(d, "lastOnlineDate"),
+        get_i64(d, "offlineSince"),
+    )
+}
+
+fn event_from_doc(d: &Document) -> Result<StoredEvent, StoreError> {
+    let body = match d.get("body") {
+        Some(Bson::Binary(b)) => b.bytes.clone(),
+        Some(Bson::String(s)) => s.clone().into_bytes(),
+        _ => Vec::new(),
+    };
+    Ok(StoredEvent {
+        id: get_str(d, "_id"),
+        corp_id: get_str(d, "corpId"),
+        kf_id: d.get_str("kfId").ok().map(str::to_owned),
+        kind: PayloadKind::parse(d.get_str("kind").unwrap_or_default()).unwrap_or(PayloadKind::Xml),
+        body,
+        query: get_str(d, "query"),
+        coalesce: d.get_bool("coalesce").unwrap_or(false),
+        status: EventStatus::parse(d.get_str("status").unwrap_or_default())
+            .unwrap_or(EventStatus::Dead),
+        attempts: get_i64(d, "attempts")
+            .unwrap_or(0)
+            .clamp(0, i64::from(u32::MAX)) as u32,
+        received_at: get_i64(d, "receivedAt").unwrap_or(0),
+        next_attempt_at: get_i64(d, "nextAttemptAt").unwrap_or(0),
+        last_error: d.get_str("lastError").ok().map(str::to_owned),
+        delivered_at: get_i64(d, "deliveredAt"),
+        claim_id: d.get_str("claimId").ok().map(str::to_owned),
+    })
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.db.run_command(doc! {"ping": 1}).await?;
+        Ok(())
+    }
+
+    async fn get_puppet(&self, kf_id: &KfId) -> Result<Option<Puppet>, StoreError> {
+        self.puppets
+            .find_one(doc! {"kfOpenId": kf_id.as_str()})
+            .await?
+            .map(|d| puppet_from_doc(&d))
+            .transpose()
+    }
+
+    async fn save_registration(&self, reg: &Registration, now: i64) -> Result<(), StoreError> {
+        self.puppets
+            .update_one(
+                doc! {"kfOpenId": reg.kf_id.as_str()},
+                doc! {"$set": {
+                    "kfOpenId": reg.kf_id.as_str(),
+                    "name": &reg.kf_name,
+                    "botEndpoint": reg.endpoint.as_str(),
+                    "corpId": reg.corp_id.as_str(),
+                    "corpSecret": reg.corp_secret.expose(),
+                    "token": reg.credentials.token.expose(),
+                    "encodingAESKey": reg.credentials.key.expose(),
+                    "online": true,
+                    "lastOnlineDate": now_date(now),
+                    "updatedAt": now_date(now),
+                }, "$unset": {"offlineSince": ""}},
+            )
+            .upsert(true)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_offline(
+        &self,
+        kf_id: &KfId,
+        corp_id: &CorpId,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let r = self
+            .puppets
+            .update_one(
+                doc! {"kfOpenId": kf_id.as_str(), "corpId": corp_id.as_str()},
+                doc! {"$set": {"online": false, "offlineSince": now_date(now), "updatedAt": now_date(now)}},
+            )
+            .await?;
+        Ok(r.matched_count > 0)
+    }
+
+    async fn corp_credentials(&self, corp_id: &CorpId) -> Result<Vec<CredentialSet>, StoreError> {
+        let all = self
+            .credentials_matching(doc! {"corpId": corp_id.as_str()})
+            .await?;
+        Ok(all.into_iter().map(|(_, set)| set).collect())
+    }
+
+    async fn all_credentials(&self) -> Result<Vec<(CorpId, CredentialSet)>, StoreError> {
+        self.credentials_matching(doc! {}).await
+    }
+
+    async fn insert_event(&self, event: &NewEvent) -> Result<InsertOutcome, StoreError> {
+        let status = if event.kf_id.is_some() {
+            EventStatus::Pending
+        } else {
+            EventStatus::Unroutable
+        };
+        let mut d = doc! {
+            "_id": &event.id,
+            "corpId": event.corp_id.as_str(),
+            "dedupKey": &event.dedup_key,
+            "kind": event.kind.as_str(),
+            "body": Binary { subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes: event.body.clone() },
+            "query": &event.query,
+            "coalesce": event.coalesce,
+            "status": status.as_str(),
+            "attempts": 0i64,
+            "seq": self.next_seq(event.received_at),
+            "receivedAt": event.received_at,
+            "nextAttemptAt": event.received_at,
+            "leaseUntil": 0i64,
+            "updatedAt": now_date(event.received_at),
+        };
+        if let Some(kf) = &event.kf_id {
+            d.insert("kfId", kf.as_str());
+        }
+        if status == EventStatus::Unroutable {
+            d.insert("expireAt", self.expire_at(event.received_at, true));
+        }
+        match self.events.insert_one(d).await.map_err(StoreError::from) {
+            Ok(_) => Ok(InsertOutcome::Stored),
+            Err(StoreError::DuplicateKey) => Ok(InsertOutcome::Duplicate),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn claim_due(&self, claim: &Claim, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let candidates: Vec<Document> = self
+            .events
+            .find(doc! {"status": "pending", "nextAttemptAt": {"$lte": claim.now}, "leaseUntil": {"$lte": claim.now}})
+            .sort(doc! {"nextAttemptAt": 1, "seq": 1})
+            .limit(limit as i64)
+            .projection(doc! {"_id": 1, "corpId": 1, "kfId": 1, "coalesce": 1})
+            .await?
+            .try_collect()
+            .await?;
+        let mut leased = Vec::new();
+        for c in candidates {
+            let coalesce = c.get_bool("coalesce").unwrap_or(false);
+            let got = match (c.get_str("kfId"), coalesce) {
+                (Ok(kf), true) => {
+                    let corp = get_str(&c, "corpId");
+                    let siblings = doc! {"corpId": &corp, "kfId": kf, "coalesce": true};
+                    let Some(newest) = self
+                        .lease(siblings.clone(), doc! {"seq": -1}, claim)
+                        .await?
+                    else {
+                        continue;
+                    };
+                    let newest_seq = get_i64(&newest, "seq").unwrap_or(i64::MAX);
+                    let mut older = siblings;
+                    older.insert("seq", doc! {"$lt": newest_seq});
+                    older.insert("status", doc! {"$in": ["pending", "parked"]});
+                    older.insert("leaseUntil", doc! {"$lte": claim.now});
+                    self.events
+                        .update_many(
+                            older,
+                            doc! {"$set": {
+                                "status": "superseded", "supersededBy": get_str(&newest, "_id"),
+                                "updatedAt": now_date(claim.now), "expireAt": self.expire_at(claim.now, false),
+                            }},
+                        )
+                        .await?;
+                    newest
+                }
+                _ => match self
+                    .lease(
+                        doc! {"_id": c.get("_id").cloned().unwrap_or(Bson::Null)},
+                        doc! {},
+                        claim,
+                    )
+                    .await?
+                {
+                    Some(d) => d,
+                    None => continue,
+                },
+            };
+            leased.push(event_from_doc(&got)?);
+        }
+        Ok(leased)
+    }
+
+    async fn finish_attempt(
+        &self,
+        event_id: &str,
+        claim_id: &str,
+        result: &AttemptResult,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let release = doc! {"leaseOwner": Bson::Null, "leaseUntil": 0i64, "claimId": Bson::Null, "updatedAt": now_date(now)};
+        let (mut set, count_attempt) = match result {
+            AttemptResult::Delivered => (
+                doc! {"status": "delivered", "deliveredAt": now, "lastError": Bson::Null, "expireAt": self.expire_at(now, false)},
+                true,
+            ),
+            AttemptResult::Retry {
+                next_attempt_at,
+                error,
+            } => (
+                doc! {"status": "pending", "nextAttemptAt": next_attempt_at, "lastError": error},
+                true,
+            ),
+            AttemptResult::Dead { error } => (
+                doc! {"status": "dead", "lastError": error, "expireAt": self.expire_at(now, true)},
+                true,
+            ),
+            AttemptResult::Parked => (
+                doc! {"status": "parked", "lastError": "no online puppet for this kfId"},
+                false,
+            ),
+        };
+        set.extend(release);
+        let mut update = doc! {"$set": set};
+        if count_attempt {
+            update.insert("$inc", doc! {"attempts": 1i64});
+        }
+        let r = self
+            .events
+            .update_one(doc! {"_id": event_id, "claimId": claim_id}, update)
+            .await?;
+        Ok(r.matched_count > 0)
+    }
+
+    async fn wake_kf(&self, corp_id: &CorpId, kf_id: &KfId, now: i64) -> Result<u64, StoreError> {
+        let r = self
+            .events
+            .update_many(
+                doc! {"corpId": corp_id.as_str(), "kfId": kf_id.as_str(), "status": {"$in": ["pending", "parked"]}},
+                doc! {"$set": {"status": "pending", "nextAttemptAt": now, "updatedAt": now_date(now)}},
+            )
+            .await?;
+        Ok(r.modified_count)
+    }
+
+    async fn release_claims(&self, owner: &str) -> Result<u64, StoreError> {
+        let r = self
+            .events
+            .update_many(
+                doc! {"leaseOwner": owner},
+                doc! {"$set": {"leaseOwner": Bson::Null, "leaseUntil": 0i64, "claimId": Bson::Null}},
+            )
+            .await?;
+        Ok(r.modified_count)
+    }
+
+    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        self.events
+            .find_one(doc! {"_id": id})
+            .await?
+            .map(|d| event_from_doc(&d))
+            .transpose()
+    }
+
+    async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
+        let next = self
+            .events
+            .find_one(doc! {"status": "pending"})
+            .sort(doc! {"nextAttemptAt": 1})
+            .projection(doc! {"nextAttemptAt": 1})
+            .await?;
+        Ok(next.and_then(|d| get_i64(&d, "nextAttemptAt")))
+    }
+
+    async fn purge(&self, _before: i64, _dead_before: i64) -> Result<u64, StoreError> {
+        // The TTL index on `expireAt` removes finished events.
+        Ok(0)
+    }
+}
+
+impl MongoStore {
+    async fn credentials_matching(
+        &self,
+        filter: Document,
+    ) -> Result<Vec<(CorpId, CredentialSet)>, StoreError> {
+        let docs: Vec<Document> = self
+            .puppets
+            .find(filter)
+            .projection(doc! {"corpId": 1, "token": 1, "encodingAESKey": 1})
+            .await?
+            .try_collect()
+            .await?;
+        let mut out: Vec<(CorpId, CredentialSet)> = Vec::new();
+        for d in docs {
+            let (Ok(corp), Ok(key)) = (
+                CorpId::parse(d.get_str("corpId").unwrap_or_default()),
+                EncodingAesKey::parse(d.get_str("encodingAESKey").unwrap_or_default()),
+            ) else {
+                continue;
+            };
+            let set = CredentialSet {
+                token: Secret::new(get_str(&d, "token")),
+                key,
+            };
+            if !out.iter().any(|(c, s)| *c == corp && s.same_as(&set)) {
+                out.push((corp, set));
+            }
+        }
+        Ok(out)
     }
 }
