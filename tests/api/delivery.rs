@@ -146,3 +146,52 @@ async fn exhausted_retries_become_a_dead_letter_and_stop() {
         "no attempts after the dead letter"
     );
 }
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_delivery_finish_and_a_restart_does_not_repeat_it() {
+    let mut app = spawn_app().await;
+    let puppet = FakePuppet::start().await;
+    puppet.delay(Duration::from_millis(800));
+    let corp = Corp::new("wwshutdown");
+    app.register_ok(&corp, "wkshutdown", &puppet.url).await;
+    assert_eq!(
+        app.post_kf_event(&corp, "wkshutdown", "T").await.status(),
+        200
+    );
+    assert_eq!(puppet.wait_for(1).await.len(), 1);
+    assert_eq!(puppet.answered(), 0, "still in flight when we stop");
+
+    app.stop().await;
+    assert_eq!(puppet.answered(), 1, "stop waited for the delivery");
+
+    let _app = app.restart().await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        puppet.received().len(),
+        1,
+        "recorded as delivered: not sent again"
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_manager_resumes_delivery_of_what_it_had_accepted() {
+    let app = spawn_app().await;
+    let puppet = FakePuppet::start().await;
+    let corp = Corp::new("wwresume");
+    app.register_ok(&corp, "wkresume", &puppet.url).await;
+    assert_eq!(app.deregister(&corp, "wkresume").await.status(), 200);
+    for i in 0..3 {
+        assert_eq!(
+            app.post_kf_event(&corp, &format!("wkr{i}"), "T")
+                .await
+                .status(),
+            200
+        );
+    }
+    let app = app.restart().await;
+    for i in 0..3 {
+        app.register_ok(&corp, &format!("wkr{i}"), &puppet.url)
+            .await;
+    }
+    assert_eq!(puppet.wait_for(3).await.len(), 3);
+}

@@ -1,6 +1,7 @@
 //! `spawn_app`: the real application on port 0 with a throwaway store, a fake
 //! WeCom, and typed helpers to act as WeCom, a gateway or a puppet.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::distributions::{Alphanumeric, DistString};
@@ -90,7 +91,9 @@ pub struct TestApp {
     pub api: reqwest::Client,
     pub wecom: FakeWecom,
     pub handle: actix_web::dev::ServerHandle,
-    pub data_dir: tempfile::TempDir,
+    running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    config: Config,
+    data_dir: Arc<tempfile::TempDir>,
 }
 
 /// The backend under test: `WXKF_TEST_STORE=mongo` uses `MONGO_URI` with a
@@ -151,10 +154,16 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let data_dir = tempfile::tempdir().unwrap();
     let mut config = test_config(data_dir.path(), &wecom);
     adjust(&mut config);
-    let app = Application::build(config).await.expect("app builds");
+    launch(config, wecom, Arc::new(data_dir)).await
+}
+
+async fn launch(config: Config, wecom: FakeWecom, data_dir: Arc<tempfile::TempDir>) -> TestApp {
+    let app = Application::build(config.clone())
+        .await
+        .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
-    tokio::spawn(app.run_until_stopped());
+    let running = Some(tokio::spawn(app.run_until_stopped()));
     TestApp {
         address,
         api: reqwest::Client::builder()
@@ -163,11 +172,32 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
             .unwrap(),
         wecom,
         handle,
+        running,
+        config,
         data_dir,
     }
 }
 
 impl TestApp {
+    /// Graceful stop, as on SIGTERM: returns when in-flight deliveries ended.
+    pub async fn stop(&mut self) {
+        self.handle.stop(true).await;
+        if let Some(running) = self.running.take() {
+            running.await.unwrap().unwrap();
+        }
+    }
+
+    /// Stop, then start a new manager on the same store.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await;
+        launch(
+            self.config.clone(),
+            self.wecom.clone(),
+            self.data_dir.clone(),
+        )
+        .await
+    }
+
     pub async fn register(&self, corp: &Corp, kf: &str, endpoint: &str) -> reqwest::Response {
         self.api
             .post(format!("{}/puppetWxkfManager/register", self.address))

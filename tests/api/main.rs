@@ -8,5 +8,7 @@ mod callback;
 mod delivery;
 mod fakes;
 mod helpers;
+mod mongo;
 mod puppets;
+mod store;
 mod tokens;

@@ -1,0 +1,395 @@
+//! The store contract, run against both backends, each test on its own
+//! database. Without `MONGO_URI` these fail (they must not pass silently)
+//! unless `WXKF_SKIP_MONGO=1`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wxkf_manager::domain::{CorpId, KfId, RegisterBody, Registration};
+use wxkf_manager::store::mongo::{MongoStore, Retention};
+use wxkf_manager::store::sqlite::SqliteStore;
+use wxkf_manager::store::{
+    AttemptResult, Claim, EventStatus, InsertOutcome, NewEvent, PayloadKind, Store,
+};
+
+use crate::helpers::{random_string, with_database, Corp};
+
+pub struct Backends {
+    pub stores: Vec<(&'static str, Arc<dyn Store>)>,
+    _dir: tempfile::TempDir,
+}
+
+const RETENTION: Retention = Retention {
+    finished: Duration::from_secs(3 * 24 * 3600),
+    dead: Duration::from_secs(30 * 24 * 3600),
+};
+
+/// A fresh MongoDB database URI, or `None` when explicitly skipped.
+pub fn fresh_mongo_uri() -> Option<String> {
+    match std::env::var("MONGO_URI") {
+        Ok(uri) => Some(with_database(&uri, &format!("s-{}", uuid::Uuid::new_v4().simple()))),
+        Err(_) if std::env::var("WXKF_SKIP_MONGO").as_deref() == Ok("1") => None,
+        Err(_) => panic!(
+            "MongoDB store tests need MONGO_URI. Run scripts/test (it starts a MongoDB-wire test server), \
+             or set WXKF_SKIP_MONGO=1 to skip them explicitly."
+        ),
+    }
+}
+
+pub async fn backends() -> Backends {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores: Vec<(&'static str, Arc<dyn Store>)> =
+        vec![("sqlite", Arc::new(SqliteStore::open(dir.path()).unwrap()))];
+    if let Some(uri) = fresh_mongo_uri() {
+        stores.push((
+            "mongo",
+            Arc::new(MongoStore::connect(&uri, RETENTION).await.unwrap()),
+        ));
+    }
+    Backends { stores, _dir: dir }
+}
+
+fn registration(corp: &Corp, kf: &str, endpoint: &str) -> Registration {
+    Registration::try_from(RegisterBody {
+        kf_id: Some(kf.into()),
+        kf_name: Some(String::new()),
+        endpoint: Some(endpoint.into()),
+        corp_id: Some(corp.id.clone()),
+        corp_secret: Some(corp.secret.clone()),
+        token: Some(corp.token.clone()),
+        encoding_aes_key: Some(corp.key.clone()),
+    })
+    .unwrap()
+}
+
+fn event(corp: &str, kf: &str, token: &str, at: i64) -> NewEvent {
+    NewEvent {
+        id: uuid::Uuid::new_v4().to_string(),
+        corp_id: CorpId::parse(corp).unwrap(),
+        kf_id: Some(KfId::parse(kf).unwrap()),
+        dedup_key: format!("kf|{corp}|{kf}|{token}"),
+        kind: PayloadKind::Xml,
+        body: format!("<xml>{token}</xml>").into_bytes(),
+        query: "msg_signature=a&timestamp=1&nonce=2".into(),
+        coalesce: true,
+        received_at: at,
+    }
+}
+
+fn claim(owner: &str, now: i64) -> Claim {
+    Claim {
+        owner: owner.into(),
+        now,
+        lease_until: now + 30_000,
+    }
+}
+
+#[tokio::test]
+async fn registrations_upsert_and_go_online_and_offline() {
+    for (name, store) in backends().await.stores {
+        let corp = Corp::new("wwreg");
+        let kf = KfId::parse("wkreg").unwrap();
+        assert!(store.get_puppet(&kf).await.unwrap().is_none(), "{name}");
+        store
+            .save_registration(&registration(&corp, "wkreg", "http://a:1"), 1_000)
+            .await
+            .unwrap();
+        store
+            .save_registration(&registration(&corp, "wkreg", "http://b:2"), 2_000)
+            .await
+            .unwrap();
+        let p = store.get_puppet(&kf).await.unwrap().unwrap();
+        assert_eq!(p.registration.endpoint.as_str(), "http://b:2/", "{name}");
+        assert!(p.online);
+        assert_eq!(p.last_online_at, Some(2_000), "{name}");
+
+        let other_corp = CorpId::parse("wwelse").unwrap();
+        assert!(
+            !store.set_offline(&kf, &other_corp, 3_000).await.unwrap(),
+            "{name}"
+        );
+        assert!(store
+            .set_offline(&kf, &CorpId::parse("wwreg").unwrap(), 3_000)
+            .await
+            .unwrap());
+        let p = store.get_puppet(&kf).await.unwrap().unwrap();
+        assert!(!p.online, "{name}");
+        assert_eq!(p.offline_since, Some(3_000), "{name}");
+
+        store
+            .save_registration(&registration(&corp, "wkreg", "http://b:2"), 4_000)
+            .await
+            .unwrap();
+        let p = store.get_puppet(&kf).await.unwrap().unwrap();
+        assert!(p.online && p.offline_since.is_none(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn corp_credentials_are_the_distinct_sets_of_its_puppets() {
+    for (name, store) in backends().await.stores {
+        let corp = Corp::new("wwcreds");
+        let second = corp.another_app();
+        store
+            .save_registration(&registration(&corp, "wk1", "http://a:1"), 1)
+            .await
+            .unwrap();
+        store
+            .save_registration(&registration(&corp, "wk2", "http://a:1"), 1)
+            .await
+            .unwrap();
+        let sets = store
+            .corp_credentials(&CorpId::parse("wwcreds").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(sets.len(), 1, "{name}");
+        store
+            .save_registration(&registration(&second, "wk3", "http://a:1"), 1)
+            .await
+            .unwrap();
+        let sets = store
+            .corp_credentials(&CorpId::parse("wwcreds").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(sets.len(), 2, "{name}");
+        let tokens: Vec<&str> = sets.iter().map(|s| s.token.expose()).collect();
+        assert!(tokens.contains(&corp.token.as_str()) && tokens.contains(&second.token.as_str()));
+        assert_eq!(store.all_credentials().await.unwrap().len(), 2, "{name}");
+        assert!(store
+            .corp_credentials(&CorpId::parse("wwnone").unwrap())
+            .await
+            .unwrap()
+            .is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_duplicate_event_is_reported_not_stored() {
+    for (name, store) in backends().await.stores {
+        let first = event("wwdup", "wk1", "T", 1_000);
+        assert_eq!(
+            store.insert_event(&first).await.unwrap(),
+            InsertOutcome::Stored,
+            "{name}"
+        );
+        let mut again = event("wwdup", "wk1", "T", 2_000);
+        again.id = uuid::Uuid::new_v4().to_string();
+        assert_eq!(
+            store.insert_event(&again).await.unwrap(),
+            InsertOutcome::Duplicate,
+            "{name}"
+        );
+        assert!(
+            store.get_event(&again.id).await.unwrap().is_none(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn delivery_state_moves_through_claim_retry_and_delivery() {
+    for (name, store) in backends().await.stores {
+        let mut e = event("wwstate", "wk1", "T", 1_000);
+        e.coalesce = false;
+        store.insert_event(&e).await.unwrap();
+        assert_eq!(store.next_due_at().await.unwrap(), Some(1_000), "{name}");
+
+        let got = store.claim_due(&claim("a", 1_000), 10).await.unwrap();
+        assert_eq!(got.len(), 1, "{name}");
+        let claim_id = got[0].claim_id.clone().unwrap();
+        assert!(
+            store
+                .claim_due(&claim("b", 1_001), 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}: leased"
+        );
+        let retry = AttemptResult::Retry {
+            next_attempt_at: 5_000,
+            error: "HTTP 500".into(),
+        };
+        assert!(
+            !store
+                .finish_attempt(&e.id, "not-my-claim", &retry, 1_100)
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert!(
+            store
+                .finish_attempt(&e.id, &claim_id, &retry, 1_100)
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        let stored = store.get_event(&e.id).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.status, stored.attempts),
+            (EventStatus::Pending, 1),
+            "{name}"
+        );
+        assert_eq!(stored.last_error.as_deref(), Some("HTTP 500"));
+
+        assert!(
+            store
+                .claim_due(&claim("a", 4_999), 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}: not due yet"
+        );
+        let got = store.claim_due(&claim("a", 5_000), 10).await.unwrap();
+        assert_eq!(got.len(), 1, "{name}");
+        let claim_id = got[0].claim_id.clone().unwrap();
+        assert!(store
+            .finish_attempt(&e.id, &claim_id, &AttemptResult::Delivered, 5_100)
+            .await
+            .unwrap());
+        let stored = store.get_event(&e.id).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.status, stored.attempts),
+            (EventStatus::Delivered, 2),
+            "{name}"
+        );
+        assert_eq!(stored.delivered_at, Some(5_100));
+        assert!(
+            store
+                .claim_due(&claim("a", 99_999), 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_and_parking_and_waking() {
+    for (name, store) in backends().await.stores {
+        let e = event("wwpark", "wkpark", "T", 1_000);
+        store.insert_event(&e).await.unwrap();
+        let got = store.claim_due(&claim("a", 1_000), 10).await.unwrap();
+        let cid = got[0].claim_id.clone().unwrap();
+        store
+            .finish_attempt(&e.id, &cid, &AttemptResult::Parked, 1_000)
+            .await
+            .unwrap();
+        let stored = store.get_event(&e.id).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.status, stored.attempts),
+            (EventStatus::Parked, 0),
+            "{name}"
+        );
+        assert!(
+            store
+                .claim_due(&claim("a", 50_000), 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}: parked waits"
+        );
+
+        let (corp, kf) = (
+            CorpId::parse("wwpark").unwrap(),
+            KfId::parse("wkpark").unwrap(),
+        );
+        assert_eq!(
+            store.wake_kf(&corp, &kf, 60_000).await.unwrap(),
+            1,
+            "{name}"
+        );
+        let got = store.claim_due(&claim("a", 60_000), 10).await.unwrap();
+        assert_eq!(got.len(), 1, "{name}");
+        let cid = got[0].claim_id.clone().unwrap();
+        let dead = AttemptResult::Dead {
+            error: "connection failed".into(),
+        };
+        store
+            .finish_attempt(&e.id, &cid, &dead, 61_000)
+            .await
+            .unwrap();
+        let stored = store.get_event(&e.id).await.unwrap().unwrap();
+        assert_eq!(stored.status, EventStatus::Dead, "{name}");
+        assert_eq!(stored.last_error.as_deref(), Some("connection failed"));
+        assert_eq!(
+            store.wake_kf(&corp, &kf, 70_000).await.unwrap(),
+            0,
+            "{name}: dead is not woken"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_newest_wake_up_supersedes_older_ones() {
+    for (name, store) in backends().await.stores {
+        let events: Vec<NewEvent> = (0..4)
+            .map(|i| event("wwco", "wkco", &format!("T{i}"), 1_000 + i))
+            .collect();
+        for e in &events {
+            store.insert_event(e).await.unwrap();
+        }
+        let other = event("wwco", "wkother", "X", 1_000);
+        store.insert_event(&other).await.unwrap();
+
+        let got = store.claim_due(&claim("a", 2_000), 10).await.unwrap();
+        let mut ids: Vec<&str> = got.iter().map(|e| e.id.as_str()).collect();
+        ids.sort();
+        let mut want = vec![events[3].id.as_str(), other.id.as_str()];
+        want.sort();
+        assert_eq!(ids, want, "{name}");
+        for e in &events[..3] {
+            assert_eq!(
+                store.get_event(&e.id).await.unwrap().unwrap().status,
+                EventStatus::Superseded,
+                "{name}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn leases_expire_and_an_instance_takes_back_its_own_claims() {
+    for (name, store) in backends().await.stores {
+        let mut e = event("wwlease", "wk1", &random_string(5), 1_000);
+        e.coalesce = false;
+        store.insert_event(&e).await.unwrap();
+        let a = store.claim_due(&claim("a", 1_000), 1).await.unwrap();
+        let a_claim = a[0].claim_id.clone().unwrap();
+        // Another instance takes it over after the lease (30 s) ends.
+        let b = store.claim_due(&claim("b", 31_001), 1).await.unwrap();
+        assert_eq!(b.len(), 1, "{name}");
+        assert!(
+            !store
+                .finish_attempt(&e.id, &a_claim, &AttemptResult::Delivered, 31_002)
+                .await
+                .unwrap(),
+            "{name}: stale worker"
+        );
+        // b restarts: its claims come back at once, before the lease ends.
+        assert_eq!(store.release_claims("b").await.unwrap(), 1, "{name}");
+        assert_eq!(
+            store.claim_due(&claim("b", 31_003), 1).await.unwrap().len(),
+            1,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn migrations_run_once_and_two_managers_can_start_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(
+        sqlite.migrate_blocking().unwrap(),
+        0,
+        "already applied at open"
+    );
+    let Some(uri) = fresh_mongo_uri() else { return };
+    let (a, b) = tokio::join!(
+        MongoStore::connect(&uri, RETENTION),
+        MongoStore::connect(&uri, RETENTION)
+    );
+    let (a, _b) = (a.expect("first manager"), b.expect("second manager"));
+    assert_eq!(a.migrate().await.unwrap(), 0, "second migrate is a no-op");
+}
