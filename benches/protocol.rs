@@ -31,7 +31,13 @@ fn bench_callback(c: &mut Criterion) {
     group.bench_function("verify_decrypt_parse_kf_event", |b| {
         b.iter(|| {
             let envelope = parse_envelope(black_box(body.as_bytes())).unwrap();
-            assert!(verify_signature(&token, &ts, &nonce, &envelope.encrypt, &sig));
+            assert!(verify_signature(
+                &token,
+                &ts,
+                &nonce,
+                &envelope.encrypt,
+                &sig
+            ));
             let plain = decrypt(&key, &envelope.encrypt, "ww1436e0e65a779aee").unwrap();
             let msg = parse_message(&plain.message).unwrap();
             black_box(msg.open_kf_id);

@@ -40,6 +40,8 @@ pub struct DeliveryConfig {
     /// Delivered and superseded events are kept this long (≥ the 24 h dedup window).
     pub retention: Duration,
     pub dead_retention: Duration,
+    /// Deliver only the newest of several waiting wake-ups of one kfId.
+    pub coalesce: bool,
 }
 
 impl Default for DeliveryConfig {
@@ -54,6 +56,7 @@ impl Default for DeliveryConfig {
             poll_interval: Duration::from_secs(1),
             retention: Duration::from_secs(3 * 24 * 3600),
             dead_retention: Duration::from_secs(30 * 24 * 3600),
+            coalesce: true,
         }
     }
 }
@@ -154,6 +157,13 @@ impl Config {
         }
         if let Some(v) = get("DELIVERY_PER_PUPPET") {
             d.max_per_puppet = number("DELIVERY_PER_PUPPET", &v)?.max(1) as usize;
+        }
+        if let Some(v) = get("COALESCE_WAKEUPS") {
+            d.coalesce = match v.as_str() {
+                "1" | "true" | "on" => true,
+                "0" | "false" | "off" => false,
+                _ => return Err(bad("COALESCE_WAKEUPS", "must be true or false")),
+            };
         }
         if let Some(v) = get("RETENTION_HOURS") {
             let hours = number("RETENTION_HOURS", &v)?;

@@ -28,6 +28,8 @@ CREATE TABLE events (
     status          TEXT NOT NULL,
     attempts        INTEGER NOT NULL DEFAULT 0,
     received_at     INTEGER NOT NULL,
+    -- The retry window runs from here: acceptance, or the last re-drive.
+    window_start    INTEGER NOT NULL,
     next_attempt_at INTEGER NOT NULL,
     lease_owner     TEXT,
     lease_until     INTEGER NOT NULL DEFAULT 0,

@@ -11,10 +11,11 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
+use super::routes::RouteCache;
 use super::{RetryPolicy, Sender};
 use crate::clock::Clock;
 use crate::config::DeliveryConfig;
-use crate::domain::KfId;
+use crate::domain::{KfId, Puppet};
 use crate::store::{AttemptResult, Claim, Store, StoredEvent};
 
 const MAX_BATCH: usize = 64;
@@ -30,18 +31,25 @@ pub struct Dispatcher {
     wake: Arc<Notify>,
     global: Arc<Semaphore>,
     per_puppet: Mutex<HashMap<String, Arc<Semaphore>>>,
+    routes: Arc<RouteCache>,
 }
 
 /// What request handlers hold: a way to wake the dispatcher.
 #[derive(Clone)]
 pub struct DispatcherHandle {
     wake: Arc<Notify>,
+    routes: Arc<RouteCache>,
 }
 
 impl DispatcherHandle {
     /// New work is waiting: claim now rather than at the next poll.
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// A kfId registered or deregistered here: stop using what we knew of it.
+    pub fn registration_changed(&self, kf_id: &str) {
+        self.routes.forget(kf_id);
     }
 }
 
@@ -63,12 +71,14 @@ impl Dispatcher {
             clock,
             wake: Arc::new(Notify::new()),
             per_puppet: Mutex::new(HashMap::new()),
+            routes: Arc::new(RouteCache::default()),
         }
     }
 
     pub fn handle(&self) -> DispatcherHandle {
         DispatcherHandle {
             wake: self.wake.clone(),
+            routes: self.routes.clone(),
         }
     }
 
@@ -93,7 +103,8 @@ impl Dispatcher {
                 self.purge(now).await;
             }
             let claimed = self.claim(now).await;
-            let full_batch = claimed.as_ref().is_ok_and(|c| c.len() == self.batch_size());
+            // After a non-empty batch look again at once: more may be due.
+            let got_work = claimed.as_ref().is_ok_and(|c| !c.is_empty());
             for event in claimed.unwrap_or_default() {
                 let Ok(permit) = self.global.clone().acquire_owned().await else {
                     break;
@@ -104,7 +115,7 @@ impl Dispatcher {
                     drop(permit);
                 });
             }
-            if full_batch {
+            if got_work {
                 continue;
             }
             let sleep = self.sleep_for(now).await;
@@ -216,8 +227,17 @@ impl Dispatcher {
         let Some(kf) = event.kf_id.as_deref().and_then(|k| KfId::parse(k).ok()) else {
             return AttemptResult::Parked;
         };
-        let puppet = match self.store.get_puppet(&kf).await {
-            Ok(Some(p)) if p.online && p.registration.corp_id.as_str() == event.corp_id => p,
+        let routable = |p: &Puppet| p.online && p.registration.corp_id.as_str() == event.corp_id;
+        let cached = self.routes.get(kf.as_str()).filter(|p| routable(p));
+        let puppet = match cached {
+            Some(p) => Ok(Some(p)),
+            None => self.store.get_puppet(&kf).await,
+        };
+        let puppet = match puppet {
+            Ok(Some(p)) if routable(&p) => {
+                self.routes.put(&p);
+                p
+            }
             Ok(_) => return AttemptResult::Parked,
             Err(e) => {
                 let now = self.clock.now_ms();
@@ -239,7 +259,7 @@ impl Dispatcher {
             Ok(()) => AttemptResult::Delivered,
             Err(failure) => self.policy.after_failure(
                 event.attempts + 1,
-                event.received_at,
+                event.window_start,
                 self.clock.now_ms(),
                 failure.retry_after,
                 rand::random::<f64>() * 2.0 - 1.0,

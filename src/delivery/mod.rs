@@ -5,6 +5,7 @@
 mod dispatcher;
 pub mod identity;
 mod policy;
+mod routes;
 mod sender;
 
 pub use dispatcher::{Dispatcher, DispatcherHandle};

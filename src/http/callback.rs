@@ -157,7 +157,7 @@ async fn encrypted(
         let event = NewEvent {
             id: uuid::Uuid::new_v4().to_string(),
             dedup_key: dedup_key(&corp, &message),
-            coalesce: message.is_kf_msg_or_event(),
+            coalesce: message.is_kf_msg_or_event() && state.config.delivery.coalesce,
             kind: PayloadKind::Xml,
             body: body.to_vec(),
             query: format!(
@@ -233,7 +233,7 @@ async fn decrypted(
         let event = NewEvent {
             id: uuid::Uuid::new_v4().to_string(),
             dedup_key: decrypted_dedup_key(&corp, &kf, &token),
-            coalesce: true,
+            coalesce: state.config.delivery.coalesce,
             kind: PayloadKind::Json,
             body: json.to_string().into_bytes(),
             query: String::new(),

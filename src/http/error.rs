@@ -101,6 +101,10 @@ pub enum PuppetApiError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(&'static str),
+    #[error("missing bearer token")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error("store unavailable, retry later")]
     Store(#[from] StoreError),
 }
@@ -121,6 +125,8 @@ impl ResponseError for PuppetApiError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Store(StoreError::DuplicateKey) => StatusCode::CONFLICT,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }

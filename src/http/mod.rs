@@ -1,5 +1,6 @@
 //! The HTTP surface: one module per resource, errors mapped in `error.rs`.
 
+mod admin;
 mod body;
 mod callback;
 mod error;
@@ -39,5 +40,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .configure(puppets::routes)
                 .configure(tokens::routes),
         )
+        .service(web::scope("/admin/api").configure(admin::routes))
         .configure(callback::routes);
 }

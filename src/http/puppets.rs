@@ -53,6 +53,7 @@ async fn register(
         .credentials
         .reload_corp(state.store.as_ref(), &reg.corp_id)
         .await?;
+    state.dispatcher.registration_changed(reg.kf_id.as_str());
     let woken = state.store.wake_kf(&reg.corp_id, &reg.kf_id, now).await?;
     state.dispatcher.wake();
     tracing::info!(
@@ -91,6 +92,7 @@ async fn deregister(
             "kfId is not registered under this corpId",
         ));
     }
+    state.dispatcher.registration_changed(kf_id.as_str());
     tracing::info!("puppet deregistered");
     Ok(ok())
 }

@@ -91,6 +91,7 @@ pub struct NewEvent {
 
 /// An event as stored.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct StoredEvent {
     pub id: String,
     pub corp_id: String,
@@ -104,6 +105,8 @@ pub struct StoredEvent {
     pub status: EventStatus,
     pub attempts: u32,
     pub received_at: i64,
+    /// The retry window runs from here: acceptance, or the last re-drive.
+    pub window_start: i64,
     pub next_attempt_at: i64,
     pub last_error: Option<String>,
     pub delivered_at: Option<i64>,
@@ -123,6 +126,16 @@ pub struct Claim {
     pub owner: String,
     pub now: i64,
     pub lease_until: i64,
+}
+
+/// Which events an operator lists; newest first.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub status: Option<EventStatus>,
+    pub corp_id: Option<String>,
+    pub kf_id: Option<String>,
+    pub limit: usize,
+    pub offset: usize,
 }
 
 /// How an attempt (or a look for the puppet) ended.

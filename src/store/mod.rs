@@ -15,7 +15,8 @@ use async_trait::async_trait;
 
 pub use error::StoreError;
 pub use event::{
-    AttemptResult, Claim, EventStatus, InsertOutcome, NewEvent, PayloadKind, StoredEvent,
+    AttemptResult, Claim, EventFilter, EventStatus, InsertOutcome, NewEvent, PayloadKind,
+    StoredEvent,
 };
 
 use crate::domain::{CorpId, CredentialSet, KfId, Puppet, Registration};
@@ -78,6 +79,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Earliest `next_attempt_at` of a pending event, to know how long to sleep.
     async fn next_due_at(&self) -> Result<Option<i64>, StoreError>;
+
+    /// Events for operators, newest first.
+    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Send a dead (or parked) event again now, with a fresh retry window.
+    async fn redrive(&self, id: &str, now: i64) -> Result<bool, StoreError>;
+
+    /// Re-drive every dead letter of a kfId; returns how many.
+    async fn redrive_dead_of_kf(&self, kf_id: &KfId, now: i64) -> Result<u64, StoreError>;
+
+    async fn delete_event(&self, id: &str) -> Result<bool, StoreError>;
 
     /// Remove delivered and superseded events older than `before` (dead
     /// letters are kept until `dead_before`).

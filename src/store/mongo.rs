@@ -24,8 +24,8 @@ use mongodb::{Client, Collection, Database, IndexModel};
 
 use super::sqlite::build_puppet;
 use super::{
-    AttemptResult, Claim, EventStatus, InsertOutcome, NewEvent, PayloadKind, Store, StoreError,
-    StoredEvent,
+    AttemptResult, Claim, EventFilter, EventStatus, InsertOutcome, NewEvent, PayloadKind, Store,
+    StoreError, StoredEvent,
 };
 use crate::domain::{CorpId, CredentialSet, EncodingAesKey, KfId, Puppet, Registration, Secret};
 
@@ -211,26 +211,49 @@ impl MongoStore {
         now_date(now.saturating_add(keep.as_millis() as i64))
     }
 
-    async fn lease(
-        &self,
-        filter: Document,
-        sort: Document,
-        claim: &Claim,
-    ) -> Result<Option<Document>, StoreError> {
-        let claim_id = uuid::Uuid::new_v4().to_string();
-        let mut filter = filter;
+    /// Only waiting, unleased events can be leased.
+    fn leasable(mut filter: Document, claim: &Claim) -> Document {
         filter.insert("status", doc! {"$in": ["pending", "parked"]});
         filter.insert("leaseUntil", doc! {"$lte": claim.now});
+        filter
+    }
+
+    fn lease_update(claim: &Claim, claim_id: &str) -> Document {
+        doc! {"$set": {
+            "status": "pending", "leaseOwner": &claim.owner, "leaseUntil": claim.lease_until,
+            "claimId": claim_id, "updatedAt": now_date(claim.now),
+        }}
+    }
+
+    async fn lease_many(
+        &self,
+        filter: Document,
+        claim: &Claim,
+        claim_id: &str,
+    ) -> Result<u64, StoreError> {
+        let r = self
+            .events
+            .update_many(
+                Self::leasable(filter, claim),
+                Self::lease_update(claim, claim_id),
+            )
+            .await?;
+        Ok(r.modified_count)
+    }
+
+    async fn lease_newest(
+        &self,
+        filter: Document,
+        claim: &Claim,
+        claim_id: &str,
+    ) -> Result<Option<Document>, StoreError> {
         Ok(self
             .events
             .find_one_and_update(
-                filter,
-                doc! {"$set": {
-                    "status": "pending", "leaseOwner": &claim.owner, "leaseUntil": claim.lease_until,
-                    "claimId": claim_id, "updatedAt": now_date(claim.now),
-                }},
+                Self::leasable(filter, claim),
+                Self::lease_update(claim, claim_id),
             )
-            .sort(sort)
+            .sort(doc! {"seq": -1})
             .return_document(ReturnDocument::After)
             .await?)
     }
@@ -285,6 +308,9 @@ fn event_from_doc(d: &Document) -> Result<StoredEvent, StoreError> {
             .unwrap_or(0)
             .clamp(0, i64::from(u32::MAX)) as u32,
         received_at: get_i64(d, "receivedAt").unwrap_or(0),
+        window_start: get_i64(d, "windowStart")
+            .or_else(|| get_i64(d, "receivedAt"))
+            .unwrap_or(0),
         next_attempt_at: get_i64(d, "nextAttemptAt").unwrap_or(0),
         last_error: d.get_str("lastError").ok().map(str::to_owned),
         delivered_at: get_i64(d, "deliveredAt"),
@@ -374,6 +400,7 @@ impl Store for MongoStore {
             "attempts": 0i64,
             "seq": self.next_seq(event.received_at),
             "receivedAt": event.received_at,
+            "windowStart": event.received_at,
             "nextAttemptAt": event.received_at,
             "leaseUntil": 0i64,
             "updatedAt": now_date(event.received_at),
@@ -401,50 +428,59 @@ impl Store for MongoStore {
             .await?
             .try_collect()
             .await?;
-        let mut leased = Vec::new();
-        for c in candidates {
-            let coalesce = c.get_bool("coalesce").unwrap_or(false);
-            let got = match (c.get_str("kfId"), coalesce) {
-                (Ok(kf), true) => {
-                    let corp = get_str(&c, "corpId");
-                    let siblings = doc! {"corpId": &corp, "kfId": kf, "coalesce": true};
-                    let Some(newest) = self
-                        .lease(siblings.clone(), doc! {"seq": -1}, claim)
-                        .await?
-                    else {
-                        continue;
-                    };
-                    let newest_seq = get_i64(&newest, "seq").unwrap_or(i64::MAX);
-                    let mut older = siblings;
-                    older.insert("seq", doc! {"$lt": newest_seq});
-                    older.insert("status", doc! {"$in": ["pending", "parked"]});
-                    older.insert("leaseUntil", doc! {"$lte": claim.now});
-                    self.events
-                        .update_many(
-                            older,
-                            doc! {"$set": {
-                                "status": "superseded", "supersededBy": get_str(&newest, "_id"),
-                                "updatedAt": now_date(claim.now), "expireAt": self.expire_at(claim.now, false),
-                            }},
-                        )
-                        .await?;
-                    newest
-                }
-                _ => match self
-                    .lease(
-                        doc! {"_id": c.get("_id").cloned().unwrap_or(Bson::Null)},
-                        doc! {},
-                        claim,
-                    )
-                    .await?
-                {
-                    Some(d) => d,
-                    None => continue,
-                },
-            };
-            leased.push(event_from_doc(&got)?);
+        if candidates.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(leased)
+        // One claim id for the whole batch: the finishing update matches
+        // (event id, claim id), which is still unique per lease.
+        let batch = uuid::Uuid::new_v4().to_string();
+        let mut singles = Vec::new();
+        let mut wake_ups: Vec<(String, String)> = Vec::new();
+        for c in &candidates {
+            match (c.get_str("kfId"), c.get_bool("coalesce").unwrap_or(false)) {
+                (Ok(kf), true) => {
+                    let key = (get_str(c, "corpId"), kf.to_owned());
+                    if !wake_ups.contains(&key) {
+                        wake_ups.push(key);
+                    }
+                }
+                _ => singles.push(c.get("_id").cloned().unwrap_or(Bson::Null)),
+            }
+        }
+        if !singles.is_empty() {
+            self.lease_many(doc! {"_id": {"$in": singles}}, claim, &batch)
+                .await?;
+        }
+        for (corp, kf) in wake_ups {
+            // The newest waiting wake-up of this kfId stands for all older ones.
+            let siblings = doc! {"corpId": &corp, "kfId": &kf, "coalesce": true};
+            let Some(newest) = self.lease_newest(siblings.clone(), claim, &batch).await? else {
+                continue;
+            };
+            let mut older = siblings;
+            older.insert(
+                "seq",
+                doc! {"$lt": get_i64(&newest, "seq").unwrap_or(i64::MAX)},
+            );
+            older.insert("status", doc! {"$in": ["pending", "parked"]});
+            older.insert("leaseUntil", doc! {"$lte": claim.now});
+            self.events
+                .update_many(
+                    older,
+                    doc! {"$set": {
+                        "status": "superseded", "supersededBy": get_str(&newest, "_id"),
+                        "updatedAt": now_date(claim.now), "expireAt": self.expire_at(claim.now, false),
+                    }},
+                )
+                .await?;
+        }
+        let leased: Vec<Document> = self
+            .events
+            .find(doc! {"claimId": &batch})
+            .await?
+            .try_collect()
+            .await?;
+        leased.iter().map(event_from_doc).collect()
     }
 
     async fn finish_attempt(
@@ -526,6 +562,62 @@ impl Store for MongoStore {
             .projection(doc! {"nextAttemptAt": 1})
             .await?;
         Ok(next.and_then(|d| get_i64(&d, "nextAttemptAt")))
+    }
+
+    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut query = doc! {};
+        if let Some(status) = filter.status {
+            query.insert("status", status.as_str());
+        }
+        if let Some(corp) = &filter.corp_id {
+            query.insert("corpId", corp);
+        }
+        if let Some(kf) = &filter.kf_id {
+            query.insert("kfId", kf);
+        }
+        let docs: Vec<Document> = self
+            .events
+            .find(query)
+            .sort(doc! {"seq": -1})
+            .skip(filter.offset as u64)
+            .limit(filter.limit as i64)
+            .await?
+            .try_collect()
+            .await?;
+        docs.iter().map(event_from_doc).collect()
+    }
+
+    async fn redrive(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let r = self
+            .events
+            .update_one(
+                doc! {"_id": id, "status": {"$in": ["dead", "parked"]}},
+                doc! {"$set": {"status": "pending", "nextAttemptAt": now, "windowStart": now, "updatedAt": now_date(now)},
+                      "$unset": {"expireAt": ""}},
+            )
+            .await?;
+        Ok(r.modified_count > 0)
+    }
+
+    async fn redrive_dead_of_kf(&self, kf_id: &KfId, now: i64) -> Result<u64, StoreError> {
+        let r = self
+            .events
+            .update_many(
+                doc! {"kfId": kf_id.as_str(), "status": "dead"},
+                doc! {"$set": {"status": "pending", "nextAttemptAt": now, "windowStart": now, "updatedAt": now_date(now)},
+                      "$unset": {"expireAt": ""}},
+            )
+            .await?;
+        Ok(r.modified_count)
+    }
+
+    async fn delete_event(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .events
+            .delete_one(doc! {"_id": id})
+            .await?
+            .deleted_count
+            > 0)
     }
 
     async fn purge(&self, _before: i64, _dead_before: i64) -> Result<u64, StoreError> {

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
-    AttemptResult, Claim, EventStatus, InsertOutcome, NewEvent, PayloadKind, Store, StoreError,
-    StoredEvent,
+    AttemptResult, Claim, EventFilter, EventStatus, InsertOutcome, NewEvent, PayloadKind, Store,
+    StoreError, StoredEvent,
 };
 use crate::domain::{
     CorpId, CredentialSet, EncodingAesKey, EndpointUrl, KfId, Puppet, Registration, Secret,
@@ -180,7 +180,7 @@ pub(crate) fn build_puppet(
 }
 
 const EVENT_COLUMNS: &str = "id, corp_id, kf_id, kind, body, query, coalesce, status, attempts, \
-     received_at, next_attempt_at, last_error, delivered_at, claim_id";
+     received_at, window_start, next_attempt_at, last_error, delivered_at, claim_id";
 
 fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
     let kind: String = row.get("kind")?;
@@ -196,6 +196,7 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
         status: EventStatus::parse(&status).unwrap_or(EventStatus::Dead),
         attempts: row.get("attempts")?,
         received_at: row.get("received_at")?,
+        window_start: row.get("window_start")?,
         next_attempt_at: row.get("next_attempt_at")?,
         last_error: row.get("last_error")?,
         delivered_at: row.get("delivered_at")?,
@@ -351,8 +352,8 @@ impl Store for SqliteStore {
             let status = if e.kf_id.is_some() { EventStatus::Pending } else { EventStatus::Unroutable };
             let inserted = c.execute(
                 "INSERT INTO events (id, corp_id, kf_id, dedup_key, kind, body, query, coalesce, status,
-                                     received_at, next_attempt_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10)",
+                                     received_at, window_start, next_attempt_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10, ?10)",
                 params![
                     e.id,
                     e.corp_id.as_str(),
@@ -505,6 +506,56 @@ impl Store for SqliteStore {
             )?)
         })
         .await
+    }
+
+    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
+        let f = filter.clone();
+        self.run(move |c| {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events
+                 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR corp_id = ?2) AND (?3 IS NULL OR kf_id = ?3)
+                 ORDER BY seq DESC LIMIT ?4 OFFSET ?5"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                params![f.status.map(EventStatus::as_str), f.corp_id, f.kf_id, f.limit as i64, f.offset as i64],
+                event_from_row,
+            )?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn redrive(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE events SET status = 'pending', next_attempt_at = ?2, window_start = ?2, updated_at = ?2
+                 WHERE id = ?1 AND status IN ('dead','parked')",
+                params![id, now],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn redrive_dead_of_kf(&self, kf_id: &KfId, now: i64) -> Result<u64, StoreError> {
+        let kf = kf_id.as_str().to_owned();
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE events SET status = 'pending', next_attempt_at = ?2, window_start = ?2, updated_at = ?2
+                 WHERE kf_id = ?1 AND status = 'dead'",
+                params![kf, now],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn delete_event(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.run(move |c| Ok(c.execute("DELETE FROM events WHERE id = ?1", [id])? > 0))
+            .await
     }
 
     async fn purge(&self, before: i64, dead_before: i64) -> Result<u64, StoreError> {

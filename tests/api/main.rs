@@ -4,7 +4,9 @@
 //! The store backend is chosen by `WXKF_TEST_STORE` (`sqlite`, the default,
 //! or `mongo`, which needs `MONGO_URI`); `scripts/test` runs the suite on both.
 
+mod admin;
 mod callback;
+mod crash;
 mod delivery;
 mod fakes;
 mod helpers;
