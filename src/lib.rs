@@ -10,4 +10,5 @@ pub mod http;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;
 pub mod wecom;

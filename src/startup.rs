@@ -15,6 +15,7 @@ use crate::credentials::CredentialCache;
 use crate::delivery::{Dispatcher, Sender};
 use crate::http::{self, AppState};
 use crate::store::{self, Store};
+use crate::tokens::TokenService;
 
 /// How often the in-memory credentials are re-read from the store.
 const CREDENTIAL_REFRESH: Duration = Duration::from_secs(5);
@@ -87,6 +88,19 @@ impl Application {
         let sender = Sender::new(config.delivery.attempt_timeout)
             .context("building the delivery HTTP client")?;
         let owner = instance_id(&config)?;
+        let upstream = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("building the WeCom HTTP client")?;
+        let tokens = Arc::new(TokenService::new(
+            store.clone(),
+            upstream.clone(),
+            config.access_token_url.clone(),
+            clock.clone(),
+            owner.clone(),
+        ));
         let dispatcher = Arc::new(Dispatcher::new(
             store.clone(),
             sender,
@@ -94,12 +108,6 @@ impl Application {
             owner,
             clock.clone(),
         ));
-        let upstream = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .context("building the WeCom HTTP client")?;
 
         let listener = TcpListener::bind((config.host, config.port))
             .with_context(|| format!("PORT: cannot listen on {}:{}", config.host, config.port))?;
@@ -111,6 +119,7 @@ impl Application {
             clock,
             config: Arc::new(config),
             upstream,
+            tokens,
         });
         let server =
             HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))

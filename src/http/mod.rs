@@ -28,8 +28,9 @@ pub struct AppState {
     pub dispatcher: DispatcherHandle,
     pub clock: Arc<dyn Clock>,
     pub config: Arc<Config>,
-    /// For getToken and the WeCom API proxy.
+    /// For the WeCom API proxy.
     pub upstream: reqwest::Client,
+    pub tokens: Arc<crate::tokens::TokenService>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -7,6 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::body::{read_limited, BodyError};
 use super::query::param;
 use super::AppState;
+use crate::tokens::TokenAnswer;
 
 /// Proxied requests and answers (media included) stay under this.
 const PROXY_BODY_LIMIT: usize = 20 * 1024 * 1024;
@@ -37,24 +38,27 @@ fn unreachable(e: &reqwest::Error) -> HttpResponse {
 
 async fn get_token(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     let q = req.query_string();
-    let Some(corpid) = param(q, "corpid").filter(|v| !v.is_empty()) else {
+    let Some(corpid) = param(q, "corpid").filter(|v| !v.is_empty() && v.len() <= 64) else {
         return wecom_error(StatusCode::BAD_REQUEST, 41002, "corpid missing");
     };
-    let Some(corpsecret) = param(q, "corpsecret").filter(|v| !v.is_empty()) else {
+    let Some(corpsecret) = param(q, "corpsecret").filter(|v| !v.is_empty() && v.len() <= 256)
+    else {
         return wecom_error(StatusCode::BAD_REQUEST, 41004, "corpsecret missing");
     };
-    let upstream = state
-        .upstream
-        .get(&state.config.access_token_url)
-        .query(&[
-            ("corpid", corpid.as_str()),
-            ("corpsecret", corpsecret.as_str()),
-        ])
-        .send()
-        .await;
-    match upstream {
-        Ok(resp) => relay(resp, 64 * 1024).await,
-        Err(e) => unreachable(&e),
+    let force = matches!(param(q, "force").as_deref(), Some("1" | "true"));
+    match state.tokens.get(&corpid, &corpsecret, force).await {
+        Ok(TokenAnswer::Token { access_token, expires_in }) => HttpResponse::Ok().json(serde_json::json!({
+            "errcode": 0, "errmsg": "ok", "access_token": access_token.expose(), "expires_in": expires_in,
+        })),
+        Ok(TokenAnswer::WecomError { errcode, errmsg }) => wecom_error(StatusCode::OK, errcode, &errmsg),
+        Ok(TokenAnswer::Unavailable { errmsg }) => {
+            tracing::warn!(corp_id = %corpid, reason = %errmsg, "no access token");
+            wecom_error(StatusCode::BAD_GATEWAY, -1, &errmsg)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "store unavailable for the token cache");
+            wecom_error(StatusCode::SERVICE_UNAVAILABLE, -1, "store unavailable, retry later")
+        }
     }
 }
 
@@ -109,32 +113,84 @@ async fn proxy(
             }
         }
     }
-    match upstream.send().await {
-        Ok(resp) => relay(resp, PROXY_BODY_LIMIT).await,
-        Err(e) => unreachable(&e),
+    let answer = match upstream.send().await {
+        Ok(resp) => read_answer(resp, PROXY_BODY_LIMIT).await,
+        Err(e) => return unreachable(&e),
+    };
+    match answer {
+        Ok(answer) => {
+            invalidate_rejected_token(&state, req.query_string(), &answer).await;
+            answer.into_response()
+        }
+        Err(response) => response,
     }
 }
 
-/// Pass WeCom's status, content type and body back, within a size cap.
-async fn relay(mut resp: reqwest::Response, limit: usize) -> HttpResponse {
+/// WeCom says the token we issued is invalid (40014) or expired (42001):
+/// drop exactly that token so the next getToken fetches a new one.
+async fn invalidate_rejected_token(state: &AppState, query: &str, answer: &Answer) {
+    let Some(token) = param(query, "access_token").filter(|t| !t.is_empty()) else {
+        return;
+    };
+    let errcode = serde_json::from_slice::<serde_json::Value>(&answer.body)
+        .ok()
+        .and_then(|v| v["errcode"].as_i64());
+    if matches!(errcode, Some(40014 | 42001)) {
+        match state.tokens.invalidate(&token).await {
+            Ok(n) => tracing::info!(
+                errcode,
+                dropped = n,
+                "WeCom rejected an access token; dropped it"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not drop a rejected access token"),
+        }
+    }
+}
+
+/// WeCom's answer, read within a size cap.
+struct Answer {
+    status: StatusCode,
+    content_type: Option<actix_web::http::header::HeaderValue>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    /// Pass WeCom's status, content type and body back.
+    fn into_response(self) -> HttpResponse {
+        let mut out = HttpResponse::build(self.status);
+        if let Some(ct) = self.content_type {
+            out.insert_header((actix_web::http::header::CONTENT_TYPE, ct));
+        }
+        out.body(self.body)
+    }
+}
+
+async fn read_answer(mut resp: reqwest::Response, limit: usize) -> Result<Answer, HttpResponse> {
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let content_type = resp.headers().get("content-type").cloned();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| actix_web::http::header::HeaderValue::from_bytes(v.as_bytes()).ok());
     let mut body = Vec::new();
     loop {
         match resp.chunk().await {
             Ok(Some(c)) if body.len() + c.len() <= limit => body.extend_from_slice(&c),
             Ok(Some(_)) => {
-                return wecom_error(StatusCode::BAD_GATEWAY, -1, "WeCom answer too large")
+                return Err(wecom_error(
+                    StatusCode::BAD_GATEWAY,
+                    -1,
+                    "WeCom answer too large",
+                ))
             }
             Ok(None) => break,
-            Err(e) => return unreachable(&e),
+            Err(e) => return Err(unreachable(&e)),
         }
     }
-    let mut out = HttpResponse::build(status);
-    if let Some(ct) = content_type {
-        out.insert_header(("content-type", ct.as_bytes()));
-    }
-    out.body(body)
+    Ok(Answer {
+        status,
+        content_type,
+        body,
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod error;
 mod event;
 pub mod mongo;
 pub mod sqlite;
+mod token;
 
 use async_trait::async_trait;
 
@@ -18,6 +19,8 @@ pub use event::{
     AttemptResult, Claim, EventFilter, EventStatus, InsertOutcome, NewEvent, PayloadKind,
     StoredEvent,
 };
+
+pub use token::TokenRecord;
 
 use crate::domain::{CorpId, CredentialSet, KfId, Puppet, Registration};
 
@@ -90,6 +93,38 @@ pub trait Store: Send + Sync + 'static {
     async fn redrive_dead_of_kf(&self, kf_id: &KfId, now: i64) -> Result<u64, StoreError>;
 
     async fn delete_event(&self, id: &str) -> Result<bool, StoreError>;
+
+    // ---- the shared access-token cache -----------------------------------
+
+    async fn get_token(&self, key: &str) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Take the refresh lease of a key (creating the record) unless another
+    /// holder's lease is still running. Exactly one caller wins.
+    async fn try_lease_token(
+        &self,
+        key: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Store the outcome of a refresh and release the lease.
+    async fn save_token(&self, key: &str, record: &TokenRecord) -> Result<(), StoreError>;
+
+    /// Give the lease back without a result (the upstream call failed).
+    async fn release_token_lease(&self, key: &str, owner: &str) -> Result<(), StoreError>;
+
+    /// Mark a forced refresh unless one happened since `not_before`.
+    async fn mark_token_forced(
+        &self,
+        key: &str,
+        now: i64,
+        not_before: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Drop exactly this token (compare-and-swap on its value): a late
+    /// complaint about an old token never discards a newer one.
+    async fn invalidate_access_token(&self, token: &str) -> Result<u64, StoreError>;
 
     /// Remove delivered and superseded events older than `before` (dead
     /// letters are kept until `dead_before`).

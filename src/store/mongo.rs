@@ -25,17 +25,21 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use super::sqlite::build_puppet;
 use super::{
     AttemptResult, Claim, EventFilter, EventStatus, InsertOutcome, NewEvent, PayloadKind, Store,
-    StoreError, StoredEvent,
+    StoreError, StoredEvent, TokenRecord,
 };
 use crate::domain::{CorpId, CredentialSet, EncodingAesKey, KfId, Puppet, Registration, Secret};
 
 const PUPPETS: &str = "wxkfpuppets";
 const EVENTS: &str = "wxkf_events";
+const TOKENS: &str = "wxkf_tokens";
 const MIGRATIONS_COLLECTION: &str = "wxkf_migrations";
 
 /// Ordered migrations, each applied once and recorded. Every step is
 /// idempotent, so two managers starting together both succeed.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/mongo/0001_indexes.json"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/mongo/0001_indexes.json")),
+    (2, include_str!("../../migrations/mongo/0002_tokens.json")),
+];
 
 /// How long finished events are kept.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +52,7 @@ pub struct MongoStore {
     db: Database,
     puppets: Collection<Document>,
     events: Collection<Document>,
+    tokens: Collection<Document>,
     retention: Retention,
     last_seq: AtomicI64,
 }
@@ -115,7 +120,9 @@ impl MongoStore {
             PUPPETS,
             CollectionOptions::builder().write_concern(journal).build(),
         );
+        let tokens = db.collection(TOKENS);
         let store = Self {
+            tokens,
             db,
             puppets,
             events,
@@ -618,6 +625,118 @@ impl Store for MongoStore {
             .await?
             .deleted_count
             > 0)
+    }
+
+    async fn get_token(&self, key: &str) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(self
+            .tokens
+            .find_one(doc! {"_id": key})
+            .await?
+            .map(|d| TokenRecord {
+                access_token: d.get_str("accessToken").ok().map(Secret::new),
+                expires_at: get_i64(&d, "expiresAt").unwrap_or(0),
+                fetched_at: get_i64(&d, "fetchedAt").unwrap_or(0),
+                negative: get_i64(&d, "negErrcode").map(|c| (c, get_str(&d, "negErrmsg"))),
+                neg_until: get_i64(&d, "negUntil").unwrap_or(0),
+                forced_at: get_i64(&d, "forcedAt").unwrap_or(0),
+                lease_until: get_i64(&d, "leaseUntil").unwrap_or(0),
+            }))
+    }
+
+    async fn try_lease_token(
+        &self,
+        key: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        let taken = self
+            .tokens
+            .update_one(
+                doc! {"_id": key, "$or": [{"leaseUntil": {"$lte": now}}, {"leaseUntil": {"$exists": false}}]},
+                doc! {"$set": {"leaseOwner": owner, "leaseUntil": until}},
+            )
+            .upsert(true)
+            .await;
+        match taken.map_err(StoreError::from) {
+            Ok(_) => Ok(true),
+            // The record exists with a running lease: the upsert collided.
+            Err(StoreError::DuplicateKey) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn save_token(&self, key: &str, r: &TokenRecord) -> Result<(), StoreError> {
+        let mut set = doc! {
+            "expiresAt": r.expires_at, "fetchedAt": r.fetched_at, "negUntil": r.neg_until,
+            "leaseOwner": Bson::Null, "leaseUntil": 0i64,
+        };
+        let mut unset = doc! {};
+        match &r.access_token {
+            Some(t) => set.insert("accessToken", t.expose()),
+            None => unset.insert("accessToken", ""),
+        };
+        match &r.negative {
+            Some((code, msg)) => {
+                set.insert("negErrcode", code);
+                set.insert("negErrmsg", msg);
+            }
+            None => {
+                unset.insert("negErrcode", "");
+                unset.insert("negErrmsg", "");
+            }
+        }
+        let mut update = doc! {"$set": set, "$max": {"forcedAt": r.forced_at}};
+        if !unset.is_empty() {
+            update.insert("$unset", unset);
+        }
+        self.tokens
+            .update_one(doc! {"_id": key}, update)
+            .upsert(true)
+            .await?;
+        Ok(())
+    }
+
+    async fn release_token_lease(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        self.tokens
+            .update_one(
+                doc! {"_id": key, "leaseOwner": owner},
+                doc! {"$set": {"leaseOwner": Bson::Null, "leaseUntil": 0i64}},
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn mark_token_forced(
+        &self,
+        key: &str,
+        now: i64,
+        not_before: i64,
+    ) -> Result<bool, StoreError> {
+        let marked = self
+            .tokens
+            .update_one(
+                doc! {"_id": key, "$or": [{"forcedAt": {"$lte": not_before}}, {"forcedAt": {"$exists": false}}]},
+                doc! {"$set": {"forcedAt": now}},
+            )
+            .upsert(true)
+            .await;
+        match marked.map_err(StoreError::from) {
+            Ok(_) => Ok(true),
+            Err(StoreError::DuplicateKey) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn invalidate_access_token(&self, token: &str) -> Result<u64, StoreError> {
+        let r = self
+            .tokens
+            .update_many(
+                doc! {"accessToken": token},
+                doc! {"$unset": {"accessToken": ""}, "$set": {"expiresAt": 0i64}},
+            )
+            .await?;
+        Ok(r.modified_count)
     }
 
     async fn purge(&self, _before: i64, _dead_before: i64) -> Result<u64, StoreError> {

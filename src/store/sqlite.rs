@@ -13,14 +13,17 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
     AttemptResult, Claim, EventFilter, EventStatus, InsertOutcome, NewEvent, PayloadKind, Store,
-    StoreError, StoredEvent,
+    StoreError, StoredEvent, TokenRecord,
 };
 use crate::domain::{
     CorpId, CredentialSet, EncodingAesKey, EndpointUrl, KfId, Puppet, Registration, Secret,
 };
 
 /// Ordered schema migrations, each applied once (recorded in `schema_migrations`).
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_tokens.sql")),
+];
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -556,6 +559,120 @@ impl Store for SqliteStore {
         let id = id.to_owned();
         self.run(move |c| Ok(c.execute("DELETE FROM events WHERE id = ?1", [id])? > 0))
             .await
+    }
+
+    async fn get_token(&self, key: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let key = key.to_owned();
+        self.run(move |c| {
+            Ok(c.query_row(
+                "SELECT access_token, expires_at, fetched_at, neg_errcode, neg_errmsg, neg_until, forced_at, lease_until
+                 FROM access_tokens WHERE key = ?1",
+                [key],
+                |r| {
+                    let code: Option<i64> = r.get(3)?;
+                    let msg: Option<String> = r.get(4)?;
+                    Ok(TokenRecord {
+                        access_token: r.get::<_, Option<String>>(0)?.map(Secret::new),
+                        expires_at: r.get(1)?,
+                        fetched_at: r.get(2)?,
+                        negative: code.map(|c| (c, msg.unwrap_or_default())),
+                        neg_until: r.get(5)?,
+                        forced_at: r.get(6)?,
+                        lease_until: r.get(7)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn try_lease_token(
+        &self,
+        key: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        let (key, owner) = (key.to_owned(), owner.to_owned());
+        self.run(move |c| {
+            let n = c.execute(
+                "INSERT INTO access_tokens (key, lease_owner, lease_until) VALUES (?1, ?2, ?4)
+                 ON CONFLICT (key) DO UPDATE SET lease_owner = excluded.lease_owner, lease_until = excluded.lease_until
+                 WHERE access_tokens.lease_until <= ?3",
+                params![key, owner, now, until],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn save_token(&self, key: &str, record: &TokenRecord) -> Result<(), StoreError> {
+        let (key, r) = (key.to_owned(), record.clone());
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO access_tokens (key, access_token, expires_at, fetched_at, neg_errcode, neg_errmsg, neg_until, forced_at, lease_owner, lease_until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, 0)
+                 ON CONFLICT (key) DO UPDATE SET access_token = excluded.access_token, expires_at = excluded.expires_at,
+                    fetched_at = excluded.fetched_at, neg_errcode = excluded.neg_errcode, neg_errmsg = excluded.neg_errmsg,
+                    neg_until = excluded.neg_until, forced_at = MAX(access_tokens.forced_at, excluded.forced_at),
+                    lease_owner = NULL, lease_until = 0",
+                params![
+                    key,
+                    r.access_token.as_ref().map(Secret::expose),
+                    r.expires_at,
+                    r.fetched_at,
+                    r.negative.as_ref().map(|n| n.0),
+                    r.negative.as_ref().map(|n| n.1.clone()),
+                    r.neg_until,
+                    r.forced_at
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_token_lease(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        let (key, owner) = (key.to_owned(), owner.to_owned());
+        self.run(move |c| {
+            c.execute(
+                "UPDATE access_tokens SET lease_owner = NULL, lease_until = 0 WHERE key = ?1 AND lease_owner = ?2",
+                params![key, owner],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn mark_token_forced(
+        &self,
+        key: &str,
+        now: i64,
+        not_before: i64,
+    ) -> Result<bool, StoreError> {
+        let key = key.to_owned();
+        self.run(move |c| {
+            let n = c.execute(
+                "INSERT INTO access_tokens (key, forced_at) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET forced_at = excluded.forced_at WHERE access_tokens.forced_at <= ?3",
+                params![key, now, not_before],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn invalidate_access_token(&self, token: &str) -> Result<u64, StoreError> {
+        let token = token.to_owned();
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE access_tokens SET access_token = NULL, expires_at = 0 WHERE access_token = ?1",
+                [token],
+            )?;
+            Ok(n as u64)
+        })
+        .await
     }
 
     async fn purge(&self, before: i64, dead_before: i64) -> Result<u64, StoreError> {

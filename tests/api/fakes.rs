@@ -148,6 +148,9 @@ impl FakeWecom {
                         calls.push(received.clone());
                         calls.iter().filter(|r| r.path == received.path).count()
                     };
+                    if received.path.ends_with("/reject") {
+                        return HttpResponse::Ok().json(serde_json::json!({"errcode": 42001, "errmsg": "access_token expired"}));
+                    }
                     if received.path == "/cgi-bin/gettoken" {
                         if received.query.contains("corpsecret=bad") {
                             return HttpResponse::Ok().json(serde_json::json!({"errcode": 40001, "errmsg": "invalid credential"}));

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::distributions::{Alphanumeric, DistString};
+use wxkf_manager::clock::{Clock, SystemClock};
 use wxkf_manager::config::Config;
 use wxkf_manager::startup::Application;
 use wxkf_manager::wecom::{build_envelope, encrypt, sign, EncodingAesKey};
@@ -93,6 +94,7 @@ pub struct TestApp {
     pub handle: actix_web::dev::ServerHandle,
     running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     config: Config,
+    clock: Arc<dyn Clock>,
     data_dir: Arc<tempfile::TempDir>,
 }
 
@@ -154,11 +156,44 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let data_dir = tempfile::tempdir().unwrap();
     let mut config = test_config(data_dir.path(), &wecom);
     adjust(&mut config);
-    launch(config, wecom, Arc::new(data_dir)).await
+    launch(config, wecom, Arc::new(data_dir), Arc::new(SystemClock)).await
 }
 
-async fn launch(config: Config, wecom: FakeWecom, data_dir: Arc<tempfile::TempDir>) -> TestApp {
-    let app = Application::build(config.clone())
+/// A clock the test moves by hand.
+#[derive(Default)]
+pub struct ManualClock(pub std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    pub fn advance(&self, by: Duration) {
+        self.0
+            .fetch_add(by.as_millis() as i64, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+pub async fn spawn_app_with_clock(
+    clock: Arc<dyn Clock>,
+    adjust: impl FnOnce(&mut Config),
+) -> TestApp {
+    let wecom = FakeWecom::start().await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(data_dir.path(), &wecom);
+    adjust(&mut config);
+    launch(config, wecom, Arc::new(data_dir), clock).await
+}
+
+async fn launch(
+    config: Config,
+    wecom: FakeWecom,
+    data_dir: Arc<tempfile::TempDir>,
+    clock: Arc<dyn Clock>,
+) -> TestApp {
+    let app = Application::build_with_clock(config.clone(), clock.clone())
         .await
         .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -174,6 +209,7 @@ async fn launch(config: Config, wecom: FakeWecom, data_dir: Arc<tempfile::TempDi
         handle,
         running,
         config,
+        clock,
         data_dir,
     }
 }
@@ -194,6 +230,7 @@ impl TestApp {
             self.config.clone(),
             self.wecom.clone(),
             self.data_dir.clone(),
+            self.clock.clone(),
         )
         .await
     }

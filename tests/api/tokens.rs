@@ -95,3 +95,168 @@ async fn wecom_down_is_a_wecom_shaped_error_not_a_hang() {
         .await;
     assert_eq!(resp.status(), 502);
 }
+
+async fn token_of(app: &crate::helpers::TestApp, query: &str) -> serde_json::Value {
+    app.get(&format!("/puppetWxkfManager/getToken?{query}"))
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn concurrent_requests_for_one_app_make_one_upstream_call() {
+    let app = spawn_app().await;
+    let answers = futures_util::future::join_all(
+        (0..200).map(|_| token_of(&app, "corpid=ww1&corpsecret=s1")),
+    )
+    .await;
+    assert_eq!(app.wecom.calls("/cgi-bin/gettoken").len(), 1);
+    assert!(answers
+        .iter()
+        .all(|a| a["access_token"] == "TOKEN-1" && a["errcode"] == 0));
+    assert!(answers
+        .iter()
+        .all(|a| a["expires_in"].as_i64().unwrap() > 7000));
+}
+
+#[tokio::test]
+async fn each_app_of_a_corp_has_its_own_token() {
+    let app = spawn_app().await;
+    let a = token_of(&app, "corpid=ww1&corpsecret=app-one").await;
+    let b = token_of(&app, "corpid=ww1&corpsecret=app-two").await;
+    assert_eq!(app.wecom.calls("/cgi-bin/gettoken").len(), 2);
+    assert_ne!(a["access_token"], b["access_token"]);
+    assert_eq!(
+        token_of(&app, "corpid=ww1&corpsecret=app-one").await["access_token"],
+        a["access_token"]
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_manager_serves_the_stored_token() {
+    let app = spawn_app().await;
+    let first = token_of(&app, "corpid=ww1&corpsecret=s").await;
+    let app = app.restart().await;
+    assert_eq!(
+        token_of(&app, "corpid=ww1&corpsecret=s").await["access_token"],
+        first["access_token"]
+    );
+    assert_eq!(app.wecom.calls("/cgi-bin/gettoken").len(), 1);
+}
+
+#[tokio::test]
+async fn a_token_is_refreshed_before_it_expires() {
+    let clock = std::sync::Arc::new(crate::helpers::ManualClock::default());
+    clock.advance(std::time::Duration::from_secs(1_700_000_000));
+    let app = crate::helpers::spawn_app_with_clock(clock.clone(), |_| {}).await;
+    assert_eq!(
+        token_of(&app, "corpid=ww1&corpsecret=s").await["access_token"],
+        "TOKEN-1"
+    );
+    // 5,000 s of 7,200 gone: more than a fifth left, still served.
+    clock.advance(std::time::Duration::from_secs(5_000));
+    let v = token_of(&app, "corpid=ww1&corpsecret=s").await;
+    assert_eq!(
+        (v["access_token"].as_str(), v["expires_in"].as_i64()),
+        (Some("TOKEN-1"), Some(2_200))
+    );
+    // Less than a fifth left (1,200 s < 1,440 s): refreshed ahead of expiry.
+    clock.advance(std::time::Duration::from_secs(1_000));
+    let v = token_of(&app, "corpid=ww1&corpsecret=s").await;
+    assert_eq!(
+        (v["access_token"].as_str(), v["expires_in"].as_i64()),
+        (Some("TOKEN-2"), Some(7_200))
+    );
+    assert_eq!(app.wecom.calls("/cgi-bin/gettoken").len(), 2);
+}
+
+#[tokio::test]
+async fn a_rejected_token_is_replaced_and_a_late_complaint_keeps_the_new_one() {
+    let app = spawn_app().await;
+    assert_eq!(
+        token_of(&app, "corpid=ww1&corpsecret=s").await["access_token"],
+        "TOKEN-1"
+    );
+    let reject = |token: &str| {
+        app.api
+            .post(format!(
+                "{}/puppetWxkfManager/wxkfRequestProxy/kf/reject?access_token={token}",
+                app.address
+            ))
+            .body("{}")
+            .send()
+    };
+    let v: serde_json::Value = reject("TOKEN-1").await.unwrap().json().await.unwrap();
+    assert_eq!(v["errcode"], 42001, "WeCom's answer still comes back");
+    assert_eq!(
+        token_of(&app, "corpid=ww1&corpsecret=s").await["access_token"],
+        "TOKEN-2"
+    );
+    reject("TOKEN-1").await.unwrap();
+    assert_eq!(
+        token_of(&app, "corpid=ww1&corpsecret=s").await["access_token"],
+        "TOKEN-2"
+    );
+    assert_eq!(app.wecom.calls("/cgi-bin/gettoken").len(), 2);
+}
+
+#[tokio::test]
+async fn force_refreshes_at_most_once_a_minute() {
+    let app = spawn_app().await;
+    token_of(&app, "corpid=ww1&corpsecret=s").await;
+    assert_eq!(
+        token_of(&app, "corpid=ww1&corpsecret=s&force=1").await["access_token"],
+        "TOKEN-2"
+    );
+    assert_eq!(
+        token_of(&app, "corpid=ww1&corpsecret=s&force=1").await["access_token"],
+        "TOKEN-2"
+    );
+    assert_eq!(app.wecom.calls("/cgi-bin/gettoken").len(), 2);
+}
+
+#[tokio::test]
+async fn a_bad_secret_burst_costs_one_upstream_call() {
+    let app = spawn_app().await;
+    let answers = futures_util::future::join_all(
+        (0..500).map(|_| token_of(&app, "corpid=ww1&corpsecret=bad")),
+    )
+    .await;
+    assert!(
+        answers.iter().all(|a| a["errcode"] == 40001),
+        "every caller sees WeCom's errcode"
+    );
+    assert!(app.wecom.calls("/cgi-bin/gettoken").len() <= 3);
+}
+
+#[tokio::test]
+async fn two_managers_on_one_mongodb_share_one_token_fetch() {
+    let Some(uri) = crate::store::fresh_mongo_uri() else {
+        return;
+    };
+    let a = spawn_app_with({
+        let uri = uri.clone();
+        move |c| c.mongo_uri = Some(wxkf_manager::domain::Secret::new(uri))
+    })
+    .await;
+    let token_url = format!("{}/cgi-bin/gettoken", a.wecom.base);
+    let b = spawn_app_with(move |c| {
+        c.mongo_uri = Some(wxkf_manager::domain::Secret::new(uri));
+        c.access_token_url = token_url;
+    })
+    .await;
+    let ask = (0..200).map(|i| {
+        token_of(
+            if i % 2 == 0 { &a } else { &b },
+            "corpid=ww1&corpsecret=shared",
+        )
+    });
+    let answers = futures_util::future::join_all(ask).await;
+    assert!(
+        answers.iter().all(|v| v["access_token"] == "TOKEN-1"),
+        "{:?}",
+        answers.iter().find(|v| v["access_token"] != "TOKEN-1")
+    );
+    assert_eq!(a.wecom.calls("/cgi-bin/gettoken").len(), 1);
+}

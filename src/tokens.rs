@@ -1,0 +1,377 @@
+//! Access tokens: one upstream `gettoken` per app per token lifetime, however
+//! many puppets and managers ask.
+//!
+//! Tokens are cached per app, keyed by (corpid, SHA-1 of corpsecret), in
+//! memory and in the store (shared by every manager on it). When a token is
+//! missing or due (less than a fifth of its life left), one caller takes the
+//! key's lease in the store and asks WeCom; within a manager the others wait
+//! on a per-key lock, across managers they get the still-valid old token or
+//! wait (bounded) for the new one. Credential errors are remembered for a
+//! minute so a misconfigured puppet cannot get the corp banned.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha1::{Digest, Sha1};
+
+use crate::clock::Clock;
+use crate::domain::Secret;
+use crate::store::{Store, StoreError, TokenRecord};
+
+/// Errors that mean "this secret/corp/IP is wrong": remembered, not retried.
+const CREDENTIAL_ERRORS: [i64; 4] = [40001, 40013, 40091, 60020];
+/// WeCom's "too many calls": remembered briefly.
+const RATE_ERRORS: [i64; 2] = [45009, 45033];
+const CREDENTIAL_ERROR_TTL_MS: i64 = 60_000;
+const RATE_ERROR_TTL_MS: i64 = 10_000;
+const LEASE_MS: i64 = 15_000;
+const WAIT_FOR_OTHERS: Duration = Duration::from_secs(5);
+/// `force=1` is honoured at most once a minute per app.
+const FORCE_INTERVAL_MS: i64 = 60_000;
+
+/// What a caller gets: WeCom's own shape.
+#[derive(Debug, Clone)]
+pub enum TokenAnswer {
+    Token {
+        access_token: Secret,
+        expires_in: i64,
+    },
+    /// An error answered by WeCom (or remembered from it).
+    WecomError { errcode: i64, errmsg: String },
+    /// WeCom could not be reached, or another manager's refresh did not finish in time.
+    Unavailable { errmsg: String },
+}
+
+#[derive(Default)]
+pub struct TokenStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub upstream: Mutex<BTreeMap<i64, u64>>,
+}
+
+#[derive(Clone)]
+struct Cached {
+    token: Secret,
+    expires_at: i64,
+    fetched_at: i64,
+}
+
+impl Cached {
+    fn from_record(r: &TokenRecord) -> Option<Self> {
+        r.access_token.as_ref().map(|t| Self {
+            token: t.clone(),
+            expires_at: r.expires_at,
+            fetched_at: r.fetched_at,
+        })
+    }
+
+    /// Less than a fifth of its life left: time to refresh.
+    fn is_due(&self, now: i64) -> bool {
+        let life = (self.expires_at - self.fetched_at).max(0);
+        self.expires_at - now < life / 5
+    }
+
+    fn is_valid(&self, now: i64) -> bool {
+        self.expires_at > now
+    }
+
+    fn answer(&self, now: i64) -> TokenAnswer {
+        TokenAnswer::Token {
+            access_token: self.token.clone(),
+            expires_in: ((self.expires_at - now) / 1000).max(0),
+        }
+    }
+}
+
+pub struct TokenService {
+    store: Arc<dyn Store>,
+    client: reqwest::Client,
+    url: String,
+    clock: Arc<dyn Clock>,
+    owner: String,
+    memory: Mutex<HashMap<String, Cached>>,
+    flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub stats: TokenStats,
+}
+
+/// The cache key of an app: the secret itself is never stored as a key.
+pub fn cache_key(corpid: &str, corpsecret: &str) -> String {
+    format!(
+        "{corpid}:{}",
+        hex::encode(Sha1::digest(corpsecret.as_bytes()))
+    )
+}
+
+impl TokenService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        client: reqwest::Client,
+        url: String,
+        clock: Arc<dyn Clock>,
+        owner: String,
+    ) -> Self {
+        Self {
+            store,
+            client,
+            url,
+            clock,
+            owner,
+            memory: Mutex::default(),
+            flights: Mutex::default(),
+            stats: TokenStats::default(),
+        }
+    }
+
+    fn remembered(&self, key: &str) -> Option<Cached> {
+        self.memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn remember(&self, key: &str, cached: Cached) {
+        self.memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_owned(), cached);
+    }
+
+    fn flight(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        flights.entry(key.to_owned()).or_default().clone()
+    }
+
+    fn hit(&self, answer: TokenAnswer) -> Result<TokenAnswer, StoreError> {
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        Ok(answer)
+    }
+
+    /// A token for this app, from the cache when possible.
+    pub async fn get(
+        &self,
+        corpid: &str,
+        corpsecret: &str,
+        force: bool,
+    ) -> Result<TokenAnswer, StoreError> {
+        let key = cache_key(corpid, corpsecret);
+        let now = self.clock.now_ms();
+        let forced = force
+            && self
+                .store
+                .mark_token_forced(&key, now, now - FORCE_INTERVAL_MS)
+                .await?;
+        if forced {
+            self.memory
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+        }
+        if let Some(c) = self.remembered(&key).filter(|c| !c.is_due(now)) {
+            return self.hit(c.answer(now));
+        }
+        let flight = self.flight(&key);
+        let _one_at_a_time = flight.lock().await;
+        let now = self.clock.now_ms();
+        if let Some(c) = self.remembered(&key).filter(|c| !c.is_due(now)) {
+            return self.hit(c.answer(now));
+        }
+        let record = self.store.get_token(&key).await?.unwrap_or_default();
+        let stored = Cached::from_record(&record);
+        if let Some(c) = stored.clone().filter(|c| !c.is_due(now) && !forced) {
+            self.remember(&key, c.clone());
+            return self.hit(c.answer(now));
+        }
+        if let Some((errcode, errmsg)) = record.negative.clone().filter(|_| record.neg_until > now)
+        {
+            return self.hit(TokenAnswer::WecomError { errcode, errmsg });
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        self.refresh(&key, corpid, corpsecret, stored, forced).await
+    }
+
+    /// Take the key's lease and ask WeCom, or, while another holder
+    /// refreshes, serve the still-valid old token or wait for the new one.
+    async fn refresh(
+        &self,
+        key: &str,
+        corpid: &str,
+        corpsecret: &str,
+        old: Option<Cached>,
+        forced: bool,
+    ) -> Result<TokenAnswer, StoreError> {
+        // A forced refresh wants a token fetched after it asked.
+        let old = old.filter(|_| !forced);
+        let started = self.clock.now_ms();
+        let deadline = tokio::time::Instant::now() + WAIT_FOR_OTHERS;
+        loop {
+            let now = self.clock.now_ms();
+            if self
+                .store
+                .try_lease_token(key, &self.owner, now, now + LEASE_MS)
+                .await?
+            {
+                // Another manager may have refreshed between our look and our lease.
+                let record = self.store.get_token(key).await?.unwrap_or_default();
+                if let Some(c) = Cached::from_record(&record)
+                    .filter(|c| !c.is_due(now) && (!forced || c.fetched_at >= started))
+                {
+                    self.store.release_token_lease(key, &self.owner).await?;
+                    self.remember(key, c.clone());
+                    return Ok(c.answer(now));
+                }
+                return self.fetch_and_save(key, corpid, corpsecret).await;
+            }
+            if let Some(c) = old.as_ref().filter(|c| c.is_valid(now)) {
+                return Ok(c.answer(now));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(TokenAnswer::Unavailable {
+                    errmsg: "access token refresh in progress elsewhere; retry".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let record = self.store.get_token(key).await?.unwrap_or_default();
+            let now = self.clock.now_ms();
+            if let Some(c) = Cached::from_record(&record)
+                .filter(|c| c.is_valid(now) && (!forced || c.fetched_at >= started))
+            {
+                self.remember(key, c.clone());
+                return Ok(c.answer(now));
+            }
+            if let Some((errcode, errmsg)) = record.negative.filter(|_| record.neg_until > now) {
+                return Ok(TokenAnswer::WecomError { errcode, errmsg });
+            }
+        }
+    }
+
+    async fn fetch_and_save(
+        &self,
+        key: &str,
+        corpid: &str,
+        corpsecret: &str,
+    ) -> Result<TokenAnswer, StoreError> {
+        let fetched = self.fetch(corpid, corpsecret).await;
+        let now = self.clock.now_ms();
+        let mut record = TokenRecord {
+            fetched_at: now,
+            ..TokenRecord::default()
+        };
+        let answer = match fetched {
+            Upstream::Token { token, expires_in } => {
+                let cached = Cached {
+                    token,
+                    expires_at: now + expires_in * 1000,
+                    fetched_at: now,
+                };
+                record.access_token = Some(cached.token.clone());
+                record.expires_at = cached.expires_at;
+                self.remember(key, cached.clone());
+                cached.answer(now)
+            }
+            Upstream::Error { errcode, errmsg } => {
+                let ttl = if CREDENTIAL_ERRORS.contains(&errcode) {
+                    CREDENTIAL_ERROR_TTL_MS
+                } else if RATE_ERRORS.contains(&errcode) {
+                    RATE_ERROR_TTL_MS
+                } else {
+                    0
+                };
+                if ttl > 0 {
+                    record.negative = Some((errcode, errmsg.clone()));
+                    record.neg_until = now + ttl;
+                }
+                TokenAnswer::WecomError { errcode, errmsg }
+            }
+            Upstream::Unreachable(why) => {
+                self.store.release_token_lease(key, &self.owner).await?;
+                return Ok(TokenAnswer::Unavailable {
+                    errmsg: format!("WeCom API unreachable: {why}"),
+                });
+            }
+        };
+        // Keep a still-valid token when WeCom answered with an error.
+        if record.access_token.is_none() && record.negative.is_none() {
+            self.store.release_token_lease(key, &self.owner).await?;
+        } else {
+            self.store.save_token(key, &record).await?;
+        }
+        Ok(answer)
+    }
+
+    /// One `gettoken`, retried (with backoff) on WeCom's -1 and on network errors.
+    async fn fetch(&self, corpid: &str, corpsecret: &str) -> Upstream {
+        let mut last = Upstream::Unreachable("no attempt".into());
+        for attempt in 0..3u32 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+            last = self.fetch_once(corpid, corpsecret).await;
+            let retry = matches!(&last, Upstream::Unreachable(_))
+                || matches!(&last, Upstream::Error { errcode: -1, .. });
+            if !retry {
+                break;
+            }
+        }
+        last
+    }
+
+    async fn fetch_once(&self, corpid: &str, corpsecret: &str) -> Upstream {
+        let sent = self
+            .client
+            .get(&self.url)
+            .query(&[("corpid", corpid), ("corpsecret", corpsecret)])
+            .send()
+            .await;
+        let body: serde_json::Value = match sent {
+            Ok(resp) => match resp.bytes().await.map(|b| serde_json::from_slice(&b)) {
+                Ok(Ok(v)) => v,
+                _ => return Upstream::Unreachable("answer is not JSON".into()),
+            },
+            Err(e) if e.is_timeout() => return Upstream::Unreachable("timed out".into()),
+            Err(_) => return Upstream::Unreachable("connection failed".into()),
+        };
+        let errcode = body["errcode"].as_i64().unwrap_or(0);
+        self.record_upstream(errcode);
+        match (errcode, body["access_token"].as_str()) {
+            (0, Some(token)) if !token.is_empty() => Upstream::Token {
+                token: Secret::new(token),
+                expires_in: body["expires_in"].as_i64().unwrap_or(7200).clamp(1, 86_400),
+            },
+            _ => Upstream::Error {
+                errcode: if errcode == 0 { -1 } else { errcode },
+                errmsg: body["errmsg"]
+                    .as_str()
+                    .unwrap_or("no access_token in WeCom's answer")
+                    .to_owned(),
+            },
+        }
+    }
+
+    fn record_upstream(&self, errcode: i64) {
+        let mut by_code = self
+            .stats
+            .upstream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *by_code.entry(errcode).or_insert(0) += 1;
+    }
+
+    /// WeCom rejected this token (40014/42001 through the proxy): drop it,
+    /// and only it.
+    pub async fn invalidate(&self, token: &str) -> Result<u64, StoreError> {
+        self.memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, c| c.token.expose() != token);
+        self.store.invalidate_access_token(token).await
+    }
+}
+
+enum Upstream {
+    Token { token: Secret, expires_in: i64 },
+    Error { errcode: i64, errmsg: String },
+    Unreachable(String),
+}
