@@ -1,12 +1,14 @@
 //! wxkf-manager: receives WeCom customer-service callbacks, stores them
 //! durably, and delivers each to the puppet registered for its kfId.
 
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod delivery;
 pub mod domain;
 pub mod http;
+pub mod metrics;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

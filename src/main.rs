@@ -1,4 +1,5 @@
 use clap::{Parser, Subcommand};
+use wxkf_manager::cli::{self, DeliveriesCommand, PuppetsCommand};
 use wxkf_manager::config::Config;
 use wxkf_manager::startup::{open_store, Application};
 
@@ -19,6 +20,12 @@ enum Command {
     Serve,
     /// Apply pending store migrations and exit.
     Migrate,
+    /// Registered puppets.
+    #[command(subcommand)]
+    Puppets(PuppetsCommand),
+    /// Accepted callbacks and their delivery.
+    #[command(subcommand)]
+    Deliveries(DeliveriesCommand),
 }
 
 #[tokio::main]
@@ -31,12 +38,22 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let _guards = wxkf_manager::telemetry::init(config.log_path.as_deref());
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    let _guards = matches!(command, Command::Serve)
+        .then(|| wxkf_manager::telemetry::init(config.log_path.as_deref()));
+    let result = match command {
         Command::Serve => serve(config).await,
         Command::Migrate => open_store(&config)
             .await
             .map(|_| println!("migrations applied")),
+        Command::Puppets(c) => match open_store(&config).await {
+            Ok(store) => cli::puppets(store, c).await,
+            Err(e) => Err(e),
+        },
+        Command::Deliveries(c) => match open_store(&config).await {
+            Ok(store) => cli::deliveries(store, c).await,
+            Err(e) => Err(e),
+        },
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

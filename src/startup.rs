@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::credentials::CredentialCache;
 use crate::delivery::{Dispatcher, Sender};
 use crate::http::{self, AppState};
+use crate::metrics::Metrics;
 use crate::store::{self, Store};
 use crate::tokens::TokenService;
 
@@ -94,12 +95,14 @@ impl Application {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("building the WeCom HTTP client")?;
+        let metrics = Arc::new(Metrics::default());
         let tokens = Arc::new(TokenService::new(
             store.clone(),
             upstream.clone(),
             config.access_token_url.clone(),
             clock.clone(),
             owner.clone(),
+            metrics.clone(),
         ));
         let dispatcher = Arc::new(Dispatcher::new(
             store.clone(),
@@ -107,6 +110,7 @@ impl Application {
             config.delivery.clone(),
             owner,
             clock.clone(),
+            metrics.clone(),
         ));
 
         let listener = TcpListener::bind((config.host, config.port))
@@ -120,6 +124,7 @@ impl Application {
             config: Arc::new(config),
             upstream,
             tokens,
+            metrics,
         });
         let server =
             HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))

@@ -9,8 +9,7 @@
 //! wait (bounded) for the new one. Credential errors are remembered for a
 //! minute so a misconfigured puppet cannot get the corp banned.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use sha1::{Digest, Sha1};
 
 use crate::clock::Clock;
 use crate::domain::Secret;
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, TokenRecord};
 
 /// Errors that mean "this secret/corp/IP is wrong": remembered, not retried.
@@ -42,13 +42,6 @@ pub enum TokenAnswer {
     WecomError { errcode: i64, errmsg: String },
     /// WeCom could not be reached, or another manager's refresh did not finish in time.
     Unavailable { errmsg: String },
-}
-
-#[derive(Default)]
-pub struct TokenStats {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-    pub upstream: Mutex<BTreeMap<i64, u64>>,
 }
 
 #[derive(Clone)]
@@ -93,7 +86,7 @@ pub struct TokenService {
     owner: String,
     memory: Mutex<HashMap<String, Cached>>,
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    pub stats: TokenStats,
+    metrics: Arc<Metrics>,
 }
 
 /// The cache key of an app: the secret itself is never stored as a key.
@@ -111,6 +104,7 @@ impl TokenService {
         url: String,
         clock: Arc<dyn Clock>,
         owner: String,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             store,
@@ -120,7 +114,7 @@ impl TokenService {
             owner,
             memory: Mutex::default(),
             flights: Mutex::default(),
-            stats: TokenStats::default(),
+            metrics,
         }
     }
 
@@ -145,7 +139,7 @@ impl TokenService {
     }
 
     fn hit(&self, answer: TokenAnswer) -> Result<TokenAnswer, StoreError> {
-        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        self.metrics.token_hits.inc();
         Ok(answer)
     }
 
@@ -188,7 +182,7 @@ impl TokenService {
         {
             return self.hit(TokenAnswer::WecomError { errcode, errmsg });
         }
-        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        self.metrics.token_misses.inc();
         self.refresh(&key, corpid, corpsecret, stored, forced).await
     }
 
@@ -351,12 +345,10 @@ impl TokenService {
     }
 
     fn record_upstream(&self, errcode: i64) {
-        let mut by_code = self
-            .stats
-            .upstream
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        *by_code.entry(errcode).or_insert(0) += 1;
+        self.metrics
+            .token_upstream
+            .get_or_create(&crate::metrics::ErrcodeLabels { errcode })
+            .inc();
     }
 
     /// WeCom rejected this token (40014/42001 through the proxy): drop it,

@@ -16,6 +16,7 @@ use super::{RetryPolicy, Sender};
 use crate::clock::Clock;
 use crate::config::DeliveryConfig;
 use crate::domain::{KfId, Puppet};
+use crate::metrics::Metrics;
 use crate::store::{AttemptResult, Claim, Store, StoredEvent};
 
 const MAX_BATCH: usize = 64;
@@ -32,6 +33,7 @@ pub struct Dispatcher {
     global: Arc<Semaphore>,
     per_puppet: Mutex<HashMap<String, Arc<Semaphore>>>,
     routes: Arc<RouteCache>,
+    metrics: Arc<Metrics>,
 }
 
 /// What request handlers hold: a way to wake the dispatcher.
@@ -60,6 +62,7 @@ impl Dispatcher {
         config: DeliveryConfig,
         owner: String,
         clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             store,
@@ -72,6 +75,7 @@ impl Dispatcher {
             wake: Arc::new(Notify::new()),
             per_puppet: Mutex::new(HashMap::new()),
             routes: Arc::new(RouteCache::default()),
+            metrics,
         }
     }
 
@@ -187,6 +191,16 @@ impl Dispatcher {
         };
         let result = self.attempt(&event).await;
         let now = self.clock.now_ms();
+        self.metrics.delivery(match &result {
+            AttemptResult::Delivered => "delivered",
+            AttemptResult::Retry { .. } => "failed",
+            AttemptResult::Dead { .. } => "dead",
+            AttemptResult::Parked => "parked",
+        });
+        if result == AttemptResult::Delivered {
+            let latency = (now - event.received_at).max(0) as f64 / 1000.0;
+            self.metrics.delivery_latency_seconds.observe(latency);
+        }
         match self
             .store
             .finish_attempt(&event.id, &claim_id, &result, now)

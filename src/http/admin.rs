@@ -1,4 +1,4 @@
-//! The operator API under `/admin/api/` (deliveries: list, re-drive, delete).
+//! The operator API under `/admin/api/`: puppets, corps, deliveries.
 //!
 //! Bearer `ADMIN_TOKEN`, compared in constant time. Without `ADMIN_TOKEN`
 //! only loopback clients are served; others get 403.
@@ -7,16 +7,27 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
+use super::body::read_limited;
 use super::error::PuppetApiError;
+use super::puppets::PuppetView;
 use super::query::param;
 use super::AppState;
-use crate::domain::KfId;
+use crate::domain::{CorpId, CredentialSet, EncodingAesKey, EndpointUrl, KfId, Secret};
 use crate::store::{EventFilter, EventStatus};
 
 const MAX_PAGE: usize = 500;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/deliveries", web::get().to(list_deliveries))
+    cfg.route("/puppets", web::get().to(list_puppets))
+        .route("/puppets/{kf_id}", web::get().to(show_puppet))
+        .route("/puppets/{kf_id}", web::delete().to(delete_puppet))
+        .route("/puppets/{kf_id}/endpoint", web::put().to(move_puppet))
+        .route("/corps", web::get().to(list_corps))
+        .route(
+            "/corps/{corp_id}/credentials",
+            web::put().to(rotate_credentials),
+        )
+        .route("/deliveries", web::get().to(list_deliveries))
         .route("/deliveries/redrive", web::post().to(redrive_kf))
         .route("/deliveries/{id}/redrive", web::post().to(redrive_one))
         .route("/deliveries/{id}", web::delete().to(delete_one));
@@ -129,4 +140,177 @@ async fn delete_one(
         return Err(PuppetApiError::NotFound("no delivery with this id"));
     }
     Ok(HttpResponse::Ok().json(serde_json::json!({"code": 0, "message": "success"})))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PuppetQuery {
+    corp_id: Option<String>,
+    online: Option<bool>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+async fn list_puppets(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<PuppetQuery>,
+) -> Result<HttpResponse, PuppetApiError> {
+    authorize(&req, &state)?;
+    let q = query.into_inner();
+    let corp = q
+        .corp_id
+        .filter(|c| !c.is_empty())
+        .map(|c| CorpId::parse(&c))
+        .transpose()?;
+    let (limit, offset) = (
+        q.limit.unwrap_or(50).clamp(1, MAX_PAGE),
+        q.offset.unwrap_or(0),
+    );
+    let puppets = state
+        .store
+        .list_puppets(corp.as_ref(), q.online, limit, offset)
+        .await?;
+    let items: Vec<PuppetView> = puppets.iter().map(PuppetView::from).collect();
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({"items": items, "limit": limit, "offset": offset})))
+}
+
+async fn show_puppet(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, PuppetApiError> {
+    authorize(&req, &state)?;
+    let kf = KfId::parse(&path)?;
+    let puppet = state
+        .store
+        .get_puppet(&kf)
+        .await?
+        .ok_or(PuppetApiError::NotFound("kfId is not registered"))?;
+    let summary = state.store.kf_summary(&kf).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "puppet": PuppetView::from(&puppet),
+        "deliveries": summary,
+        "lastDeliveredDate": summary.last_delivered_at.map(super::puppets::iso8601),
+    })))
+}
+
+async fn delete_puppet(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, PuppetApiError> {
+    authorize(&req, &state)?;
+    let kf = KfId::parse(&path)?;
+    let Some(puppet) = state.store.get_puppet(&kf).await? else {
+        return Err(PuppetApiError::NotFound("kfId is not registered"));
+    };
+    state.store.delete_puppet(&kf).await?;
+    state.dispatcher.registration_changed(kf.as_str());
+    state
+        .credentials
+        .reload_corp(state.store.as_ref(), &puppet.registration.corp_id)
+        .await?;
+    tracing::info!(kf_id = %kf, "puppet deleted by an operator");
+    Ok(HttpResponse::Ok().json(serde_json::json!({"code": 0, "message": "success"})))
+}
+
+#[derive(Deserialize)]
+struct MoveBody {
+    endpoint: Option<String>,
+}
+
+/// Operators may move a kfId to another endpoint without its credentials.
+async fn move_puppet(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, PuppetApiError> {
+    authorize(&req, &state)?;
+    let kf = KfId::parse(&path)?;
+    let body: MoveBody = parse_body(payload).await?;
+    let endpoint = EndpointUrl::parse(body.endpoint.as_deref().unwrap_or(""))?;
+    if !state
+        .store
+        .move_puppet(&kf, &endpoint, state.clock.now_ms())
+        .await?
+    {
+        return Err(PuppetApiError::NotFound("kfId is not registered"));
+    }
+    state.dispatcher.registration_changed(kf.as_str());
+    tracing::info!(kf_id = %kf, endpoint = endpoint.as_str(), "puppet moved by an operator");
+    Ok(HttpResponse::Ok().json(serde_json::json!({"code": 0, "message": "success"})))
+}
+
+async fn list_corps(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, PuppetApiError> {
+    authorize(&req, &state)?;
+    let items = state.store.list_corps().await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"items": items})))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RotateBody {
+    token: Option<String>,
+    #[serde(rename = "encodingAESKey")]
+    encoding_aes_key: Option<String>,
+    /// Rotate only the puppets that use this token (one app of the corp).
+    previous_token: Option<String>,
+}
+
+async fn rotate_credentials(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, PuppetApiError> {
+    authorize(&req, &state)?;
+    let corp = CorpId::parse(&path)?;
+    let body: RotateBody = parse_body(payload).await?;
+    let token = body
+        .token
+        .filter(|t| !t.is_empty() && t.len() <= 128)
+        .ok_or(crate::domain::FieldError::new("token", "missing"))?;
+    let key =
+        EncodingAesKey::parse(body.encoding_aes_key.as_deref().unwrap_or("")).map_err(|_| {
+            crate::domain::FieldError::new("encodingAESKey", "must be 43 characters of [A-Za-z0-9]")
+        })?;
+    let set = CredentialSet {
+        token: Secret::new(token),
+        key,
+    };
+    let n = state
+        .store
+        .rotate_credentials(
+            &corp,
+            &set,
+            body.previous_token.as_deref(),
+            state.clock.now_ms(),
+        )
+        .await?;
+    if n == 0 {
+        return Err(PuppetApiError::NotFound(
+            "no puppet of this corp uses these credentials",
+        ));
+    }
+    state
+        .credentials
+        .reload_corp(state.store.as_ref(), &corp)
+        .await?;
+    tracing::info!(corp_id = %corp, updated = n, "credentials rotated by an operator");
+    Ok(HttpResponse::Ok().json(serde_json::json!({"code": 0, "message": "success", "updated": n})))
+}
+
+async fn parse_body<T: for<'de> Deserialize<'de>>(
+    payload: web::Payload,
+) -> Result<T, PuppetApiError> {
+    let body = read_limited(payload, 16 * 1024).await?;
+    serde_json::from_slice(&body).map_err(|_| {
+        PuppetApiError::BadRequest("body is not a JSON object of the expected shape".into())
+    })
 }

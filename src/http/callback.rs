@@ -81,22 +81,32 @@ async fn corp_credentials(
     Ok(sets)
 }
 
-/// Log one line per callback with its outcome and latency.
+/// One log line and the metrics of one callback: outcome and latency.
 fn log_outcome<T>(
+    state: &AppState,
     kind: &'static str,
-    corp: &str,
-    kf: Option<&str>,
+    (corp, kf): (&str, Option<&str>),
     started: Instant,
     result: &Result<T, CallbackError>,
+    accepted_as: impl Fn(&T) -> &'static str,
 ) {
-    let latency_us = started.elapsed().as_micros() as u64;
+    let elapsed = started.elapsed();
+    let latency_us = elapsed.as_micros() as u64;
     let kf = kf.unwrap_or("");
+    let outcome = match result {
+        Ok(value) => accepted_as(value),
+        Err(e) => e.outcome(),
+    };
+    state.metrics.callback(kind, outcome);
+    if result.is_ok() {
+        state.metrics.ack_seconds.observe(elapsed.as_secs_f64());
+    }
     match result {
         Ok(_) => tracing::info!(
             kind,
             corp_id = corp,
             kf_id = kf,
-            outcome = "accepted",
+            outcome,
             latency_us,
             "callback"
         ),
@@ -127,7 +137,14 @@ async fn verify_url(
             .body(plain.message))
     }
     .await;
-    log_outcome("verify_url", &path, None, started, &result);
+    log_outcome(
+        &state,
+        "verify_url",
+        (&path, None),
+        started,
+        &result,
+        |_| "verified",
+    );
     result
 }
 
@@ -146,9 +163,14 @@ async fn encrypted(
         let body = read_limited(payload, MAX_XML_BYTES).await?;
         let envelope = wecom::parse_envelope(&body)?;
         let sets = corp_credentials(&state, &corp).await?;
+        let crypto_started = Instant::now();
         let set = query.signer(&sets, &envelope.encrypt)?;
         let plain = wecom::decrypt(&set.key, &envelope.encrypt, corp.as_str())?;
         let message = wecom::parse_message(&plain.message)?;
+        state
+            .metrics
+            .decrypt_seconds
+            .observe(crypto_started.elapsed().as_secs_f64());
         let kf_id = message
             .open_kf_id
             .as_deref()
@@ -173,12 +195,26 @@ async fn encrypted(
         store_and_wake(&state, &event).await
     }
     .await;
-    log_outcome("encrypted", &path, kf_seen.as_deref(), started, &result);
+    log_outcome(
+        &state,
+        "encrypted",
+        (&path, kf_seen.as_deref()),
+        started,
+        &result,
+        accepted_label,
+    );
     result.map(|_| {
         HttpResponse::Ok()
             .content_type("text/plain")
             .body("success")
     })
+}
+
+fn accepted_label(outcome: &InsertOutcome) -> &'static str {
+    match outcome {
+        InsertOutcome::Stored => "accepted",
+        InsertOutcome::Duplicate => "duplicate",
+    }
 }
 
 fn enc(v: &str) -> percent_encoding::PercentEncode<'_> {
@@ -244,6 +280,13 @@ async fn decrypted(
         store_and_wake(&state, &event).await
     }
     .await;
-    log_outcome("decrypted", &path, kf_seen.as_deref(), started, &result);
+    log_outcome(
+        &state,
+        "decrypted",
+        (&path, kf_seen.as_deref()),
+        started,
+        &result,
+        accepted_label,
+    );
     result.map(|_| HttpResponse::Ok().content_type("text/plain").body("roger"))
 }

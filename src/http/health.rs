@@ -5,6 +5,8 @@ use std::time::Duration;
 use actix_web::{web, HttpResponse};
 
 use super::AppState;
+use crate::metrics::StatusLabels;
+use crate::store::EventStatus;
 
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
@@ -23,4 +25,37 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             .content_type("text/plain")
             .body("store did not answer in 2s"),
     }
+}
+
+/// Prometheus text. Queue gauges are read from the store at scrape time.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let now = state.clock.now_ms();
+    match tokio::time::timeout(Duration::from_secs(2), state.store.queue_stats()).await {
+        Ok(Ok(stats)) => {
+            for status in [EventStatus::Pending, EventStatus::Parked, EventStatus::Dead] {
+                let labels = StatusLabels {
+                    status: status.as_str(),
+                };
+                let (count, oldest) = stats
+                    .iter()
+                    .find(|s| s.0 == status)
+                    .map_or((0, None), |s| (s.1, s.2));
+                state
+                    .metrics
+                    .queue_depth
+                    .get_or_create(&labels)
+                    .set(count as i64);
+                let age = oldest.map_or(0, |at| ((now - at) / 1000).max(0));
+                state
+                    .metrics
+                    .queue_oldest_age_seconds
+                    .get_or_create(&labels)
+                    .set(age);
+            }
+        }
+        _ => tracing::warn!("metrics: queue depth unavailable (store did not answer)"),
+    }
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.metrics.encode())
 }

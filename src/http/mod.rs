@@ -5,7 +5,7 @@ mod body;
 mod callback;
 mod error;
 mod health;
-mod puppets;
+pub mod puppets;
 mod query;
 mod tokens;
 
@@ -31,11 +31,13 @@ pub struct AppState {
     /// For the WeCom API proxy.
     pub upstream: reqwest::Client,
     pub tokens: Arc<crate::tokens::TokenService>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(health::metrics))
         .service(
             web::scope("/puppetWxkfManager")
                 .configure(puppets::routes)

@@ -138,6 +138,26 @@ pub struct EventFilter {
     pub offset: usize,
 }
 
+/// Delivery counts of one kfId, for operators.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KfSummary {
+    pub pending: u64,
+    pub parked: u64,
+    pub dead: u64,
+    pub last_delivered_at: Option<i64>,
+}
+
+/// A corp as operators see it: never a secret.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CorpSummary {
+    pub corp_id: String,
+    pub credential_sets: u64,
+    pub puppets: u64,
+    pub online: u64,
+}
+
 /// How an attempt (or a look for the puppet) ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptResult {

@@ -16,13 +16,13 @@ use async_trait::async_trait;
 
 pub use error::StoreError;
 pub use event::{
-    AttemptResult, Claim, EventFilter, EventStatus, InsertOutcome, NewEvent, PayloadKind,
-    StoredEvent,
+    AttemptResult, Claim, CorpSummary, EventFilter, EventStatus, InsertOutcome, KfSummary,
+    NewEvent, PayloadKind, StoredEvent,
 };
 
 pub use token::TokenRecord;
 
-use crate::domain::{CorpId, CredentialSet, KfId, Puppet, Registration};
+use crate::domain::{CorpId, CredentialSet, EndpointUrl, KfId, Puppet, Registration};
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -49,6 +49,37 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every corp's distinct credential sets, to fill the in-memory cache.
     async fn all_credentials(&self) -> Result<Vec<(CorpId, CredentialSet)>, StoreError>;
+
+    /// Registrations, newest first, optionally of one corp and/or presence.
+    async fn list_puppets(
+        &self,
+        corp_id: Option<&CorpId>,
+        online: Option<bool>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<Puppet>, StoreError>;
+
+    async fn delete_puppet(&self, kf_id: &KfId) -> Result<bool, StoreError>;
+
+    async fn list_corps(&self) -> Result<Vec<CorpSummary>, StoreError>;
+
+    /// Replace a corp's callback credentials on its puppets (those that use
+    /// `previous_token`, or all of them); returns how many changed.
+    async fn rotate_credentials(
+        &self,
+        corp_id: &CorpId,
+        new: &CredentialSet,
+        previous_token: Option<&str>,
+        now: i64,
+    ) -> Result<u64, StoreError>;
+
+    /// Point a kfId at another endpoint (operators only).
+    async fn move_puppet(
+        &self,
+        kf_id: &KfId,
+        endpoint: &EndpointUrl,
+        now: i64,
+    ) -> Result<bool, StoreError>;
 
     // ---- events and their delivery ----------------------------------------
 
@@ -94,6 +125,8 @@ pub trait Store: Send + Sync + 'static {
 
     async fn delete_event(&self, id: &str) -> Result<bool, StoreError>;
 
+    async fn kf_summary(&self, kf_id: &KfId) -> Result<KfSummary, StoreError>;
+
     // ---- the shared access-token cache -----------------------------------
 
     async fn get_token(&self, key: &str) -> Result<Option<TokenRecord>, StoreError>;
@@ -125,6 +158,9 @@ pub trait Store: Send + Sync + 'static {
     /// Drop exactly this token (compare-and-swap on its value): a late
     /// complaint about an old token never discards a newer one.
     async fn invalidate_access_token(&self, token: &str) -> Result<u64, StoreError>;
+
+    /// (status, count, oldest received_at) of the waiting states, for metrics.
+    async fn queue_stats(&self) -> Result<Vec<(EventStatus, u64, Option<i64>)>, StoreError>;
 
     /// Remove delivered and superseded events older than `before` (dead
     /// letters are kept until `dead_before`).

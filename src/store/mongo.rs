@@ -24,10 +24,12 @@ use mongodb::{Client, Collection, Database, IndexModel};
 
 use super::sqlite::build_puppet;
 use super::{
-    AttemptResult, Claim, EventFilter, EventStatus, InsertOutcome, NewEvent, PayloadKind, Store,
-    StoreError, StoredEvent, TokenRecord,
+    AttemptResult, Claim, CorpSummary, EventFilter, EventStatus, InsertOutcome, KfSummary,
+    NewEvent, PayloadKind, Store, StoreError, StoredEvent, TokenRecord,
 };
-use crate::domain::{CorpId, CredentialSet, EncodingAesKey, KfId, Puppet, Registration, Secret};
+use crate::domain::{
+    CorpId, CredentialSet, EncodingAesKey, EndpointUrl, KfId, Puppet, Registration, Secret,
+};
 
 const PUPPETS: &str = "wxkfpuppets";
 const EVENTS: &str = "wxkf_events";
@@ -389,6 +391,109 @@ impl Store for MongoStore {
         self.credentials_matching(doc! {}).await
     }
 
+    async fn list_puppets(
+        &self,
+        corp_id: Option<&CorpId>,
+        online: Option<bool>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<Puppet>, StoreError> {
+        let mut filter = doc! {};
+        if let Some(corp) = corp_id {
+            filter.insert("corpId", corp.as_str());
+        }
+        if let Some(online) = online {
+            filter.insert("online", online);
+        }
+        let docs: Vec<Document> = self
+            .puppets
+            .find(filter)
+            .sort(doc! {"kfOpenId": 1})
+            .skip(offset as u64)
+            .limit(limit as i64)
+            .await?
+            .try_collect()
+            .await?;
+        docs.iter().map(puppet_from_doc).collect()
+    }
+
+    async fn delete_puppet(&self, kf_id: &KfId) -> Result<bool, StoreError> {
+        Ok(self
+            .puppets
+            .delete_one(doc! {"kfOpenId": kf_id.as_str()})
+            .await?
+            .deleted_count
+            > 0)
+    }
+
+    async fn list_corps(&self) -> Result<Vec<CorpSummary>, StoreError> {
+        let docs: Vec<Document> = self
+            .puppets
+            .find(doc! {})
+            .projection(doc! {"corpId": 1, "token": 1, "encodingAESKey": 1, "online": 1})
+            .await?
+            .try_collect()
+            .await?;
+        let mut corps: std::collections::BTreeMap<
+            String,
+            (std::collections::HashSet<(String, String)>, u64, u64),
+        > = Default::default();
+        for d in docs {
+            let entry = corps.entry(get_str(&d, "corpId")).or_default();
+            entry
+                .0
+                .insert((get_str(&d, "token"), get_str(&d, "encodingAESKey")));
+            entry.1 += 1;
+            entry.2 += u64::from(d.get_bool("online").unwrap_or(false));
+        }
+        Ok(corps
+            .into_iter()
+            .map(|(corp_id, (sets, puppets, online))| CorpSummary {
+                corp_id,
+                credential_sets: sets.len() as u64,
+                puppets,
+                online,
+            })
+            .collect())
+    }
+
+    async fn rotate_credentials(
+        &self,
+        corp_id: &CorpId,
+        new: &CredentialSet,
+        previous_token: Option<&str>,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let mut filter = doc! {"corpId": corp_id.as_str()};
+        if let Some(previous) = previous_token {
+            filter.insert("token", previous);
+        }
+        let r = self
+            .puppets
+            .update_many(
+                filter,
+                doc! {"$set": {"token": new.token.expose(), "encodingAESKey": new.key.expose(), "updatedAt": now_date(now)}},
+            )
+            .await?;
+        Ok(r.modified_count)
+    }
+
+    async fn move_puppet(
+        &self,
+        kf_id: &KfId,
+        endpoint: &EndpointUrl,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let r = self
+            .puppets
+            .update_one(
+                doc! {"kfOpenId": kf_id.as_str()},
+                doc! {"$set": {"botEndpoint": endpoint.as_str(), "updatedAt": now_date(now)}},
+            )
+            .await?;
+        Ok(r.matched_count > 0)
+    }
+
     async fn insert_event(&self, event: &NewEvent) -> Result<InsertOutcome, StoreError> {
         let status = if event.kf_id.is_some() {
             EventStatus::Pending
@@ -737,6 +842,44 @@ impl Store for MongoStore {
             )
             .await?;
         Ok(r.modified_count)
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<(EventStatus, u64, Option<i64>)>, StoreError> {
+        let mut out = Vec::new();
+        for status in [EventStatus::Pending, EventStatus::Parked, EventStatus::Dead] {
+            let filter = doc! {"status": status.as_str()};
+            let count = self.events.count_documents(filter.clone()).await?;
+            let oldest = self
+                .events
+                .find_one(filter)
+                .sort(doc! {"receivedAt": 1})
+                .projection(doc! {"receivedAt": 1})
+                .await?
+                .and_then(|d| get_i64(&d, "receivedAt"));
+            out.push((status, count, oldest));
+        }
+        Ok(out)
+    }
+
+    async fn kf_summary(&self, kf_id: &KfId) -> Result<KfSummary, StoreError> {
+        let kf = kf_id.as_str();
+        let count = |status: &str| {
+            self.events
+                .count_documents(doc! {"kfId": kf, "status": status})
+        };
+        let last = self
+            .events
+            .find_one(doc! {"kfId": kf, "status": "delivered"})
+            .sort(doc! {"deliveredAt": -1})
+            .projection(doc! {"deliveredAt": 1})
+            .await?
+            .and_then(|d| get_i64(&d, "deliveredAt"));
+        Ok(KfSummary {
+            pending: count("pending").await?,
+            parked: count("parked").await?,
+            dead: count("dead").await?,
+            last_delivered_at: last,
+        })
     }
 
     async fn purge(&self, _before: i64, _dead_before: i64) -> Result<u64, StoreError> {

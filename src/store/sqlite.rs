@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
-    AttemptResult, Claim, EventFilter, EventStatus, InsertOutcome, NewEvent, PayloadKind, Store,
-    StoreError, StoredEvent, TokenRecord,
+    AttemptResult, Claim, CorpSummary, EventFilter, EventStatus, InsertOutcome, KfSummary,
+    NewEvent, PayloadKind, Store, StoreError, StoredEvent, TokenRecord,
 };
 use crate::domain::{
     CorpId, CredentialSet, EncodingAesKey, EndpointUrl, KfId, Puppet, Registration, Secret,
@@ -349,6 +349,95 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn list_puppets(
+        &self,
+        corp_id: Option<&CorpId>,
+        online: Option<bool>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<Puppet>, StoreError> {
+        let corp = corp_id.map(|c| c.as_str().to_owned());
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT * FROM puppets WHERE (?1 IS NULL OR corp_id = ?1) AND (?2 IS NULL OR online = ?2)
+                 ORDER BY kf_id LIMIT ?3 OFFSET ?4",
+            )?;
+            let rows = stmt.query_map(params![corp, online, limit as i64, offset as i64], puppet_from_row)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(row??);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_puppet(&self, kf_id: &KfId) -> Result<bool, StoreError> {
+        let kf = kf_id.as_str().to_owned();
+        self.run(move |c| Ok(c.execute("DELETE FROM puppets WHERE kf_id = ?1", [kf])? > 0))
+            .await
+    }
+
+    async fn list_corps(&self) -> Result<Vec<CorpSummary>, StoreError> {
+        self.run(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT corp_id, COUNT(DISTINCT token || ' ' || encoding_aes_key), COUNT(*), SUM(online)
+                 FROM puppets GROUP BY corp_id ORDER BY corp_id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(CorpSummary {
+                    corp_id: r.get(0)?,
+                    credential_sets: r.get::<_, i64>(1)? as u64,
+                    puppets: r.get::<_, i64>(2)? as u64,
+                    online: r.get::<_, i64>(3)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn rotate_credentials(
+        &self,
+        corp_id: &CorpId,
+        new: &CredentialSet,
+        previous_token: Option<&str>,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let (corp, token, key) = (
+            corp_id.as_str().to_owned(),
+            new.token.expose().to_owned(),
+            new.key.expose().to_owned(),
+        );
+        let previous = previous_token.map(str::to_owned);
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE puppets SET token = ?2, encoding_aes_key = ?3, updated_at = ?5
+                 WHERE corp_id = ?1 AND (?4 IS NULL OR token = ?4)",
+                params![corp, token, key, previous, now],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn move_puppet(
+        &self,
+        kf_id: &KfId,
+        endpoint: &EndpointUrl,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let (kf, endpoint) = (kf_id.as_str().to_owned(), endpoint.as_str().to_owned());
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE puppets SET endpoint = ?2, updated_at = ?3 WHERE kf_id = ?1",
+                params![kf, endpoint, now],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
     async fn insert_event(&self, event: &NewEvent) -> Result<InsertOutcome, StoreError> {
         let e = event.clone();
         self.run(move |c| {
@@ -671,6 +760,52 @@ impl Store for SqliteStore {
                 [token],
             )?;
             Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<(EventStatus, u64, Option<i64>)>, StoreError> {
+        self.run(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT status, COUNT(*), MIN(received_at) FROM events
+                 WHERE status IN ('pending','parked','dead') GROUP BY status",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (status, count, oldest) = row?;
+                if let Some(status) = EventStatus::parse(&status) {
+                    out.push((status, count as u64, oldest));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn kf_summary(&self, kf_id: &KfId) -> Result<KfSummary, StoreError> {
+        let kf = kf_id.as_str().to_owned();
+        self.run(move |c| {
+            Ok(c.query_row(
+                "SELECT COALESCE(SUM(status = 'pending'), 0), COALESCE(SUM(status = 'parked'), 0),
+                        COALESCE(SUM(status = 'dead'), 0), MAX(delivered_at)
+                 FROM events WHERE kf_id = ?1",
+                [kf],
+                |r| {
+                    Ok(KfSummary {
+                        pending: r.get::<_, i64>(0)? as u64,
+                        parked: r.get::<_, i64>(1)? as u64,
+                        dead: r.get::<_, i64>(2)? as u64,
+                        last_delivered_at: r.get(3)?,
+                    })
+                },
+            )?)
         })
         .await
     }

@@ -93,3 +93,187 @@ async fn a_dead_letter_keeps_its_error_and_is_delivered_when_re_driven() {
         "only dead or parked deliveries are re-driven"
     );
 }
+
+fn admin_app_config(c: &mut wxkf_manager::config::Config) {
+    c.admin_token = Some(wxkf_manager::domain::Secret::new(ADMIN));
+}
+
+async fn admin_get(app: &crate::helpers::TestApp, path: &str) -> (u16, String) {
+    let resp = app
+        .api
+        .get(format!("{}/admin/api{path}", app.address))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn puppets_and_corps_are_listed_filtered_and_paginated_without_secrets() {
+    let app = spawn_app_with(admin_app_config).await;
+    let (one, two) = (Corp::new("wwadmin1"), Corp::new("wwadmin2"));
+    let second_app = one.another_app();
+    for i in 0..5 {
+        app.register_ok(&one, &format!("wka{i}"), "http://127.0.0.1:9")
+            .await;
+    }
+    app.register_ok(&second_app, "wka9", "http://127.0.0.1:9")
+        .await;
+    app.register_ok(&two, "wkb0", "http://127.0.0.1:9").await;
+    assert_eq!(app.deregister(&one, "wka0").await.status(), 200);
+
+    let mut bodies = Vec::new();
+    let (s, body) = admin_get(&app, "/puppets?corpId=wwadmin1&limit=2&offset=1").await;
+    assert_eq!(s, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kfId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["wka1", "wka2"]);
+    bodies.push(body);
+    let (_, body) = admin_get(&app, "/puppets?online=false").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    assert_eq!(v["items"][0]["kfId"], "wka0");
+    bodies.push(body);
+
+    let (_, body) = admin_get(&app, "/corps").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["items"][0],
+        serde_json::json!({"corpId": "wwadmin1", "credentialSets": 2, "puppets": 6, "online": 5})
+    );
+    assert_eq!(v["items"][1]["corpId"], "wwadmin2");
+    bodies.push(body);
+
+    let (s, body) = admin_get(&app, "/puppets/wka1").await;
+    assert_eq!(s, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["puppet"]["online"], true);
+    assert_eq!(v["deliveries"]["dead"], 0);
+    bodies.push(body);
+    bodies.push(admin_get(&app, "/deliveries").await.1);
+    for body in &bodies {
+        for c in [&one, &two, &second_app] {
+            for secret in [&c.secret, &c.token, &c.key] {
+                assert!(
+                    !body.contains(secret.as_str()),
+                    "secret in an admin answer: {body}"
+                );
+            }
+        }
+    }
+    let del = app
+        .api
+        .delete(format!("{}/admin/api/puppets/wka4", app.address))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 200);
+    assert_eq!(admin_get(&app, "/puppets/wka4").await.0, 404);
+}
+
+#[tokio::test]
+async fn operators_can_rotate_credentials_and_move_a_puppet() {
+    let app = spawn_app_with(admin_app_config).await;
+    let (old_home, new_home) = (FakePuppet::start().await, FakePuppet::start().await);
+    let corp = Corp::new("wwrotate");
+    app.register_ok(&corp, "wkrot", &old_home.url).await;
+    let rotated = corp.another_app();
+    let resp = app
+        .api
+        .put(format!(
+            "{}/admin/api/corps/wwrotate/credentials",
+            app.address
+        ))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({"token": rotated.token, "encodingAESKey": rotated.key}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The old credentials no longer verify; the new ones do.
+    assert_eq!(app.post_kf_event(&corp, "wkrot", "T1").await.status(), 401);
+    let resp = app
+        .api
+        .put(format!("{}/admin/api/puppets/wkrot/endpoint", app.address))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({"endpoint": new_home.url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        app.post_kf_event(&rotated, "wkrot", "T2").await.status(),
+        200
+    );
+    assert_eq!(new_home.wait_for(1).await.len(), 1);
+    assert!(old_home.received().is_empty());
+}
+
+#[tokio::test]
+async fn metrics_count_callbacks_by_outcome() {
+    let app = spawn_app_with(admin_app_config).await;
+    let puppet = FakePuppet::start().await;
+    let corp = Corp::new("wwmetrics");
+    app.register_ok(&corp, "wkm", &puppet.url).await;
+    for i in 0..3 {
+        app.post_kf_event(&corp, "wkm", &format!("T{i}")).await;
+    }
+    app.post_kf_event(&corp, "wkm", "T0").await; // duplicate
+    let (q, b) = corp.seal(&corp.kf_event_xml("wkm", "X"));
+    app.post_raw(
+        &corp.id,
+        &q.replacen("msg_signature=", "msg_signature=f", 1),
+        b,
+    )
+    .await; // bad signature
+    app.post_raw(&corp.id, &q, "junk").await; // parse error
+    let other = Corp::new("wwnobody");
+    app.post_kf_event(&other, "wk", "T").await; // unknown corp
+    puppet.wait_for(3).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let value = |needle: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(needle))
+            .unwrap_or_else(|| panic!("{needle} not in\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value("wxkf_callbacks_total{kind=\"encrypted\",outcome=\"accepted\"}"),
+        3.0
+    );
+    assert_eq!(
+        value("wxkf_callbacks_total{kind=\"encrypted\",outcome=\"duplicate\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("wxkf_callbacks_total{kind=\"encrypted\",outcome=\"bad_signature\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("wxkf_callbacks_total{kind=\"encrypted\",outcome=\"parse_error\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("wxkf_callbacks_total{kind=\"encrypted\",outcome=\"unknown_corp\"}"),
+        1.0
+    );
+    assert_eq!(value("wxkf_deliveries_total{outcome=\"delivered\"}"), 3.0);
+    assert_eq!(value("wxkf_queue_depth{status=\"pending\"}"), 0.0);
+    assert_eq!(value("wxkf_callback_ack_seconds_count"), 4.0);
+    for secret in [&corp.secret, &corp.token, &corp.key] {
+        assert!(!text.contains(secret.as_str()));
+    }
+}

@@ -223,6 +223,18 @@ impl TestApp {
         }
     }
 
+    /// Run the `wxkf-manager` binary against this app's store.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wxkf-manager"));
+        cmd.env_clear()
+            .env("DATA_DIR", &self.config.data_dir)
+            .args(args);
+        if let Some(uri) = &self.config.mongo_uri {
+            cmd.env("MONGO_URI", uri.expose());
+        }
+        cmd.output().expect("run the CLI")
+    }
+
     /// Stop, then start a new manager on the same store.
     pub async fn restart(mut self) -> TestApp {
         self.stop().await;

@@ -6,6 +6,7 @@
 
 mod admin;
 mod callback;
+mod cli;
 mod crash;
 mod delivery;
 mod fakes;

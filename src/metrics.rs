@@ -1,0 +1,136 @@
+//! Prometheus metrics (OpenMetrics text at `/metrics`). Labels are fixed,
+//! small sets (outcomes, statuses, WeCom errcodes): never an id or a secret.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallbackLabels {
+    pub kind: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrcodeLabels {
+    pub errcode: i64,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub callbacks: Family<CallbackLabels, Counter>,
+    pub decrypt_seconds: Histogram,
+    pub ack_seconds: Histogram,
+    pub deliveries: Family<OutcomeLabels, Counter>,
+    pub delivery_latency_seconds: Histogram,
+    pub queue_depth: Family<StatusLabels, Gauge>,
+    pub queue_oldest_age_seconds: Family<StatusLabels, Gauge>,
+    pub token_hits: Counter,
+    pub token_misses: Counter,
+    pub token_upstream: Family<ErrcodeLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("wxkf");
+        let m = Self {
+            callbacks: Family::default(),
+            // 10 µs .. ~5 s
+            decrypt_seconds: Histogram::new(exponential_buckets(0.000_01, 2.5, 15)),
+            ack_seconds: Histogram::new(exponential_buckets(0.000_05, 2.5, 15)),
+            deliveries: Family::default(),
+            delivery_latency_seconds: Histogram::new(exponential_buckets(0.001, 3.0, 14)),
+            queue_depth: Family::default(),
+            queue_oldest_age_seconds: Family::default(),
+            token_hits: Counter::default(),
+            token_misses: Counter::default(),
+            token_upstream: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "callbacks",
+            "Callbacks received, by kind and outcome",
+            m.callbacks.clone(),
+        );
+        registry.register(
+            "callback_verify_decrypt_seconds",
+            "Signature check, decryption and parse of one callback",
+            m.decrypt_seconds.clone(),
+        );
+        registry.register(
+            "callback_ack_seconds",
+            "Time to acknowledge a callback (stored)",
+            m.ack_seconds.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Delivery attempts, by outcome",
+            m.deliveries.clone(),
+        );
+        registry.register(
+            "delivery_latency_seconds",
+            "From acceptance to successful delivery",
+            m.delivery_latency_seconds.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Events waiting, by status",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "queue_oldest_age_seconds",
+            "Age of the oldest event, by status",
+            m.queue_oldest_age_seconds.clone(),
+        );
+        registry.register(
+            "token_cache_hits",
+            "getToken answered from the cache",
+            m.token_hits.clone(),
+        );
+        registry.register(
+            "token_cache_misses",
+            "getToken that needed a refresh",
+            m.token_misses.clone(),
+        );
+        registry.register(
+            "token_upstream_calls",
+            "gettoken calls to WeCom, by errcode",
+            m.token_upstream.clone(),
+        );
+        Self { registry, ..m }
+    }
+}
+
+impl Metrics {
+    pub fn callback(&self, kind: &'static str, outcome: &'static str) {
+        self.callbacks
+            .get_or_create(&CallbackLabels { kind, outcome })
+            .inc();
+    }
+
+    pub fn delivery(&self, outcome: &'static str) {
+        self.deliveries
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,68 @@
+//! The command line against a seeded store: tables and JSON.
+
+use std::time::Duration;
+
+use crate::helpers::{spawn_app_with, Corp};
+
+#[tokio::test]
+async fn puppets_and_deliveries_from_the_command_line() {
+    let app = spawn_app_with(|c| c.delivery.retry_window = Duration::from_millis(200)).await;
+    let corp = Corp::new("wwcli");
+    app.register_ok(&corp, "wkcli-one", "http://127.0.0.1:9")
+        .await;
+    app.register_ok(&corp, "wkcli-two", "http://127.0.0.1:9")
+        .await;
+    assert_eq!(app.deregister(&corp, "wkcli-two").await.status(), 200);
+    // Port 9 refuses: this event becomes a dead letter.
+    assert_eq!(
+        app.post_kf_event(&corp, "wkcli-one", "T").await.status(),
+        200
+    );
+    for _ in 0..100 {
+        let out = app.cli(&["deliveries", "list", "--status", "dead", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if v.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let out = app.cli(&["puppets", "list"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("KFID"), "{table}");
+    assert_eq!(lines.len(), 3, "{table}");
+    // Columns line up: STATE starts at the same offset on every line.
+    let col = lines[0].find("STATE").unwrap();
+    assert_eq!(&lines[1][col..col + 6], "online");
+    assert_eq!(&lines[2][col..col + 7], "offline");
+    assert!(!table.contains(&corp.secret) && !table.contains(&corp.token));
+
+    let out = app.cli(&["puppets", "list", "--corp", "wwcli", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    assert_eq!(v[0]["kfId"], "wkcli-one");
+
+    let out = app.cli(&["puppets", "show", "wkcli-one"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("dead") && l.trim_end().ends_with('1')),
+        "{text}"
+    );
+
+    let out = app.cli(&["deliveries", "list", "--status", "dead"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("connection failed"), "{text}");
+
+    let out = app.cli(&["deliveries", "redrive", "--kf-id", "wkcli-one"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("re-driven: 1"));
+    let out = app.cli(&["puppets", "show", "nobody"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not registered"));
+}
