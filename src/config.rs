@@ -17,9 +17,14 @@ pub struct Config {
     pub access_token_url: String,
     pub wecom_api_base: String,
     pub admin_token: Option<Secret>,
+    /// Puppet routes only under `/s/{secret}/puppetWxkfManager/...`.
+    pub register_secret: Option<Secret>,
+
     pub log_path: Option<PathBuf>,
     /// Stable identity of this instance, for taking back its own claims.
     pub instance_id: Option<String>,
+    /// A whole request body must arrive within this (slow senders get 408).
+    pub body_timeout: Duration,
     pub delivery: DeliveryConfig,
 }
 
@@ -42,6 +47,8 @@ pub struct DeliveryConfig {
     pub dead_retention: Duration,
     /// Deliver only the newest of several waiting wake-ups of one kfId.
     pub coalesce: bool,
+    /// Where deliveries may go (CIDRs and host names); `None`: anywhere.
+    pub endpoint_allow: Option<crate::domain::EndpointAllow>,
 }
 
 impl Default for DeliveryConfig {
@@ -57,6 +64,7 @@ impl Default for DeliveryConfig {
             retention: Duration::from_secs(3 * 24 * 3600),
             dead_retention: Duration::from_secs(30 * 24 * 3600),
             coalesce: true,
+            endpoint_allow: None,
         }
     }
 }
@@ -88,8 +96,10 @@ impl Config {
             access_token_url: format!("{base}/cgi-bin/gettoken"),
             wecom_api_base: base,
             admin_token: None,
+            register_secret: None,
             log_path: None,
             instance_id: None,
+            body_timeout: Duration::from_secs(10),
             delivery: DeliveryConfig::default(),
         }
     }
@@ -136,6 +146,25 @@ impl Config {
                 return Err(bad("ADMIN_TOKEN", "must be at least 16 characters"));
             }
             c.admin_token = Some(Secret::new(v));
+        }
+        if let Some(v) = get("REGISTER_SECRET") {
+            if v.len() < 16
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(bad(
+                    "REGISTER_SECRET",
+                    "must be at least 16 characters of [A-Za-z0-9_-]",
+                ));
+            }
+            c.register_secret = Some(Secret::new(v));
+        }
+        if let Some(v) = get("ENDPOINT_ALLOW") {
+            c.delivery.endpoint_allow = Some(
+                crate::domain::EndpointAllow::parse(&v)
+                    .map_err(|reason| bad("ENDPOINT_ALLOW", &reason))?,
+            );
         }
         c.log_path = get("LOG_PATH").map(PathBuf::from);
         c.instance_id = get("INSTANCE_ID");

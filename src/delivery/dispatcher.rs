@@ -261,6 +261,19 @@ impl Dispatcher {
                 };
             }
         };
+        if let Some(allow) = &self.config.endpoint_allow {
+            if !allow.allows(puppet.registration.endpoint.url()) {
+                let now = self.clock.now_ms();
+                return self.policy.after_failure(
+                    event.attempts + 1,
+                    event.window_start,
+                    now,
+                    None,
+                    0.0,
+                    "endpoint not allowed by ENDPOINT_ALLOW".into(),
+                );
+            }
+        }
         let slot = self.puppet_slot(kf.as_str());
         let Ok(_permit) = slot.acquire().await else {
             return AttemptResult::Parked;

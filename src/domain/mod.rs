@@ -1,11 +1,13 @@
 //! Domain newtypes, parsed once at the boundary. Inside the service functions
 //! take these types, never raw strings.
 
+mod allow;
 mod ids;
 mod registration;
 mod secret;
 
 pub use crate::wecom::EncodingAesKey;
+pub use allow::EndpointAllow;
 pub use ids::{CorpId, EndpointUrl, KfId};
 pub use registration::{CredentialSet, Puppet, RegisterBody, Registration};
 pub use secret::Secret;

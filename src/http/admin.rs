@@ -230,7 +230,7 @@ async fn move_puppet(
 ) -> Result<HttpResponse, PuppetApiError> {
     authorize(&req, &state)?;
     let kf = KfId::parse(&path)?;
-    let body: MoveBody = parse_body(payload).await?;
+    let body: MoveBody = parse_body(&state, payload).await?;
     let endpoint = EndpointUrl::parse(body.endpoint.as_deref().unwrap_or(""))?;
     if !state
         .store
@@ -271,7 +271,7 @@ async fn rotate_credentials(
 ) -> Result<HttpResponse, PuppetApiError> {
     authorize(&req, &state)?;
     let corp = CorpId::parse(&path)?;
-    let body: RotateBody = parse_body(payload).await?;
+    let body: RotateBody = parse_body(&state, payload).await?;
     let token = body
         .token
         .filter(|t| !t.is_empty() && t.len() <= 128)
@@ -307,9 +307,10 @@ async fn rotate_credentials(
 }
 
 async fn parse_body<T: for<'de> Deserialize<'de>>(
+    state: &AppState,
     payload: web::Payload,
 ) -> Result<T, PuppetApiError> {
-    let body = read_limited(payload, 16 * 1024).await?;
+    let body = read_limited(payload, 16 * 1024, state.config.body_timeout).await?;
     serde_json::from_slice(&body).map_err(|_| {
         PuppetApiError::BadRequest("body is not a JSON object of the expected shape".into())
     })

@@ -160,7 +160,7 @@ async fn encrypted(
     let result = async {
         let corp = corp_from_path(&path)?;
         let query = SignedQuery::from_request(&req)?;
-        let body = read_limited(payload, MAX_XML_BYTES).await?;
+        let body = read_limited(payload, MAX_XML_BYTES, state.config.body_timeout).await?;
         let envelope = wecom::parse_envelope(&body)?;
         let sets = corp_credentials(&state, &corp).await?;
         let crypto_started = Instant::now();
@@ -250,7 +250,7 @@ async fn decrypted(
     let result = async {
         let corp = corp_from_path(&path)?;
         corp_credentials(&state, &corp).await?;
-        let body = read_limited(payload, 16 * 1024).await?;
+        let body = read_limited(payload, 16 * 1024, state.config.body_timeout).await?;
         let parsed: DecryptedBody = serde_json::from_slice(&body)
             .map_err(|_| CallbackError::BadRequest("body is not JSON {token, openKfId}".into()))?;
         let token = parsed

@@ -27,6 +27,8 @@ pub enum CallbackError {
     UnknownCorp,
     #[error("store unavailable, retry later")]
     StoreUnavailable(#[source] StoreError),
+    #[error("request body not received in time")]
+    SlowBody,
 }
 
 impl From<ProtocolError> for CallbackError {
@@ -51,6 +53,7 @@ impl From<BodyError> for CallbackError {
         match e {
             BodyError::TooLarge(n) => Self::TooLarge(n),
             BodyError::Read => Self::BadRequest("could not read the request body".into()),
+            BodyError::Timeout => Self::SlowBody,
         }
     }
 }
@@ -59,7 +62,7 @@ impl CallbackError {
     /// Label for logs and metrics.
     pub fn outcome(&self) -> &'static str {
         match self {
-            Self::BadRequest(_) | Self::TooLarge(_) => "parse_error",
+            Self::BadRequest(_) | Self::TooLarge(_) | Self::SlowBody => "parse_error",
             Self::BadSignature => "bad_signature",
             Self::WrongReceiveId => "bad_receiveid",
             Self::UnknownCorp => "unknown_corp",
@@ -76,6 +79,7 @@ impl ResponseError for CallbackError {
             Self::BadSignature | Self::WrongReceiveId => StatusCode::UNAUTHORIZED,
             Self::UnknownCorp => StatusCode::NOT_FOUND,
             Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::SlowBody => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -101,6 +105,8 @@ pub enum PuppetApiError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(&'static str),
+    #[error("request body not received in time")]
+    SlowBody,
     #[error("missing bearer token")]
     Unauthorized,
     #[error("{0}")]
@@ -114,6 +120,7 @@ impl From<BodyError> for PuppetApiError {
         match e {
             BodyError::TooLarge(n) => Self::TooLarge(n),
             BodyError::Read => Self::BadRequest("could not read the request body".into()),
+            BodyError::Timeout => Self::SlowBody,
         }
     }
 }
@@ -126,6 +133,7 @@ impl ResponseError for PuppetApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::SlowBody => StatusCode::REQUEST_TIMEOUT,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Store(StoreError::DuplicateKey) => StatusCode::CONFLICT,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -7,10 +7,12 @@ mod error;
 mod health;
 pub mod puppets;
 mod query;
+mod secret_path;
 mod tokens;
 
 use std::sync::Arc;
 
+use actix_web::middleware::from_fn;
 use actix_web::web;
 
 use crate::clock::Clock;
@@ -40,6 +42,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(health::metrics))
         .service(
             web::scope("/puppetWxkfManager")
+                .wrap(from_fn(secret_path::bare_paths))
+                .configure(puppets::routes)
+                .configure(tokens::routes),
+        )
+        .service(
+            web::scope("/s/{register_secret}/puppetWxkfManager")
+                .wrap(from_fn(secret_path::secret_paths))
                 .configure(puppets::routes)
                 .configure(tokens::routes),
         )

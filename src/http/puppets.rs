@@ -1,6 +1,6 @@
 //! Puppet registration (API.md §1): register, deregister, puppetWxkfInfo.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::body::read_limited;
@@ -31,12 +31,21 @@ async fn register(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PuppetApiError> {
-    let body = read_limited(payload, REGISTER_BODY_LIMIT).await?;
+    let body = read_limited(payload, REGISTER_BODY_LIMIT, state.config.body_timeout).await?;
     let reg = Registration::try_from(parse_json::<RegisterBody>(&body)?)?;
     let span = tracing::Span::current();
     span.record("kf_id", reg.kf_id.as_str());
     span.record("corp_id", reg.corp_id.as_str());
 
+    if let Some(allow) = &state.config.delivery.endpoint_allow {
+        if !allow.allows(reg.endpoint.url()) {
+            return Err(crate::domain::FieldError::new(
+                "endpoint",
+                "not allowed by ENDPOINT_ALLOW",
+            )
+            .into());
+        }
+    }
     if let Some(existing) = state.store.get_puppet(&reg.kf_id).await? {
         let current = &existing.registration;
         let moving = current.endpoint != reg.endpoint || current.corp_id != reg.corp_id;
@@ -76,7 +85,7 @@ async fn deregister(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PuppetApiError> {
-    let body = read_limited(payload, REGISTER_BODY_LIMIT).await?;
+    let body = read_limited(payload, REGISTER_BODY_LIMIT, state.config.body_timeout).await?;
     let parsed: DeregisterBody = parse_json(&body)?;
     let kf_id = KfId::parse(parsed.kf_id.as_deref().unwrap_or(""))?;
     let corp_id = CorpId::parse(parsed.corp_id.as_deref().unwrap_or(""))?;
@@ -156,11 +165,12 @@ impl From<&Puppet> for PuppetView {
     }
 }
 
+/// Path parameters are read by name: under `/s/{secret}/...` there are two.
 async fn info(
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, PuppetApiError> {
-    let kf_id = KfId::parse(&path)?;
+    let kf_id = KfId::parse(req.match_info().query("kf_id"))?;
     let puppet = state
         .store
         .get_puppet(&kf_id)

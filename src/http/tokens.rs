@@ -80,9 +80,10 @@ fn safe_api_path(path: &str) -> bool {
 async fn proxy(
     state: web::Data<AppState>,
     req: HttpRequest,
-    path: web::Path<String>,
     payload: web::Payload,
 ) -> HttpResponse {
+    // Read by name: under `/s/{secret}/...` there is a second path parameter.
+    let path = req.match_info().query("path").to_owned();
     if !safe_api_path(&path) {
         return wecom_error(StatusCode::BAD_REQUEST, 40058, "invalid API path");
     }
@@ -99,7 +100,7 @@ async fn proxy(
         upstream = upstream.header("content-type", ct.as_bytes());
     }
     if req.method() == actix_web::http::Method::POST {
-        match read_limited(payload, PROXY_BODY_LIMIT).await {
+        match read_limited(payload, PROXY_BODY_LIMIT, state.config.body_timeout).await {
             Ok(body) => upstream = upstream.body(body),
             Err(BodyError::TooLarge(_)) => {
                 return wecom_error(StatusCode::PAYLOAD_TOO_LARGE, 413, "request body too large")
@@ -109,6 +110,13 @@ async fn proxy(
                     StatusCode::BAD_REQUEST,
                     400,
                     "could not read the request body",
+                )
+            }
+            Err(BodyError::Timeout) => {
+                return wecom_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    408,
+                    "request body not received in time",
                 )
             }
         }

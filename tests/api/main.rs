@@ -13,5 +13,6 @@ mod fakes;
 mod helpers;
 mod mongo;
 mod puppets;
+mod security;
 mod store;
 mod tokens;
