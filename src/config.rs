@@ -19,6 +19,8 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// Puppet routes only under `/s/{secret}/puppetWxkfManager/...`.
     pub register_secret: Option<Secret>,
+    /// AES-256-GCM key for secrets at rest (`SECRETS_KEY`, base64 of 32 bytes).
+    pub secrets_key: Option<SecretsKey>,
 
     pub log_path: Option<PathBuf>,
     /// Stable identity of this instance, for taking back its own claims.
@@ -76,6 +78,16 @@ impl DeliveryConfig {
     }
 }
 
+/// The secrets-at-rest key; never printed.
+#[derive(Clone)]
+pub struct SecretsKey(pub [u8; 32]);
+
+impl std::fmt::Debug for SecretsKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretsKey(<redacted>)")
+    }
+}
+
 /// A configuration variable with a bad value.
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {reason}")]
@@ -97,6 +109,7 @@ impl Config {
             wecom_api_base: base,
             admin_token: None,
             register_secret: None,
+            secrets_key: None,
             log_path: None,
             instance_id: None,
             body_timeout: Duration::from_secs(10),
@@ -159,6 +172,16 @@ impl Config {
                 ));
             }
             c.register_secret = Some(Secret::new(v));
+        }
+        if let Some(v) = get("SECRETS_KEY") {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .map_err(|_| bad("SECRETS_KEY", "not base64"))?;
+            let key: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| bad("SECRETS_KEY", "must be 32 bytes (44 base64 characters)"))?;
+            c.secrets_key = Some(SecretsKey(key));
         }
         if let Some(v) = get("ENDPOINT_ALLOW") {
             c.delivery.endpoint_allow = Some(

@@ -32,6 +32,7 @@ pub struct Application {
 /// Open the configured store: MongoDB when `MONGO_URI` is set, else the
 /// embedded store under `DATA_DIR`.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let sealer = store::Sealer::new(config.secrets_key.as_ref().map(|k| &k.0));
     match &config.mongo_uri {
         Some(uri) => Ok(Arc::new(
             store::mongo::MongoStore::connect(
@@ -40,12 +41,13 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
                     finished: config.delivery.retention,
                     dead: config.delivery.dead_retention,
                 },
+                sealer,
             )
             .await
             .context("MONGO_URI: cannot use the MongoDB store")?,
         )),
         None => Ok(Arc::new(
-            store::sqlite::SqliteStore::open(&config.data_dir).with_context(|| {
+            store::sqlite::SqliteStore::open(&config.data_dir, sealer).with_context(|| {
                 format!(
                     "DATA_DIR: cannot open the embedded store in {}",
                     config.data_dir.display()

@@ -6,7 +6,7 @@ mod callback;
 mod error;
 mod health;
 pub mod puppets;
-mod query;
+pub mod query;
 mod secret_path;
 mod tokens;
 

@@ -12,6 +12,9 @@ pub enum StoreError {
     /// Stored data that does not parse (a corrupt or foreign document).
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The store cannot be used with this configuration (e.g. a wrong SECRETS_KEY).
+    #[error("{0}")]
+    Config(String),
     #[error("store error: {0}")]
     Other(String),
 }

@@ -9,6 +9,7 @@
 mod error;
 mod event;
 pub mod mongo;
+mod seal;
 pub mod sqlite;
 mod token;
 
@@ -20,6 +21,7 @@ pub use event::{
     NewEvent, PayloadKind, StoredEvent,
 };
 
+pub use seal::Sealer;
 pub use token::TokenRecord;
 
 use crate::domain::{CorpId, CredentialSet, EndpointUrl, KfId, Puppet, Registration};

@@ -22,18 +22,18 @@ use mongodb::options::{
 };
 use mongodb::{Client, Collection, Database, IndexModel};
 
+use super::seal::{corp_summaries, credential_sets, StoredCredentials};
 use super::sqlite::build_puppet;
 use super::{
     AttemptResult, Claim, CorpSummary, EventFilter, EventStatus, InsertOutcome, KfSummary,
-    NewEvent, PayloadKind, Store, StoreError, StoredEvent, TokenRecord,
+    NewEvent, PayloadKind, Sealer, Store, StoreError, StoredEvent, TokenRecord,
 };
-use crate::domain::{
-    CorpId, CredentialSet, EncodingAesKey, EndpointUrl, KfId, Puppet, Registration, Secret,
-};
+use crate::domain::{CorpId, CredentialSet, EndpointUrl, KfId, Puppet, Registration, Secret};
 
 const PUPPETS: &str = "wxkfpuppets";
 const EVENTS: &str = "wxkf_events";
 const TOKENS: &str = "wxkf_tokens";
+const META: &str = "wxkf_meta";
 const MIGRATIONS_COLLECTION: &str = "wxkf_migrations";
 
 /// Ordered migrations, each applied once and recorded. Every step is
@@ -57,6 +57,7 @@ pub struct MongoStore {
     tokens: Collection<Document>,
     retention: Retention,
     last_seq: AtomicI64,
+    sealer: Sealer,
 }
 
 impl From<mongodb::error::Error> for StoreError {
@@ -89,7 +90,11 @@ fn now_date(ms: i64) -> DateTime {
 impl MongoStore {
     /// Connect (the database is the URI's path), fail fast when the server
     /// cannot be selected, and apply pending migrations.
-    pub async fn connect(uri: &str, retention: Retention) -> Result<Self, StoreError> {
+    pub async fn connect(
+        uri: &str,
+        retention: Retention,
+        sealer: Sealer,
+    ) -> Result<Self, StoreError> {
         let mut options = ClientOptions::parse(uri)
             .await
             .map_err(|e| StoreError::Other(format!("invalid MongoDB URI: {}", e.kind)))?;
@@ -130,8 +135,10 @@ impl MongoStore {
             events,
             retention,
             last_seq: AtomicI64::new(0),
+            sealer,
         };
         store.migrate().await?;
+        store.check_secrets_key().await?;
         Ok(store)
     }
 
@@ -282,15 +289,15 @@ fn get_i64(d: &Document, key: &str) -> Option<i64> {
     }
 }
 
-fn puppet_from_doc(d: &Document) -> Result<Puppet, StoreError> {
+fn puppet_from_doc(d: &Document, sealer: &Sealer) -> Result<Puppet, StoreError> {
     build_puppet(
         d.get_str("kfOpenId").unwrap_or_default(),
         get_str(d, "name"),
         d.get_str("botEndpoint").unwrap_or_default(),
         d.get_str("corpId").unwrap_or_default(),
-        get_str(d, "corpSecret"),
-        get_str(d, "token"),
-        d.get_str("encodingAESKey").unwrap_or_default(),
+        sealer.open(&get_str(d, "corpSecret"))?,
+        sealer.open(&get_str(d, "token"))?,
+        &sealer.open(d.get_str("encodingAESKey").unwrap_or_default())?,
         d.get_bool("online").unwrap_or(false),
         get_i64(d, "lastOnlineDate"),
         get_i64(d, "offlineSince"),
@@ -338,7 +345,7 @@ impl Store for MongoStore {
         self.puppets
             .find_one(doc! {"kfOpenId": kf_id.as_str()})
             .await?
-            .map(|d| puppet_from_doc(&d))
+            .map(|d| puppet_from_doc(&d, &self.sealer))
             .transpose()
     }
 
@@ -351,9 +358,9 @@ impl Store for MongoStore {
                     "name": &reg.kf_name,
                     "botEndpoint": reg.endpoint.as_str(),
                     "corpId": reg.corp_id.as_str(),
-                    "corpSecret": reg.corp_secret.expose(),
-                    "token": reg.credentials.token.expose(),
-                    "encodingAESKey": reg.credentials.key.expose(),
+                    "corpSecret": self.sealer.seal(reg.corp_secret.expose()),
+                    "token": self.sealer.seal(reg.credentials.token.expose()),
+                    "encodingAESKey": self.sealer.seal(reg.credentials.key.expose()),
                     "online": true,
                     "lastOnlineDate": now_date(now),
                     "updatedAt": now_date(now),
@@ -381,14 +388,18 @@ impl Store for MongoStore {
     }
 
     async fn corp_credentials(&self, corp_id: &CorpId) -> Result<Vec<CredentialSet>, StoreError> {
-        let all = self
-            .credentials_matching(doc! {"corpId": corp_id.as_str()})
+        let rows = self
+            .stored_credentials(doc! {"corpId": corp_id.as_str()})
             .await?;
-        Ok(all.into_iter().map(|(_, set)| set).collect())
+        Ok(credential_sets(&self.sealer, &rows)
+            .into_iter()
+            .map(|(_, set)| set)
+            .collect())
     }
 
     async fn all_credentials(&self) -> Result<Vec<(CorpId, CredentialSet)>, StoreError> {
-        self.credentials_matching(doc! {}).await
+        let rows = self.stored_credentials(doc! {}).await?;
+        Ok(credential_sets(&self.sealer, &rows))
     }
 
     async fn list_puppets(
@@ -414,7 +425,9 @@ impl Store for MongoStore {
             .await?
             .try_collect()
             .await?;
-        docs.iter().map(puppet_from_doc).collect()
+        docs.iter()
+            .map(|d| puppet_from_doc(d, &self.sealer))
+            .collect()
     }
 
     async fn delete_puppet(&self, kf_id: &KfId) -> Result<bool, StoreError> {
@@ -427,34 +440,8 @@ impl Store for MongoStore {
     }
 
     async fn list_corps(&self) -> Result<Vec<CorpSummary>, StoreError> {
-        let docs: Vec<Document> = self
-            .puppets
-            .find(doc! {})
-            .projection(doc! {"corpId": 1, "token": 1, "encodingAESKey": 1, "online": 1})
-            .await?
-            .try_collect()
-            .await?;
-        let mut corps: std::collections::BTreeMap<
-            String,
-            (std::collections::HashSet<(String, String)>, u64, u64),
-        > = Default::default();
-        for d in docs {
-            let entry = corps.entry(get_str(&d, "corpId")).or_default();
-            entry
-                .0
-                .insert((get_str(&d, "token"), get_str(&d, "encodingAESKey")));
-            entry.1 += 1;
-            entry.2 += u64::from(d.get_bool("online").unwrap_or(false));
-        }
-        Ok(corps
-            .into_iter()
-            .map(|(corp_id, (sets, puppets, online))| CorpSummary {
-                corp_id,
-                credential_sets: sets.len() as u64,
-                puppets,
-                online,
-            })
-            .collect())
+        let rows = self.stored_credentials(doc! {}).await?;
+        Ok(corp_summaries(&self.sealer, &rows))
     }
 
     async fn rotate_credentials(
@@ -464,18 +451,37 @@ impl Store for MongoStore {
         previous_token: Option<&str>,
         now: i64,
     ) -> Result<u64, StoreError> {
-        let mut filter = doc! {"corpId": corp_id.as_str()};
-        if let Some(previous) = previous_token {
-            filter.insert("token", previous);
+        let docs: Vec<Document> = self
+            .puppets
+            .find(doc! {"corpId": corp_id.as_str()})
+            .projection(doc! {"kfOpenId": 1, "token": 1})
+            .await?
+            .try_collect()
+            .await?;
+        // Sealed values are randomised: compare what they open to.
+        let targets: Vec<String> = docs
+            .iter()
+            .filter(|d| {
+                previous_token
+                    .is_none_or(|p| self.sealer.open(&get_str(d, "token")).is_ok_and(|t| t == p))
+            })
+            .map(|d| get_str(d, "kfOpenId"))
+            .collect();
+        if targets.is_empty() {
+            return Ok(0);
         }
         let r = self
             .puppets
             .update_many(
-                filter,
-                doc! {"$set": {"token": new.token.expose(), "encodingAESKey": new.key.expose(), "updatedAt": now_date(now)}},
+                doc! {"kfOpenId": {"$in": &targets}},
+                doc! {"$set": {
+                    "token": self.sealer.seal(new.token.expose()),
+                    "encodingAESKey": self.sealer.seal(new.key.expose()),
+                    "updatedAt": now_date(now),
+                }},
             )
             .await?;
-        Ok(r.modified_count)
+        Ok(r.matched_count)
     }
 
     async fn move_puppet(
@@ -733,19 +739,23 @@ impl Store for MongoStore {
     }
 
     async fn get_token(&self, key: &str) -> Result<Option<TokenRecord>, StoreError> {
-        Ok(self
-            .tokens
-            .find_one(doc! {"_id": key})
-            .await?
-            .map(|d| TokenRecord {
-                access_token: d.get_str("accessToken").ok().map(Secret::new),
-                expires_at: get_i64(&d, "expiresAt").unwrap_or(0),
-                fetched_at: get_i64(&d, "fetchedAt").unwrap_or(0),
-                negative: get_i64(&d, "negErrcode").map(|c| (c, get_str(&d, "negErrmsg"))),
-                neg_until: get_i64(&d, "negUntil").unwrap_or(0),
-                forced_at: get_i64(&d, "forcedAt").unwrap_or(0),
-                lease_until: get_i64(&d, "leaseUntil").unwrap_or(0),
-            }))
+        let Some(d) = self.tokens.find_one(doc! {"_id": key}).await? else {
+            return Ok(None);
+        };
+        let access_token = d
+            .get_str("accessToken")
+            .ok()
+            .map(|t| self.sealer.open(t))
+            .transpose()?;
+        Ok(Some(TokenRecord {
+            access_token: access_token.map(Secret::new),
+            expires_at: get_i64(&d, "expiresAt").unwrap_or(0),
+            fetched_at: get_i64(&d, "fetchedAt").unwrap_or(0),
+            negative: get_i64(&d, "negErrcode").map(|c| (c, get_str(&d, "negErrmsg"))),
+            neg_until: get_i64(&d, "negUntil").unwrap_or(0),
+            forced_at: get_i64(&d, "forcedAt").unwrap_or(0),
+            lease_until: get_i64(&d, "leaseUntil").unwrap_or(0),
+        }))
     }
 
     async fn try_lease_token(
@@ -778,8 +788,14 @@ impl Store for MongoStore {
         };
         let mut unset = doc! {};
         match &r.access_token {
-            Some(t) => set.insert("accessToken", t.expose()),
-            None => unset.insert("accessToken", ""),
+            Some(t) => {
+                set.insert("accessToken", self.sealer.seal(t.expose()));
+                set.insert("accessTokenFp", self.sealer.fingerprint(t.expose()))
+            }
+            None => {
+                unset.insert("accessTokenFp", "");
+                unset.insert("accessToken", "")
+            }
         };
         match &r.negative {
             Some((code, msg)) => {
@@ -837,8 +853,8 @@ impl Store for MongoStore {
         let r = self
             .tokens
             .update_many(
-                doc! {"accessToken": token},
-                doc! {"$unset": {"accessToken": ""}, "$set": {"expiresAt": 0i64}},
+                doc! {"accessTokenFp": self.sealer.fingerprint(token)},
+                doc! {"$unset": {"accessToken": "", "accessTokenFp": ""}, "$set": {"expiresAt": 0i64}},
             )
             .await?;
         Ok(r.modified_count)
@@ -889,33 +905,49 @@ impl Store for MongoStore {
 }
 
 impl MongoStore {
-    async fn credentials_matching(
+    /// (corp, token, key, online) of the puppets matching `filter`.
+    async fn stored_credentials(
         &self,
         filter: Document,
-    ) -> Result<Vec<(CorpId, CredentialSet)>, StoreError> {
+    ) -> Result<Vec<StoredCredentials>, StoreError> {
         let docs: Vec<Document> = self
             .puppets
             .find(filter)
-            .projection(doc! {"corpId": 1, "token": 1, "encodingAESKey": 1})
+            .projection(doc! {"corpId": 1, "token": 1, "encodingAESKey": 1, "online": 1})
             .await?
             .try_collect()
             .await?;
-        let mut out: Vec<(CorpId, CredentialSet)> = Vec::new();
-        for d in docs {
-            let (Ok(corp), Ok(key)) = (
-                CorpId::parse(d.get_str("corpId").unwrap_or_default()),
-                EncodingAesKey::parse(d.get_str("encodingAESKey").unwrap_or_default()),
-            ) else {
-                continue;
-            };
-            let set = CredentialSet {
-                token: Secret::new(get_str(&d, "token")),
-                key,
-            };
-            if !out.iter().any(|(c, s)| *c == corp && s.same_as(&set)) {
-                out.push((corp, set));
+        Ok(docs
+            .iter()
+            .map(|d| StoredCredentials {
+                corp_id: get_str(d, "corpId"),
+                token: get_str(d, "token"),
+                key: get_str(d, "encodingAESKey"),
+                online: d.get_bool("online").unwrap_or(false),
+            })
+            .collect())
+    }
+
+    /// Refuse to start with a SECRETS_KEY other than the one the store's
+    /// secrets were written with (or without one when they are sealed).
+    async fn check_secrets_key(&self) -> Result<(), StoreError> {
+        let meta: Collection<Document> = self.db.collection(META);
+        let stored = meta
+            .find_one(doc! {"_id": "secrets_check"})
+            .await?
+            .map(|d| get_str(&d, "value"));
+        match self.sealer.verify_check(stored.as_deref()) {
+            Ok(Some(check)) => {
+                meta.update_one(
+                    doc! {"_id": "secrets_check"},
+                    doc! {"$set": {"value": check}},
+                )
+                .upsert(true)
+                .await?;
+                Ok(())
             }
+            Ok(None) => Ok(()),
+            Err(reason) => Err(StoreError::Config(reason)),
         }
-        Ok(out)
     }
 }

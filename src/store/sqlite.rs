@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use super::seal::{corp_summaries, credential_sets, StoredCredentials};
 use super::{
     AttemptResult, Claim, CorpSummary, EventFilter, EventStatus, InsertOutcome, KfSummary,
-    NewEvent, PayloadKind, Store, StoreError, StoredEvent, TokenRecord,
+    NewEvent, PayloadKind, Sealer, Store, StoreError, StoredEvent, TokenRecord,
 };
 use crate::domain::{
     CorpId, CredentialSet, EncodingAesKey, EndpointUrl, KfId, Puppet, Registration, Secret,
@@ -28,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    sealer: Sealer,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -57,7 +59,7 @@ impl From<rusqlite::Error> for StoreError {
 
 impl SqliteStore {
     /// Open (creating) `dir/wxkf-manager.sqlite3` and apply pending migrations.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    pub fn open(dir: &Path, sealer: Sealer) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
@@ -68,8 +70,10 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let store = Self {
             conn: Arc::new(Mutex::new(conn)),
+            sealer,
         };
         store.migrate_blocking()?;
+        store.check_secrets_key()?;
         Ok(store)
     }
 
@@ -123,14 +127,70 @@ impl SqliteStore {
     }
 }
 
-fn puppet_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Puppet, StoreError>> {
+impl SqliteStore {
+    /// (corp, token, key, online) of every puppet, or of one corp's.
+    async fn stored_credentials(
+        &self,
+        corp: Option<String>,
+    ) -> Result<Vec<StoredCredentials>, StoreError> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT corp_id, token, encoding_aes_key, online FROM puppets WHERE (?1 IS NULL OR corp_id = ?1)",
+            )?;
+            let rows = stmt.query_map([corp], |r| {
+                Ok(StoredCredentials {
+                    corp_id: r.get(0)?,
+                    token: r.get(1)?,
+                    key: r.get(2)?,
+                    online: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// Refuse to start with a SECRETS_KEY other than the one the store's
+    /// secrets were written with (or without one when they are sealed).
+    fn check_secrets_key(&self) -> Result<(), StoreError> {
+        let conn = self.lock()?;
+        let stored: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'secrets_check'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match self.sealer.verify_check(stored.as_deref()) {
+            Ok(Some(check)) => {
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('secrets_check', ?1)",
+                    [check],
+                )?;
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(reason) => Err(StoreError::Config(reason)),
+        }
+    }
+}
+
+fn puppet_from_row(row: &Row<'_>, sealer: &Sealer) -> rusqlite::Result<Result<Puppet, StoreError>> {
     let kf_id: String = row.get("kf_id")?;
     let kf_name: String = row.get("kf_name")?;
     let endpoint: String = row.get("endpoint")?;
     let corp_id: String = row.get("corp_id")?;
-    let corp_secret: String = row.get("corp_secret")?;
-    let token: String = row.get("token")?;
-    let key: String = row.get("encoding_aes_key")?;
+    let opened = |column: &str| -> rusqlite::Result<Result<String, StoreError>> {
+        Ok(sealer.open(&row.get::<_, String>(column)?))
+    };
+    let (corp_secret, token, key) = match (
+        opened("corp_secret")?,
+        opened("token")?,
+        opened("encoding_aes_key")?,
+    ) {
+        (Ok(s), Ok(t), Ok(k)) => (s, t, k),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Ok(Err(e)),
+    };
     let online: bool = row.get("online")?;
     let last_online_at: Option<i64> = row.get("last_online_at")?;
     let offline_since: Option<i64> = row.get("offline_since")?;
@@ -236,12 +296,11 @@ impl Store for SqliteStore {
 
     async fn get_puppet(&self, kf_id: &KfId) -> Result<Option<Puppet>, StoreError> {
         let kf = kf_id.as_str().to_owned();
+        let sealer = self.sealer.clone();
         self.run(move |c| {
-            c.query_row(
-                "SELECT * FROM puppets WHERE kf_id = ?1",
-                [kf],
-                puppet_from_row,
-            )
+            c.query_row("SELECT * FROM puppets WHERE kf_id = ?1", [kf], |r| {
+                puppet_from_row(r, &sealer)
+            })
             .optional()?
             .transpose()
         })
@@ -250,6 +309,12 @@ impl Store for SqliteStore {
 
     async fn save_registration(&self, reg: &Registration, now: i64) -> Result<(), StoreError> {
         let r = reg.clone();
+        let seal = |s: &str| self.sealer.seal(s);
+        let (secret, token, key) = (
+            seal(r.corp_secret.expose()),
+            seal(r.credentials.token.expose()),
+            seal(r.credentials.key.expose()),
+        );
         self.run(move |c| {
             c.execute(
                 "INSERT INTO puppets (kf_id, kf_name, endpoint, corp_id, corp_secret, token, encoding_aes_key,
@@ -261,16 +326,7 @@ impl Store for SqliteStore {
                     encoding_aes_key = excluded.encoding_aes_key, online = 1,
                     last_online_at = excluded.last_online_at, offline_since = NULL,
                     updated_at = excluded.updated_at",
-                params![
-                    r.kf_id.as_str(),
-                    r.kf_name,
-                    r.endpoint.as_str(),
-                    r.corp_id.as_str(),
-                    r.corp_secret.expose(),
-                    r.credentials.token.expose(),
-                    r.credentials.key.expose(),
-                    now
-                ],
+                params![r.kf_id.as_str(), r.kf_name, r.endpoint.as_str(), r.corp_id.as_str(), secret, token, key, now],
             )?;
             Ok(())
         })
@@ -296,57 +352,18 @@ impl Store for SqliteStore {
     }
 
     async fn corp_credentials(&self, corp_id: &CorpId) -> Result<Vec<CredentialSet>, StoreError> {
-        let corp = corp_id.as_str().to_owned();
-        self.run(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT DISTINCT token, encoding_aes_key FROM puppets WHERE corp_id = ?1",
-            )?;
-            let rows = stmt.query_map([corp], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })?;
-            let mut sets = Vec::new();
-            for row in rows {
-                let (token, key) = row?;
-                // A stored key that no longer parses cannot verify anything; skip it.
-                if let Ok(key) = EncodingAesKey::parse(&key) {
-                    sets.push(CredentialSet {
-                        token: Secret::new(token),
-                        key,
-                    });
-                }
-            }
-            Ok(sets)
-        })
-        .await
+        let rows = self
+            .stored_credentials(Some(corp_id.as_str().to_owned()))
+            .await?;
+        Ok(credential_sets(&self.sealer, &rows)
+            .into_iter()
+            .map(|(_, set)| set)
+            .collect())
     }
 
     async fn all_credentials(&self) -> Result<Vec<(CorpId, CredentialSet)>, StoreError> {
-        self.run(|c| {
-            let mut stmt =
-                c.prepare_cached("SELECT DISTINCT corp_id, token, encoding_aes_key FROM puppets")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (corp, token, key) = row?;
-                if let (Ok(corp), Ok(key)) = (CorpId::parse(&corp), EncodingAesKey::parse(&key)) {
-                    out.push((
-                        corp,
-                        CredentialSet {
-                            token: Secret::new(token),
-                            key,
-                        },
-                    ));
-                }
-            }
-            Ok(out)
-        })
-        .await
+        let rows = self.stored_credentials(None).await?;
+        Ok(credential_sets(&self.sealer, &rows))
     }
 
     async fn list_puppets(
@@ -357,12 +374,15 @@ impl Store for SqliteStore {
         offset: usize,
     ) -> Result<Vec<Puppet>, StoreError> {
         let corp = corp_id.map(|c| c.as_str().to_owned());
+        let sealer = self.sealer.clone();
         self.run(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT * FROM puppets WHERE (?1 IS NULL OR corp_id = ?1) AND (?2 IS NULL OR online = ?2)
                  ORDER BY kf_id LIMIT ?3 OFFSET ?4",
             )?;
-            let rows = stmt.query_map(params![corp, online, limit as i64, offset as i64], puppet_from_row)?;
+            let rows = stmt.query_map(params![corp, online, limit as i64, offset as i64], |r| {
+                puppet_from_row(r, &sealer)
+            })?;
             let mut out = Vec::new();
             for row in rows {
                 out.push(row??);
@@ -379,22 +399,8 @@ impl Store for SqliteStore {
     }
 
     async fn list_corps(&self) -> Result<Vec<CorpSummary>, StoreError> {
-        self.run(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT corp_id, COUNT(DISTINCT token || ' ' || encoding_aes_key), COUNT(*), SUM(online)
-                 FROM puppets GROUP BY corp_id ORDER BY corp_id",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(CorpSummary {
-                    corp_id: r.get(0)?,
-                    credential_sets: r.get::<_, i64>(1)? as u64,
-                    puppets: r.get::<_, i64>(2)? as u64,
-                    online: r.get::<_, i64>(3)? as u64,
-                })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
-        .await
+        let rows = self.stored_credentials(None).await?;
+        Ok(corp_summaries(&self.sealer, &rows))
     }
 
     async fn rotate_credentials(
@@ -404,19 +410,40 @@ impl Store for SqliteStore {
         previous_token: Option<&str>,
         now: i64,
     ) -> Result<u64, StoreError> {
-        let (corp, token, key) = (
-            corp_id.as_str().to_owned(),
-            new.token.expose().to_owned(),
-            new.key.expose().to_owned(),
-        );
+        let corp = corp_id.as_str().to_owned();
         let previous = previous_token.map(str::to_owned);
+        let sealer = self.sealer.clone();
+        let (token, key) = (
+            sealer.seal(new.token.expose()),
+            sealer.seal(new.key.expose()),
+        );
         self.run(move |c| {
-            let n = c.execute(
-                "UPDATE puppets SET token = ?2, encoding_aes_key = ?3, updated_at = ?5
-                 WHERE corp_id = ?1 AND (?4 IS NULL OR token = ?4)",
-                params![corp, token, key, previous, now],
-            )?;
-            Ok(n as u64)
+            let tx = c.transaction()?;
+            let targets: Vec<String> = {
+                let mut stmt = tx.prepare_cached("SELECT kf_id, token FROM puppets WHERE corp_id = ?1")?;
+                let rows = stmt.query_map([&corp], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+                let mut targets = Vec::new();
+                for row in rows {
+                    let (kf, stored) = row?;
+                    // Sealed values are randomised: compare what they open to.
+                    let matches = match &previous {
+                        None => true,
+                        Some(p) => sealer.open(&stored).is_ok_and(|t| t == *p),
+                    };
+                    if matches {
+                        targets.push(kf);
+                    }
+                }
+                targets
+            };
+            for kf in &targets {
+                tx.execute(
+                    "UPDATE puppets SET token = ?2, encoding_aes_key = ?3, updated_at = ?4 WHERE kf_id = ?1",
+                    params![kf, token, key, now],
+                )?;
+            }
+            tx.commit()?;
+            Ok(targets.len() as u64)
         })
         .await
     }
@@ -652,26 +679,36 @@ impl Store for SqliteStore {
 
     async fn get_token(&self, key: &str) -> Result<Option<TokenRecord>, StoreError> {
         let key = key.to_owned();
+        let sealer = self.sealer.clone();
         self.run(move |c| {
-            Ok(c.query_row(
-                "SELECT access_token, expires_at, fetched_at, neg_errcode, neg_errmsg, neg_until, forced_at, lease_until
-                 FROM access_tokens WHERE key = ?1",
-                [key],
-                |r| {
-                    let code: Option<i64> = r.get(3)?;
-                    let msg: Option<String> = r.get(4)?;
-                    Ok(TokenRecord {
-                        access_token: r.get::<_, Option<String>>(0)?.map(Secret::new),
-                        expires_at: r.get(1)?,
-                        fetched_at: r.get(2)?,
-                        negative: code.map(|c| (c, msg.unwrap_or_default())),
-                        neg_until: r.get(5)?,
-                        forced_at: r.get(6)?,
-                        lease_until: r.get(7)?,
-                    })
-                },
-            )
-            .optional()?)
+            let row = c
+                .query_row(
+                    "SELECT access_token, expires_at, fetched_at, neg_errcode, neg_errmsg, neg_until, forced_at, lease_until
+                     FROM access_tokens WHERE key = ?1",
+                    [key],
+                    |r| {
+                        let code: Option<i64> = r.get(3)?;
+                        let msg: Option<String> = r.get(4)?;
+                        Ok((
+                            r.get::<_, Option<String>>(0)?,
+                            TokenRecord {
+                                access_token: None,
+                                expires_at: r.get(1)?,
+                                fetched_at: r.get(2)?,
+                                negative: code.map(|c| (c, msg.unwrap_or_default())),
+                                neg_until: r.get(5)?,
+                                forced_at: r.get(6)?,
+                                lease_until: r.get(7)?,
+                            },
+                        ))
+                    },
+                )
+                .optional()?;
+            row.map(|(token, mut record)| {
+                record.access_token = token.map(|t| sealer.open(&t)).transpose()?.map(Secret::new);
+                Ok(record)
+            })
+            .transpose()
         })
         .await
     }
@@ -698,23 +735,33 @@ impl Store for SqliteStore {
 
     async fn save_token(&self, key: &str, record: &TokenRecord) -> Result<(), StoreError> {
         let (key, r) = (key.to_owned(), record.clone());
+        let sealed = r
+            .access_token
+            .as_ref()
+            .map(|t| self.sealer.seal(t.expose()));
+        let fingerprint = r
+            .access_token
+            .as_ref()
+            .map(|t| self.sealer.fingerprint(t.expose()));
         self.run(move |c| {
             c.execute(
-                "INSERT INTO access_tokens (key, access_token, expires_at, fetched_at, neg_errcode, neg_errmsg, neg_until, forced_at, lease_owner, lease_until)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, 0)
-                 ON CONFLICT (key) DO UPDATE SET access_token = excluded.access_token, expires_at = excluded.expires_at,
+                "INSERT INTO access_tokens (key, access_token, access_token_fp, expires_at, fetched_at, neg_errcode, neg_errmsg, neg_until, forced_at, lease_owner, lease_until)
+                 VALUES (?1, ?2, ?9, ?3, ?4, ?5, ?6, ?7, ?8, NULL, 0)
+                 ON CONFLICT (key) DO UPDATE SET access_token = excluded.access_token,
+                    access_token_fp = excluded.access_token_fp, expires_at = excluded.expires_at,
                     fetched_at = excluded.fetched_at, neg_errcode = excluded.neg_errcode, neg_errmsg = excluded.neg_errmsg,
                     neg_until = excluded.neg_until, forced_at = MAX(access_tokens.forced_at, excluded.forced_at),
                     lease_owner = NULL, lease_until = 0",
                 params![
                     key,
-                    r.access_token.as_ref().map(Secret::expose),
+                    sealed,
                     r.expires_at,
                     r.fetched_at,
                     r.negative.as_ref().map(|n| n.0),
                     r.negative.as_ref().map(|n| n.1.clone()),
                     r.neg_until,
-                    r.forced_at
+                    r.forced_at,
+                    fingerprint
                 ],
             )?;
             Ok(())
@@ -753,11 +800,12 @@ impl Store for SqliteStore {
     }
 
     async fn invalidate_access_token(&self, token: &str) -> Result<u64, StoreError> {
-        let token = token.to_owned();
+        let fingerprint = self.sealer.fingerprint(token);
         self.run(move |c| {
             let n = c.execute(
-                "UPDATE access_tokens SET access_token = NULL, expires_at = 0 WHERE access_token = ?1",
-                [token],
+                "UPDATE access_tokens SET access_token = NULL, access_token_fp = NULL, expires_at = 0
+                 WHERE access_token_fp = ?1",
+                [fingerprint],
             )?;
             Ok(n as u64)
         })

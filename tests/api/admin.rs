@@ -237,9 +237,15 @@ async fn metrics_count_callbacks_by_outcome() {
     let other = Corp::new("wwnobody");
     app.post_kf_event(&other, "wk", "T").await; // unknown corp
     puppet.wait_for(3).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-
-    let text = app.get("/metrics").await.text().await.unwrap();
+    // Outcomes are recorded right after the puppet answers.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = app.get("/metrics").await.text().await.unwrap();
+        if text.contains("wxkf_deliveries_total{outcome=\"delivered\"} 3") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let value = |needle: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(needle))

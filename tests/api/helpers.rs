@@ -235,6 +235,43 @@ impl TestApp {
         cmd.output().expect("run the CLI")
     }
 
+    /// Everything the store holds, as text (to look for secrets in clear).
+    pub async fn raw_store_dump(&self) -> String {
+        if let Some(uri) = &self.config.mongo_uri {
+            let client = mongodb::Client::with_uri_str(uri.expose()).await.unwrap();
+            let db = client.default_database().unwrap();
+            let mut out = String::new();
+            for name in db.list_collection_names().await.unwrap() {
+                let mut cursor = db
+                    .collection::<mongodb::bson::Document>(&name)
+                    .find(mongodb::bson::doc! {})
+                    .await
+                    .unwrap();
+                while cursor.advance().await.unwrap() {
+                    out.push_str(&format!("{:?}\n", cursor.deserialize_current().unwrap()));
+                }
+            }
+            return out;
+        }
+        let mut out = String::new();
+        for entry in std::fs::read_dir(&self.config.data_dir).unwrap() {
+            if let Ok(bytes) = std::fs::read(entry.unwrap().path()) {
+                out.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+        out
+    }
+
+    /// Build (not run) another manager on this store with changed settings.
+    pub async fn build_on_same_store(
+        &self,
+        adjust: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Application> {
+        let mut config = self.config.clone();
+        adjust(&mut config);
+        Application::build(config).await
+    }
+
     /// Stop, then start a new manager on the same store.
     pub async fn restart(mut self) -> TestApp {
         self.stop().await;

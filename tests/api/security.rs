@@ -483,3 +483,52 @@ async fn secrets_never_reach_logs_responses_or_metrics() {
         }
     }
 }
+
+#[tokio::test]
+async fn secrets_are_sealed_at_rest_and_a_wrong_key_stops_the_start() {
+    use wxkf_manager::config::SecretsKey;
+    let key = SecretsKey([3; 32]);
+    let app = spawn_app_with({
+        let key = key.clone();
+        move |c| c.secrets_key = Some(key)
+    })
+    .await;
+    let puppet = FakePuppet::start().await;
+    let corp = Corp::new("wwsealed");
+    app.register_ok(&corp, "wksealed", &puppet.url).await;
+    let token: serde_json::Value = app
+        .get(&format!(
+            "/puppetWxkfManager/getToken?corpid={}&corpsecret={}",
+            corp.id, corp.secret
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let access_token = token["access_token"].as_str().unwrap().to_owned();
+    // Sealed secrets still work: callbacks verify and deliver.
+    assert_eq!(
+        app.post_kf_event(&corp, "wksealed", "T").await.status(),
+        200
+    );
+    assert_eq!(puppet.wait_for(1).await.len(), 1);
+
+    let raw = app.raw_store_dump().await;
+    assert!(raw.contains("wksealed"), "the dump holds the registration");
+    for secret in [
+        corp.secret.as_str(),
+        corp.token.as_str(),
+        corp.key.as_str(),
+        access_token.as_str(),
+    ] {
+        assert!(!raw.contains(secret), "a secret is stored in clear");
+    }
+
+    // The same store with another key (or none) refuses to start, and says why.
+    for other in [Some(SecretsKey([4; 32])), None] {
+        let Err(err) = app.build_on_same_store(|c| c.secrets_key = other).await else {
+            panic!("a manager started on sealed secrets with the wrong key");
+        };
+        assert!(format!("{err:#}").contains("SECRETS_KEY"), "{err:#}");
+    }
+}

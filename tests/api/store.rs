@@ -9,7 +9,7 @@ use wxkf_manager::domain::{CorpId, KfId, RegisterBody, Registration};
 use wxkf_manager::store::mongo::{MongoStore, Retention};
 use wxkf_manager::store::sqlite::SqliteStore;
 use wxkf_manager::store::{
-    AttemptResult, Claim, EventStatus, InsertOutcome, NewEvent, PayloadKind, Store,
+    AttemptResult, Claim, EventStatus, InsertOutcome, NewEvent, PayloadKind, Sealer, Store,
 };
 
 use crate::helpers::{random_string, with_database, Corp};
@@ -23,6 +23,12 @@ const RETENTION: Retention = Retention {
     finished: Duration::from_secs(3 * 24 * 3600),
     dead: Duration::from_secs(30 * 24 * 3600),
 };
+
+/// The contract runs with secrets sealed at rest, so every store path that
+/// reads or compares a secret is exercised through encryption.
+fn sealer() -> Sealer {
+    Sealer::new(Some(&[42; 32]))
+}
 
 /// A fresh MongoDB database URI, or `None` when explicitly skipped.
 pub fn fresh_mongo_uri() -> Option<String> {
@@ -38,12 +44,18 @@ pub fn fresh_mongo_uri() -> Option<String> {
 
 pub async fn backends() -> Backends {
     let dir = tempfile::tempdir().unwrap();
-    let mut stores: Vec<(&'static str, Arc<dyn Store>)> =
-        vec![("sqlite", Arc::new(SqliteStore::open(dir.path()).unwrap()))];
+    let mut stores: Vec<(&'static str, Arc<dyn Store>)> = vec![(
+        "sqlite",
+        Arc::new(SqliteStore::open(dir.path(), sealer()).unwrap()),
+    )];
     if let Some(uri) = fresh_mongo_uri() {
         stores.push((
             "mongo",
-            Arc::new(MongoStore::connect(&uri, RETENTION).await.unwrap()),
+            Arc::new(
+                MongoStore::connect(&uri, RETENTION, sealer())
+                    .await
+                    .unwrap(),
+            ),
         ));
     }
     Backends { stores, _dir: dir }
@@ -379,7 +391,7 @@ async fn leases_expire_and_an_instance_takes_back_its_own_claims() {
 #[tokio::test]
 async fn migrations_run_once_and_two_managers_can_start_together() {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = SqliteStore::open(dir.path()).unwrap();
+    let sqlite = SqliteStore::open(dir.path(), sealer()).unwrap();
     assert_eq!(
         sqlite.migrate_blocking().unwrap(),
         0,
@@ -387,8 +399,8 @@ async fn migrations_run_once_and_two_managers_can_start_together() {
     );
     let Some(uri) = fresh_mongo_uri() else { return };
     let (a, b) = tokio::join!(
-        MongoStore::connect(&uri, RETENTION),
-        MongoStore::connect(&uri, RETENTION)
+        MongoStore::connect(&uri, RETENTION, sealer()),
+        MongoStore::connect(&uri, RETENTION, sealer())
     );
     let (a, _b) = (a.expect("first manager"), b.expect("second manager"));
     assert_eq!(a.migrate().await.unwrap(), 0, "second migrate is a no-op");
