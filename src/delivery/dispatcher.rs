@@ -191,21 +191,12 @@ impl Dispatcher {
         };
         let result = self.attempt(&event).await;
         let now = self.clock.now_ms();
-        self.metrics.delivery(match &result {
-            AttemptResult::Delivered => "delivered",
-            AttemptResult::Retry { .. } => "failed",
-            AttemptResult::Dead { .. } => "dead",
-            AttemptResult::Parked => "parked",
-        });
-        if result == AttemptResult::Delivered {
-            let latency = (now - event.received_at).max(0) as f64 / 1000.0;
-            self.metrics.delivery_latency_seconds.observe(latency);
-        }
-        match self
+        let recorded = self
             .store
             .finish_attempt(&event.id, &claim_id, &result, now)
-            .await
-        {
+            .await;
+        self.record_metrics(&event, &result, now);
+        match recorded {
             Ok(true) => match &result {
                 AttemptResult::Delivered => tracing::info!(
                     attempt = event.attempts + 1,
@@ -234,6 +225,19 @@ impl Dispatcher {
             Err(e) => {
                 tracing::warn!(error = %e, "could not record the outcome; the lease will expire and it will be retried")
             }
+        }
+    }
+
+    fn record_metrics(&self, event: &StoredEvent, result: &AttemptResult, now: i64) {
+        self.metrics.delivery(match result {
+            AttemptResult::Delivered => "delivered",
+            AttemptResult::Retry { .. } => "failed",
+            AttemptResult::Dead { .. } => "dead",
+            AttemptResult::Parked => "parked",
+        });
+        if *result == AttemptResult::Delivered {
+            let latency = (now - event.received_at).max(0) as f64 / 1000.0;
+            self.metrics.delivery_latency_seconds.observe(latency);
         }
     }
 

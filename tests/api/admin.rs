@@ -74,12 +74,20 @@ async fn a_dead_letter_keeps_its_error_and_is_delivered_when_re_driven() {
     assert_eq!(got.len(), attempts_before + 1);
     assert_eq!(got.last().unwrap().delivery_id, id);
 
-    let delivered = app
-        .get("/admin/api/deliveries?status=delivered")
-        .await
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
+    // The puppet has it; the outcome is recorded right after.
+    let mut delivered = serde_json::Value::Null;
+    for _ in 0..100 {
+        delivered = app
+            .get("/admin/api/deliveries?status=delivered")
+            .await
+            .json()
+            .await
+            .unwrap();
+        if delivered["items"][0]["id"] == id {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(delivered["items"][0]["id"], id);
     let again = app
         .api
@@ -221,11 +229,16 @@ async fn metrics_count_callbacks_by_outcome() {
     let app = spawn_app_with(admin_app_config).await;
     let puppet = FakePuppet::start().await;
     let corp = Corp::new("wwmetrics");
-    app.register_ok(&corp, "wkm", &puppet.url).await;
+    // One kfId per event, so that no wake-up is coalesced into another.
     for i in 0..3 {
-        app.post_kf_event(&corp, "wkm", &format!("T{i}")).await;
+        app.register_ok(&corp, &format!("wkm{i}"), &puppet.url)
+            .await;
     }
-    app.post_kf_event(&corp, "wkm", "T0").await; // duplicate
+    for i in 0..3 {
+        app.post_kf_event(&corp, &format!("wkm{i}"), &format!("T{i}"))
+            .await;
+    }
+    app.post_kf_event(&corp, "wkm0", "T0").await; // duplicate
     let (q, b) = corp.seal(&corp.kf_event_xml("wkm", "X"));
     app.post_raw(
         &corp.id,
