@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod domain;
 pub mod http;
 pub mod metrics;
+pub mod simulate;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

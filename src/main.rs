@@ -26,6 +26,8 @@ enum Command {
     /// Accepted callbacks and their delivery.
     #[command(subcommand)]
     Deliveries(DeliveriesCommand),
+    /// Act as WeCom against a deployment: URL check and a signed callback.
+    Simulate(wxkf_manager::simulate::SimulateArgs),
 }
 
 #[tokio::main]
@@ -39,6 +41,16 @@ async fn main() {
         }
     };
     let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Simulate(args) = command {
+        match wxkf_manager::simulate::run(args).await {
+            Ok(true) => std::process::exit(0),
+            Ok(false) => std::process::exit(1),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::exit(2);
+            }
+        }
+    }
     let _guards = matches!(command, Command::Serve)
         .then(|| wxkf_manager::telemetry::init(config.log_path.as_deref()));
     let result = match command {
@@ -54,6 +66,7 @@ async fn main() {
             Ok(store) => cli::deliveries(store, c).await,
             Err(e) => Err(e),
         },
+        Command::Simulate(_) => Ok(()),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

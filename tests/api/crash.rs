@@ -14,7 +14,7 @@ use crate::helpers::{spawn_app_with, test_mongo_uri, Corp, TestApp};
 use crate::store::fresh_mongo_uri;
 
 /// The sync tokens in what a puppet received, with how often each came.
-fn delivered_tokens(received: &[Received], corp: &Corp) -> HashMap<String, usize> {
+pub fn delivered_tokens(received: &[Received], corp: &Corp) -> HashMap<String, usize> {
     let key = EncodingAesKey::parse(&corp.key).unwrap();
     let mut counts = HashMap::new();
     for r in received {
@@ -26,13 +26,22 @@ fn delivered_tokens(received: &[Received], corp: &Corp) -> HashMap<String, usize
     counts
 }
 
-/// The release binary's sibling: the manager as a child process.
-struct ManagerProcess {
+/// The manager binary as a child process.
+pub struct ManagerProcess {
     child: Child,
 }
 
 impl ManagerProcess {
-    fn start(port: u16, data_dir: &std::path::Path, mongo_uri: Option<&str>) -> Self {
+    pub fn start(port: u16, data_dir: &std::path::Path, mongo_uri: Option<&str>) -> Self {
+        Self::start_with(port, data_dir, mongo_uri, &[])
+    }
+
+    pub fn start_with(
+        port: u16,
+        data_dir: &std::path::Path,
+        mongo_uri: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wxkf-manager"));
         cmd.env_clear()
             .env("HOST", "127.0.0.1")
@@ -47,12 +56,13 @@ impl ManagerProcess {
         if let Some(uri) = mongo_uri {
             cmd.env("MONGO_URI", uri);
         }
+        cmd.envs(extra.iter().copied());
         Self {
             child: cmd.spawn().expect("start the manager binary"),
         }
     }
 
-    async fn wait_healthy(&self, base: &str) {
+    pub async fn wait_healthy(&self, base: &str) {
         for _ in 0..200 {
             if let Ok(r) = reqwest::get(format!("{base}/healthz")).await {
                 if r.status() == 200 {
@@ -64,7 +74,7 @@ impl ManagerProcess {
         panic!("manager did not become healthy");
     }
 
-    fn kill(&mut self) {
+    pub fn kill(&mut self) {
         let _ = self.child.kill(); // SIGKILL
         let _ = self.child.wait();
     }

@@ -7,6 +7,7 @@
 mod admin;
 mod callback;
 mod cli;
+mod cluster;
 mod crash;
 mod delivery;
 mod fakes;
@@ -14,5 +15,6 @@ mod helpers;
 mod mongo;
 mod puppets;
 mod security;
+mod simulate;
 mod store;
 mod tokens;

@@ -1,0 +1,154 @@
+//! `wxkf-manager simulate`: act as WeCom (or a decrypting gateway) against a
+//! deployment, before touching the WeCom console. Sends a URL verification
+//! and a signed, encrypted `kf_msg_or_event` exactly as WeCom would, and
+//! reports what came back.
+
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use crate::wecom::{build_envelope, encrypt, sign, EncodingAesKey};
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// The manager's base URL, e.g. http://host:7777
+    #[arg(long)]
+    pub url: String,
+    #[arg(long)]
+    pub corp_id: String,
+    /// The callback Token configured in WeCom.
+    #[arg(long)]
+    pub token: String,
+    /// The EncodingAESKey configured in WeCom (43 characters).
+    #[arg(long)]
+    pub aes_key: String,
+    #[arg(long)]
+    pub kf_id: String,
+    /// Send the gateway form (`/callback/decrypted/{corpId}`, JSON) instead.
+    #[arg(long)]
+    pub decrypted: bool,
+}
+
+/// One request's outcome, as printed.
+struct Check {
+    name: &'static str,
+    ok: bool,
+    detail: String,
+}
+
+fn escape(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Run the checks; `Ok(true)` when every one passed.
+pub async fn run(args: SimulateArgs) -> anyhow::Result<bool> {
+    let key =
+        EncodingAesKey::parse(&args.aes_key).map_err(|e| anyhow::anyhow!("--aes-key: {e}"))?;
+    let base = args.url.trim_end_matches('/');
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        .to_string();
+    let nonce = rand::random::<u32>().to_string();
+    let sync_token = format!("SIMULATED{}", rand::random::<u64>());
+    let mut checks = Vec::new();
+
+    if args.decrypted {
+        let started = Instant::now();
+        let sent = client
+            .post(format!("{base}/callback/decrypted/{}", args.corp_id))
+            .json(&serde_json::json!({"token": sync_token, "openKfId": args.kf_id}))
+            .send()
+            .await;
+        checks.push(answer_check("decrypted callback", sent, "roger", started).await);
+    } else {
+        let echo = rand::random::<u64>().to_string();
+        let echostr = encrypt(&key, echo.as_bytes(), &args.corp_id);
+        let signature = sign(&args.token, &timestamp, &nonce, &echostr);
+        let started = Instant::now();
+        let sent = client
+            .get(format!(
+                "{base}/callback/{}?msg_signature={signature}&timestamp={timestamp}&nonce={nonce}&echostr={}",
+                args.corp_id,
+                escape(&echostr)
+            ))
+            .send()
+            .await;
+        checks.push(answer_check("URL verification (exact echo)", sent, &echo, started).await);
+
+        let inner = format!(
+            "<xml><ToUserName><![CDATA[{corp}]]></ToUserName><CreateTime>{timestamp}</CreateTime>\
+             <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[kf_msg_or_event]]></Event>\
+             <Token><![CDATA[{sync_token}]]></Token><OpenKfId><![CDATA[{kf}]]></OpenKfId></xml>",
+            corp = args.corp_id,
+            kf = args.kf_id
+        );
+        let encrypted = encrypt(&key, inner.as_bytes(), &args.corp_id);
+        let signature = sign(&args.token, &timestamp, &nonce, &encrypted);
+        let started = Instant::now();
+        let sent = client
+            .post(format!(
+                "{base}/callback/{}?msg_signature={signature}&timestamp={timestamp}&nonce={nonce}",
+                args.corp_id
+            ))
+            .header("content-type", "text/xml")
+            .body(build_envelope(&args.corp_id, "", &encrypted))
+            .send()
+            .await;
+        checks.push(answer_check("encrypted kf_msg_or_event", sent, "success", started).await);
+    }
+
+    for c in &checks {
+        println!(
+            "{:<4} {:<32} {}",
+            if c.ok { "ok" } else { "FAIL" },
+            c.name,
+            c.detail
+        );
+    }
+    Ok(checks.iter().all(|c| c.ok))
+}
+
+async fn answer_check(
+    name: &'static str,
+    sent: Result<reqwest::Response, reqwest::Error>,
+    expected: &str,
+    started: Instant,
+) -> Check {
+    let resp = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            return Check {
+                name,
+                ok: false,
+                detail: format!(
+                    "no answer: {}",
+                    if e.is_timeout() {
+                        "timed out"
+                    } else {
+                        "connection failed"
+                    }
+                ),
+            }
+        }
+    };
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap_or_default();
+    let ms = started.elapsed().as_millis();
+    let ok = status == 200 && body == expected;
+    let shown: String = body.chars().take(120).collect();
+    let hint = if ok {
+        ""
+    } else {
+        " (expected HTTP 200 and exactly that text)"
+    };
+    Check {
+        name,
+        ok,
+        detail: format!("HTTP {status} in {ms} ms: {shown:?}{hint}"),
+    }
+}

@@ -1,0 +1,132 @@
+//! Three manager processes on one MongoDB, as `deploy/` runs them behind a
+//! load balancer (here: round robin in the test client).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use crate::crash::{delivered_tokens, ManagerProcess};
+use crate::fakes::{FakePuppet, FakeWecom};
+use crate::helpers::Corp;
+use crate::store::fresh_mongo_uri;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn three_managers_share_the_work_and_survive_losing_one() {
+    let Some(uri) = fresh_mongo_uri() else { return };
+    let wecom = FakeWecom::start().await;
+    let puppet = FakePuppet::start().await;
+    let corp = Corp::new("wwcluster");
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let bases: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let token_url = format!("{}/cgi-bin/gettoken", wecom.base);
+    let env = [
+        ("COALESCE_WAKEUPS", "false"),
+        ("ACCESS_TOKEN_URL", token_url.as_str()),
+    ];
+    let mut managers: Vec<ManagerProcess> = (0..3)
+        .map(|i| ManagerProcess::start_with(ports[i], dirs[i].path(), Some(&uri), &env))
+        .collect();
+    for (m, base) in managers.iter().zip(&bases) {
+        m.wait_healthy(base).await;
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for i in 0..10 {
+        let r = client
+            .post(format!("{}/puppetWxkfManager/register", bases[i % 3]))
+            .json(&serde_json::json!({"kfId": format!("wkc{i}"), "kfName": "", "endpoint": puppet.url, "corpId": corp.id,
+                "corpSecret": corp.secret, "token": corp.token, "encodingAESKey": corp.key}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    // 300 callbacks, round robin; a failed send moves on to the next manager,
+    // as a load balancer does. Manager 2 is killed after the first 100.
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(HashSet::new()));
+    let send_all = |range: std::ops::Range<usize>| {
+        let (acked, client, corp, bases) =
+            (acked.clone(), client.clone(), corp.clone(), bases.clone());
+        futures_util::stream::iter(range).for_each_concurrent(6, move |i| {
+            let (acked, client, corp, bases) =
+                (acked.clone(), client.clone(), corp.clone(), bases.clone());
+            async move {
+                let token = format!("T{i:04}");
+                let (query, body) =
+                    corp.seal(&corp.kf_event_xml(&format!("wkc{}", i % 10), &token));
+                for attempt in 0..30 {
+                    let base = &bases[(i + attempt) % 3];
+                    let sent = client
+                        .post(format!("{base}/callback/{}?{query}", corp.id))
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    if let Ok(r) = sent {
+                        if r.status() == 200 {
+                            acked.lock().unwrap().insert(token);
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    };
+    send_all(0..100).await;
+    managers[1].kill();
+    send_all(100..300).await;
+    let acked: HashSet<String> = acked.lock().unwrap().clone();
+    assert_eq!(acked.len(), 300);
+
+    let mut delivered = Default::default();
+    for _ in 0..600 {
+        delivered = delivered_tokens(&puppet.received(), &corp);
+        if acked.iter().all(|t| delivered.contains_key(t)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let missing = acked.iter().filter(|t| !delivered.contains_key(*t)).count();
+    assert_eq!(missing, 0, "acknowledged but not delivered");
+    let twice = delivered.values().filter(|&&n| n > 1).count();
+    eprintln!("cluster: 300 acknowledged over 3 managers (one killed), {twice} delivered twice");
+    assert!(twice <= 64);
+
+    // Token fetches stay single-flight across the surviving managers.
+    let live = [bases[0].clone(), bases[2].clone()];
+    let answers = futures_util::future::join_all((0..60).map(|i| {
+        let url = format!(
+            "{}/puppetWxkfManager/getToken?corpid=ww1&corpsecret=cluster",
+            live[i % 2]
+        );
+        let client = client.clone();
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    assert!(answers.iter().all(|a| a["access_token"] == "TOKEN-1"));
+    assert_eq!(wecom.calls("/cgi-bin/gettoken").len(), 1);
+}

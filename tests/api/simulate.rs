@@ -1,0 +1,94 @@
+//! The simulator against our own server.
+
+use crate::helpers::{spawn_app, Corp};
+
+fn simulate(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wxkf-manager"))
+        .arg("simulate")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_simulator_checks_a_deployment_as_wecom_would() {
+    let app = spawn_app().await;
+    let puppet = crate::fakes::FakePuppet::start().await;
+    let corp = Corp::new("wwsim");
+    app.register_ok(&corp, "wksim", &puppet.url).await;
+    let (url, token, key) = (app.address.clone(), corp.token.clone(), corp.key.clone());
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        simulate(&[
+            "--url",
+            &url,
+            "--corp-id",
+            "wwsim",
+            "--token",
+            &token,
+            "--aes-key",
+            &key,
+            "--kf-id",
+            "wksim",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{out}");
+    assert!(out.contains("ok   URL verification (exact echo)"), "{out}");
+    assert!(out.contains("ok   encrypted kf_msg_or_event"), "{out}");
+    assert_eq!(
+        puppet.wait_for(1).await.len(),
+        1,
+        "the simulated callback reached the puppet"
+    );
+
+    let url = app.address.clone();
+    let (token, key) = (corp.token.clone(), corp.key.clone());
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        simulate(&[
+            "--url",
+            &url,
+            "--corp-id",
+            "wwsim",
+            "--token",
+            &token,
+            "--aes-key",
+            &key,
+            "--kf-id",
+            "wksim",
+            "--decrypted",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(ok && out.contains("ok   decrypted callback"), "{out}");
+
+    let wrong = Corp::new("wwsim");
+    let url = app.address.clone();
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        simulate(&[
+            "--url",
+            &url,
+            "--corp-id",
+            "wwsim",
+            "--token",
+            &wrong.token,
+            "--aes-key",
+            &wrong.key,
+            "--kf-id",
+            "wksim",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(!ok, "wrong credentials fail");
+    assert!(
+        out.contains("FAIL URL verification (exact echo)") && out.contains("HTTP 401"),
+        "{out}"
+    );
+    assert!(out.contains("FAIL encrypted kf_msg_or_event"), "{out}");
+}
