@@ -8,6 +8,7 @@
 
 mod error;
 mod event;
+mod group_commit;
 pub mod mongo;
 mod seal;
 pub mod sqlite;

@@ -1,5 +1,6 @@
-//! The embedded store: SQLite (bundled) in WAL mode with `synchronous=FULL`,
-//! so an acknowledged callback survives a crash of the process or the machine.
+//! The embedded store: SQLite (bundled) in WAL mode; accepted callbacks are
+//! group-committed with `synchronous=FULL`, so an acknowledged callback
+//! survives a crash of the process or of the machine.
 //!
 //! One connection behind a mutex, used from the blocking pool: SQLite
 //! serialises writers anyway, and a single connection keeps transactions
@@ -11,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use super::group_commit::GroupWriter;
 use super::seal::{corp_summaries, credential_sets, StoredCredentials};
 use super::{
     AttemptResult, Claim, CorpSummary, EventFilter, EventStatus, InsertOutcome, KfSummary,
@@ -30,6 +32,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     sealer: Sealer,
+    /// Accepted callbacks go through group commit.
+    writer: GroupWriter,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -63,16 +67,24 @@ impl SqliteStore {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
-        let conn = Connection::open(dir.join("wxkf-manager.sqlite3"))?;
+        let path = dir.join("wxkf-manager.sqlite3");
+        let conn = Connection::open(&path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        // Accepted callbacks are written by the group writer with FULL. This
+        // connection keeps delivery state and registrations: NORMAL survives a
+        // crash of the process; after a power loss a just-finished delivery may
+        // be repeated (at least once) and a just-made registration redone.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let store = Self {
+        let mut store = Self {
             conn: Arc::new(Mutex::new(conn)),
             sealer,
+            writer: GroupWriter::disconnected(),
         };
         store.migrate_blocking()?;
+        // The writer's connection opens the schema the migrations just made.
+        store.writer = GroupWriter::start(&path)?;
         store.check_secrets_key()?;
         Ok(store)
     }
@@ -466,33 +478,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_event(&self, event: &NewEvent) -> Result<InsertOutcome, StoreError> {
-        let e = event.clone();
-        self.run(move |c| {
-            let status = if e.kf_id.is_some() { EventStatus::Pending } else { EventStatus::Unroutable };
-            let inserted = c.execute(
-                "INSERT INTO events (id, corp_id, kf_id, dedup_key, kind, body, query, coalesce, status,
-                                     received_at, window_start, next_attempt_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10, ?10)",
-                params![
-                    e.id,
-                    e.corp_id.as_str(),
-                    e.kf_id.as_ref().map(KfId::as_str),
-                    e.dedup_key,
-                    e.kind.as_str(),
-                    e.body,
-                    e.query,
-                    e.coalesce,
-                    status.as_str(),
-                    e.received_at
-                ],
-            );
-            match inserted.map_err(StoreError::from) {
-                Ok(_) => Ok(InsertOutcome::Stored),
-                Err(StoreError::DuplicateKey) => Ok(InsertOutcome::Duplicate),
-                Err(other) => Err(other),
-            }
-        })
-        .await
+        self.writer.insert(event.clone()).await
     }
 
     async fn claim_due(&self, claim: &Claim, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {

@@ -1,0 +1,124 @@
+//! Group commit for the embedded store: accepted callbacks that arrive
+//! together are written in one transaction, so one fsync covers many
+//! acknowledgements. Each caller is answered only when the transaction that
+//! holds its record has committed: no acknowledgement before its write.
+//!
+//! One writer thread with its own connection drains whatever is queued (up
+//! to `MAX_BATCH`), inserts each row (a duplicate fails only its own
+//! statement, not the batch), commits, then answers every caller.
+
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+
+use rusqlite::{params, Connection};
+use tokio::sync::oneshot;
+
+use super::{EventStatus, InsertOutcome, NewEvent, StoreError};
+use crate::domain::KfId;
+
+const MAX_BATCH: usize = 512;
+const QUEUE: usize = 4096;
+
+type Reply = oneshot::Sender<Result<InsertOutcome, StoreError>>;
+
+#[derive(Clone)]
+pub struct GroupWriter {
+    queue: SyncSender<(NewEvent, Reply)>,
+}
+
+impl GroupWriter {
+    /// Start the writer thread on its own connection to `db`.
+    pub fn start(db: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let (queue, rx) = sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("sqlite-group-commit".into())
+            .spawn(move || run(conn, rx))
+            .map_err(|e| StoreError::Other(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self { queue })
+    }
+
+    /// A writer whose thread is not running yet (only during `open`).
+    pub fn disconnected() -> Self {
+        let (queue, _) = sync_channel(0);
+        Self { queue }
+    }
+
+    pub async fn insert(&self, event: NewEvent) -> Result<InsertOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let queue = self.queue.clone();
+        // A full queue blocks, so hand the send to the blocking pool.
+        tokio::task::spawn_blocking(move || queue.send((event, reply)))
+            .await
+            .map_err(|e| StoreError::Other(format!("writer queue task failed: {e}")))?
+            .map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?
+    }
+}
+
+fn run(mut conn: Connection, rx: Receiver<(NewEvent, Reply)>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        match write_batch(&mut conn, &batch) {
+            Ok(outcomes) => {
+                for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(StoreError::Unavailable(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// One transaction for the whole batch; per-row outcomes.
+fn write_batch(
+    conn: &mut Connection,
+    batch: &[(NewEvent, Reply)],
+) -> Result<Vec<Result<InsertOutcome, StoreError>>, StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO events (id, corp_id, kf_id, dedup_key, kind, body, query, coalesce, status,
+                                 received_at, window_start, next_attempt_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10, ?10)",
+        )?;
+        for (e, _) in batch {
+            let status = if e.kf_id.is_some() { EventStatus::Pending } else { EventStatus::Unroutable };
+            let inserted = stmt.execute(params![
+                e.id,
+                e.corp_id.as_str(),
+                e.kf_id.as_ref().map(KfId::as_str),
+                e.dedup_key,
+                e.kind.as_str(),
+                e.body,
+                e.query,
+                e.coalesce,
+                status.as_str(),
+                e.received_at
+            ]);
+            outcomes.push(match inserted.map_err(StoreError::from) {
+                Ok(_) => Ok(InsertOutcome::Stored),
+                Err(StoreError::DuplicateKey) => Ok(InsertOutcome::Duplicate),
+                Err(other) => Err(other),
+            });
+        }
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
