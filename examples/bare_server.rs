@@ -29,7 +29,9 @@ async fn main() -> std::io::Result<()> {
                     tokio::time::sleep(delay).await;
                 }
                 count.fetch_add(1, Ordering::Relaxed);
-                HttpResponse::Ok().content_type("text/plain").body("success")
+                HttpResponse::Ok()
+                    .content_type("text/plain")
+                    .body("success")
             }
         }))
     })

@@ -315,3 +315,15 @@ async fn parse_body<T: for<'de> Deserialize<'de>>(
         PuppetApiError::BadRequest("body is not a JSON object of the expected shape".into())
     })
 }
+
+/// The dashboard: one static page (HTML, CSS, a little JavaScript) embedded
+/// in the binary; it calls the admin API with the token the operator types.
+pub async fn dashboard() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            "content-security-policy",
+            "default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline'",
+        ))
+        .body(include_str!("static/dashboard.html"))
+}

@@ -52,6 +52,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .configure(puppets::routes)
                 .configure(tokens::routes),
         )
+        .route("/admin/", web::get().to(admin::dashboard))
+        .route("/admin", web::get().to(admin::dashboard))
         .service(web::scope("/admin/api").configure(admin::routes))
         .configure(callback::routes);
 }

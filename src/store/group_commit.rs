@@ -3,12 +3,14 @@
 //! acknowledgements. Each caller is answered only when the transaction that
 //! holds its record has committed: no acknowledgement before its write.
 //!
-//! One writer thread with its own connection drains whatever is queued (up
-//! to `MAX_BATCH`), inserts each row (a duplicate fails only its own
-//! statement, not the batch), commits, then answers every caller.
+//! One writer thread drains whatever is queued (up to `MAX_BATCH`), takes the
+//! store's connection, inserts each row (a duplicate fails only its own
+//! statement, not the batch), commits with `synchronous=FULL` (the rest of
+//! the store runs with NORMAL), then answers every caller. Sharing the one
+//! connection means no SQLite lock contention and no busy-wait sleeps.
 
-use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection};
 use tokio::sync::oneshot;
@@ -27,23 +29,14 @@ pub struct GroupWriter {
 }
 
 impl GroupWriter {
-    /// Start the writer thread on its own connection to `db`.
-    pub fn start(db: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(db)?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    /// Start the writer thread on the store's connection.
+    pub fn start(conn: Arc<Mutex<Connection>>) -> Result<Self, StoreError> {
         let (queue, rx) = sync_channel(QUEUE);
         std::thread::Builder::new()
             .name("sqlite-group-commit".into())
             .spawn(move || run(conn, rx))
             .map_err(|e| StoreError::Other(format!("cannot start the writer thread: {e}")))?;
         Ok(Self { queue })
-    }
-
-    /// A writer whose thread is not running yet (only during `open`).
-    pub fn disconnected() -> Self {
-        let (queue, _) = sync_channel(0);
-        Self { queue }
     }
 
     pub async fn insert(&self, event: NewEvent) -> Result<InsertOutcome, StoreError> {
@@ -60,7 +53,7 @@ impl GroupWriter {
     }
 }
 
-fn run(mut conn: Connection, rx: Receiver<(NewEvent, Reply)>) {
+fn run(conn: Arc<Mutex<Connection>>, rx: Receiver<(NewEvent, Reply)>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -69,7 +62,11 @@ fn run(mut conn: Connection, rx: Receiver<(NewEvent, Reply)>) {
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        match write_batch(&mut conn, &batch) {
+        let written = match conn.lock() {
+            Ok(mut conn) => write_batch(&mut conn, &batch),
+            Err(_) => Err(StoreError::Other("connection mutex poisoned".into())),
+        };
+        match written {
             Ok(outcomes) => {
                 for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome);
@@ -90,6 +87,16 @@ fn write_batch(
     conn: &mut Connection,
     batch: &[(NewEvent, Reply)],
 ) -> Result<Vec<Result<InsertOutcome, StoreError>>, StoreError> {
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    let written = insert_all(conn, batch);
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    written
+}
+
+fn insert_all(
+    conn: &mut Connection,
+    batch: &[(NewEvent, Reply)],
+) -> Result<Vec<Result<InsertOutcome, StoreError>>, StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     {
@@ -99,7 +106,11 @@ fn write_batch(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10, ?10)",
         )?;
         for (e, _) in batch {
-            let status = if e.kf_id.is_some() { EventStatus::Pending } else { EventStatus::Unroutable };
+            let status = if e.kf_id.is_some() {
+                EventStatus::Pending
+            } else {
+                EventStatus::Unroutable
+            };
             let inserted = stmt.execute(params![
                 e.id,
                 e.corp_id.as_str(),

@@ -2,9 +2,10 @@
 //! group-committed with `synchronous=FULL`, so an acknowledged callback
 //! survives a crash of the process or of the machine.
 //!
-//! One connection behind a mutex, used from the blocking pool: SQLite
-//! serialises writers anyway, and a single connection keeps transactions
-//! simple and predictable.
+//! One connection behind a mutex, used from the blocking pool and by the
+//! group-commit writer: SQLite serialises writers anyway, and a single
+//! connection keeps transactions simple and never waits on SQLite's busy
+//! handler.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -67,8 +68,7 @@ impl SqliteStore {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
-        let path = dir.join("wxkf-manager.sqlite3");
-        let conn = Connection::open(&path)?;
+        let conn = Connection::open(dir.join("wxkf-manager.sqlite3"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // Accepted callbacks are written by the group writer with FULL. This
         // connection keeps delivery state and registrations: NORMAL survives a
@@ -77,14 +77,13 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let mut store = Self {
-            conn: Arc::new(Mutex::new(conn)),
+        let conn = Arc::new(Mutex::new(conn));
+        let store = Self {
+            writer: GroupWriter::start(conn.clone())?,
+            conn,
             sealer,
-            writer: GroupWriter::disconnected(),
         };
         store.migrate_blocking()?;
-        // The writer's connection opens the schema the migrations just made.
-        store.writer = GroupWriter::start(&path)?;
         store.check_secrets_key()?;
         Ok(store)
     }
