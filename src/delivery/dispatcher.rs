@@ -198,7 +198,7 @@ impl Dispatcher {
         self.record_metrics(&event, &result, now);
         match recorded {
             Ok(true) => match &result {
-                AttemptResult::Delivered => tracing::info!(
+                AttemptResult::Delivered => tracing::debug!(
                     attempt = event.attempts + 1,
                     latency_ms = now - event.received_at,
                     "delivered"

@@ -9,11 +9,10 @@
 //! the store runs with NORMAL), then answers every caller. Sharing the one
 //! connection means no SQLite lock contention and no busy-wait sleeps.
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{EventStatus, InsertOutcome, NewEvent, StoreError};
 use crate::domain::KfId;
@@ -25,13 +24,13 @@ type Reply = oneshot::Sender<Result<InsertOutcome, StoreError>>;
 
 #[derive(Clone)]
 pub struct GroupWriter {
-    queue: SyncSender<(NewEvent, Reply)>,
+    queue: mpsc::Sender<(NewEvent, Reply)>,
 }
 
 impl GroupWriter {
     /// Start the writer thread on the store's connection.
     pub fn start(conn: Arc<Mutex<Connection>>) -> Result<Self, StoreError> {
-        let (queue, rx) = sync_channel(QUEUE);
+        let (queue, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("sqlite-group-commit".into())
             .spawn(move || run(conn, rx))
@@ -41,11 +40,10 @@ impl GroupWriter {
 
     pub async fn insert(&self, event: NewEvent) -> Result<InsertOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let queue = self.queue.clone();
-        // A full queue blocks, so hand the send to the blocking pool.
-        tokio::task::spawn_blocking(move || queue.send((event, reply)))
+        // A full queue makes callers wait here: back-pressure, not loss.
+        self.queue
+            .send((event, reply))
             .await
-            .map_err(|e| StoreError::Other(format!("writer queue task failed: {e}")))?
             .map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?;
         answer
             .await
@@ -53,13 +51,13 @@ impl GroupWriter {
     }
 }
 
-fn run(conn: Arc<Mutex<Connection>>, rx: Receiver<(NewEvent, Reply)>) {
-    while let Ok(first) = rx.recv() {
+fn run(conn: Arc<Mutex<Connection>>, mut rx: mpsc::Receiver<(NewEvent, Reply)>) {
+    while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(item) => batch.push(item),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                Err(_) => break,
             }
         }
         let written = match conn.lock() {
