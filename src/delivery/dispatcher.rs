@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use super::routes::RouteCache;
@@ -20,6 +20,10 @@ use crate::metrics::Metrics;
 use crate::store::{AttemptResult, Claim, Store, StoredEvent};
 
 const MAX_BATCH: usize = 64;
+const MAX_FINISH_BATCH: usize = 256;
+const FINISH_QUEUE: usize = 4096;
+/// How long a partial batch waits for more before the next claim.
+const CLAIM_GATHER: Duration = Duration::from_millis(5);
 const PURGE_EVERY_MS: i64 = 10 * 60 * 1000;
 
 pub struct Dispatcher {
@@ -95,6 +99,8 @@ impl Dispatcher {
             Err(e) => tracing::warn!(error = %e, "could not release earlier claims"),
         }
         let mut in_flight = JoinSet::new();
+        let (finished, finished_rx) = mpsc::channel(FINISH_QUEUE);
+        let finisher = tokio::spawn(self.clone().finish_loop(finished_rx));
         let mut last_purge = 0i64;
         loop {
             if *shutdown.borrow() {
@@ -106,20 +112,26 @@ impl Dispatcher {
                 last_purge = now;
                 self.purge(now).await;
             }
-            let claimed = self.claim(now).await;
-            // After a non-empty batch look again at once: more may be due.
-            let got_work = claimed.as_ref().is_ok_and(|c| !c.is_empty());
+            let batch = self.batch_size();
+            let claimed = self.claim(now, batch).await;
+            // A full batch: look again at once. A partial one: more is arriving;
+            // gather it for a moment so that each claim takes many events.
+            let claimed_count = claimed.as_ref().map_or(0, Vec::len);
             for event in claimed.unwrap_or_default() {
                 let Ok(permit) = self.global.clone().acquire_owned().await else {
                     break;
                 };
-                let me = self.clone();
+                let (me, finished) = (self.clone(), finished.clone());
                 in_flight.spawn(async move {
-                    me.deliver(event).await;
+                    me.deliver(event, finished).await;
                     drop(permit);
                 });
             }
-            if got_work {
+            if claimed_count == batch {
+                continue;
+            }
+            if claimed_count > 0 {
+                tokio::time::sleep(CLAIM_GATHER).await;
                 continue;
             }
             let sleep = self.sleep_for(now).await;
@@ -138,24 +150,26 @@ impl Dispatcher {
         {
             tracing::warn!("deliveries still running at shutdown; their leases will expire and they will be retried");
         }
+        in_flight.abort_all();
+        // The last sender goes with the aborted tasks: the finisher records
+        // what is queued and stops.
+        drop(finished);
+        let _ = finisher.await;
     }
 
     fn batch_size(&self) -> usize {
         self.global.available_permits().clamp(1, MAX_BATCH)
     }
 
-    async fn claim(&self, now: i64) -> Result<Vec<StoredEvent>, ()> {
+    async fn claim(&self, now: i64, batch: usize) -> Result<Vec<StoredEvent>, ()> {
         let claim = Claim {
             owner: self.owner.clone(),
             now,
             lease_until: now + self.config.lease().as_millis() as i64,
         };
-        self.store
-            .claim_due(&claim, self.batch_size())
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "claiming due deliveries failed");
-            })
+        self.store.claim_due(&claim, batch).await.map_err(|e| {
+            tracing::warn!(error = %e, "claiming due deliveries failed");
+        })
     }
 
     async fn sleep_for(&self, now: i64) -> Duration {
@@ -184,46 +198,40 @@ impl Dispatcher {
             .clone()
     }
 
-    #[tracing::instrument(name = "deliver", skip_all, fields(delivery_id = %event.id, corp_id = %event.corp_id, kf_id = event.kf_id.as_deref().unwrap_or("")))]
-    async fn deliver(&self, event: StoredEvent) {
-        let Some(claim_id) = event.claim_id.clone() else {
-            return;
-        };
+    /// One attempt; the outcome goes to the finisher, which records
+    /// outcomes in batches.
+    async fn deliver(&self, event: StoredEvent, finished: mpsc::Sender<Finished>) {
         let result = self.attempt(&event).await;
-        let now = self.clock.now_ms();
-        let recorded = self
-            .store
-            .finish_attempt(&event.id, &claim_id, &result, now)
-            .await;
-        self.record_metrics(&event, &result, now);
-        match recorded {
-            Ok(true) => match &result {
-                AttemptResult::Delivered => tracing::debug!(
-                    attempt = event.attempts + 1,
-                    latency_ms = now - event.received_at,
-                    "delivered"
-                ),
-                AttemptResult::Retry {
-                    error,
-                    next_attempt_at,
-                } => tracing::warn!(
-                    attempt = event.attempts + 1,
-                    error = %error,
-                    retry_in_ms = next_attempt_at - now,
-                    "delivery failed; will retry"
-                ),
-                AttemptResult::Dead { error } => {
-                    tracing::error!(attempt = event.attempts + 1, error = %error, "retry window exhausted: dead letter")
+        let _ = finished.send((event, result)).await;
+    }
+
+    /// Record outcomes as they come, many per store write.
+    async fn finish_loop(self: Arc<Self>, mut finished: mpsc::Receiver<Finished>) {
+        while let Some(first) = finished.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_FINISH_BATCH {
+                match finished.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(_) => break,
                 }
-                AttemptResult::Parked => {
-                    tracing::info!("no online puppet; parked until it registers")
+            }
+            let now = self.clock.now_ms();
+            let items: Vec<(String, String, AttemptResult)> = batch
+                .iter()
+                .filter_map(|(e, r)| Some((e.id.clone(), e.claim_id.clone()?, r.clone())))
+                .collect();
+            match self.store.finish_attempts(&items, now).await {
+                Ok(recorded) => {
+                    for ((event, result), recorded) in batch.iter().zip(recorded) {
+                        self.record_metrics(event, result, now);
+                        log_outcome(event, result, recorded, now);
+                    }
                 }
-            },
-            Ok(false) => tracing::warn!(
-                "lease was taken over before the attempt finished; outcome not recorded"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not record the outcome; the lease will expire and it will be retried")
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    outcomes = batch.len(),
+                    "could not record delivery outcomes; their leases will expire and they will be retried"
+                ),
             }
         }
     }
@@ -296,6 +304,40 @@ impl Dispatcher {
                 rand::random::<f64>() * 2.0 - 1.0,
                 failure.error,
             ),
+        }
+    }
+}
+
+type Finished = (StoredEvent, AttemptResult);
+
+fn log_outcome(event: &StoredEvent, result: &AttemptResult, recorded: bool, now: i64) {
+    let (id, corp, kf) = (
+        &event.id,
+        &event.corp_id,
+        event.kf_id.as_deref().unwrap_or(""),
+    );
+    let attempt = event.attempts + 1;
+    if !recorded {
+        tracing::warn!(delivery_id = %id, corp_id = %corp, kf_id = kf, "lease was taken over before the attempt finished; outcome not recorded");
+        return;
+    }
+    match result {
+        AttemptResult::Delivered => {
+            tracing::debug!(delivery_id = %id, corp_id = %corp, kf_id = kf, attempt, latency_ms = now - event.received_at, "delivered")
+        }
+        AttemptResult::Retry {
+            error,
+            next_attempt_at,
+        } => tracing::warn!(
+            delivery_id = %id, corp_id = %corp, kf_id = kf, attempt, error = %error,
+            retry_in_ms = next_attempt_at - now, "delivery failed; will retry"
+        ),
+        AttemptResult::Dead { error } => tracing::error!(
+            delivery_id = %id, corp_id = %corp, kf_id = kf, attempt, error = %error,
+            "retry window exhausted: dead letter"
+        ),
+        AttemptResult::Parked => {
+            tracing::info!(delivery_id = %id, corp_id = %corp, kf_id = kf, "no online puppet; parked until it registers")
         }
     }
 }

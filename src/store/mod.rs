@@ -105,6 +105,20 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<bool, StoreError>;
 
+    /// Record several outcomes at once (one transaction where the backend
+    /// has them); one `bool` per item, as `finish_attempt` answers.
+    async fn finish_attempts(
+        &self,
+        items: &[(String, String, AttemptResult)],
+        now: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut recorded = Vec::with_capacity(items.len());
+        for (event_id, claim_id, result) in items {
+            recorded.push(self.finish_attempt(event_id, claim_id, result, now).await?);
+        }
+        Ok(recorded)
+    }
+
     /// Make a kfId's waiting events (parked or in backoff) due now.
     async fn wake_kf(&self, corp_id: &CorpId, kf_id: &KfId, now: i64) -> Result<u64, StoreError>;
 

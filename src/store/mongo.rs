@@ -642,6 +642,21 @@ impl Store for MongoStore {
         Ok(r.matched_count > 0)
     }
 
+    /// The updates of a batch go out concurrently over the connection pool.
+    async fn finish_attempts(
+        &self,
+        items: &[(String, String, AttemptResult)],
+        now: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        let updates = items.iter().map(|(event_id, claim_id, result)| {
+            self.finish_attempt(event_id, claim_id, result, now)
+        });
+        futures_util::future::join_all(updates)
+            .await
+            .into_iter()
+            .collect()
+    }
+
     async fn wake_kf(&self, corp_id: &CorpId, kf_id: &KfId, now: i64) -> Result<u64, StoreError> {
         let r = self
             .events

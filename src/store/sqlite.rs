@@ -186,6 +186,35 @@ impl SqliteStore {
     }
 }
 
+/// Record one attempt's outcome, guarded by its claim id.
+fn finish_one(
+    c: &Connection,
+    (id, claim_id, result): &(String, String, AttemptResult),
+    now: i64,
+) -> Result<bool, StoreError> {
+    const RELEASE: &str = "lease_owner = NULL, lease_until = 0, claim_id = NULL, updated_at = ?3";
+    const GUARD: &str = "WHERE id = ?1 AND claim_id = ?2";
+    let n = match result {
+        AttemptResult::Delivered => c.execute(
+            &format!("UPDATE events SET status = 'delivered', attempts = attempts + 1, delivered_at = ?3, last_error = NULL, {RELEASE} {GUARD}"),
+            params![id, claim_id, now],
+        )?,
+        AttemptResult::Retry { next_attempt_at, error } => c.execute(
+            &format!("UPDATE events SET status = 'pending', attempts = attempts + 1, next_attempt_at = ?4, last_error = ?5, {RELEASE} {GUARD}"),
+            params![id, claim_id, now, next_attempt_at, error],
+        )?,
+        AttemptResult::Dead { error } => c.execute(
+            &format!("UPDATE events SET status = 'dead', attempts = attempts + 1, last_error = ?4, {RELEASE} {GUARD}"),
+            params![id, claim_id, now, error],
+        )?,
+        AttemptResult::Parked => c.execute(
+            &format!("UPDATE events SET status = 'parked', last_error = 'no online puppet for this kfId', {RELEASE} {GUARD}"),
+            params![id, claim_id, now],
+        )?,
+    };
+    Ok(n > 0)
+}
+
 fn puppet_from_row(row: &Row<'_>, sealer: &Sealer) -> rusqlite::Result<Result<Puppet, StoreError>> {
     let kf_id: String = row.get("kf_id")?;
     let kf_name: String = row.get("kf_name")?;
@@ -537,32 +566,24 @@ impl Store for SqliteStore {
         result: &AttemptResult,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let (id, claim_id, result) = (event_id.to_owned(), claim_id.to_owned(), result.clone());
+        let item = (event_id.to_owned(), claim_id.to_owned(), result.clone());
+        self.run(move |c| finish_one(c, &item, now)).await
+    }
+
+    async fn finish_attempts(
+        &self,
+        items: &[(String, String, AttemptResult)],
+        now: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        let items = items.to_vec();
         self.run(move |c| {
-            let guard = "WHERE id = ?1 AND claim_id = ?2";
-            let n = match result {
-                AttemptResult::Delivered => c.execute(
-                    &format!("UPDATE events SET status = 'delivered', attempts = attempts + 1, delivered_at = ?3,
-                              last_error = NULL, lease_owner = NULL, lease_until = 0, claim_id = NULL, updated_at = ?3 {guard}"),
-                    params![id, claim_id, now],
-                )?,
-                AttemptResult::Retry { next_attempt_at, error } => c.execute(
-                    &format!("UPDATE events SET status = 'pending', attempts = attempts + 1, next_attempt_at = ?4,
-                              last_error = ?5, lease_owner = NULL, lease_until = 0, claim_id = NULL, updated_at = ?3 {guard}"),
-                    params![id, claim_id, now, next_attempt_at, error],
-                )?,
-                AttemptResult::Dead { error } => c.execute(
-                    &format!("UPDATE events SET status = 'dead', attempts = attempts + 1, last_error = ?4,
-                              lease_owner = NULL, lease_until = 0, claim_id = NULL, updated_at = ?3 {guard}"),
-                    params![id, claim_id, now, error],
-                )?,
-                AttemptResult::Parked => c.execute(
-                    &format!("UPDATE events SET status = 'parked', last_error = 'no online puppet for this kfId',
-                              lease_owner = NULL, lease_until = 0, claim_id = NULL, updated_at = ?3 {guard}"),
-                    params![id, claim_id, now],
-                )?,
-            };
-            Ok(n > 0)
+            let tx = c.transaction()?;
+            let recorded = items
+                .iter()
+                .map(|item| finish_one(&tx, item, now))
+                .collect::<Result<Vec<bool>, StoreError>>()?;
+            tx.commit()?;
+            Ok(recorded)
         })
         .await
     }
