@@ -61,7 +61,8 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<bool> {
         let started = Instant::now();
         let sent = client
             .post(format!("{base}/callback/decrypted/{}", args.corp_id))
-            .json(&serde_json::json!({"token": sync_token, "openKfId": args.kf_id}))
+            .header("content-type", "application/json")
+            .body(serde_json::json!({"token": sync_token, "openKfId": args.kf_id}).to_string())
             .send()
             .await;
         checks.push(answer_check("decrypted callback", sent, "roger", started).await);
