@@ -65,6 +65,7 @@ struct ListQuery {
     offset: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/admin/api/deliveries", tag = "admin", params(("status" = Option<String>, Query), ("kfId" = Option<String>, Query), ("corpId" = Option<String>, Query), ("limit" = Option<usize>, Query), ("offset" = Option<usize>, Query)), responses((status = 200, description = "{items, limit, offset}, newest first"), (status = 400, description = "Unknown status")))]
 async fn list_deliveries(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -93,6 +94,7 @@ async fn list_deliveries(
     })))
 }
 
+#[utoipa::path(post, path = "/admin/api/deliveries/{id}/redrive", tag = "admin", params(("id" = String, Path)), responses((status = 200, description = "Re-driven"), (status = 404, description = "No dead or parked delivery with this id")))]
 async fn redrive_one(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -112,6 +114,7 @@ async fn redrive_one(
     )
 }
 
+#[utoipa::path(post, path = "/admin/api/deliveries/redrive", tag = "admin", params(("kfId" = String, Query)), responses((status = 200, description = "{redriven}: dead letters of the kfId sent again")))]
 async fn redrive_kf(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -130,6 +133,7 @@ async fn redrive_kf(
     )
 }
 
+#[utoipa::path(delete, path = "/admin/api/deliveries/{id}", tag = "admin", params(("id" = String, Path)), responses((status = 200, description = "Deleted"), (status = 404, description = "Unknown id")))]
 async fn delete_one(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -151,6 +155,7 @@ struct PuppetQuery {
     offset: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/admin/api/puppets", tag = "admin", params(("corpId" = Option<String>, Query), ("online" = Option<bool>, Query), ("limit" = Option<usize>, Query), ("offset" = Option<usize>, Query)), responses((status = 200, description = "{items, limit, offset}"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token")))]
 async fn list_puppets(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -176,6 +181,7 @@ async fn list_puppets(
         .json(serde_json::json!({"items": items, "limit": limit, "offset": offset})))
 }
 
+#[utoipa::path(get, path = "/admin/api/puppets/{kfId}", tag = "admin", params(("kfId" = String, Path)), responses((status = 200, description = "{puppet, deliveries, lastDeliveredDate}"), (status = 404, description = "Unknown kfId")))]
 async fn show_puppet(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -196,6 +202,7 @@ async fn show_puppet(
     })))
 }
 
+#[utoipa::path(delete, path = "/admin/api/puppets/{kfId}", tag = "admin", params(("kfId" = String, Path)), responses((status = 200, description = "Deleted"), (status = 404, description = "Unknown kfId")))]
 async fn delete_puppet(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -222,6 +229,7 @@ struct MoveBody {
 }
 
 /// Operators may move a kfId to another endpoint without its credentials.
+#[utoipa::path(put, path = "/admin/api/puppets/{kfId}/endpoint", tag = "admin", params(("kfId" = String, Path)), request_body(content = String, content_type = "application/json", description = "{endpoint}"), responses((status = 200, description = "Moved"), (status = 400, description = "Bad endpoint"), (status = 404, description = "Unknown kfId")))]
 async fn move_puppet(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -244,6 +252,7 @@ async fn move_puppet(
     Ok(HttpResponse::Ok().json(serde_json::json!({"code": 0, "message": "success"})))
 }
 
+#[utoipa::path(get, path = "/admin/api/corps", tag = "admin", responses((status = 200, description = "{items: [{corpId, credentialSets, puppets, online}]}")))]
 async fn list_corps(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -263,6 +272,7 @@ struct RotateBody {
     previous_token: Option<String>,
 }
 
+#[utoipa::path(put, path = "/admin/api/corps/{corpId}/credentials", tag = "admin", params(("corpId" = String, Path)), request_body(content = String, content_type = "application/json", description = "{token, encodingAESKey, previousToken?}"), responses((status = 200, description = "{updated}"), (status = 400, description = "Bad token or key"), (status = 404, description = "No puppet uses these credentials")))]
 async fn rotate_credentials(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -318,6 +328,7 @@ async fn parse_body<T: for<'de> Deserialize<'de>>(
 
 /// The dashboard: one static page (HTML, CSS, a little JavaScript) embedded
 /// in the binary; it calls the admin API with the token the operator types.
+#[utoipa::path(get, path = "/admin/", tag = "admin", responses((status = 200, description = "The dashboard page")))]
 pub async fn dashboard() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")

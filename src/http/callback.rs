@@ -117,6 +117,7 @@ fn log_outcome<T>(
 }
 
 /// GET: WeCom checks the URL; answer the bare decrypted echostr.
+#[utoipa::path(get, path = "/callback/{corpId}", tag = "callbacks", params(("corpId" = String, Path), ("msg_signature" = String, Query), ("timestamp" = String, Query), ("nonce" = String, Query), ("echostr" = String, Query)), responses((status = 200, description = "The decrypted echostr, text/plain, nothing else"), (status = 400, description = "Malformed"), (status = 401, description = "Bad signature or receiveid"), (status = 404, description = "No credentials for this corp")))]
 async fn verify_url(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -149,6 +150,7 @@ async fn verify_url(
 }
 
 /// POST: an encrypted callback.
+#[utoipa::path(post, path = "/callback/{corpId}", tag = "callbacks", params(("corpId" = String, Path), ("msg_signature" = String, Query), ("timestamp" = String, Query), ("nonce" = String, Query)), request_body(content = String, content_type = "text/xml", description = "WeCom's encrypted envelope"), responses((status = 200, description = "success (stored durably)"), (status = 400, description = "Malformed"), (status = 401, description = "Bad signature or receiveid"), (status = 404, description = "No credentials for this corp"), (status = 413, description = "Body over 64 KiB"), (status = 503, description = "Store unavailable: WeCom retries")))]
 async fn encrypted(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -240,6 +242,7 @@ struct DecryptedBody {
 }
 
 /// POST: a gateway that already decrypted sends `{token, openKfId}`.
+#[utoipa::path(post, path = "/callback/decrypted/{corpId}", tag = "callbacks", params(("corpId" = String, Path)), request_body(content = String, content_type = "application/json", description = "{token, openKfId}"), responses((status = 200, description = "roger (stored durably)"), (status = 400, description = "Malformed"), (status = 404, description = "No credentials for this corp"), (status = 503, description = "Store unavailable")))]
 async fn decrypted(
     state: web::Data<AppState>,
     path: web::Path<String>,

@@ -8,10 +8,12 @@ use super::AppState;
 use crate::metrics::StatusLabels;
 use crate::store::EventStatus;
 
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process answers")))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The store answers"), (status = 503, description = "The store is unreachable")))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
         Ok(Ok(())) => HttpResponse::Ok().content_type("text/plain").body("ready"),
@@ -28,6 +30,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Prometheus text. Queue gauges are read from the store at scrape time.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "OpenMetrics text")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let now = state.clock.now_ms();
     match tokio::time::timeout(Duration::from_secs(2), state.store.queue_stats()).await {

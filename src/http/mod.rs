@@ -5,6 +5,7 @@ mod body;
 mod callback;
 mod error;
 mod health;
+mod openapi;
 pub mod puppets;
 pub mod query;
 mod secret_path;
@@ -54,6 +55,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/admin/", web::get().to(admin::dashboard))
         .route("/admin", web::get().to(admin::dashboard))
+        .route(
+            "/admin/api/openapi.json",
+            web::get().to(openapi::openapi_json),
+        )
         .service(web::scope("/admin/api").configure(admin::routes))
         .configure(callback::routes);
 }

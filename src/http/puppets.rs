@@ -27,6 +27,7 @@ fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, PuppetApiE
 }
 
 #[tracing::instrument(skip_all, fields(kf_id, corp_id))]
+#[utoipa::path(post, path = "/puppetWxkfManager/register", tag = "puppets", request_body(content = String, content_type = "application/json", description = "{kfId, kfName, endpoint, corpId, corpSecret, token, encodingAESKey}"), responses((status = 200, description = "{code: 0, message: success}"), (status = 400, description = "{code: 400, message} naming the field"), (status = 409, description = "The kfId is registered to another endpoint with other credentials"), (status = 413, description = "Body over 16 KiB"), (status = 503, description = "Store unavailable")))]
 async fn register(
     state: web::Data<AppState>,
     payload: web::Payload,
@@ -81,6 +82,7 @@ struct DeregisterBody {
 }
 
 #[tracing::instrument(skip_all, fields(kf_id, corp_id))]
+#[utoipa::path(post, path = "/puppetWxkfManager/deregister", tag = "puppets", request_body(content = String, content_type = "application/json", description = "{kfId, corpId}"), responses((status = 200, description = "{code: 0, message: success}"), (status = 404, description = "Unknown kfId")))]
 async fn deregister(
     state: web::Data<AppState>,
     payload: web::Payload,
@@ -166,6 +168,7 @@ impl From<&Puppet> for PuppetView {
 }
 
 /// Path parameters are read by name: under `/s/{secret}/...` there are two.
+#[utoipa::path(get, path = "/puppetWxkfManager/puppetWxkfInfo/{kfId}", tag = "puppets", params(("kfId" = String, Path, description = "The customer-service account")), responses((status = 200, description = "The registration without any secret"), (status = 404, description = "Unknown kfId")))]
 async fn info(
     state: web::Data<AppState>,
     req: HttpRequest,

@@ -36,6 +36,7 @@ fn unreachable(e: &reqwest::Error) -> HttpResponse {
     )
 }
 
+#[utoipa::path(get, path = "/puppetWxkfManager/getToken", tag = "tokens", params(("corpid" = String, Query, description = "Corp id"), ("corpsecret" = String, Query, description = "App secret"), ("force" = Option<String>, Query, description = "1: refresh now (at most once a minute per app)")), responses((status = 200, description = "{errcode, errmsg, access_token, expires_in} (WeCom shape, errors included)"), (status = 400, description = "corpid or corpsecret missing (41002 / 41004)"), (status = 502, description = "WeCom unreachable ({errcode: -1, errmsg})"), (status = 503, description = "Store unavailable")))]
 async fn get_token(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     let q = req.query_string();
     let Some(corpid) = param(q, "corpid").filter(|v| !v.is_empty() && v.len() <= 64) else {
@@ -77,6 +78,7 @@ fn safe_api_path(path: &str) -> bool {
         })
 }
 
+#[utoipa::path(get, path = "/puppetWxkfManager/wxkfRequestProxy/{path}", tag = "tokens", params(("path" = String, Path, description = "WeCom API path under /cgi-bin/")), responses((status = 200, description = "WeCom's own status, content type and body"), (status = 502, description = "WeCom unreachable")))]
 async fn proxy(
     state: web::Data<AppState>,
     req: HttpRequest,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::fakes::FakePuppet;
-use crate::helpers::{spawn_app_with, Corp};
+use crate::helpers::{spawn_app, spawn_app_with, Corp};
 
 const ADMIN: &str = "admin-token-for-tests-0123456789";
 
@@ -295,4 +295,83 @@ async fn metrics_count_callbacks_by_outcome() {
     for secret in [&corp.secret, &corp.token, &corp.key] {
         assert!(!text.contains(secret.as_str()));
     }
+}
+
+#[tokio::test]
+async fn every_admin_route_requires_the_token() {
+    let app = spawn_app_with(admin_app_config).await;
+    let routes = [
+        ("GET", "/puppets"),
+        ("GET", "/puppets/wk1"),
+        ("DELETE", "/puppets/wk1"),
+        ("PUT", "/puppets/wk1/endpoint"),
+        ("GET", "/corps"),
+        ("PUT", "/corps/ww1/credentials"),
+        ("GET", "/deliveries"),
+        ("POST", "/deliveries/redrive?kfId=wk1"),
+        ("POST", "/deliveries/x/redrive"),
+        ("DELETE", "/deliveries/x"),
+    ];
+    for (method, path) in routes {
+        let url = format!("{}/admin/api{path}", app.address);
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let none = app
+            .api
+            .request(method.clone(), &url)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(none.status(), 401, "{method} {path} without a token");
+        let wrong = app
+            .api
+            .request(method.clone(), &url)
+            .bearer_auth("not-the-token")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 403, "{method} {path} with a wrong token");
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_covers_the_whole_surface() {
+    let app = spawn_app().await;
+    let doc: serde_json::Value = app
+        .get("/admin/api/openapi.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/puppetWxkfManager/register",
+        "/puppetWxkfManager/deregister",
+        "/puppetWxkfManager/getToken",
+        "/puppetWxkfManager/puppetWxkfInfo/{kfId}",
+        "/puppetWxkfManager/wxkfRequestProxy/{path}",
+        "/callback/{corpId}",
+        "/callback/decrypted/{corpId}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/admin/api/puppets",
+        "/admin/api/puppets/{kfId}",
+        "/admin/api/corps",
+        "/admin/api/corps/{corpId}/credentials",
+        "/admin/api/deliveries",
+        "/admin/api/deliveries/{id}/redrive",
+        "/admin/api/deliveries/redrive",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    assert!(
+        paths["/callback/{corpId}"].get("get").is_some()
+            && paths["/callback/{corpId}"].get("post").is_some()
+    );
 }

@@ -1,0 +1,42 @@
+//! The OpenAPI document of the whole HTTP surface, generated from the
+//! handlers' annotations, served at `/admin/api/openapi.json`.
+
+use actix_web::HttpResponse;
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "wxkf-manager",
+        description = "WeCom customer-service callback manager: the puppet-facing and callback routes are compatible with the Node.js wxkf-manager; /admin/api is ours (bearer ADMIN_TOKEN)."
+    ),
+    paths(
+        super::health::healthz,
+        super::health::readyz,
+        super::health::metrics,
+        super::puppets::register,
+        super::puppets::deregister,
+        super::puppets::info,
+        super::tokens::get_token,
+        super::tokens::proxy,
+        super::callback::verify_url,
+        super::callback::encrypted,
+        super::callback::decrypted,
+        super::admin::list_puppets,
+        super::admin::show_puppet,
+        super::admin::delete_puppet,
+        super::admin::move_puppet,
+        super::admin::list_corps,
+        super::admin::rotate_credentials,
+        super::admin::list_deliveries,
+        super::admin::redrive_one,
+        super::admin::redrive_kf,
+        super::admin::delete_one,
+        super::admin::dashboard,
+    )
+)]
+pub struct ApiDoc;
+
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
