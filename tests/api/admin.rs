@@ -259,6 +259,9 @@ async fn metrics_count_callbacks_by_outcome() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Queue gauges are read from the store before the counters are encoded:
+    // one more scrape sees the queue after the deliveries were recorded.
+    let text = app.get("/metrics").await.text().await.unwrap();
     let value = |needle: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(needle))
