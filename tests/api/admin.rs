@@ -251,10 +251,9 @@ async fn metrics_count_callbacks_by_outcome() {
     app.post_kf_event(&other, "wk", "T").await; // unknown corp
     puppet.wait_for(3).await;
     // Outcomes are recorded right after the puppet answers.
-    let mut text = String::new();
     for _ in 0..100 {
-        text = app.get("/metrics").await.text().await.unwrap();
-        if text.contains("wxkf_deliveries_total{outcome=\"delivered\"} 3") {
+        let scrape = app.get("/metrics").await.text().await.unwrap();
+        if scrape.contains("wxkf_deliveries_total{outcome=\"delivered\"} 3") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
