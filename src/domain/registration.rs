@@ -14,6 +14,14 @@ pub struct CredentialSet {
 }
 
 impl CredentialSet {
+    /// Validate a presented token and EncodingAESKey (registration, rotation).
+    pub fn parse(token: Option<&str>, key: Option<&str>) -> Result<Self, FieldError> {
+        let token = bounded_secret(required_str(token, "token")?, "token", 128)?;
+        let key = EncodingAesKey::parse(required_str(key, "encodingAESKey")?).map_err(|_| {
+            FieldError::new("encodingAESKey", "must be 43 characters of [A-Za-z0-9]")
+        })?;
+        Ok(Self { token, key })
+    }
     /// Constant-time comparison of both parts.
     pub fn same_as(&self, other: &CredentialSet) -> bool {
         let keys_equal: bool = self
@@ -63,6 +71,12 @@ pub struct RegisterBody {
     pub encoding_aes_key: Option<String>,
 }
 
+fn required_str<'a>(value: Option<&'a str>, field: &'static str) -> Result<&'a str, FieldError> {
+    value
+        .filter(|v| !v.is_empty())
+        .ok_or(FieldError::new(field, "missing"))
+}
+
 fn required<'a>(value: &'a Option<String>, field: &'static str) -> Result<&'a str, FieldError> {
     match value.as_deref() {
         Some(v) if !v.is_empty() => Ok(v),
@@ -92,11 +106,8 @@ impl TryFrom<RegisterBody> for Registration {
             "corpSecret",
             256,
         )?;
-        let token = bounded_secret(required(&body.token, "token")?, "token", 128)?;
-        let key = EncodingAesKey::parse(required(&body.encoding_aes_key, "encodingAESKey")?)
-            .map_err(|_| {
-                FieldError::new("encodingAESKey", "must be 43 characters of [A-Za-z0-9]")
-            })?;
+        let credentials =
+            CredentialSet::parse(body.token.as_deref(), body.encoding_aes_key.as_deref())?;
         let kf_name = body.kf_name.unwrap_or_default();
         if kf_name.len() > 256 {
             return Err(FieldError::new("kfName", "longer than 256 bytes"));
@@ -107,7 +118,7 @@ impl TryFrom<RegisterBody> for Registration {
             endpoint,
             corp_id,
             corp_secret,
-            credentials: CredentialSet { token, key },
+            credentials,
         })
     }
 }

@@ -12,7 +12,7 @@ use super::error::PuppetApiError;
 use super::puppets::PuppetView;
 use super::query::param;
 use super::AppState;
-use crate::domain::{CorpId, CredentialSet, EncodingAesKey, EndpointUrl, KfId, Secret};
+use crate::domain::{CorpId, CredentialSet, EndpointUrl, KfId};
 use crate::store::{EventFilter, EventStatus};
 
 const MAX_PAGE: usize = 500;
@@ -143,7 +143,7 @@ async fn delete_one(
     if !state.store.delete_event(&id).await? {
         return Err(PuppetApiError::NotFound("no delivery with this id"));
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({"code": 0, "message": "success"})))
+    Ok(super::ok())
 }
 
 #[derive(Deserialize)]
@@ -220,7 +220,7 @@ async fn delete_puppet(
         .reload_corp(state.store.as_ref(), &puppet.registration.corp_id)
         .await?;
     tracing::info!(kf_id = %kf, "puppet deleted by an operator");
-    Ok(HttpResponse::Ok().json(serde_json::json!({"code": 0, "message": "success"})))
+    Ok(super::ok())
 }
 
 #[derive(Deserialize)]
@@ -249,7 +249,7 @@ async fn move_puppet(
     }
     state.dispatcher.registration_changed(kf.as_str());
     tracing::info!(kf_id = %kf, endpoint = endpoint.as_str(), "puppet moved by an operator");
-    Ok(HttpResponse::Ok().json(serde_json::json!({"code": 0, "message": "success"})))
+    Ok(super::ok())
 }
 
 #[utoipa::path(get, path = "/admin/api/corps", tag = "admin", responses((status = 200, description = "{items: [{corpId, credentialSets, puppets, online}]}")))]
@@ -282,18 +282,7 @@ async fn rotate_credentials(
     authorize(&req, &state)?;
     let corp = CorpId::parse(&path)?;
     let body: RotateBody = parse_body(&state, payload).await?;
-    let token = body
-        .token
-        .filter(|t| !t.is_empty() && t.len() <= 128)
-        .ok_or(crate::domain::FieldError::new("token", "missing"))?;
-    let key =
-        EncodingAesKey::parse(body.encoding_aes_key.as_deref().unwrap_or("")).map_err(|_| {
-            crate::domain::FieldError::new("encodingAESKey", "must be 43 characters of [A-Za-z0-9]")
-        })?;
-    let set = CredentialSet {
-        token: Secret::new(token),
-        key,
-    };
+    let set = CredentialSet::parse(body.token.as_deref(), body.encoding_aes_key.as_deref())?;
     let n = state
         .store
         .rotate_credentials(

@@ -37,6 +37,11 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
+/// The old manager's success answer: `{"code": 0, "message": "success"}`.
+pub(crate) fn ok() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok().json(serde_json::json!({"code": 0, "message": "success"}))
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))

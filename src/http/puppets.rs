@@ -16,10 +16,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/puppetWxkfInfo/{kf_id}", web::get().to(info));
 }
 
-fn ok() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"code": 0, "message": "success"}))
-}
-
 fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, PuppetApiError> {
     serde_json::from_slice(body).map_err(|_| {
         PuppetApiError::BadRequest("body is not a JSON object of the expected shape".into())
@@ -71,7 +67,7 @@ async fn register(
         waiting = woken,
         "puppet registered"
     );
-    Ok(ok())
+    Ok(super::ok())
 }
 
 #[derive(Deserialize)]
@@ -105,7 +101,7 @@ async fn deregister(
     }
     state.dispatcher.registration_changed(kf_id.as_str());
     tracing::info!("puppet deregistered");
-    Ok(ok())
+    Ok(super::ok())
 }
 
 /// A registration as shown to puppets: the old manager's document fields
