@@ -183,7 +183,12 @@ impl TokenService {
             return self.hit(TokenAnswer::WecomError { errcode, errmsg });
         }
         self.metrics.token_misses.inc();
-        self.refresh(&key, corpid, corpsecret, stored, forced).await
+        // A forced refresh refuses the token it was asked to replace, and
+        // anything fetched no later than it (clock ticks are milliseconds, so
+        // "fetched after we asked" could still be the very token refused).
+        let refused = forced.then(|| stored.as_ref().map_or(i64::MIN, |c| c.fetched_at));
+        self.refresh(&key, corpid, corpsecret, stored, refused)
+            .await
     }
 
     /// Take the key's lease and ask WeCom, or, while another holder
@@ -194,11 +199,10 @@ impl TokenService {
         corpid: &str,
         corpsecret: &str,
         old: Option<Cached>,
-        forced: bool,
+        refused: Option<i64>,
     ) -> Result<TokenAnswer, StoreError> {
-        // A forced refresh wants a token fetched after it asked.
-        let old = old.filter(|_| !forced);
-        let started = self.clock.now_ms();
+        let old = old.filter(|_| refused.is_none());
+        let acceptable = |c: &Cached| refused.is_none_or(|f| c.fetched_at > f);
         let deadline = tokio::time::Instant::now() + WAIT_FOR_OTHERS;
         loop {
             let now = self.clock.now_ms();
@@ -209,8 +213,8 @@ impl TokenService {
             {
                 // Another manager may have refreshed between our look and our lease.
                 let record = self.store.get_token(key).await?.unwrap_or_default();
-                if let Some(c) = Cached::from_record(&record)
-                    .filter(|c| !c.is_due(now) && (!forced || c.fetched_at >= started))
+                if let Some(c) =
+                    Cached::from_record(&record).filter(|c| !c.is_due(now) && acceptable(c))
                 {
                     self.store.release_token_lease(key, &self.owner).await?;
                     self.remember(key, c.clone());
@@ -229,8 +233,8 @@ impl TokenService {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let record = self.store.get_token(key).await?.unwrap_or_default();
             let now = self.clock.now_ms();
-            if let Some(c) = Cached::from_record(&record)
-                .filter(|c| c.is_valid(now) && (!forced || c.fetched_at >= started))
+            if let Some(c) =
+                Cached::from_record(&record).filter(|c| c.is_valid(now) && acceptable(c))
             {
                 self.remember(key, c.clone());
                 return Ok(c.answer(now));

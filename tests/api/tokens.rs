@@ -217,6 +217,21 @@ async fn force_refreshes_at_most_once_a_minute() {
 }
 
 #[tokio::test]
+async fn force_replaces_a_token_fetched_in_the_same_millisecond() {
+    // The clock does not move: the refused token and the forced request
+    // share one timestamp, and the refused token must still not come back.
+    let clock = std::sync::Arc::new(crate::helpers::ManualClock::default());
+    clock.advance(std::time::Duration::from_secs(1_700_000_000));
+    let app = crate::helpers::spawn_app_with_clock(clock, |_| {}).await;
+    token_of(&app, "corpid=ww1&corpsecret=s").await;
+    assert_eq!(
+        token_of(&app, "corpid=ww1&corpsecret=s&force=1").await["access_token"],
+        "TOKEN-2"
+    );
+    assert_eq!(app.wecom.calls("/cgi-bin/gettoken").len(), 2);
+}
+
+#[tokio::test]
 async fn a_bad_secret_burst_costs_one_upstream_call() {
     let app = spawn_app().await;
     let answers = futures_util::future::join_all(
