@@ -3,6 +3,14 @@
 //! a global and a per-puppet concurrency cap, and records the outcome against
 //! its claim. Wakes immediately when a callback is accepted or a puppet
 //! registers; otherwise polls.
+//!
+//! The fast path: a callback accepted here is stored already claimed by this
+//! manager and handed over in memory (`FreshSlot`), so in normal operation
+//! the store sees one insert and one outcome per event and no claim. The
+//! slot is reserved before the write; when the in-memory queue is full the
+//! event is stored unclaimed and the claim loop takes it. Fresh wake-ups of
+//! one kfId coalesce in memory: one still waiting for the puppet's turn when
+//! a newer one arrives is recorded as superseded by it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,11 +25,12 @@ use crate::clock::Clock;
 use crate::config::DeliveryConfig;
 use crate::domain::{KfId, Puppet};
 use crate::metrics::Metrics;
-use crate::store::{AttemptResult, Claim, Store, StoredEvent};
+use crate::store::{AttemptResult, Claim, Lease, Store, StoredEvent};
 
 const MAX_BATCH: usize = 64;
 const MAX_FINISH_BATCH: usize = 256;
 const FINISH_QUEUE: usize = 4096;
+const FRESH_QUEUE: usize = 4096;
 /// How long a partial batch waits for more before the next claim.
 const CLAIM_GATHER: Duration = Duration::from_millis(5);
 const PURGE_EVERY_MS: i64 = 10 * 60 * 1000;
@@ -38,6 +47,10 @@ pub struct Dispatcher {
     per_puppet: Mutex<HashMap<String, Arc<Semaphore>>>,
     routes: Arc<RouteCache>,
     metrics: Arc<Metrics>,
+    fresh: mpsc::Sender<StoredEvent>,
+    fresh_rx: Mutex<Option<mpsc::Receiver<StoredEvent>>>,
+    /// (corp, kfId) → id of the newest fresh wake-up handed over.
+    newest: Mutex<HashMap<(String, String), String>>,
 }
 
 /// What request handlers hold: a way to wake the dispatcher.
@@ -45,9 +58,45 @@ pub struct Dispatcher {
 pub struct DispatcherHandle {
     wake: Arc<Notify>,
     routes: Arc<RouteCache>,
+    fresh: mpsc::Sender<StoredEvent>,
+    owner: String,
+    lease_ms: i64,
+}
+
+/// A place in the in-memory queue, taken before the write: an event stored
+/// as claimed by this manager is then sure to reach the dispatcher.
+pub struct FreshSlot {
+    permit: mpsc::OwnedPermit<StoredEvent>,
+    lease: Lease,
+}
+
+impl FreshSlot {
+    /// The claim to store the event with.
+    pub fn lease(&self) -> Lease {
+        self.lease.clone()
+    }
+
+    /// Hand the stored event over for delivery.
+    pub fn deliver(self, event: StoredEvent) {
+        self.permit.send(event);
+    }
 }
 
 impl DispatcherHandle {
+    /// A slot for an event about to be stored, or `None` when the queue is
+    /// full (or the dispatcher stopped): then store it unclaimed and `wake`.
+    pub fn reserve(&self, now: i64) -> Option<FreshSlot> {
+        let permit = self.fresh.clone().try_reserve_owned().ok()?;
+        Some(FreshSlot {
+            permit,
+            lease: Lease {
+                owner: self.owner.clone(),
+                until: now + self.lease_ms,
+                claim_id: uuid::Uuid::new_v4().to_string(),
+            },
+        })
+    }
+
     /// New work is waiting: claim now rather than at the next poll.
     pub fn wake(&self) {
         self.wake.notify_one();
@@ -68,7 +117,11 @@ impl Dispatcher {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let (fresh, fresh_rx) = mpsc::channel(FRESH_QUEUE);
         Self {
+            fresh,
+            fresh_rx: Mutex::new(Some(fresh_rx)),
+            newest: Mutex::new(HashMap::new()),
             store,
             sender,
             policy: RetryPolicy::from(&config),
@@ -87,6 +140,9 @@ impl Dispatcher {
         DispatcherHandle {
             wake: self.wake.clone(),
             routes: self.routes.clone(),
+            fresh: self.fresh.clone(),
+            owner: self.owner.clone(),
+            lease_ms: self.config.lease().as_millis() as i64,
         }
     }
 
@@ -101,6 +157,17 @@ impl Dispatcher {
         let mut in_flight = JoinSet::new();
         let (finished, finished_rx) = mpsc::channel(FINISH_QUEUE);
         let finisher = tokio::spawn(self.clone().finish_loop(finished_rx));
+        let fresh_rx = self
+            .fresh_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let fresh = fresh_rx.map(|rx| {
+            tokio::spawn(
+                self.clone()
+                    .fresh_loop(rx, finished.clone(), shutdown.clone()),
+            )
+        });
         let mut last_purge = 0i64;
         loop {
             if *shutdown.borrow() {
@@ -123,7 +190,7 @@ impl Dispatcher {
                 };
                 let (me, finished) = (self.clone(), finished.clone());
                 in_flight.spawn(async move {
-                    me.deliver(event, finished).await;
+                    me.deliver(event, finished, false).await;
                     drop(permit);
                 });
             }
@@ -141,6 +208,18 @@ impl Dispatcher {
                 _ = shutdown.changed() => {}
             }
         }
+        self.finish_in_flight(in_flight).await;
+        if let Some(fresh) = fresh {
+            let _ = fresh.await;
+        }
+        // The last sender goes with the aborted tasks: the finisher records
+        // what is queued and stops.
+        drop(finished);
+        let _ = finisher.await;
+    }
+
+    /// At shutdown: let in-flight deliveries finish, within a bound.
+    async fn finish_in_flight(&self, mut in_flight: JoinSet<()>) {
         let grace = self.config.attempt_timeout + Duration::from_secs(1);
         if tokio::time::timeout(grace, async {
             while in_flight.join_next().await.is_some() {}
@@ -151,10 +230,69 @@ impl Dispatcher {
             tracing::warn!("deliveries still running at shutdown; their leases will expire and they will be retried");
         }
         in_flight.abort_all();
-        // The last sender goes with the aborted tasks: the finisher records
-        // what is queued and stops.
-        drop(finished);
-        let _ = finisher.await;
+    }
+
+    /// Deliver what request handlers hand over, as it comes. What is still
+    /// queued at shutdown stays claimed by this instance in the store: the
+    /// next start takes it back (another manager, when its lease expires).
+    async fn fresh_loop(
+        self: Arc<Self>,
+        mut fresh: mpsc::Receiver<StoredEvent>,
+        finished: mpsc::Sender<Finished>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut in_flight = JoinSet::new();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let event = tokio::select! {
+                event = fresh.recv() => event,
+                _ = shutdown.changed() => continue,
+            };
+            let Some(event) = event else { break };
+            while in_flight.try_join_next().is_some() {}
+            self.note_newest(&event);
+            let permit = tokio::select! {
+                permit = self.global.clone().acquire_owned() => permit,
+                _ = shutdown.changed() => continue,
+            };
+            let Ok(permit) = permit else { break };
+            let (me, finished) = (self.clone(), finished.clone());
+            in_flight.spawn(async move {
+                me.deliver(event, finished, true).await;
+                drop(permit);
+            });
+        }
+        self.finish_in_flight(in_flight).await;
+    }
+
+    fn coalescing_key(event: &StoredEvent) -> Option<(String, String)> {
+        let kf = event.kf_id.as_ref().filter(|_| event.coalesce)?;
+        Some((event.corp_id.clone(), kf.clone()))
+    }
+
+    fn note_newest(&self, event: &StoredEvent) {
+        if let Some(key) = Self::coalescing_key(event) {
+            let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
+            newest.insert(key, event.id.clone());
+        }
+    }
+
+    /// The newer fresh wake-up that stands for this one, if any.
+    fn newer_than(&self, event: &StoredEvent) -> Option<String> {
+        let key = Self::coalescing_key(event)?;
+        let newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
+        newest.get(&key).filter(|id| **id != event.id).cloned()
+    }
+
+    fn forget_newest(&self, event: &StoredEvent) {
+        if let Some(key) = Self::coalescing_key(event) {
+            let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
+            if newest.get(&key) == Some(&event.id) {
+                newest.remove(&key);
+            }
+        }
     }
 
     fn batch_size(&self) -> usize {
@@ -200,8 +338,11 @@ impl Dispatcher {
 
     /// One attempt; the outcome goes to the finisher, which records
     /// outcomes in batches.
-    async fn deliver(&self, event: StoredEvent, finished: mpsc::Sender<Finished>) {
-        let result = self.attempt(&event).await;
+    async fn deliver(&self, event: StoredEvent, finished: mpsc::Sender<Finished>, fresh: bool) {
+        let result = self.attempt(&event, fresh).await;
+        if fresh {
+            self.forget_newest(&event);
+        }
         let _ = finished.send((event, result)).await;
     }
 
@@ -242,6 +383,7 @@ impl Dispatcher {
             AttemptResult::Retry { .. } => "failed",
             AttemptResult::Dead { .. } => "dead",
             AttemptResult::Parked => "parked",
+            AttemptResult::Superseded { .. } => "superseded",
         });
         if *result == AttemptResult::Delivered {
             let latency = (now - event.received_at).max(0) as f64 / 1000.0;
@@ -249,7 +391,7 @@ impl Dispatcher {
         }
     }
 
-    async fn attempt(&self, event: &StoredEvent) -> AttemptResult {
+    async fn attempt(&self, event: &StoredEvent, fresh: bool) -> AttemptResult {
         let Some(kf) = event.kf_id.as_deref().and_then(|k| KfId::parse(k).ok()) else {
             return AttemptResult::Parked;
         };
@@ -290,6 +432,11 @@ impl Dispatcher {
         let Ok(_permit) = slot.acquire().await else {
             return AttemptResult::Parked;
         };
+        // While this one waited for the puppet's turn, a newer wake-up may
+        // have arrived: that one is delivered instead.
+        if let Some(by) = self.newer_than(event).filter(|_| fresh) {
+            return AttemptResult::Superseded { by };
+        }
         match self
             .sender
             .send(event, &puppet.registration.endpoint, event.attempts + 1)
@@ -338,6 +485,9 @@ fn log_outcome(event: &StoredEvent, result: &AttemptResult, recorded: bool, now:
         ),
         AttemptResult::Parked => {
             tracing::info!(delivery_id = %id, corp_id = %corp, kf_id = kf, "no online puppet; parked until it registers")
+        }
+        AttemptResult::Superseded { by } => {
+            tracing::debug!(delivery_id = %id, corp_id = %corp, kf_id = kf, superseded_by = %by, "a newer wake-up of this kfId stands for this one")
         }
     }
 }

@@ -8,6 +8,6 @@ mod policy;
 mod routes;
 mod sender;
 
-pub use dispatcher::{Dispatcher, DispatcherHandle};
+pub use dispatcher::{Dispatcher, DispatcherHandle, FreshSlot};
 pub use policy::RetryPolicy;
 pub use sender::{SendFailure, Sender};

@@ -12,6 +12,7 @@ use super::error::CallbackError;
 use super::query::param;
 use super::AppState;
 use crate::delivery::identity::{decrypted_dedup_key, dedup_key};
+use crate::delivery::FreshSlot;
 use crate::domain::{CorpId, CredentialSet, KfId};
 use crate::store::{InsertOutcome, NewEvent, PayloadKind};
 use crate::wecom::{self, MAX_XML_BYTES};
@@ -193,8 +194,9 @@ async fn encrypted(
             received_at: state.clock.now_ms(),
             corp_id: corp,
             kf_id,
+            lease: None,
         };
-        store_and_wake(&state, &event).await
+        store_and_deliver(&state, event).await
     }
     .await;
     log_outcome(
@@ -223,13 +225,23 @@ fn enc(v: &str) -> percent_encoding::PercentEncode<'_> {
     percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
 }
 
-async fn store_and_wake(
+/// Store the event (claimed by this manager when the dispatcher has room
+/// for it in memory), then hand it over or wake the claim loop.
+async fn store_and_deliver(
     state: &AppState,
-    event: &NewEvent,
+    mut event: NewEvent,
 ) -> Result<InsertOutcome, CallbackError> {
-    let outcome = state.store.insert_event(event).await?;
+    let slot = event
+        .kf_id
+        .as_ref()
+        .and_then(|_| state.dispatcher.reserve(event.received_at));
+    event.lease = slot.as_ref().map(FreshSlot::lease);
+    let outcome = state.store.insert_event(&event).await?;
     if outcome == InsertOutcome::Stored && event.kf_id.is_some() {
-        state.dispatcher.wake();
+        match slot {
+            Some(slot) => slot.deliver(event.into_stored()),
+            None => state.dispatcher.wake(),
+        }
     }
     Ok(outcome)
 }
@@ -279,8 +291,9 @@ async fn decrypted(
             received_at: state.clock.now_ms(),
             corp_id: corp,
             kf_id: Some(kf),
+            lease: None,
         };
-        store_and_wake(&state, &event).await
+        store_and_deliver(&state, event).await
     }
     .await;
     log_outcome(

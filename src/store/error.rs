@@ -1,6 +1,6 @@
 //! Store errors: typed where callers decide on them, opaque otherwise.
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A unique index refused the write (MongoDB 11000, SQLite UNIQUE).
     #[error("duplicate key")]

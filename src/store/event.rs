@@ -87,6 +87,40 @@ pub struct NewEvent {
     /// A "pull now" wake-up that newer ones for the same kfId replace.
     pub coalesce: bool,
     pub received_at: i64,
+    /// Stored already claimed by this manager, which delivers it straight
+    /// from memory (no claim round trip). `None`: the dispatcher claims it.
+    pub lease: Option<Lease>,
+}
+
+/// A claim taken at insert time.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub owner: String,
+    pub until: i64,
+    pub claim_id: String,
+}
+
+impl NewEvent {
+    /// The event as the dispatcher sees it once stored, without reading it back.
+    pub fn into_stored(self) -> StoredEvent {
+        StoredEvent {
+            id: self.id,
+            corp_id: self.corp_id.as_str().to_owned(),
+            kf_id: self.kf_id.map(|k| k.as_str().to_owned()),
+            kind: self.kind,
+            body: self.body,
+            query: self.query,
+            coalesce: self.coalesce,
+            status: EventStatus::Pending,
+            attempts: 0,
+            received_at: self.received_at,
+            window_start: self.received_at,
+            next_attempt_at: self.received_at,
+            last_error: None,
+            delivered_at: None,
+            claim_id: self.lease.map(|l| l.claim_id),
+        }
+    }
 }
 
 /// An event as stored.
@@ -171,4 +205,9 @@ pub enum AttemptResult {
     },
     /// No online puppet: not an attempt; waits for a registration.
     Parked,
+    /// A newer wake-up of the same kfId arrived while this one waited for
+    /// its turn: that one is delivered instead. Not an attempt.
+    Superseded {
+        by: String,
+    },
 }

@@ -100,8 +100,9 @@ fn insert_all(
     {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO events (id, corp_id, kf_id, dedup_key, kind, body, query, coalesce, status,
-                                 received_at, window_start, next_attempt_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10, ?10)",
+                                 received_at, window_start, next_attempt_at, updated_at,
+                                 lease_owner, lease_until, claim_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10, ?10, ?11, ?12, ?13)",
         )?;
         for (e, _) in batch {
             let status = if e.kf_id.is_some() {
@@ -119,7 +120,10 @@ fn insert_all(
                 e.query,
                 e.coalesce,
                 status.as_str(),
-                e.received_at
+                e.received_at,
+                e.lease.as_ref().map(|l| l.owner.as_str()),
+                e.lease.as_ref().map_or(0, |l| l.until),
+                e.lease.as_ref().map(|l| l.claim_id.as_str()),
             ]);
             outcomes.push(match inserted.map_err(StoreError::from) {
                 Ok(_) => Ok(InsertOutcome::Stored),

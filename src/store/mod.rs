@@ -10,6 +10,7 @@ mod error;
 mod event;
 mod group_commit;
 pub mod mongo;
+mod mongo_group;
 mod seal;
 pub mod sqlite;
 mod token;
@@ -18,7 +19,7 @@ use async_trait::async_trait;
 
 pub use error::StoreError;
 pub use event::{
-    AttemptResult, Claim, CorpSummary, EventFilter, EventStatus, InsertOutcome, KfSummary,
+    AttemptResult, Claim, CorpSummary, EventFilter, EventStatus, InsertOutcome, KfSummary, Lease,
     NewEvent, PayloadKind, StoredEvent,
 };
 
@@ -128,7 +129,8 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError>;
 
-    /// Earliest `next_attempt_at` of a pending event, to know how long to sleep.
+    /// Earliest `next_attempt_at` of a pending event that nobody holds, to
+    /// know how long to sleep (held ones come back at the next poll).
     async fn next_due_at(&self) -> Result<Option<i64>, StoreError>;
 
     /// Events for operators, newest first.

@@ -8,7 +8,8 @@
 //!
 //! Accepted callbacks are written with journaled acknowledgement (`j: true`)
 //! unless the URI sets its own write concern: an acknowledged callback must
-//! survive a crash of the database server.
+//! survive a crash of the database server. They are group-committed: the
+//! callbacks that arrive together share one `insert_many` (see `mongo_group`).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -22,6 +23,7 @@ use mongodb::options::{
 };
 use mongodb::{Client, Collection, Database, IndexModel};
 
+use super::mongo_group::MongoGroupWriter;
 use super::seal::{corp_summaries, credential_sets, StoredCredentials};
 use super::sqlite::build_puppet;
 use super::{
@@ -58,6 +60,8 @@ pub struct MongoStore {
     retention: Retention,
     last_seq: AtomicI64,
     sealer: Sealer,
+    /// Accepted callbacks go through group commit.
+    writer: MongoGroupWriter,
 }
 
 impl From<mongodb::error::Error> for StoreError {
@@ -128,7 +132,9 @@ impl MongoStore {
             CollectionOptions::builder().write_concern(journal).build(),
         );
         let tokens = db.collection(TOKENS);
+        let writer = MongoGroupWriter::start(events.clone());
         let store = Self {
+            writer,
             tokens,
             db,
             puppets,
@@ -520,20 +526,20 @@ impl Store for MongoStore {
             "receivedAt": event.received_at,
             "windowStart": event.received_at,
             "nextAttemptAt": event.received_at,
-            "leaseUntil": 0i64,
+            "leaseUntil": event.lease.as_ref().map_or(0, |l| l.until),
             "updatedAt": now_date(event.received_at),
         };
+        if let Some(lease) = &event.lease {
+            d.insert("leaseOwner", &lease.owner);
+            d.insert("claimId", &lease.claim_id);
+        }
         if let Some(kf) = &event.kf_id {
             d.insert("kfId", kf.as_str());
         }
         if status == EventStatus::Unroutable {
             d.insert("expireAt", self.expire_at(event.received_at, true));
         }
-        match self.events.insert_one(d).await.map_err(StoreError::from) {
-            Ok(_) => Ok(InsertOutcome::Stored),
-            Err(StoreError::DuplicateKey) => Ok(InsertOutcome::Duplicate),
-            Err(e) => Err(e),
-        }
+        self.writer.insert(d).await
     }
 
     async fn claim_due(&self, claim: &Claim, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
@@ -629,6 +635,10 @@ impl Store for MongoStore {
                 doc! {"status": "parked", "lastError": "no online puppet for this kfId"},
                 false,
             ),
+            AttemptResult::Superseded { by } => (
+                doc! {"status": "superseded", "supersededBy": by, "expireAt": self.expire_at(now, false)},
+                false,
+            ),
         };
         set.extend(release);
         let mut update = doc! {"$set": set};
@@ -690,7 +700,7 @@ impl Store for MongoStore {
     async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
         let next = self
             .events
-            .find_one(doc! {"status": "pending"})
+            .find_one(doc! {"status": "pending", "leaseUntil": 0i64})
             .sort(doc! {"nextAttemptAt": 1})
             .projection(doc! {"nextAttemptAt": 1})
             .await?;

@@ -192,25 +192,44 @@ fn finish_one(
     (id, claim_id, result): &(String, String, AttemptResult),
     now: i64,
 ) -> Result<bool, StoreError> {
-    const RELEASE: &str = "lease_owner = NULL, lease_until = 0, claim_id = NULL, updated_at = ?3";
-    const GUARD: &str = "WHERE id = ?1 AND claim_id = ?2";
+    // Constant statements, so each is prepared once and cached.
+    macro_rules! finish_sql {
+        ($set:literal) => {
+            concat!(
+                "UPDATE events SET ",
+                $set,
+                ", lease_owner = NULL, lease_until = 0, claim_id = NULL, updated_at = ?3",
+                " WHERE id = ?1 AND claim_id = ?2"
+            )
+        };
+    }
     let n = match result {
-        AttemptResult::Delivered => c.execute(
-            &format!("UPDATE events SET status = 'delivered', attempts = attempts + 1, delivered_at = ?3, last_error = NULL, {RELEASE} {GUARD}"),
-            params![id, claim_id, now],
-        )?,
-        AttemptResult::Retry { next_attempt_at, error } => c.execute(
-            &format!("UPDATE events SET status = 'pending', attempts = attempts + 1, next_attempt_at = ?4, last_error = ?5, {RELEASE} {GUARD}"),
-            params![id, claim_id, now, next_attempt_at, error],
-        )?,
-        AttemptResult::Dead { error } => c.execute(
-            &format!("UPDATE events SET status = 'dead', attempts = attempts + 1, last_error = ?4, {RELEASE} {GUARD}"),
-            params![id, claim_id, now, error],
-        )?,
-        AttemptResult::Parked => c.execute(
-            &format!("UPDATE events SET status = 'parked', last_error = 'no online puppet for this kfId', {RELEASE} {GUARD}"),
-            params![id, claim_id, now],
-        )?,
+        AttemptResult::Delivered => c
+            .prepare_cached(finish_sql!(
+                "status = 'delivered', attempts = attempts + 1, delivered_at = ?3, last_error = NULL"
+            ))?
+            .execute(params![id, claim_id, now])?,
+        AttemptResult::Retry {
+            next_attempt_at,
+            error,
+        } => c
+            .prepare_cached(finish_sql!(
+                "status = 'pending', attempts = attempts + 1, next_attempt_at = ?4, last_error = ?5"
+            ))?
+            .execute(params![id, claim_id, now, next_attempt_at, error])?,
+        AttemptResult::Dead { error } => c
+            .prepare_cached(finish_sql!(
+                "status = 'dead', attempts = attempts + 1, last_error = ?4"
+            ))?
+            .execute(params![id, claim_id, now, error])?,
+        AttemptResult::Parked => c
+            .prepare_cached(finish_sql!(
+                "status = 'parked', last_error = 'no online puppet for this kfId'"
+            ))?
+            .execute(params![id, claim_id, now])?,
+        AttemptResult::Superseded { by } => c
+            .prepare_cached(finish_sql!("status = 'superseded', superseded_by = ?4"))?
+            .execute(params![id, claim_id, now, by])?,
     };
     Ok(n > 0)
 }
@@ -315,16 +334,19 @@ fn lease(
     claim: &Claim,
 ) -> Result<Option<StoredEvent>, StoreError> {
     let claim_id = uuid::Uuid::new_v4().to_string();
-    let changed = tx.execute(
-        "UPDATE events SET lease_owner = ?1, lease_until = ?2, claim_id = ?3, status = 'pending', updated_at = ?4
-         WHERE seq = ?5 AND status IN ('pending','parked') AND lease_until <= ?4",
-        params![claim.owner, claim.lease_until, claim_id, claim.now, seq],
-    )?;
+    let changed = tx
+        .prepare_cached(
+            "UPDATE events SET lease_owner = ?1, lease_until = ?2, claim_id = ?3, status = 'pending', updated_at = ?4
+             WHERE seq = ?5 AND status IN ('pending','parked') AND lease_until <= ?4",
+        )?
+        .execute(params![claim.owner, claim.lease_until, claim_id, claim.now, seq])?;
     if changed == 0 {
         return Ok(None);
     }
     let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?1");
-    Ok(Some(tx.query_row(&sql, [seq], event_from_row)?))
+    Ok(Some(
+        tx.prepare_cached(&sql)?.query_row([seq], event_from_row)?,
+    ))
 }
 
 #[async_trait]
@@ -530,21 +552,21 @@ impl Store for SqliteStore {
                     (Some(kf), true) => {
                         // The newest waiting wake-up of this kfId stands for all older ones.
                         let newest: Option<i64> = tx
-                            .query_row(
+                            .prepare_cached(
                                 "SELECT MAX(seq) FROM events WHERE corp_id = ?1 AND kf_id = ?2 AND coalesce = 1
                                    AND status IN ('pending','parked') AND lease_until <= ?3",
-                                params![corp, kf, claim.now],
-                                |r| r.get(0),
-                            )?;
+                            )?
+                            .query_row(params![corp, kf, claim.now], |r| r.get(0))?;
                         let Some(newest) = newest else { continue };
-                        let newest_id: String =
-                            tx.query_row("SELECT id FROM events WHERE seq = ?1", [newest], |r| r.get(0))?;
-                        tx.execute(
+                        let newest_id: String = tx
+                            .prepare_cached("SELECT id FROM events WHERE seq = ?1")?
+                            .query_row([newest], |r| r.get(0))?;
+                        tx.prepare_cached(
                             "UPDATE events SET status = 'superseded', superseded_by = ?4, updated_at = ?3
                              WHERE corp_id = ?1 AND kf_id = ?2 AND coalesce = 1 AND seq < ?5
                                AND status IN ('pending','parked') AND lease_until <= ?3",
-                            params![corp, kf, claim.now, newest_id, newest],
-                        )?;
+                        )?
+                        .execute(params![corp, kf, claim.now, newest_id, newest])?;
                         newest
                     }
                     _ => seq,
@@ -625,7 +647,7 @@ impl Store for SqliteStore {
     async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
         self.run(|c| {
             Ok(c.query_row(
-                "SELECT MIN(next_attempt_at) FROM events WHERE status = 'pending'",
+                "SELECT MIN(next_attempt_at) FROM events WHERE status = 'pending' AND lease_until = 0",
                 [],
                 |r| r.get(0),
             )?)

@@ -195,3 +195,81 @@ async fn a_restarted_manager_resumes_delivery_of_what_it_had_accepted() {
     }
     assert_eq!(puppet.wait_for(3).await.len(), 3);
 }
+
+#[tokio::test]
+async fn resends_arriving_together_are_all_answered_and_each_event_delivered_once() {
+    let app = spawn_app_with(|c| c.delivery.coalesce = false).await;
+    let puppet = FakePuppet::start().await;
+    let corp = Corp::new("wwburst");
+    app.register_ok(&corp, "wkburst", &puppet.url).await;
+    // 100 events, each sent three times, all at once: resends of one event
+    // land in the same group commit as each other and as other events.
+    let tokens: Vec<String> = (0..300).map(|i| format!("B-{:03}", i % 100)).collect();
+    let sends = tokens
+        .iter()
+        .map(|token| app.post_kf_event(&corp, "wkburst", token));
+    let answers = futures_util::future::join_all(sends).await;
+    for answer in answers {
+        assert_eq!(answer.text().await.unwrap(), "success");
+    }
+    puppet.wait_for(100).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tokens: Vec<String> = puppet
+        .received()
+        .iter()
+        .map(|r| token_in(&corp, &r.body))
+        .collect();
+    let distinct: HashSet<&String> = tokens.iter().collect();
+    assert_eq!((tokens.len(), distinct.len()), (100, 100));
+}
+
+#[tokio::test]
+async fn wake_ups_waiting_for_a_busy_puppet_collapse_into_the_newest() {
+    let app = spawn_app_with(|c| c.delivery.max_per_puppet = 1).await;
+    let puppet = FakePuppet::start().await;
+    puppet.delay(Duration::from_millis(1500));
+    let corp = Corp::new("wwbusy");
+    app.register_ok(&corp, "wkbusy", &puppet.url).await;
+    assert_eq!(
+        app.post_kf_event(&corp, "wkbusy", "W-0").await.status(),
+        200
+    );
+    assert_eq!(
+        puppet.wait_for(1).await.len(),
+        1,
+        "the first one is in flight"
+    );
+    for i in 1..5 {
+        let resp = app.post_kf_event(&corp, "wkbusy", &format!("W-{i}")).await;
+        assert_eq!(resp.status(), 200);
+    }
+    puppet.wait_for(2).await;
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let tokens: Vec<String> = puppet
+        .received()
+        .iter()
+        .map(|r| token_in(&corp, &r.body))
+        .collect();
+    assert_eq!(
+        tokens,
+        ["W-0", "W-4"],
+        "the three in between are replaced by the newest"
+    );
+    let superseded: serde_json::Value = app
+        .get("/admin/api/deliveries?status=superseded&kfId=wkbusy")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(superseded["items"].as_array().map(Vec::len), Some(3));
+}
+
+fn token_in(corp: &Corp, body: &[u8]) -> String {
+    let key = wxkf_manager::wecom::EncodingAesKey::parse(&corp.key).unwrap();
+    let env = wxkf_manager::wecom::parse_envelope(body).unwrap();
+    let plain = wxkf_manager::wecom::decrypt(&key, &env.encrypt, &corp.id).unwrap();
+    wxkf_manager::wecom::parse_message(&plain.message)
+        .unwrap()
+        .token
+        .unwrap()
+}

@@ -85,6 +85,7 @@ fn event(corp: &str, kf: &str, token: &str, at: i64) -> NewEvent {
         query: "msg_signature=a&timestamp=1&nonce=2".into(),
         coalesce: true,
         received_at: at,
+        lease: None,
     }
 }
 
