@@ -60,7 +60,7 @@ impl Default for DeliveryConfig {
             retry_base: Duration::from_secs(1),
             retry_cap: Duration::from_secs(600),
             retry_window: Duration::from_secs(24 * 3600),
-            max_concurrent: 256,
+            max_concurrent: 1024,
             max_per_puppet: 8,
             poll_interval: Duration::from_secs(1),
             retention: Duration::from_secs(3 * 24 * 3600),

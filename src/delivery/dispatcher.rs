@@ -31,6 +31,9 @@ const MAX_BATCH: usize = 64;
 const MAX_FINISH_BATCH: usize = 256;
 const FINISH_QUEUE: usize = 4096;
 const FRESH_QUEUE: usize = 4096;
+/// Events taken from the queues and not yet finished: waiting for their
+/// puppet's turn or being sent. Bounds the memory a slow puppet can hold.
+const TAKEN_MAX: usize = 8192;
 /// How long a partial batch waits for more before the next claim.
 const CLAIM_GATHER: Duration = Duration::from_millis(5);
 const PURGE_EVERY_MS: i64 = 10 * 60 * 1000;
@@ -43,14 +46,17 @@ pub struct Dispatcher {
     owner: String,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
+    /// Concurrent sends, over all puppets.
     global: Arc<Semaphore>,
+    taken: Arc<Semaphore>,
     per_puppet: Mutex<HashMap<String, Arc<Semaphore>>>,
     routes: Arc<RouteCache>,
     metrics: Arc<Metrics>,
     fresh: mpsc::Sender<StoredEvent>,
     fresh_rx: Mutex<Option<mpsc::Receiver<StoredEvent>>>,
-    /// (corp, kfId) → id of the newest fresh wake-up handed over.
-    newest: Mutex<HashMap<(String, String), String>>,
+    /// (corp, kfId) → id of the newest fresh wake-up handed over; older
+    /// ones still waiting for their turn watch it to step aside.
+    newest: Mutex<HashMap<(String, String), watch::Sender<String>>>,
 }
 
 /// What request handlers hold: a way to wake the dispatcher.
@@ -126,6 +132,7 @@ impl Dispatcher {
             sender,
             policy: RetryPolicy::from(&config),
             global: Arc::new(Semaphore::new(config.max_concurrent)),
+            taken: Arc::new(Semaphore::new(TAKEN_MAX)),
             config,
             owner,
             clock,
@@ -185,7 +192,7 @@ impl Dispatcher {
             // gather it for a moment so that each claim takes many events.
             let claimed_count = claimed.as_ref().map_or(0, Vec::len);
             for event in claimed.unwrap_or_default() {
-                let Ok(permit) = self.global.clone().acquire_owned().await else {
+                let Ok(permit) = self.taken.clone().acquire_owned().await else {
                     break;
                 };
                 let (me, finished) = (self.clone(), finished.clone());
@@ -254,7 +261,7 @@ impl Dispatcher {
             while in_flight.try_join_next().is_some() {}
             self.note_newest(&event);
             let permit = tokio::select! {
-                permit = self.global.clone().acquire_owned() => permit,
+                permit = self.taken.clone().acquire_owned() => permit,
                 _ = shutdown.changed() => continue,
             };
             let Ok(permit) = permit else { break };
@@ -275,28 +282,43 @@ impl Dispatcher {
     fn note_newest(&self, event: &StoredEvent) {
         if let Some(key) = Self::coalescing_key(event) {
             let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
-            newest.insert(key, event.id.clone());
+            match newest.get(&key) {
+                Some(current) => {
+                    current.send_replace(event.id.clone());
+                }
+                None => {
+                    newest.insert(key, watch::channel(event.id.clone()).0);
+                }
+            }
         }
     }
 
-    /// The newer fresh wake-up that stands for this one, if any.
-    fn newer_than(&self, event: &StoredEvent) -> Option<String> {
-        let key = Self::coalescing_key(event)?;
-        let newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
-        newest.get(&key).filter(|id| **id != event.id).cloned()
+    /// Resolves with the id of a newer fresh wake-up of the same kfId, as
+    /// soon as one arrives; never for an event that does not coalesce.
+    async fn superseded(&self, event: &StoredEvent) -> String {
+        let watching = Self::coalescing_key(event).and_then(|key| {
+            let newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
+            newest.get(&key).map(watch::Sender::subscribe)
+        });
+        if let Some(mut newest) = watching {
+            if let Ok(id) = newest.wait_for(|id| *id != event.id).await {
+                return id.clone();
+            }
+        }
+        std::future::pending().await
     }
 
     fn forget_newest(&self, event: &StoredEvent) {
         if let Some(key) = Self::coalescing_key(event) {
             let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
-            if newest.get(&key) == Some(&event.id) {
+            if newest.get(&key).is_some_and(|n| *n.borrow() == event.id) {
                 newest.remove(&key);
             }
         }
     }
 
     fn batch_size(&self) -> usize {
-        self.global.available_permits().clamp(1, MAX_BATCH)
+        self.taken.available_permits().clamp(1, MAX_BATCH)
     }
 
     async fn claim(&self, now: i64, batch: usize) -> Result<Vec<StoredEvent>, ()> {
@@ -428,15 +450,20 @@ impl Dispatcher {
                 );
             }
         }
+        // Wait for the puppet's turn; a fresh wake-up steps aside as soon as
+        // a newer one of its kfId arrives (that one is delivered instead).
         let slot = self.puppet_slot(kf.as_str());
-        let Ok(_permit) = slot.acquire().await else {
+        let turn = tokio::select! {
+            turn = slot.acquire() => turn,
+            by = self.superseded(event), if fresh => return AttemptResult::Superseded { by },
+        };
+        let Ok(_turn) = turn else {
             return AttemptResult::Parked;
         };
-        // While this one waited for the puppet's turn, a newer wake-up may
-        // have arrived: that one is delivered instead.
-        if let Some(by) = self.newer_than(event).filter(|_| fresh) {
-            return AttemptResult::Superseded { by };
-        }
+        // Then for a sending slot: a slow puppet holds only its own turns.
+        let Ok(_sending) = self.global.acquire().await else {
+            return AttemptResult::Parked;
+        };
         match self
             .sender
             .send(event, &puppet.registration.endpoint, event.attempts + 1)

@@ -43,7 +43,9 @@ pub(crate) fn ok() -> actix_web::HttpResponse {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
+    // WeCom's callbacks first: the hot path matches before any other pattern is tried.
+    cfg.configure(callback::routes)
+        .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
         .service(
@@ -64,6 +66,5 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/admin/api/openapi.json",
             web::get().to(openapi::openapi_json),
         )
-        .service(web::scope("/admin/api").configure(admin::routes))
-        .configure(callback::routes);
+        .service(web::scope("/admin/api").configure(admin::routes));
 }
