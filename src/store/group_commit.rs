@@ -3,135 +3,186 @@
 //! acknowledgements. Each caller is answered only when the transaction that
 //! holds its record has committed: no acknowledgement before its write.
 //!
-//! One writer thread drains whatever is queued (up to `MAX_BATCH`), takes the
-//! store's connection, inserts each row (a duplicate fails only its own
-//! statement, not the batch), commits with `synchronous=FULL` (the rest of
-//! the store runs with NORMAL), then answers every caller. Sharing the one
-//! connection means no SQLite lock contention and no busy-wait sleeps.
+//! One writer thread drains whatever is queued (up to `MAX_BATCH` jobs),
+//! takes the store's connection, inserts each row (a duplicate fails only its
+//! own statement, not the batch) and records the delivery outcomes queued
+//! beside them, commits with `synchronous=FULL` (the rest of the store runs
+//! with NORMAL), then answers every caller. Outcomes riding in the same
+//! transaction means the two hot writers never wait for each other's lock.
 
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{EventStatus, InsertOutcome, NewEvent, StoreError};
+use super::{AttemptResult, EventStatus, InsertOutcome, NewEvent, StoreError};
 use crate::domain::KfId;
 
 const MAX_BATCH: usize = 512;
 const QUEUE: usize = 4096;
 
-type Reply = oneshot::Sender<Result<InsertOutcome, StoreError>>;
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// An outcome to record: (event id, claim id, result).
+pub type Outcome = (String, String, AttemptResult);
+
+/// Records one outcome on the open transaction; false when the claim no
+/// longer holds.
+pub type FinishFn = fn(&Connection, &Outcome, i64) -> Result<bool, StoreError>;
+
+enum Job {
+    Insert(NewEvent, Reply<InsertOutcome>),
+    Finish(Vec<Outcome>, i64, Reply<Vec<bool>>),
+}
 
 #[derive(Clone)]
 pub struct GroupWriter {
-    queue: mpsc::Sender<(NewEvent, Reply)>,
+    queue: mpsc::Sender<Job>,
 }
 
 impl GroupWriter {
     /// Start the writer thread on the store's connection.
-    pub fn start(conn: Arc<Mutex<Connection>>) -> Result<Self, StoreError> {
+    pub fn start(conn: Arc<Mutex<Connection>>, finish: FinishFn) -> Result<Self, StoreError> {
         let (queue, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("sqlite-group-commit".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, finish))
             .map_err(|e| StoreError::Other(format!("cannot start the writer thread: {e}")))?;
         Ok(Self { queue })
     }
 
     pub async fn insert(&self, event: NewEvent) -> Result<InsertOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
+        self.submit(Job::Insert(event, reply), answer).await
+    }
+
+    /// Record delivery outcomes in the next group transaction.
+    pub async fn finish(&self, outcomes: Vec<Outcome>, now: i64) -> Result<Vec<bool>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Finish(outcomes, now, reply), answer).await
+    }
+
+    async fn submit<T>(
+        &self,
+        job: Job,
+        answer: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let stopped = || StoreError::Unavailable("the writer thread has stopped".into());
         // A full queue makes callers wait here: back-pressure, not loss.
-        self.queue
-            .send((event, reply))
-            .await
-            .map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?
+        self.queue.send(job).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 }
 
-fn run(conn: Arc<Mutex<Connection>>, mut rx: mpsc::Receiver<(NewEvent, Reply)>) {
+fn run(conn: Arc<Mutex<Connection>>, mut rx: mpsc::Receiver<Job>, finish: FinishFn) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(item) => batch.push(item),
+                Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
         let written = match conn.lock() {
-            Ok(mut conn) => write_batch(&mut conn, &batch),
+            Ok(mut conn) => write_batch(&mut conn, &batch, finish),
             Err(_) => Err(StoreError::Other("connection mutex poisoned".into())),
         };
         match written {
-            Ok(outcomes) => {
-                for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = reply.send(outcome);
+            Ok(results) => {
+                for (job, result) in batch.into_iter().zip(results) {
+                    match (job, result) {
+                        (Job::Insert(_, reply), Done::Inserted(outcome)) => {
+                            let _ = reply.send(outcome);
+                        }
+                        (Job::Finish(_, _, reply), Done::Finished(recorded)) => {
+                            let _ = reply.send(recorded);
+                        }
+                        _ => unreachable!("one result per job, in order"),
+                    }
                 }
             }
             Err(e) => {
-                let message = e.to_string();
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(StoreError::Unavailable(message.clone())));
+                for job in batch {
+                    let failed = StoreError::Unavailable(e.to_string());
+                    match job {
+                        Job::Insert(_, reply) => drop(reply.send(Err(failed))),
+                        Job::Finish(_, _, reply) => drop(reply.send(Err(failed))),
+                    }
                 }
             }
         }
     }
 }
 
-/// One transaction for the whole batch; per-row outcomes.
+enum Done {
+    Inserted(Result<InsertOutcome, StoreError>),
+    Finished(Result<Vec<bool>, StoreError>),
+}
+
+/// One transaction for the whole batch; a result per job.
 fn write_batch(
     conn: &mut Connection,
-    batch: &[(NewEvent, Reply)],
-) -> Result<Vec<Result<InsertOutcome, StoreError>>, StoreError> {
+    batch: &[Job],
+    finish: FinishFn,
+) -> Result<Vec<Done>, StoreError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
-    let written = insert_all(conn, batch);
+    let written = write_all(conn, batch, finish);
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     written
 }
 
-fn insert_all(
+fn write_all(
     conn: &mut Connection,
-    batch: &[(NewEvent, Reply)],
-) -> Result<Vec<Result<InsertOutcome, StoreError>>, StoreError> {
+    batch: &[Job],
+    finish: FinishFn,
+) -> Result<Vec<Done>, StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    {
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO events (id, corp_id, kf_id, dedup_key, kind, body, query, coalesce, status,
-                                 received_at, window_start, next_attempt_at, updated_at,
-                                 lease_owner, lease_until, claim_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10, ?10, ?11, ?12, ?13)",
-        )?;
-        for (e, _) in batch {
-            let status = if e.kf_id.is_some() {
-                EventStatus::Pending
-            } else {
-                EventStatus::Unroutable
-            };
-            let inserted = stmt.execute(params![
-                e.id,
-                e.corp_id.as_str(),
-                e.kf_id.as_ref().map(KfId::as_str),
-                e.dedup_key,
-                e.kind.as_str(),
-                e.body,
-                e.query,
-                e.coalesce,
-                status.as_str(),
-                e.received_at,
-                e.lease.as_ref().map(|l| l.owner.as_str()),
-                e.lease.as_ref().map_or(0, |l| l.until),
-                e.lease.as_ref().map(|l| l.claim_id.as_str()),
-            ]);
-            outcomes.push(match inserted.map_err(StoreError::from) {
-                Ok(_) => Ok(InsertOutcome::Stored),
-                Err(StoreError::DuplicateKey) => Ok(InsertOutcome::Duplicate),
-                Err(other) => Err(other),
-            });
-        }
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        results.push(match job {
+            Job::Insert(event, _) => Done::Inserted(insert(&tx, event)),
+            Job::Finish(outcomes, now, _) => Done::Finished(
+                outcomes
+                    .iter()
+                    .map(|outcome| finish(&tx, outcome, *now))
+                    .collect(),
+            ),
+        });
     }
     tx.commit()?;
-    Ok(outcomes)
+    Ok(results)
+}
+
+fn insert(tx: &Connection, e: &NewEvent) -> Result<InsertOutcome, StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO events (id, corp_id, kf_id, dedup_key, kind, body, query, coalesce, status,
+                             received_at, window_start, next_attempt_at, updated_at,
+                             lease_owner, lease_until, claim_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10, ?10, ?11, ?12, ?13)",
+    )?;
+    let status = if e.kf_id.is_some() {
+        EventStatus::Pending
+    } else {
+        EventStatus::Unroutable
+    };
+    let inserted = stmt.execute(params![
+        e.id,
+        e.corp_id.as_str(),
+        e.kf_id.as_ref().map(KfId::as_str),
+        e.dedup_key,
+        e.kind.as_str(),
+        e.body,
+        e.query,
+        e.coalesce,
+        status.as_str(),
+        e.received_at,
+        e.lease.as_ref().map(|l| l.owner.as_str()),
+        e.lease.as_ref().map_or(0, |l| l.until),
+        e.lease.as_ref().map(|l| l.claim_id.as_str()),
+    ]);
+    match inserted.map_err(StoreError::from) {
+        Ok(_) => Ok(InsertOutcome::Stored),
+        Err(StoreError::DuplicateKey) => Ok(InsertOutcome::Duplicate),
+        Err(other) => Err(other),
+    }
 }
