@@ -37,6 +37,9 @@ const EVENTS: &str = "wxkf_events";
 const TOKENS: &str = "wxkf_tokens";
 const META: &str = "wxkf_meta";
 const MIGRATIONS_COLLECTION: &str = "wxkf_migrations";
+/// Prefix of a claim id shared by the events of one claimed batch (a claim
+/// given at insert time belongs to its one event).
+const BATCH_CLAIM: &str = "batch-";
 
 /// Ordered migrations, each applied once and recorded. Every step is
 /// idempotent, so two managers starting together both succeed.
@@ -222,6 +225,42 @@ impl MongoStore {
                 Err(actual) => last = actual,
             }
         }
+    }
+
+    /// The update that records one outcome and releases the claim.
+    fn finish_update(&self, result: &AttemptResult, now: i64) -> Document {
+        let release = doc! {"leaseOwner": Bson::Null, "leaseUntil": 0i64, "claimId": Bson::Null, "updatedAt": now_date(now)};
+        let (mut set, count_attempt) = match result {
+            AttemptResult::Delivered => (
+                doc! {"status": "delivered", "deliveredAt": now, "lastError": Bson::Null, "expireAt": self.expire_at(now, false)},
+                true,
+            ),
+            AttemptResult::Retry {
+                next_attempt_at,
+                error,
+            } => (
+                doc! {"status": "pending", "nextAttemptAt": next_attempt_at, "lastError": error},
+                true,
+            ),
+            AttemptResult::Dead { error } => (
+                doc! {"status": "dead", "lastError": error, "expireAt": self.expire_at(now, true)},
+                true,
+            ),
+            AttemptResult::Parked => (
+                doc! {"status": "parked", "lastError": "no online puppet for this kfId"},
+                false,
+            ),
+            AttemptResult::Superseded { by } => (
+                doc! {"status": "superseded", "supersededBy": by, "expireAt": self.expire_at(now, false)},
+                false,
+            ),
+        };
+        set.extend(release);
+        let mut update = doc! {"$set": set};
+        if count_attempt {
+            update.insert("$inc", doc! {"attempts": 1i64});
+        }
+        update
     }
 
     fn expire_at(&self, now: i64, dead: bool) -> DateTime {
@@ -557,7 +596,7 @@ impl Store for MongoStore {
         }
         // One claim id for the whole batch: the finishing update matches
         // (event id, claim id), which is still unique per lease.
-        let batch = uuid::Uuid::new_v4().to_string();
+        let batch = format!("{BATCH_CLAIM}{}", uuid::Uuid::new_v4());
         let mut singles = Vec::new();
         let mut wake_ups: Vec<(String, String)> = Vec::new();
         for c in &candidates {
@@ -614,57 +653,101 @@ impl Store for MongoStore {
         result: &AttemptResult,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let release = doc! {"leaseOwner": Bson::Null, "leaseUntil": 0i64, "claimId": Bson::Null, "updatedAt": now_date(now)};
-        let (mut set, count_attempt) = match result {
-            AttemptResult::Delivered => (
-                doc! {"status": "delivered", "deliveredAt": now, "lastError": Bson::Null, "expireAt": self.expire_at(now, false)},
-                true,
-            ),
-            AttemptResult::Retry {
-                next_attempt_at,
-                error,
-            } => (
-                doc! {"status": "pending", "nextAttemptAt": next_attempt_at, "lastError": error},
-                true,
-            ),
-            AttemptResult::Dead { error } => (
-                doc! {"status": "dead", "lastError": error, "expireAt": self.expire_at(now, true)},
-                true,
-            ),
-            AttemptResult::Parked => (
-                doc! {"status": "parked", "lastError": "no online puppet for this kfId"},
-                false,
-            ),
-            AttemptResult::Superseded { by } => (
-                doc! {"status": "superseded", "supersededBy": by, "expireAt": self.expire_at(now, false)},
-                false,
-            ),
-        };
-        set.extend(release);
-        let mut update = doc! {"$set": set};
-        if count_attempt {
-            update.insert("$inc", doc! {"attempts": 1i64});
-        }
         let r = self
             .events
-            .update_one(doc! {"_id": event_id, "claimId": claim_id}, update)
+            .update_one(
+                doc! {"_id": event_id, "claimId": claim_id},
+                self.finish_update(result, now),
+            )
             .await?;
         Ok(r.matched_count > 0)
     }
 
-    /// The updates of a batch go out concurrently over the connection pool.
+    /// Outcomes that share their update (delivered, parked, superseded by
+    /// the same event) are written with one `update_many` per group; the
+    /// rest (each with its own error and time) one by one, concurrently.
     async fn finish_attempts(
         &self,
         items: &[(String, String, AttemptResult)],
         now: i64,
     ) -> Result<Vec<bool>, StoreError> {
-        let updates = items.iter().map(|(event_id, claim_id, result)| {
+        let mut groups: Vec<(&AttemptResult, Option<&str>, Vec<usize>)> = Vec::new();
+        let mut singles = Vec::new();
+        for (i, (_, claim_id, result)) in items.iter().enumerate() {
+            if matches!(
+                result,
+                AttemptResult::Retry { .. } | AttemptResult::Dead { .. }
+            ) {
+                singles.push(i);
+                continue;
+            }
+            // A claim id shared by a claimed batch must be matched as is;
+            // ids given at insert are unique to their event and go together.
+            let shared = claim_id
+                .starts_with(BATCH_CLAIM)
+                .then_some(claim_id.as_str());
+            match groups
+                .iter_mut()
+                .find(|(r, c, _)| *r == result && *c == shared)
+            {
+                Some((_, _, members)) => members.push(i),
+                None => groups.push((result, shared, vec![i])),
+            }
+        }
+        let mut recorded = vec![false; items.len()];
+        let group_updates = groups.iter().map(|(result, shared, members)| async move {
+            let ids: Vec<&str> = members.iter().map(|&i| items[i].0.as_str()).collect();
+            let claims: Vec<&str> = members.iter().map(|&i| items[i].1.as_str()).collect();
+            let claim = match shared {
+                Some(c) => Bson::String((*c).to_owned()),
+                None => Bson::Document(doc! {"$in": &claims}),
+            };
+            let r = self
+                .events
+                .update_many(
+                    doc! {"_id": {"$in": &ids}, "claimId": claim},
+                    self.finish_update(result, now),
+                )
+                .await?;
+            if r.matched_count as usize == members.len() {
+                return Ok(vec![true; members.len()]);
+            }
+            // Some leases were taken over meanwhile: ours are the ones whose
+            // claim we just released.
+            let still_claimed: Vec<String> = self
+                .events
+                .find(doc! {"_id": {"$in": &ids}, "claimId": {"$ne": Bson::Null}})
+                .projection(doc! {"_id": 1})
+                .await?
+                .try_collect::<Vec<Document>>()
+                .await?
+                .iter()
+                .map(|d| get_str(d, "_id"))
+                .collect();
+            Ok::<_, StoreError>(
+                ids.iter()
+                    .map(|id| !still_claimed.iter().any(|c| c == id))
+                    .collect(),
+            )
+        });
+        let single_updates = singles.iter().map(|&i| {
+            let (event_id, claim_id, result) = &items[i];
             self.finish_attempt(event_id, claim_id, result, now)
         });
-        futures_util::future::join_all(updates)
-            .await
-            .into_iter()
-            .collect()
+        let (group_results, single_results) = futures_util::future::join(
+            futures_util::future::join_all(group_updates),
+            futures_util::future::join_all(single_updates),
+        )
+        .await;
+        for ((_, _, members), result) in groups.iter().zip(group_results) {
+            for (&i, ok) in members.iter().zip(result?) {
+                recorded[i] = ok;
+            }
+        }
+        for (&i, result) in singles.iter().zip(single_results) {
+            recorded[i] = result?;
+        }
+        Ok(recorded)
     }
 
     async fn wake_kf(&self, corp_id: &CorpId, kf_id: &KfId, now: i64) -> Result<u64, StoreError> {
