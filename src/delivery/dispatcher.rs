@@ -49,7 +49,9 @@ pub struct Dispatcher {
     /// Concurrent sends, over all puppets.
     global: Arc<Semaphore>,
     taken: Arc<Semaphore>,
-    per_puppet: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Delivery turns per (kfId, is a wake-up): `max_per_puppet` for
+    /// messages, one for wake-ups.
+    per_puppet: Mutex<HashMap<(String, bool), Arc<Semaphore>>>,
     routes: Arc<RouteCache>,
     metrics: Arc<Metrics>,
     fresh: mpsc::Sender<StoredEvent>,
@@ -351,10 +353,19 @@ impl Dispatcher {
         }
     }
 
-    fn puppet_slot(&self, kf_id: &str) -> Arc<Semaphore> {
+    /// The turns an event waits for. Wake-ups (events that coalesce) go one
+    /// at a time per kfId: each tells the puppet to pull everything up to its
+    /// token, so a second one in flight only races the first, and the ones
+    /// that pile up meanwhile collapse into the newest.
+    fn puppet_slot(&self, kf_id: &str, wake_up: bool) -> Arc<Semaphore> {
+        let turns = if wake_up {
+            1
+        } else {
+            self.config.max_per_puppet
+        };
         let mut map = self.per_puppet.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(kf_id.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.config.max_per_puppet)))
+        map.entry((kf_id.to_owned(), wake_up))
+            .or_insert_with(|| Arc::new(Semaphore::new(turns)))
             .clone()
     }
 
@@ -452,7 +463,7 @@ impl Dispatcher {
         }
         // Wait for the puppet's turn; a fresh wake-up steps aside as soon as
         // a newer one of its kfId arrives (that one is delivered instead).
-        let slot = self.puppet_slot(kf.as_str());
+        let slot = self.puppet_slot(kf.as_str(), event.coalesce);
         let turn = tokio::select! {
             turn = slot.acquire() => turn,
             by = self.superseded(event), if fresh => return AttemptResult::Superseded { by },

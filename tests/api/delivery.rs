@@ -225,7 +225,8 @@ async fn resends_arriving_together_are_all_answered_and_each_event_delivered_onc
 
 #[tokio::test]
 async fn wake_ups_waiting_for_a_busy_puppet_collapse_into_the_newest() {
-    let app = spawn_app_with(|c| c.delivery.max_per_puppet = 1).await;
+    // Default settings: wake-ups of one kfId go one at a time.
+    let app = spawn_app().await;
     let puppet = FakePuppet::start().await;
     puppet.delay(Duration::from_millis(1500));
     let corp = Corp::new("wwbusy");
