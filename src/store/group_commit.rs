@@ -5,10 +5,10 @@
 //!
 //! One writer thread drains whatever is queued (up to `MAX_BATCH` jobs),
 //! takes the store's connection, inserts each row (a duplicate fails only its
-//! own statement, not the batch) and records the delivery outcomes queued
-//! beside them, commits with `synchronous=FULL` (the rest of the store runs
-//! with NORMAL), then answers every caller. Outcomes riding in the same
-//! transaction means the two hot writers never wait for each other's lock.
+//! own statement, not the batch), commits with `synchronous=FULL` (the rest
+//! of the store runs with NORMAL) and answers those callers; then it records
+//! the delivery outcomes queued beside them in a second transaction. One
+//! thread for both hot writers means they never wait for each other's lock.
 
 use std::sync::{Arc, Mutex};
 
@@ -76,81 +76,86 @@ impl GroupWriter {
 
 fn run(conn: Arc<Mutex<Connection>>, mut rx: mpsc::Receiver<Job>, finish: FinishFn) {
     while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        let mut inserts = Vec::new();
+        let mut finishes = Vec::new();
+        let mut sort = |job| match job {
+            Job::Insert(event, reply) => inserts.push((event, reply)),
+            Job::Finish(outcomes, now, reply) => finishes.push((outcomes, now, reply)),
+        };
+        sort(first);
+        for _ in 1..MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(job) => sort(job),
                 Err(_) => break,
             }
         }
-        let written = match conn.lock() {
-            Ok(mut conn) => write_batch(&mut conn, &batch, finish),
-            Err(_) => Err(StoreError::Other("connection mutex poisoned".into())),
+        let Ok(mut conn) = conn.lock() else {
+            let poisoned = || StoreError::Other("connection mutex poisoned".into());
+            inserts
+                .into_iter()
+                .for_each(|(_, r)| drop(r.send(Err(poisoned()))));
+            finishes
+                .into_iter()
+                .for_each(|(_, _, r)| drop(r.send(Err(poisoned()))));
+            continue;
         };
-        match written {
-            Ok(results) => {
-                for (job, result) in batch.into_iter().zip(results) {
-                    match (job, result) {
-                        (Job::Insert(_, reply), Done::Inserted(outcome)) => {
-                            let _ = reply.send(outcome);
-                        }
-                        (Job::Finish(_, _, reply), Done::Finished(recorded)) => {
-                            let _ = reply.send(recorded);
-                        }
-                        _ => unreachable!("one result per job, in order"),
-                    }
-                }
-            }
-            Err(e) => {
-                for job in batch {
-                    let failed = StoreError::Unavailable(e.to_string());
-                    match job {
-                        Job::Insert(_, reply) => drop(reply.send(Err(failed))),
-                        Job::Finish(_, _, reply) => drop(reply.send(Err(failed))),
-                    }
-                }
-            }
+        // Acknowledgements first, in their own durable transaction, so that
+        // no callback waits for delivery bookkeeping; the outcomes follow in
+        // one that needs no fsync of its own.
+        if !inserts.is_empty() {
+            let written = durably(&mut conn, |tx| {
+                Ok(inserts.iter().map(|(event, _)| insert(tx, event)).collect())
+            });
+            answer(inserts.into_iter().map(|(_, reply)| reply), written);
+        }
+        if !finishes.is_empty() {
+            let written = in_transaction(&mut conn, |tx| {
+                Ok(finishes
+                    .iter()
+                    .map(|(outcomes, now, _)| {
+                        outcomes.iter().map(|o| finish(tx, o, *now)).collect()
+                    })
+                    .collect())
+            });
+            answer(finishes.into_iter().map(|(_, _, reply)| reply), written);
         }
     }
 }
 
-enum Done {
-    Inserted(Result<InsertOutcome, StoreError>),
-    Finished(Result<Vec<bool>, StoreError>),
+/// Send each caller its result, or the batch's error to all.
+fn answer<T>(
+    replies: impl Iterator<Item = Reply<T>>,
+    written: Result<Vec<Result<T, StoreError>>, StoreError>,
+) {
+    match written {
+        Ok(results) => replies.zip(results).for_each(|(reply, result)| {
+            let _ = reply.send(result);
+        }),
+        Err(e) => replies.for_each(|reply| {
+            let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
+        }),
+    }
 }
 
-/// One transaction for the whole batch; a result per job.
-fn write_batch(
+/// One transaction committed with `synchronous=FULL` (fsync of the WAL).
+fn durably<T>(
     conn: &mut Connection,
-    batch: &[Job],
-    finish: FinishFn,
-) -> Result<Vec<Done>, StoreError> {
+    work: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
-    let written = write_all(conn, batch, finish);
+    let written = in_transaction(conn, work);
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     written
 }
 
-fn write_all(
+fn in_transaction<T>(
     conn: &mut Connection,
-    batch: &[Job],
-    finish: FinishFn,
-) -> Result<Vec<Done>, StoreError> {
+    work: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let mut results = Vec::with_capacity(batch.len());
-    for job in batch {
-        results.push(match job {
-            Job::Insert(event, _) => Done::Inserted(insert(&tx, event)),
-            Job::Finish(outcomes, now, _) => Done::Finished(
-                outcomes
-                    .iter()
-                    .map(|outcome| finish(&tx, outcome, *now))
-                    .collect(),
-            ),
-        });
-    }
+    let result = work(&tx)?;
     tx.commit()?;
-    Ok(results)
+    Ok(result)
 }
 
 fn insert(tx: &Connection, e: &NewEvent) -> Result<InsertOutcome, StoreError> {
