@@ -49,6 +49,9 @@ pub struct DeliveryConfig {
     pub dead_retention: Duration,
     /// Deliver only the newest of several waiting wake-ups of one kfId.
     pub coalesce: bool,
+    /// Least time between two wake-ups sent to one kfId; the ones arriving
+    /// meanwhile collapse into the newest (zero: no gap).
+    pub wakeup_gap: Duration,
     /// Where deliveries may go (CIDRs and host names); `None`: anywhere.
     pub endpoint_allow: Option<crate::domain::EndpointAllow>,
 }
@@ -66,6 +69,7 @@ impl Default for DeliveryConfig {
             retention: Duration::from_secs(3 * 24 * 3600),
             dead_retention: Duration::from_secs(30 * 24 * 3600),
             coalesce: true,
+            wakeup_gap: Duration::from_millis(50),
             endpoint_allow: None,
         }
     }
@@ -217,6 +221,9 @@ impl Config {
                 _ => return Err(bad("COALESCE_WAKEUPS", "must be true or false")),
             };
         }
+        if let Some(v) = get("WAKEUP_GAP_MS") {
+            d.wakeup_gap = millis("WAKEUP_GAP_MS", &v)?;
+        }
         if let Some(v) = get("RETENTION_HOURS") {
             let hours = number("RETENTION_HOURS", &v)?;
             if hours < 24 {
@@ -289,6 +296,22 @@ mod tests {
         assert_eq!(
             parse(&[("WECOM_API_BASE", "nope")]).unwrap_err().var,
             "WECOM_API_BASE"
+        );
+        assert_eq!(
+            parse(&[("WAKEUP_GAP_MS", "-5")]).unwrap_err().var,
+            "WAKEUP_GAP_MS"
+        );
+    }
+
+    #[test]
+    fn the_wake_up_gap_is_set_in_milliseconds() {
+        assert_eq!(
+            parse(&[]).unwrap().delivery.wakeup_gap,
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            parse(&[("WAKEUP_GAP_MS", "0")]).unwrap().delivery.wakeup_gap,
+            Duration::ZERO
         );
     }
 

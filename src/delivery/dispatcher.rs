@@ -52,6 +52,8 @@ pub struct Dispatcher {
     /// Delivery turns per (kfId, is a wake-up): `max_per_puppet` for
     /// messages, one for wake-ups.
     per_puppet: Mutex<HashMap<(String, bool), Arc<Semaphore>>>,
+    /// When the last wake-up to each kfId went out.
+    last_wakeup: Mutex<HashMap<String, tokio::time::Instant>>,
     routes: Arc<RouteCache>,
     metrics: Arc<Metrics>,
     fresh: mpsc::Sender<StoredEvent>,
@@ -140,6 +142,7 @@ impl Dispatcher {
             clock,
             wake: Arc::new(Notify::new()),
             per_puppet: Mutex::new(HashMap::new()),
+            last_wakeup: Mutex::new(HashMap::new()),
             routes: Arc::new(RouteCache::default()),
             metrics,
         }
@@ -369,6 +372,18 @@ impl Dispatcher {
             .clone()
     }
 
+    /// How long this kfId's next wake-up must still wait, if at all.
+    fn wakeup_gap_left(&self, kf_id: &str) -> Option<Duration> {
+        let last = *self
+            .last_wakeup
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(kf_id)?;
+        let next = last + self.config.wakeup_gap;
+        let now = tokio::time::Instant::now();
+        (next > now).then(|| next - now)
+    }
+
     /// One attempt; the outcome goes to the finisher, which records
     /// outcomes in batches.
     async fn deliver(&self, event: StoredEvent, finished: mpsc::Sender<Finished>, fresh: bool) {
@@ -471,6 +486,21 @@ impl Dispatcher {
         let Ok(_turn) = turn else {
             return AttemptResult::Parked;
         };
+        // Wake-ups to one kfId keep a gap (each makes the puppet call
+        // WeCom's rate-limited sync_msg); one that is waiting steps aside
+        // when a newer one arrives.
+        if event.coalesce {
+            if let Some(wait) = self.wakeup_gap_left(kf.as_str()) {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    by = self.superseded(event), if fresh => return AttemptResult::Superseded { by },
+                }
+            }
+            self.last_wakeup
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(kf.as_str().to_owned(), tokio::time::Instant::now());
+        }
         // Then for a sending slot: a slow puppet holds only its own turns.
         let Ok(_sending) = self.global.acquire().await else {
             return AttemptResult::Parked;

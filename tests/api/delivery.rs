@@ -274,3 +274,37 @@ fn token_in(corp: &Corp, body: &[u8]) -> String {
         .token
         .unwrap()
 }
+
+#[tokio::test]
+async fn a_burst_of_wake_ups_reaches_a_fast_puppet_as_a_few_ending_with_the_newest() {
+    let app = spawn_app_with(|c| c.delivery.wakeup_gap = Duration::from_millis(300)).await;
+    let puppet = FakePuppet::start().await;
+    let corp = Corp::new("wwgap");
+    app.register_ok(&corp, "wkgap", &puppet.url).await;
+    for i in 0..20 {
+        let resp = app
+            .post_kf_event(&corp, "wkgap", &format!("G-{i:02}"))
+            .await;
+        assert_eq!(resp.status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let tokens: Vec<String> = puppet
+        .received()
+        .iter()
+        .map(|r| token_in(&corp, &r.body))
+        .collect();
+    assert_eq!(
+        tokens.first().map(String::as_str),
+        Some("G-00"),
+        "the first goes at once"
+    );
+    assert_eq!(
+        tokens.last().map(String::as_str),
+        Some("G-19"),
+        "the newest always arrives"
+    );
+    assert!(
+        tokens.len() < 20,
+        "the ones in between collapse: {tokens:?}"
+    );
+}
