@@ -310,7 +310,10 @@ mod tests {
             Duration::from_millis(50)
         );
         assert_eq!(
-            parse(&[("WAKEUP_GAP_MS", "0")]).unwrap().delivery.wakeup_gap,
+            parse(&[("WAKEUP_GAP_MS", "0")])
+                .unwrap()
+                .delivery
+                .wakeup_gap,
             Duration::ZERO
         );
     }

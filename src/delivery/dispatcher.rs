@@ -28,7 +28,8 @@ use crate::metrics::Metrics;
 use crate::store::{AttemptResult, Claim, Lease, Store, StoredEvent};
 
 const MAX_BATCH: usize = 64;
-const MAX_FINISH_BATCH: usize = 256;
+const MAX_FINISH_BATCH: usize = 512;
+const FINISH_GATHER: Duration = Duration::from_millis(20);
 const FINISH_QUEUE: usize = 4096;
 const FRESH_QUEUE: usize = 4096;
 /// Events taken from the queues and not yet finished: waiting for their
@@ -397,11 +398,14 @@ impl Dispatcher {
     /// Record outcomes as they come, many per store write.
     async fn finish_loop(self: Arc<Self>, mut finished: mpsc::Receiver<Finished>) {
         while let Some(first) = finished.recv().await {
+            // Outcomes are not urgent (a lease lasts far longer): gather them
+            // for a moment, so that each write records many.
             let mut batch = vec![first];
+            let until = tokio::time::Instant::now() + FINISH_GATHER;
             while batch.len() < MAX_FINISH_BATCH {
-                match finished.try_recv() {
-                    Ok(item) => batch.push(item),
-                    Err(_) => break,
+                match tokio::time::timeout_at(until, finished.recv()).await {
+                    Ok(Some(item)) => batch.push(item),
+                    Ok(None) | Err(_) => break,
                 }
             }
             let now = self.clock.now_ms();

@@ -5,10 +5,10 @@
 //!
 //! One writer thread drains whatever is queued (up to `MAX_BATCH` jobs),
 //! takes the store's connection, inserts each row (a duplicate fails only its
-//! own statement, not the batch), commits with `synchronous=FULL` (the rest
-//! of the store runs with NORMAL) and answers those callers; then it records
-//! the delivery outcomes queued beside them in a second transaction. One
-//! thread for both hot writers means they never wait for each other's lock.
+//! own statement, not the batch) and records the delivery outcomes queued
+//! beside them, commits with `synchronous=FULL` (the rest of the store runs
+//! with NORMAL), then answers every caller. One thread for both hot writers
+//! means they never wait for each other's lock.
 
 use std::sync::{Arc, Mutex};
 
@@ -99,26 +99,22 @@ fn run(conn: Arc<Mutex<Connection>>, mut rx: mpsc::Receiver<Job>, finish: Finish
                 .for_each(|(_, _, r)| drop(r.send(Err(poisoned()))));
             continue;
         };
-        // Acknowledgements first, in their own durable transaction, so that
-        // no callback waits for delivery bookkeeping; the outcomes follow in
-        // one that needs no fsync of its own.
-        if !inserts.is_empty() {
-            let written = durably(&mut conn, |tx| {
-                Ok(inserts.iter().map(|(event, _)| insert(tx, event)).collect())
-            });
-            answer(inserts.into_iter().map(|(_, reply)| reply), written);
-        }
-        if !finishes.is_empty() {
-            let written = in_transaction(&mut conn, |tx| {
-                Ok(finishes
-                    .iter()
-                    .map(|(outcomes, now, _)| {
-                        outcomes.iter().map(|o| finish(tx, o, *now)).collect()
-                    })
-                    .collect())
-            });
-            answer(finishes.into_iter().map(|(_, _, reply)| reply), written);
-        }
+        // One durable transaction for both: fewer commits, and the pages a
+        // batch shares (the table's tail, hot index pages) are written once.
+        let written = durably(&mut conn, |tx| {
+            let inserted: Vec<_> = inserts.iter().map(|(event, _)| insert(tx, event)).collect();
+            let finished: Vec<_> = finishes
+                .iter()
+                .map(|(outcomes, now, _)| outcomes.iter().map(|o| finish(tx, o, *now)).collect())
+                .collect();
+            Ok((inserted, finished))
+        });
+        let (inserted, finished) = match written {
+            Ok((inserted, finished)) => (Ok(inserted), Ok(finished)),
+            Err(e) => (Err(e.clone()), Err(e)),
+        };
+        answer(inserts.into_iter().map(|(_, reply)| reply), inserted);
+        answer(finishes.into_iter().map(|(_, _, reply)| reply), finished);
     }
 }
 
