@@ -27,7 +27,10 @@ use crate::domain::{
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_tokens.sql")),
-    (3, include_str!("../../migrations/sqlite/0003_kf_indexes.sql")),
+    (
+        3,
+        include_str!("../../migrations/sqlite/0003_kf_indexes.sql"),
+    ),
 ];
 
 #[derive(Clone)]
