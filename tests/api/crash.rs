@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use wxkf_manager::wecom::{decrypt, parse_envelope, parse_message, EncodingAesKey};
 
 use crate::fakes::{FakePuppet, Received};
 use crate::helpers::{spawn_app_with, test_mongo_uri, Corp, TestApp};
@@ -15,12 +14,8 @@ use crate::store::fresh_mongo_uri;
 
 /// The sync tokens in what a puppet received, with how often each came.
 pub fn delivered_tokens(received: &[Received], corp: &Corp) -> HashMap<String, usize> {
-    let key = EncodingAesKey::parse(&corp.key).unwrap();
     let mut counts = HashMap::new();
-    for r in received {
-        let envelope = parse_envelope(&r.body).unwrap();
-        let plain = decrypt(&key, &envelope.encrypt, &corp.id).unwrap();
-        let token = parse_message(&plain.message).unwrap().token.unwrap();
+    for token in corp.tokens_in(received) {
         *counts.entry(token).or_insert(0) += 1;
     }
     counts

@@ -107,18 +107,7 @@ async fn a_puppet_coming_back_gets_one_wake_up_per_kf_id() {
         "one wake-up per kfId, got {}",
         got_after.len()
     );
-    let key = wxkf_manager::wecom::EncodingAesKey::parse(&corp.key).unwrap();
-    let tokens: HashSet<String> = got
-        .iter()
-        .map(|r| {
-            let env = wxkf_manager::wecom::parse_envelope(&r.body).unwrap();
-            let plain = wxkf_manager::wecom::decrypt(&key, &env.encrypt, &corp.id).unwrap();
-            wxkf_manager::wecom::parse_message(&plain.message)
-                .unwrap()
-                .token
-                .unwrap()
-        })
-        .collect();
+    let tokens: HashSet<String> = corp.tokens_in(&got).into_iter().collect();
     let expected: HashSet<String> = std::iter::once("T0-49".to_owned())
         .chain(kfs[1..].iter().map(|kf| format!("T-{kf}-2")))
         .collect();
@@ -214,11 +203,7 @@ async fn resends_arriving_together_are_all_answered_and_each_event_delivered_onc
     }
     puppet.wait_for(100).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let tokens: Vec<String> = puppet
-        .received()
-        .iter()
-        .map(|r| token_in(&corp, &r.body))
-        .collect();
+    let tokens = corp.tokens_in(&puppet.received());
     let distinct: HashSet<&String> = tokens.iter().collect();
     assert_eq!((tokens.len(), distinct.len()), (100, 100));
 }
@@ -246,11 +231,7 @@ async fn wake_ups_waiting_for_a_busy_puppet_collapse_into_the_newest() {
     }
     puppet.wait_for(2).await;
     tokio::time::sleep(Duration::from_millis(1800)).await;
-    let tokens: Vec<String> = puppet
-        .received()
-        .iter()
-        .map(|r| token_in(&corp, &r.body))
-        .collect();
+    let tokens = corp.tokens_in(&puppet.received());
     assert_eq!(
         tokens,
         ["W-0", "W-4"],
@@ -263,16 +244,6 @@ async fn wake_ups_waiting_for_a_busy_puppet_collapse_into_the_newest() {
         .await
         .unwrap();
     assert_eq!(superseded["items"].as_array().map(Vec::len), Some(3));
-}
-
-fn token_in(corp: &Corp, body: &[u8]) -> String {
-    let key = wxkf_manager::wecom::EncodingAesKey::parse(&corp.key).unwrap();
-    let env = wxkf_manager::wecom::parse_envelope(body).unwrap();
-    let plain = wxkf_manager::wecom::decrypt(&key, &env.encrypt, &corp.id).unwrap();
-    wxkf_manager::wecom::parse_message(&plain.message)
-        .unwrap()
-        .token
-        .unwrap()
 }
 
 #[tokio::test]
@@ -288,11 +259,7 @@ async fn a_burst_of_wake_ups_reaches_a_fast_puppet_as_a_few_ending_with_the_newe
         assert_eq!(resp.status(), 200);
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let tokens: Vec<String> = puppet
-        .received()
-        .iter()
-        .map(|r| token_in(&corp, &r.body))
-        .collect();
+    let tokens = corp.tokens_in(&puppet.received());
     assert_eq!(
         tokens.first().map(String::as_str),
         Some("G-00"),

@@ -64,6 +64,20 @@ impl Corp {
         )
     }
 
+    /// The sync token of a kf event this corp's credentials sealed.
+    pub fn token_in(&self, body: &[u8]) -> String {
+        use wxkf_manager::wecom::{decrypt, parse_envelope, parse_message, EncodingAesKey};
+        let key = EncodingAesKey::parse(&self.key).unwrap();
+        let envelope = parse_envelope(body).unwrap();
+        let plain = decrypt(&key, &envelope.encrypt, &self.id).unwrap();
+        parse_message(&plain.message).unwrap().token.unwrap()
+    }
+
+    /// The sync tokens of delivered requests, in the order they arrived.
+    pub fn tokens_in(&self, received: &[crate::fakes::Received]) -> Vec<String> {
+        received.iter().map(|r| self.token_in(&r.body)).collect()
+    }
+
     pub fn seal(&self, inner: &str) -> (String, String) {
         self.seal_for(inner, &self.id)
     }
