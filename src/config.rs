@@ -27,7 +27,27 @@ pub struct Config {
     pub instance_id: Option<String>,
     /// A whole request body must arrive within this (slow senders get 408).
     pub body_timeout: Duration,
+    pub registration: RegistrationLimits,
     pub delivery: DeliveryConfig,
+}
+
+/// Bounds on the puppet routes, far above what a real fleet needs.
+#[derive(Debug, Clone)]
+pub struct RegistrationLimits {
+    /// Register and deregister requests per client address and minute (also
+    /// the burst); `None`: no limit (`REGISTER_RATE_PER_MINUTE=0`).
+    pub per_minute: Option<u32>,
+    /// Registered kfIds per corp, online and offline (`MAX_KF_PER_CORP`).
+    pub max_kf_per_corp: u64,
+}
+
+impl Default for RegistrationLimits {
+    fn default() -> Self {
+        Self {
+            per_minute: Some(600),
+            max_kf_per_corp: 1000,
+        }
+    }
 }
 
 /// How accepted events are delivered to puppets.
@@ -117,6 +137,7 @@ impl Config {
             log_path: None,
             instance_id: None,
             body_timeout: Duration::from_secs(10),
+            registration: RegistrationLimits::default(),
             delivery: DeliveryConfig::default(),
         }
     }
@@ -192,6 +213,20 @@ impl Config {
                 crate::domain::EndpointAllow::parse(&v)
                     .map_err(|reason| bad("ENDPOINT_ALLOW", &reason))?,
             );
+        }
+        if let Some(v) = get("REGISTER_RATE_PER_MINUTE") {
+            let n = number("REGISTER_RATE_PER_MINUTE", &v)?;
+            c.registration.per_minute = match u32::try_from(n) {
+                Ok(0) => None,
+                Ok(n) => Some(n),
+                Err(_) => return Err(bad("REGISTER_RATE_PER_MINUTE", "too large")),
+            };
+        }
+        if let Some(v) = get("MAX_KF_PER_CORP") {
+            c.registration.max_kf_per_corp = match number("MAX_KF_PER_CORP", &v)? {
+                0 => return Err(bad("MAX_KF_PER_CORP", "must be at least 1")),
+                n => n,
+            };
         }
         c.log_path = get("LOG_PATH").map(PathBuf::from);
         c.instance_id = get("INSTANCE_ID");
@@ -301,6 +336,24 @@ mod tests {
             parse(&[("WAKEUP_GAP_MS", "-5")]).unwrap_err().var,
             "WAKEUP_GAP_MS"
         );
+    }
+
+    #[test]
+    fn registration_limits_have_generous_defaults_and_zero_rate_means_none() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.registration.per_minute, Some(600));
+        assert_eq!(c.registration.max_kf_per_corp, 1000);
+        let c = parse(&[("REGISTER_RATE_PER_MINUTE", "0"), ("MAX_KF_PER_CORP", "5")]).unwrap();
+        assert_eq!(c.registration.per_minute, None);
+        assert_eq!(c.registration.max_kf_per_corp, 5);
+        for (var, value) in [
+            ("MAX_KF_PER_CORP", "0"),
+            ("MAX_KF_PER_CORP", "many"),
+            ("REGISTER_RATE_PER_MINUTE", "-1"),
+            ("REGISTER_RATE_PER_MINUTE", "99999999999"),
+        ] {
+            assert_eq!(parse(&[(var, value)]).unwrap_err().var, var, "{value}");
+        }
     }
 
     #[test]

@@ -12,7 +12,8 @@ use tokio::sync::watch;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::credentials::CredentialCache;
-use crate::delivery::{Dispatcher, Sender};
+use crate::delivery::{Dispatcher, EndpointGuard, HostResolver, Sender, SystemResolver};
+use crate::domain::EndpointPolicy;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::store::{self, Store};
@@ -77,18 +78,60 @@ fn instance_id(config: &Config) -> anyhow::Result<String> {
     Ok(id)
 }
 
+/// What the outside world is to the application: time and name resolution.
+/// Production uses the system's; tests bring their own.
+#[derive(Clone)]
+pub struct Seams {
+    pub clock: Arc<dyn Clock>,
+    pub resolver: Arc<dyn HostResolver>,
+}
+
+impl Default for Seams {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            resolver: Arc::new(SystemResolver),
+        }
+    }
+}
+
+/// What an operator should hear at start about an exposed default.
+pub fn startup_warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if config.register_secret.is_none() && !config.host.is_loopback() {
+        warnings.push(format!(
+            "REGISTER_SECRET is not set and the manager listens on {}: anyone who reaches it can register puppets and choose where their callbacks go; set REGISTER_SECRET and give puppets the /s/<secret> base URL",
+            config.host
+        ));
+    }
+    if config.admin_token.is_none() {
+        warnings.push(
+            "ADMIN_TOKEN is not set: the admin API and dashboard are off (the CLI works)".into(),
+        );
+    }
+    warnings
+}
+
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        Self::build_with_clock(config, Arc::new(SystemClock)).await
+        Self::build_with(config, Seams::default()).await
     }
 
-    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    pub async fn build_with(config: Config, seams: Seams) -> anyhow::Result<Self> {
+        let Seams { clock, resolver } = seams;
+        for warning in startup_warnings(&config) {
+            tracing::warn!("{warning}");
+        }
         let store = open_store(&config).await?;
         let credentials = Arc::new(CredentialCache::default());
         if let Err(e) = credentials.refresh_all(store.as_ref()).await {
             tracing::warn!(error = %e, "could not preload corp credentials; they load on first use");
         }
-        let sender = Sender::new(config.delivery.attempt_timeout)
+        let endpoint_guard = EndpointGuard::new(
+            EndpointPolicy::new(config.delivery.endpoint_allow.clone()),
+            resolver,
+        );
+        let sender = Sender::new(config.delivery.attempt_timeout, endpoint_guard.clone())
             .context("building the delivery HTTP client")?;
         let owner = instance_id(&config)?;
         let upstream = reqwest::Client::builder()
@@ -118,6 +161,7 @@ impl Application {
         let listener = TcpListener::bind((config.host, config.port))
             .with_context(|| format!("PORT: cannot listen on {}:{}", config.host, config.port))?;
         let port = listener.local_addr()?.port();
+        let register_limit = config.registration.per_minute.map(http::RateLimiter::new);
         let state = web::Data::new(AppState {
             store: store.clone(),
             credentials: credentials.clone(),
@@ -127,6 +171,8 @@ impl Application {
             upstream,
             tokens,
             metrics,
+            endpoint_guard,
+            register_limit,
         });
         let server =
             HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))

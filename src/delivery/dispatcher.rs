@@ -467,19 +467,6 @@ impl Dispatcher {
                 };
             }
         };
-        if let Some(allow) = &self.config.endpoint_allow {
-            if !allow.allows(puppet.registration.endpoint.url()) {
-                let now = self.clock.now_ms();
-                return self.policy.after_failure(
-                    event.attempts + 1,
-                    event.window_start,
-                    now,
-                    None,
-                    0.0,
-                    "endpoint not allowed by ENDPOINT_ALLOW".into(),
-                );
-            }
-        }
         // Wait for the puppet's turn; a fresh wake-up steps aside as soon as
         // a newer one of its kfId arrives (that one is delivered instead).
         let slot = self.puppet_slot(kf.as_str(), event.coalesce);

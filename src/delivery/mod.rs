@@ -3,11 +3,13 @@
 //! letters after the retry window.
 
 mod dispatcher;
+mod guard;
 pub mod identity;
 mod policy;
 mod routes;
 mod sender;
 
 pub use dispatcher::{Dispatcher, DispatcherHandle, FreshSlot};
+pub use guard::{EndpointGuard, HostResolver, SystemResolver};
 pub use policy::RetryPolicy;
 pub use sender::{SendFailure, Sender};

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use crate::domain::EndpointUrl;
+use super::guard::EndpointGuard;
+use crate::domain::{EndpointRefusal, EndpointUrl};
 use crate::store::{PayloadKind, StoredEvent};
 
 pub const DELIVERY_ID_HEADER: &str = "X-Wxkf-Delivery-Id";
@@ -19,18 +20,21 @@ pub struct SendFailure {
 #[derive(Clone)]
 pub struct Sender {
     client: reqwest::Client,
+    guard: EndpointGuard,
 }
 
 impl Sender {
-    pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
+    pub fn new(timeout: Duration, guard: EndpointGuard) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
+            // Every address a name resolves to passes the endpoint policy.
+            .dns_resolver(std::sync::Arc::new(guard.clone()))
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             // A puppet endpoint is where events go; a redirect would send them elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(32)
             .build()?;
-        Ok(Self { client })
+        Ok(Self { client, guard })
     }
 
     pub async fn send(
@@ -39,6 +43,12 @@ impl Sender {
         endpoint: &EndpointUrl,
         attempt: u32,
     ) -> Result<(), SendFailure> {
+        self.guard
+            .check_url(endpoint.url())
+            .map_err(|refusal| SendFailure {
+                error: format!("endpoint refused: {refusal}"),
+                retry_after: None,
+            })?;
         let request = match event.kind {
             PayloadKind::Xml => {
                 let url = format!("{}?{}", endpoint.join("callback"), event.query);
@@ -79,6 +89,14 @@ impl Sender {
 }
 
 fn describe(e: &reqwest::Error) -> String {
+    // A refusal by the guard arrives as a connect error; say which and why.
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(refusal) = c.downcast_ref::<EndpointRefusal>() {
+            return format!("endpoint refused: {refusal}");
+        }
+        cause = c.source();
+    }
     if e.is_timeout() {
         "timed out".to_owned()
     } else if e.is_connect() {

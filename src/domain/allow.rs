@@ -25,7 +25,7 @@ fn bits(ip: IpAddr) -> (u128, u8) {
     }
 }
 
-fn in_net(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
+pub(crate) fn in_net(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
     let (a, width) = bits(ip);
     let (b, net_width) = bits(net);
     if width != net_width {
@@ -67,6 +67,16 @@ impl EndpointAllow {
             return Err("empty list".into());
         }
         Ok(Self { rules })
+    }
+
+    /// Whether a CIDR or address rule covers `ip` at least as narrowly as
+    /// `within` (a network of `within_prefix` bits): `169.254.0.0/16` names the
+    /// link-local range, `0.0.0.0/0` does not.
+    pub(crate) fn names(&self, ip: IpAddr, within_prefix: u8) -> bool {
+        self.rules.iter().any(|rule| match rule {
+            Rule::Net(net, prefix) => *prefix >= within_prefix && in_net(ip, *net, *prefix),
+            _ => false,
+        })
     }
 
     /// Whether deliveries may go to this URL's host.

@@ -2,12 +2,14 @@
 //! take these types, never raw strings.
 
 mod allow;
+mod endpoint_policy;
 mod ids;
 mod registration;
 mod secret;
 
 pub use crate::wecom::EncodingAesKey;
 pub use allow::EndpointAllow;
+pub use endpoint_policy::{EndpointPolicy, EndpointRefusal};
 pub use ids::{CorpId, EndpointUrl, KfId};
 pub use registration::{CredentialSet, Puppet, RegisterBody, Registration};
 pub use secret::Secret;

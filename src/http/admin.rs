@@ -1,11 +1,9 @@
 //! The operator API under `/admin/api/`: puppets, corps, deliveries.
 //!
-//! Bearer `ADMIN_TOKEN`, compared in constant time. Without `ADMIN_TOKEN`
-//! only loopback clients are served; others get 403.
+//! Authorization is the scope's middleware (`admin_auth.rs`).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
 use super::body::read_limited;
 use super::error::PuppetApiError;
@@ -33,28 +31,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/deliveries/{id}", web::delete().to(delete_one));
 }
 
-fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), PuppetApiError> {
-    match &state.config.admin_token {
-        Some(expected) => {
-            let presented = req
-                .headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or(PuppetApiError::Unauthorized)?;
-            if bool::from(presented.as_bytes().ct_eq(expected.expose().as_bytes())) {
-                Ok(())
-            } else {
-                Err(PuppetApiError::Forbidden("wrong admin token"))
-            }
-        }
-        None if req.peer_addr().is_some_and(|a| a.ip().is_loopback()) => Ok(()),
-        None => Err(PuppetApiError::Forbidden(
-            "ADMIN_TOKEN is not set: the admin API answers loopback clients only",
-        )),
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ListQuery {
@@ -68,10 +44,8 @@ struct ListQuery {
 #[utoipa::path(get, path = "/admin/api/deliveries", tag = "admin", params(("status" = Option<String>, Query), ("kfId" = Option<String>, Query), ("corpId" = Option<String>, Query), ("limit" = Option<usize>, Query), ("offset" = Option<usize>, Query)), responses((status = 200, description = "{items, limit, offset}, newest first"), (status = 400, description = "Unknown status")))]
 async fn list_deliveries(
     state: web::Data<AppState>,
-    req: HttpRequest,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, PuppetApiError> {
-    authorize(&req, &state)?;
     let q = query.into_inner();
     let status = match q.status.as_deref() {
         None | Some("") => None,
@@ -97,10 +71,8 @@ async fn list_deliveries(
 #[utoipa::path(post, path = "/admin/api/deliveries/{id}/redrive", tag = "admin", params(("id" = String, Path)), responses((status = 200, description = "Re-driven"), (status = 404, description = "No dead or parked delivery with this id")))]
 async fn redrive_one(
     state: web::Data<AppState>,
-    req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, PuppetApiError> {
-    authorize(&req, &state)?;
     if !state.store.redrive(&id, state.clock.now_ms()).await? {
         return Err(PuppetApiError::NotFound(
             "no dead or parked delivery with this id",
@@ -119,7 +91,6 @@ async fn redrive_kf(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, PuppetApiError> {
-    authorize(&req, &state)?;
     let kf = KfId::parse(&param(req.query_string(), "kfId").unwrap_or_default())?;
     let n = state
         .store
@@ -136,10 +107,8 @@ async fn redrive_kf(
 #[utoipa::path(delete, path = "/admin/api/deliveries/{id}", tag = "admin", params(("id" = String, Path)), responses((status = 200, description = "Deleted"), (status = 404, description = "Unknown id")))]
 async fn delete_one(
     state: web::Data<AppState>,
-    req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, PuppetApiError> {
-    authorize(&req, &state)?;
     if !state.store.delete_event(&id).await? {
         return Err(PuppetApiError::NotFound("no delivery with this id"));
     }
@@ -158,10 +127,8 @@ struct PuppetQuery {
 #[utoipa::path(get, path = "/admin/api/puppets", tag = "admin", params(("corpId" = Option<String>, Query), ("online" = Option<bool>, Query), ("limit" = Option<usize>, Query), ("offset" = Option<usize>, Query)), responses((status = 200, description = "{items, limit, offset}"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token")))]
 async fn list_puppets(
     state: web::Data<AppState>,
-    req: HttpRequest,
     query: web::Query<PuppetQuery>,
 ) -> Result<HttpResponse, PuppetApiError> {
-    authorize(&req, &state)?;
     let q = query.into_inner();
     let corp = q
         .corp_id
@@ -184,10 +151,8 @@ async fn list_puppets(
 #[utoipa::path(get, path = "/admin/api/puppets/{kfId}", tag = "admin", params(("kfId" = String, Path)), responses((status = 200, description = "{puppet, deliveries, lastDeliveredDate}"), (status = 404, description = "Unknown kfId")))]
 async fn show_puppet(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, PuppetApiError> {
-    authorize(&req, &state)?;
     let kf = KfId::parse(&path)?;
     let puppet = state
         .store
@@ -205,10 +170,8 @@ async fn show_puppet(
 #[utoipa::path(delete, path = "/admin/api/puppets/{kfId}", tag = "admin", params(("kfId" = String, Path)), responses((status = 200, description = "Deleted"), (status = 404, description = "Unknown kfId")))]
 async fn delete_puppet(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, PuppetApiError> {
-    authorize(&req, &state)?;
     let kf = KfId::parse(&path)?;
     let Some(puppet) = state.store.get_puppet(&kf).await? else {
         return Err(PuppetApiError::NotFound("kfId is not registered"));
@@ -232,14 +195,13 @@ struct MoveBody {
 #[utoipa::path(put, path = "/admin/api/puppets/{kfId}/endpoint", tag = "admin", params(("kfId" = String, Path)), request_body(content = String, content_type = "application/json", description = "{endpoint}"), responses((status = 200, description = "Moved"), (status = 400, description = "Bad endpoint"), (status = 404, description = "Unknown kfId")))]
 async fn move_puppet(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PuppetApiError> {
-    authorize(&req, &state)?;
     let kf = KfId::parse(&path)?;
     let body: MoveBody = parse_body(&state, payload).await?;
     let endpoint = EndpointUrl::parse(body.endpoint.as_deref().unwrap_or(""))?;
+    super::puppets::check_endpoint(&state, &endpoint).await?;
     if !state
         .store
         .move_puppet(&kf, &endpoint, state.clock.now_ms())
@@ -253,11 +215,7 @@ async fn move_puppet(
 }
 
 #[utoipa::path(get, path = "/admin/api/corps", tag = "admin", responses((status = 200, description = "{items: [{corpId, credentialSets, puppets, online}]}")))]
-async fn list_corps(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, PuppetApiError> {
-    authorize(&req, &state)?;
+async fn list_corps(state: web::Data<AppState>) -> Result<HttpResponse, PuppetApiError> {
     let items = state.store.list_corps().await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"items": items})))
 }
@@ -275,11 +233,9 @@ struct RotateBody {
 #[utoipa::path(put, path = "/admin/api/corps/{corpId}/credentials", tag = "admin", params(("corpId" = String, Path)), request_body(content = String, content_type = "application/json", description = "{token, encodingAESKey, previousToken?}"), responses((status = 200, description = "{updated}"), (status = 400, description = "Bad token or key"), (status = 404, description = "No puppet uses these credentials")))]
 async fn rotate_credentials(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PuppetApiError> {
-    authorize(&req, &state)?;
     let corp = CorpId::parse(&path)?;
     let body: RotateBody = parse_body(&state, payload).await?;
     let set = CredentialSet::parse(body.token.as_deref(), body.encoding_aes_key.as_deref())?;
@@ -317,8 +273,17 @@ async fn parse_body<T: for<'de> Deserialize<'de>>(
 
 /// The dashboard: one static page (HTML, CSS, a little JavaScript) embedded
 /// in the binary; it calls the admin API with the token the operator types.
-#[utoipa::path(get, path = "/admin/", tag = "admin", responses((status = 200, description = "The dashboard page")))]
-pub async fn dashboard() -> HttpResponse {
+#[utoipa::path(get, path = "/admin/", tag = "admin", responses((status = 200, description = "The dashboard page"), (status = 403, description = "ADMIN_TOKEN is not set: the page says so")))]
+pub async fn dashboard(state: web::Data<AppState>) -> HttpResponse {
+    if state.config.admin_token.is_none() {
+        return HttpResponse::Forbidden()
+            .content_type("text/html; charset=utf-8")
+            .body(format!(
+                "<!doctype html><meta charset=\"utf-8\"><title>wxkf-manager</title>\
+                 <h1>wxkf-manager</h1><p id=\"off\">{}.</p>",
+                super::admin_auth::ADMIN_OFF
+            ));
+    }
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((

@@ -111,6 +111,11 @@ pub enum PuppetApiError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(&'static str),
+    /// A configured bound was reached (409).
+    #[error("{0}")]
+    Limit(String),
+    #[error("too many requests from this address; retry after {} s", retry_after_secs(*.0))]
+    RateLimited(std::time::Duration),
     #[error("store unavailable, retry later")]
     Store(#[from] StoreError),
 }
@@ -135,6 +140,8 @@ impl ResponseError for PuppetApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::SlowBody => StatusCode::REQUEST_TIMEOUT,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Limit(_) => StatusCode::CONFLICT,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Store(StoreError::DuplicateKey) => StatusCode::CONFLICT,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -145,9 +152,18 @@ impl ResponseError for PuppetApiError {
             tracing::error!(error = %cause, "store error on a puppet request");
         }
         let status = self.status_code();
-        HttpResponse::build(status).json(serde_json::json!({
+        let mut response = HttpResponse::build(status);
+        if let Self::RateLimited(wait) = self {
+            response.insert_header(("retry-after", retry_after_secs(*wait).to_string()));
+        }
+        response.json(serde_json::json!({
             "code": status.as_u16(),
             "message": self.to_string(),
         }))
     }
+}
+
+/// Whole seconds for `Retry-After`, never 0.
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    (wait.as_millis().div_ceil(1000) as u64).max(1)
 }

@@ -1,6 +1,7 @@
 //! The HTTP surface: one module per resource, errors mapped in `error.rs`.
 
 mod admin;
+mod admin_auth;
 mod body;
 mod callback;
 mod error;
@@ -8,6 +9,7 @@ mod health;
 mod openapi;
 pub mod puppets;
 pub mod query;
+mod rate_limit;
 mod secret_path;
 mod tokens;
 
@@ -23,6 +25,7 @@ use crate::delivery::DispatcherHandle;
 use crate::store::Store;
 
 pub use error::{CallbackError, PuppetApiError};
+pub use rate_limit::RateLimiter;
 
 /// Everything a handler needs, shared by all workers.
 pub struct AppState {
@@ -35,6 +38,10 @@ pub struct AppState {
     pub upstream: reqwest::Client,
     pub tokens: Arc<crate::tokens::TokenService>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where registrations may point (the delivery client uses the same).
+    pub endpoint_guard: crate::delivery::EndpointGuard,
+    /// Register and deregister requests per client address; `None`: no limit.
+    pub register_limit: Option<rate_limit::RateLimiter>,
 }
 
 /// The old manager's success answer: `{"code": 0, "message": "success"}`.
@@ -66,5 +73,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/admin/api/openapi.json",
             web::get().to(openapi::openapi_json),
         )
-        .service(web::scope("/admin/api").configure(admin::routes));
+        .service(
+            web::scope("/admin/api")
+                .wrap(from_fn(admin_auth::require_admin_token))
+                .configure(admin::routes),
+        );
 }

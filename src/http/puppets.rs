@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::body::read_limited;
 use super::error::PuppetApiError;
 use super::AppState;
-use crate::domain::{CorpId, KfId, Puppet, RegisterBody, Registration};
+use crate::domain::{CorpId, EndpointUrl, KfId, Puppet, RegisterBody, Registration};
 
 const REGISTER_BODY_LIMIT: usize = 16 * 1024;
 
@@ -22,28 +22,49 @@ fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, PuppetApiE
     })
 }
 
+/// The endpoint policy at registration: `ENDPOINT_ALLOW`, and no link-local,
+/// metadata or unspecified address, also behind a name (400 naming the field).
+pub(super) async fn check_endpoint(
+    state: &AppState,
+    endpoint: &EndpointUrl,
+) -> Result<(), PuppetApiError> {
+    state
+        .endpoint_guard
+        .check_registration(endpoint.url())
+        .await
+        .map_err(|refusal| PuppetApiError::BadRequest(format!("endpoint: {refusal}")))
+}
+
+/// One request from this client's bucket (register and deregister).
+fn rate_limit(state: &AppState, req: &HttpRequest) -> Result<(), PuppetApiError> {
+    let (Some(limit), Some(peer)) = (&state.register_limit, req.peer_addr()) else {
+        return Ok(());
+    };
+    limit
+        .check(peer.ip(), state.clock.now_ms())
+        .map_err(|wait| {
+            tracing::warn!(client = %peer.ip(), "registration rate limit reached");
+            PuppetApiError::RateLimited(wait)
+        })
+}
+
 #[tracing::instrument(skip_all, fields(kf_id, corp_id))]
-#[utoipa::path(post, path = "/puppetWxkfManager/register", tag = "puppets", request_body(content = String, content_type = "application/json", description = "{kfId, kfName, endpoint, corpId, corpSecret, token, encodingAESKey}"), responses((status = 200, description = "{code: 0, message: success}"), (status = 400, description = "{code: 400, message} naming the field"), (status = 409, description = "The kfId is registered to another endpoint with other credentials"), (status = 413, description = "Body over 16 KiB"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(post, path = "/puppetWxkfManager/register", tag = "puppets", request_body(content = String, content_type = "application/json", description = "{kfId, kfName, endpoint, corpId, corpSecret, token, encodingAESKey}"), responses((status = 200, description = "{code: 0, message: success}"), (status = 400, description = "{code: 400, message} naming the field"), (status = 409, description = "The kfId is registered to another endpoint with other credentials, or the corp has MAX_KF_PER_CORP kfIds"), (status = 413, description = "Body over 16 KiB"), (status = 429, description = "Too many requests from this address (Retry-After)"), (status = 503, description = "Store unavailable")))]
 async fn register(
     state: web::Data<AppState>,
+    req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, PuppetApiError> {
+    rate_limit(&state, &req)?;
     let body = read_limited(payload, REGISTER_BODY_LIMIT, state.config.body_timeout).await?;
     let reg = Registration::try_from(parse_json::<RegisterBody>(&body)?)?;
     let span = tracing::Span::current();
     span.record("kf_id", reg.kf_id.as_str());
     span.record("corp_id", reg.corp_id.as_str());
 
-    if let Some(allow) = &state.config.delivery.endpoint_allow {
-        if !allow.allows(reg.endpoint.url()) {
-            return Err(crate::domain::FieldError::new(
-                "endpoint",
-                "not allowed by ENDPOINT_ALLOW",
-            )
-            .into());
-        }
-    }
-    if let Some(existing) = state.store.get_puppet(&reg.kf_id).await? {
+    check_endpoint(&state, &reg.endpoint).await?;
+    let existing = state.store.get_puppet(&reg.kf_id).await?;
+    if let Some(existing) = &existing {
         let current = &existing.registration;
         let moving = current.endpoint != reg.endpoint || current.corp_id != reg.corp_id;
         if moving && !current.credentials.same_as(&reg.credentials) {
@@ -52,6 +73,17 @@ async fn register(
                 "kfId is registered to another endpoint; moving it requires the credentials it was registered with",
             ));
         }
+    }
+    let joins_corp = existing.is_none_or(|p| p.registration.corp_id != reg.corp_id);
+    let cap = state.config.registration.max_kf_per_corp;
+    if joins_corp && state.store.count_puppets(&reg.corp_id).await? >= cap {
+        tracing::warn!(
+            cap,
+            "refused: the corp has as many kfIds as MAX_KF_PER_CORP allows"
+        );
+        return Err(PuppetApiError::Limit(format!(
+            "corpId: this corp already has {cap} registered kfIds (MAX_KF_PER_CORP); deregistered ones count until an operator deletes them"
+        )));
     }
     let now = state.clock.now_ms();
     state.store.save_registration(&reg, now).await?;
@@ -78,11 +110,13 @@ struct DeregisterBody {
 }
 
 #[tracing::instrument(skip_all, fields(kf_id, corp_id))]
-#[utoipa::path(post, path = "/puppetWxkfManager/deregister", tag = "puppets", request_body(content = String, content_type = "application/json", description = "{kfId, corpId}"), responses((status = 200, description = "{code: 0, message: success}"), (status = 404, description = "Unknown kfId")))]
+#[utoipa::path(post, path = "/puppetWxkfManager/deregister", tag = "puppets", request_body(content = String, content_type = "application/json", description = "{kfId, corpId}"), responses((status = 200, description = "{code: 0, message: success}"), (status = 404, description = "Unknown kfId"), (status = 429, description = "Too many requests from this address (Retry-After)")))]
 async fn deregister(
     state: web::Data<AppState>,
+    req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, PuppetApiError> {
+    rate_limit(&state, &req)?;
     let body = read_limited(payload, REGISTER_BODY_LIMIT, state.config.body_timeout).await?;
     let parsed: DeregisterBody = parse_json(&body)?;
     let kf_id = KfId::parse(parsed.kf_id.as_deref().unwrap_or(""))?;

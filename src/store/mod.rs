@@ -63,6 +63,9 @@ pub trait Store: Send + Sync + 'static {
         offset: usize,
     ) -> Result<Vec<Puppet>, StoreError>;
 
+    /// How many kfIds are registered under a corp, online or not.
+    async fn count_puppets(&self, corp_id: &CorpId) -> Result<u64, StoreError>;
+
     async fn delete_puppet(&self, kf_id: &KfId) -> Result<bool, StoreError>;
 
     async fn list_corps(&self) -> Result<Vec<CorpSummary>, StoreError>;

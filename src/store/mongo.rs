@@ -475,6 +475,13 @@ impl Store for MongoStore {
             .collect()
     }
 
+    async fn count_puppets(&self, corp_id: &CorpId) -> Result<u64, StoreError> {
+        Ok(self
+            .puppets
+            .count_documents(doc! {"corpId": corp_id.as_str()})
+            .await?)
+    }
+
     async fn delete_puppet(&self, kf_id: &KfId) -> Result<bool, StoreError> {
         Ok(self
             .puppets

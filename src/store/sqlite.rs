@@ -483,6 +483,17 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn count_puppets(&self, corp_id: &CorpId) -> Result<u64, StoreError> {
+        let corp = corp_id.as_str().to_owned();
+        self.run(move |c| {
+            let n: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM puppets WHERE corp_id = ?1")?
+                .query_row([corp], |r| r.get(0))?;
+            Ok(n.max(0) as u64)
+        })
+        .await
+    }
+
     async fn delete_puppet(&self, kf_id: &KfId) -> Result<bool, StoreError> {
         let kf = kf_id.as_str().to_owned();
         self.run(move |c| Ok(c.execute("DELETE FROM puppets WHERE kf_id = ?1", [kf])? > 0))

@@ -3,14 +3,13 @@
 use std::time::Duration;
 
 use crate::fakes::FakePuppet;
-use crate::helpers::{spawn_app, spawn_app_with, Corp};
+use reqwest::Method;
 
-const ADMIN: &str = "admin-token-for-tests-0123456789";
+use crate::helpers::{spawn_app, spawn_app_with, Corp, ADMIN_TOKEN as ADMIN};
 
 #[tokio::test]
 async fn admin_routes_need_the_bearer_token() {
-    let app =
-        spawn_app_with(|c| c.admin_token = Some(wxkf_manager::domain::Secret::new(ADMIN))).await;
+    let app = spawn_app().await;
     let url = format!("{}/admin/api/deliveries", app.address);
     assert_eq!(app.api.get(&url).send().await.unwrap().status(), 401);
     let wrong = app.api.get(&url).bearer_auth("nope").send().await.unwrap();
@@ -27,6 +26,65 @@ async fn admin_routes_need_the_bearer_token() {
     assert_eq!(bad_status.status(), 400);
 }
 
+/// Behind nginx on the same host every request comes from loopback, so
+/// loopback is no credential: without `ADMIN_TOKEN` the admin API is off.
+#[tokio::test]
+async fn without_an_admin_token_the_admin_api_is_off_even_from_loopback() {
+    let app = spawn_app_with(|c| c.admin_token = None).await;
+    let corp = Corp::new("wwnoadmin");
+    app.register_ok(&corp, "wknoadmin", "http://127.0.0.1:9")
+        .await;
+    for (method, path) in [
+        (Method::GET, "/puppets"),
+        (Method::GET, "/deliveries?status=dead"),
+        (Method::DELETE, "/puppets/wknoadmin"),
+        (Method::PUT, "/puppets/wknoadmin/endpoint"),
+        (Method::POST, "/deliveries/redrive?kfId=wknoadmin"),
+    ] {
+        let resp = app
+            .api
+            .request(method.clone(), format!("{}/admin/api{path}", app.address))
+            .body(r#"{"endpoint":"http://127.0.0.1:1"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403, "{method} {path}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], 403);
+        assert!(
+            body["message"].as_str().unwrap().contains("ADMIN_TOKEN"),
+            "{body}"
+        );
+        // Any token is as good as none.
+        let guessed = app
+            .admin(method.clone(), path)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            guessed.status(),
+            403,
+            "{method} {path} with a guessed token"
+        );
+    }
+    let dashboard = app.get("/admin/").await;
+    assert_eq!(dashboard.status(), 403);
+    assert!(dashboard.text().await.unwrap().contains("set ADMIN_TOKEN"));
+    // Nothing was deleted or moved.
+    let info: serde_json::Value = app
+        .get("/puppetWxkfManager/puppetWxkfInfo/wknoadmin")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["endpoint"], "http://127.0.0.1:9/");
+    // The CLI opens the store itself and keeps working.
+    let out = app.cli(&["puppets", "list", "--json"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("wknoadmin"));
+}
+
 #[tokio::test]
 async fn a_dead_letter_keeps_its_error_and_is_delivered_when_re_driven() {
     let app = spawn_app_with(|c| c.delivery.retry_window = Duration::from_millis(300)).await;
@@ -39,14 +97,7 @@ async fn a_dead_letter_keeps_its_error_and_is_delivered_when_re_driven() {
         200
     );
 
-    // Without ADMIN_TOKEN, loopback clients are served.
-    let list_dead = || async {
-        app.get("/admin/api/deliveries?status=dead&kfId=wkredrive")
-            .await
-            .json::<serde_json::Value>()
-            .await
-            .unwrap()
-    };
+    let list_dead = || app.admin_json("/deliveries?status=dead&kfId=wkredrive");
     let mut dead = serde_json::Value::Null;
     for _ in 0..100 {
         dead = list_dead().await;
@@ -64,8 +115,7 @@ async fn a_dead_letter_keeps_its_error_and_is_delivered_when_re_driven() {
     puppet.fail_with(&[]);
     let id = item["id"].as_str().unwrap();
     let resp = app
-        .api
-        .post(format!("{}/admin/api/deliveries/{id}/redrive", app.address))
+        .admin(Method::POST, &format!("/deliveries/{id}/redrive"))
         .send()
         .await
         .unwrap();
@@ -77,12 +127,7 @@ async fn a_dead_letter_keeps_its_error_and_is_delivered_when_re_driven() {
     // The puppet has it; the outcome is recorded right after.
     let mut delivered = serde_json::Value::Null;
     for _ in 0..100 {
-        delivered = app
-            .get("/admin/api/deliveries?status=delivered")
-            .await
-            .json()
-            .await
-            .unwrap();
+        delivered = app.admin_json("/deliveries?status=delivered").await;
         if delivered["items"][0]["id"] == id {
             break;
         }
@@ -90,8 +135,7 @@ async fn a_dead_letter_keeps_its_error_and_is_delivered_when_re_driven() {
     }
     assert_eq!(delivered["items"][0]["id"], id);
     let again = app
-        .api
-        .post(format!("{}/admin/api/deliveries/{id}/redrive", app.address))
+        .admin(Method::POST, &format!("/deliveries/{id}/redrive"))
         .send()
         .await
         .unwrap();
@@ -100,10 +144,6 @@ async fn a_dead_letter_keeps_its_error_and_is_delivered_when_re_driven() {
         404,
         "only dead or parked deliveries are re-driven"
     );
-}
-
-fn admin_app_config(c: &mut wxkf_manager::config::Config) {
-    c.admin_token = Some(wxkf_manager::domain::Secret::new(ADMIN));
 }
 
 async fn admin_get(app: &crate::helpers::TestApp, path: &str) -> (u16, String) {
@@ -119,7 +159,7 @@ async fn admin_get(app: &crate::helpers::TestApp, path: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn puppets_and_corps_are_listed_filtered_and_paginated_without_secrets() {
-    let app = spawn_app_with(admin_app_config).await;
+    let app = spawn_app().await;
     let (one, two) = (Corp::new("wwadmin1"), Corp::new("wwadmin2"));
     let second_app = one.another_app();
     for i in 0..5 {
@@ -188,7 +228,7 @@ async fn puppets_and_corps_are_listed_filtered_and_paginated_without_secrets() {
 
 #[tokio::test]
 async fn operators_can_rotate_credentials_and_move_a_puppet() {
-    let app = spawn_app_with(admin_app_config).await;
+    let app = spawn_app().await;
     let (old_home, new_home) = (FakePuppet::start().await, FakePuppet::start().await);
     let corp = Corp::new("wwrotate");
     app.register_ok(&corp, "wkrot", &old_home.url).await;
@@ -226,7 +266,7 @@ async fn operators_can_rotate_credentials_and_move_a_puppet() {
 
 #[tokio::test]
 async fn metrics_count_callbacks_by_outcome() {
-    let app = spawn_app_with(admin_app_config).await;
+    let app = spawn_app().await;
     let puppet = FakePuppet::start().await;
     let corp = Corp::new("wwmetrics");
     // One kfId per event, so that no wake-up is coalesced into another.
@@ -301,7 +341,7 @@ async fn metrics_count_callbacks_by_outcome() {
 
 #[tokio::test]
 async fn every_admin_route_requires_the_token() {
-    let app = spawn_app_with(admin_app_config).await;
+    let app = spawn_app().await;
     let routes = [
         ("GET", "/puppets"),
         ("GET", "/puppets/wk1"),

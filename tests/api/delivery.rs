@@ -237,12 +237,9 @@ async fn wake_ups_waiting_for_a_busy_puppet_collapse_into_the_newest() {
         ["W-0", "W-4"],
         "the three in between are replaced by the newest"
     );
-    let superseded: serde_json::Value = app
-        .get("/admin/api/deliveries?status=superseded&kfId=wkbusy")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let superseded = app
+        .admin_json("/deliveries?status=superseded&kfId=wkbusy")
+        .await;
     assert_eq!(superseded["items"].as_array().map(Vec::len), Some(3));
 }
 

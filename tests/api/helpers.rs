@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::distributions::{Alphanumeric, DistString};
-use wxkf_manager::clock::{Clock, SystemClock};
+use wxkf_manager::clock::Clock;
 use wxkf_manager::config::Config;
-use wxkf_manager::startup::Application;
+use wxkf_manager::delivery::{HostResolver, SystemResolver};
+use wxkf_manager::startup::{Application, Seams};
 use wxkf_manager::wecom::{build_envelope, encrypt, sign, EncodingAesKey};
 
 use crate::fakes::FakeWecom;
@@ -108,7 +109,7 @@ pub struct TestApp {
     pub handle: actix_web::dev::ServerHandle,
     running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     config: Config,
-    clock: Arc<dyn Clock>,
+    seams: Seams,
     data_dir: Arc<tempfile::TempDir>,
 }
 
@@ -146,8 +147,12 @@ pub fn with_database(uri: &str, db: &str) -> String {
     out
 }
 
+/// The admin token every test app is started with (see `TestApp::admin`).
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+
 pub fn test_config(data_dir: &std::path::Path, wecom: &FakeWecom) -> Config {
     let mut config = Config::defaults();
+    config.admin_token = Some(wxkf_manager::domain::Secret::new(ADMIN_TOKEN));
     config.host = [127, 0, 0, 1].into();
     config.port = 0;
     config.data_dir = data_dir.to_path_buf();
@@ -166,11 +171,41 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_with_seams(Seams::default(), adjust).await
+}
+
+/// Start the app with its own clock and name resolver.
+pub async fn spawn_app_with_seams(seams: Seams, adjust: impl FnOnce(&mut Config)) -> TestApp {
     let wecom = FakeWecom::start().await;
     let data_dir = tempfile::tempdir().unwrap();
     let mut config = test_config(data_dir.path(), &wecom);
     adjust(&mut config);
-    launch(config, wecom, Arc::new(data_dir), Arc::new(SystemClock)).await
+    launch(config, wecom, Arc::new(data_dir), seams).await
+}
+
+/// A resolver the test controls: names map to the addresses set last.
+#[derive(Default)]
+pub struct FakeDns(std::sync::Mutex<std::collections::HashMap<String, Vec<std::net::IpAddr>>>);
+
+impl FakeDns {
+    pub fn set(&self, name: &str, address: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), vec![address.parse().unwrap()]);
+    }
+}
+
+impl HostResolver for FakeDns {
+    fn lookup<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, std::io::Result<Vec<std::net::IpAddr>>> {
+        let found = self.0.lock().unwrap().get(host).cloned();
+        Box::pin(async move {
+            found.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such name"))
+        })
+    }
 }
 
 /// A clock the test moves by hand.
@@ -194,20 +229,20 @@ pub async fn spawn_app_with_clock(
     clock: Arc<dyn Clock>,
     adjust: impl FnOnce(&mut Config),
 ) -> TestApp {
-    let wecom = FakeWecom::start().await;
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(data_dir.path(), &wecom);
-    adjust(&mut config);
-    launch(config, wecom, Arc::new(data_dir), clock).await
+    let seams = Seams {
+        clock,
+        resolver: Arc::new(SystemResolver),
+    };
+    spawn_app_with_seams(seams, adjust).await
 }
 
 async fn launch(
     config: Config,
     wecom: FakeWecom,
     data_dir: Arc<tempfile::TempDir>,
-    clock: Arc<dyn Clock>,
+    seams: Seams,
 ) -> TestApp {
-    let app = Application::build_with_clock(config.clone(), clock.clone())
+    let app = Application::build_with(config.clone(), seams.clone())
         .await
         .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -223,7 +258,7 @@ async fn launch(
         handle,
         running,
         config,
-        clock,
+        seams,
         data_dir,
     }
 }
@@ -235,6 +270,10 @@ impl TestApp {
         if let Some(running) = self.running.take() {
             running.await.unwrap().unwrap();
         }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// Run the `wxkf-manager` binary against this app's store.
@@ -293,7 +332,7 @@ impl TestApp {
             self.config.clone(),
             self.wecom.clone(),
             self.data_dir.clone(),
-            self.clock.clone(),
+            self.seams.clone(),
         )
         .await
     }
@@ -356,6 +395,32 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// `getToken` as a puppet calls it, with the corp's secret.
+    pub async fn get_token(&self, corp: &Corp) -> serde_json::Value {
+        self.get(&format!(
+            "/puppetWxkfManager/getToken?corpid={}&corpsecret={}",
+            corp.id, corp.secret
+        ))
+        .await
+        .json()
+        .await
+        .unwrap()
+    }
+
+    /// A request to `/admin/api{path}` with the test admin token.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.api
+            .request(method, format!("{}/admin/api{path}", self.address))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
+    /// GET `/admin/api{path}` with the test admin token, as JSON.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        let resp = self.admin(reqwest::Method::GET, path).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "GET /admin/api{path}");
+        resp.json().await.unwrap()
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {

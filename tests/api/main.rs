@@ -14,6 +14,7 @@ mod fakes;
 mod helpers;
 mod mongo;
 mod puppets;
+mod secure_defaults;
 mod security;
 mod simulate;
 mod store;

@@ -152,7 +152,7 @@ async fn hostile_inputs_get_a_4xx_and_leave_nothing_behind() {
             "healthy after {name}"
         );
     }
-    let stored: serde_json::Value = app.get("/admin/api/deliveries").await.json().await.unwrap();
+    let stored = app.admin_json("/deliveries").await;
     assert_eq!(
         stored["items"].as_array().unwrap().len(),
         0,
@@ -496,15 +496,7 @@ async fn secrets_are_sealed_at_rest_and_a_wrong_key_stops_the_start() {
     let puppet = FakePuppet::start().await;
     let corp = Corp::new("wwsealed");
     app.register_ok(&corp, "wksealed", &puppet.url).await;
-    let token: serde_json::Value = app
-        .get(&format!(
-            "/puppetWxkfManager/getToken?corpid={}&corpsecret={}",
-            corp.id, corp.secret
-        ))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let token = app.get_token(&corp).await;
     let access_token = token["access_token"].as_str().unwrap().to_owned();
     // Sealed secrets still work: callbacks verify and deliver.
     assert_eq!(
