@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::domain::{CorpId, CredentialSet};
-use crate::store::{Store, StoreError};
+use crate::store::{Registrations, StoreError};
 
 type Sets = Arc<[CredentialSet]>;
 
@@ -22,7 +22,7 @@ pub struct CredentialCache {
 
 impl CredentialCache {
     /// A corp's credential sets (possibly empty: unknown corp).
-    pub async fn get(&self, store: &dyn Store, corp: &CorpId) -> Result<Sets, StoreError> {
+    pub async fn get(&self, store: &dyn Registrations, corp: &CorpId) -> Result<Sets, StoreError> {
         if let Some(sets) = self.read().get(corp) {
             return Ok(sets.clone());
         }
@@ -30,14 +30,14 @@ impl CredentialCache {
     }
 
     /// Re-read one corp (after a registration changed it).
-    pub async fn reload_corp(&self, store: &dyn Store, corp: &CorpId) -> Result<Sets, StoreError> {
+    pub async fn reload_corp(&self, store: &dyn Registrations, corp: &CorpId) -> Result<Sets, StoreError> {
         let sets: Sets = store.corp_credentials(corp).await?.into();
         self.write().insert(corp.clone(), sets.clone());
         Ok(sets)
     }
 
     /// Replace the whole cache from the store.
-    pub async fn refresh_all(&self, store: &dyn Store) -> Result<usize, StoreError> {
+    pub async fn refresh_all(&self, store: &dyn Registrations) -> Result<usize, StoreError> {
         let mut grouped: HashMap<CorpId, Vec<CredentialSet>> = HashMap::new();
         for (corp, set) in store.all_credentials().await? {
             grouped.entry(corp).or_default().push(set);

@@ -18,7 +18,7 @@ use sha1::{Digest, Sha1};
 use crate::clock::Clock;
 use crate::domain::Secret;
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError, TokenRecord};
+use crate::store::{StoreError, TokenCache, TokenRecord};
 
 /// Errors that mean "this secret/corp/IP is wrong": remembered, not retried.
 const CREDENTIAL_ERRORS: [i64; 4] = [40001, 40013, 40091, 60020];
@@ -79,7 +79,7 @@ impl Cached {
 }
 
 pub struct TokenService {
-    store: Arc<dyn Store>,
+    store: Arc<dyn TokenCache>,
     client: reqwest::Client,
     url: String,
     clock: Arc<dyn Clock>,
@@ -99,7 +99,7 @@ pub fn cache_key(corpid: &str, corpsecret: &str) -> String {
 
 impl TokenService {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn TokenCache>,
         client: reqwest::Client,
         url: String,
         clock: Arc<dyn Clock>,

@@ -1,4 +1,6 @@
-//! Persistence: one trait, one module per backend (embedded SQLite, MongoDB).
+//! Persistence: a trait per concern (registrations, the delivery queue, the
+//! token cache, operator reads), `Store` for all of them, and one folder per
+//! backend (embedded SQLite, MongoDB) with a file per concern.
 //!
 //! The store owns registrations (and the corp credentials derived from them)
 //! and accepted callbacks with their delivery state. The delivery queue's
@@ -8,9 +10,8 @@
 
 mod error;
 mod event;
-mod group_commit;
 pub mod mongo;
-mod mongo_group;
+mod puppet;
 mod seal;
 pub mod sqlite;
 mod token;
@@ -28,13 +29,9 @@ pub use token::TokenRecord;
 
 use crate::domain::{CorpId, CredentialSet, EndpointUrl, KfId, Puppet, Registration};
 
+/// Puppet registrations, and the corp credentials they carry.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Cheap round trip proving the store answers.
-    async fn ping(&self) -> Result<(), StoreError>;
-
-    // ---- registrations -----------------------------------------------------
-
+pub trait Registrations: Send + Sync {
     async fn get_puppet(&self, kf_id: &KfId) -> Result<Option<Puppet>, StoreError>;
 
     /// Upsert by kfId and mark it online.
@@ -87,9 +84,13 @@ pub trait Store: Send + Sync + 'static {
         endpoint: &EndpointUrl,
         now: i64,
     ) -> Result<bool, StoreError>;
+}
 
-    // ---- events and their delivery ----------------------------------------
-
+/// The delivery queue: what production writes while accepting and delivering.
+/// Claims carry a lease; finishes match the claim id, so a worker whose lease
+/// was taken over cannot overwrite the newer owner.
+#[async_trait]
+pub trait Queue: Send + Sync {
     /// Store an accepted callback durably. A second event with the same dedup
     /// key is not stored and reported as a duplicate.
     async fn insert_event(&self, event: &NewEvent) -> Result<InsertOutcome, StoreError>;
@@ -130,14 +131,9 @@ pub trait Store: Send + Sync + 'static {
     /// own interrupted claims at once).
     async fn release_claims(&self, owner: &str) -> Result<u64, StoreError>;
 
-    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError>;
-
     /// Earliest `next_attempt_at` of a pending event that nobody holds, to
     /// know how long to sleep (held ones come back at the next poll).
     async fn next_due_at(&self) -> Result<Option<i64>, StoreError>;
-
-    /// Events for operators, newest first.
-    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// Send a dead (or parked) event again now, with a fresh retry window.
     async fn redrive(&self, id: &str, now: i64) -> Result<bool, StoreError>;
@@ -147,10 +143,14 @@ pub trait Store: Send + Sync + 'static {
 
     async fn delete_event(&self, id: &str) -> Result<bool, StoreError>;
 
-    async fn kf_summary(&self, kf_id: &KfId) -> Result<KfSummary, StoreError>;
+    /// Remove delivered and superseded events older than `before` (dead
+    /// letters are kept until `dead_before`).
+    async fn purge(&self, before: i64, dead_before: i64) -> Result<u64, StoreError>;
+}
 
-    // ---- the shared access-token cache -----------------------------------
-
+/// The access-token cache shared by every manager on one store.
+#[async_trait]
+pub trait TokenCache: Send + Sync {
     async fn get_token(&self, key: &str) -> Result<Option<TokenRecord>, StoreError>;
 
     /// Take the refresh lease of a key (creating the record) unless another
@@ -180,11 +180,25 @@ pub trait Store: Send + Sync + 'static {
     /// Drop exactly this token (compare-and-swap on its value): a late
     /// complaint about an old token never discards a newer one.
     async fn invalidate_access_token(&self, token: &str) -> Result<u64, StoreError>;
+}
+
+/// What operators (admin API, CLI, metrics) read about the queue.
+#[async_trait]
+pub trait OperatorReads: Send + Sync {
+    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError>;
+
+    /// Events for operators, newest first.
+    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError>;
+
+    async fn kf_summary(&self, kf_id: &KfId) -> Result<KfSummary, StoreError>;
 
     /// (status, count, oldest received_at) of the waiting states, for metrics.
     async fn queue_stats(&self) -> Result<Vec<(EventStatus, u64, Option<i64>)>, StoreError>;
+}
 
-    /// Remove delivered and superseded events older than `before` (dead
-    /// letters are kept until `dead_before`).
-    async fn purge(&self, before: i64, dead_before: i64) -> Result<u64, StoreError>;
+/// A whole store: every concern, and a health check.
+#[async_trait]
+pub trait Store: Registrations + Queue + TokenCache + OperatorReads + 'static {
+    /// Cheap round trip proving the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AttemptResult, EventStatus, InsertOutcome, NewEvent, StoreError};
 use crate::domain::KfId;
+use crate::store::{AttemptResult, EventStatus, InsertOutcome, NewEvent, StoreError};
 
 const MAX_BATCH: usize = 512;
 const QUEUE: usize = 4096;

@@ -21,7 +21,7 @@ use mongodb::error::ErrorKind;
 use mongodb::Collection;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::{InsertOutcome, StoreError};
+use crate::store::{InsertOutcome, StoreError};
 
 const MAX_BATCH: usize = 1_000;
 const QUEUE: usize = 8_192;

@@ -1,0 +1,205 @@
+//! The embedded store: SQLite (bundled) in WAL mode; accepted callbacks are
+//! group-committed with `synchronous=FULL`, so an acknowledged callback
+//! survives a crash of the process or of the machine.
+//!
+//! One connection behind a mutex, used from the blocking pool and by the
+//! group-commit writer: SQLite serialises writers anyway, and a single
+//! connection keeps transactions simple and never waits on SQLite's busy
+//! handler.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension};
+
+mod group_commit;
+mod queue;
+mod reads;
+mod registrations;
+mod tokens;
+
+use crate::store::{Sealer, Store, StoreError};
+use group_commit::GroupWriter;
+use queue::finish_one;
+
+/// Ordered schema migrations, each applied once (recorded in `schema_migrations`).
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        include_str!("../../../migrations/sqlite/0002_tokens.sql"),
+    ),
+    (
+        3,
+        include_str!("../../../migrations/sqlite/0003_kf_indexes.sql"),
+    ),
+];
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    sealer: Sealer,
+    /// Accepted callbacks go through group commit.
+    writer: GroupWriter,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                StoreError::DuplicateKey
+            }
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::DiskFull
+                        | rusqlite::ErrorCode::CannotOpen
+                        | rusqlite::ErrorCode::SystemIoFailure
+                ) =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Other(e.to_string()),
+        }
+    }
+}
+
+/// Copy the WAL back into the database from a thread and connection of its
+/// own, so that a group commit never pays for it. Stops with the store.
+fn start_checkpointer(path: &Path, store: Weak<Mutex<Connection>>) -> Result<(), StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(1))?;
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            while store.strong_count() > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                // PASSIVE never blocks the writer; a busy moment just waits for the next round.
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::debug!(error = %e, "checkpoint skipped");
+                }
+            }
+        })
+        .map_err(|e| StoreError::Other(format!("cannot start the checkpoint thread: {e}")))?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Open (creating) `dir/wxkf-manager.sqlite3` and apply pending migrations.
+    pub fn open(dir: &Path, sealer: Sealer) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+        })?;
+        let path = dir.join("wxkf-manager.sqlite3");
+        let conn = Connection::open(&path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Checkpoints run beside the writer (`start_checkpointer`); this is
+        // only the safety net should that thread ever fall far behind.
+        conn.pragma_update(None, "wal_autocheckpoint", 20_000)?;
+        // Accepted callbacks are written by the group writer with FULL. This
+        // connection keeps delivery state and registrations: NORMAL survives a
+        // crash of the process; after a power loss a just-finished delivery may
+        // be repeated (at least once) and a just-made registration redone.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let conn = Arc::new(Mutex::new(conn));
+        start_checkpointer(&path, Arc::downgrade(&conn))?;
+        let store = Self {
+            writer: GroupWriter::start(conn.clone(), finish_one)?,
+            conn,
+            sealer,
+        };
+        store.migrate_blocking()?;
+        store.check_secrets_key()?;
+        Ok(store)
+    }
+
+    /// Apply pending migrations; returns how many ran.
+    pub fn migrate_blocking(&self) -> Result<usize, StoreError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )?;
+        let mut applied = 0;
+        for (version, sql) in MIGRATIONS {
+            let done: Option<i64> = tx
+                .query_row(
+                    "SELECT version FROM schema_migrations WHERE version = ?1",
+                    [version],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if done.is_none() {
+                tx.execute_batch(sql)?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, strftime('%s','now'))",
+                    [version],
+                )?;
+                applied += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(applied)
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+        self.conn
+            .lock()
+            .map_err(|_| StoreError::Other("connection mutex poisoned".into()))
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = store.lock()?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Other(format!("store task failed: {e}")))?
+    }
+}
+
+impl SqliteStore {
+    /// Refuse to start with a SECRETS_KEY other than the one the store's
+    /// secrets were written with (or without one when they are sealed).
+    fn check_secrets_key(&self) -> Result<(), StoreError> {
+        let conn = self.lock()?;
+        let stored: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'secrets_check'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match self.sealer.verify_check(stored.as_deref()) {
+            Ok(Some(check)) => {
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('secrets_check', ?1)",
+                    [check],
+                )?;
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(reason) => Err(StoreError::Config(reason)),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+}

@@ -1,0 +1,265 @@
+//! The delivery queue on the embedded store: insert (through group commit),
+//! claim with a lease, record outcomes guarded by the claim id, wake, re-drive.
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, Row};
+
+use super::SqliteStore;
+use crate::domain::{CorpId, KfId};
+use crate::store::{
+    AttemptResult, Claim, EventStatus, InsertOutcome, NewEvent, PayloadKind, Queue, StoreError,
+    StoredEvent,
+};
+
+#[async_trait]
+impl Queue for SqliteStore {
+    async fn insert_event(&self, event: &NewEvent) -> Result<InsertOutcome, StoreError> {
+        self.writer.insert(event.clone()).await
+    }
+
+    async fn claim_due(&self, claim: &Claim, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let claim = claim.clone();
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let candidates: Vec<(i64, String, Option<String>, bool)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT seq, corp_id, kf_id, coalesce FROM events
+                     WHERE status = 'pending' AND next_attempt_at <= ?1 AND lease_until <= ?1
+                     ORDER BY next_attempt_at, seq LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![claim.now, limit as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let mut leased = Vec::new();
+            for (seq, corp, kf, coalesce) in candidates {
+                let target = match (&kf, coalesce) {
+                    (Some(kf), true) => {
+                        // The newest waiting wake-up of this kfId stands for all older ones.
+                        let newest: Option<i64> = tx
+                            .prepare_cached(
+                                "SELECT MAX(seq) FROM events WHERE corp_id = ?1 AND kf_id = ?2 AND coalesce = 1
+                                   AND status IN ('pending','parked') AND lease_until <= ?3",
+                            )?
+                            .query_row(params![corp, kf, claim.now], |r| r.get(0))?;
+                        let Some(newest) = newest else { continue };
+                        let newest_id: String = tx
+                            .prepare_cached("SELECT id FROM events WHERE seq = ?1")?
+                            .query_row([newest], |r| r.get(0))?;
+                        tx.prepare_cached(
+                            "UPDATE events SET status = 'superseded', superseded_by = ?4, updated_at = ?3
+                             WHERE corp_id = ?1 AND kf_id = ?2 AND coalesce = 1 AND seq < ?5
+                               AND status IN ('pending','parked') AND lease_until <= ?3",
+                        )?
+                        .execute(params![corp, kf, claim.now, newest_id, newest])?;
+                        newest
+                    }
+                    _ => seq,
+                };
+                if let Some(event) = lease(&tx, target, &claim)? {
+                    leased.push(event);
+                }
+            }
+            tx.commit()?;
+            Ok(leased)
+        })
+        .await
+    }
+
+    async fn finish_attempt(
+        &self,
+        event_id: &str,
+        claim_id: &str,
+        result: &AttemptResult,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let item = (event_id.to_owned(), claim_id.to_owned(), result.clone());
+        self.run(move |c| finish_one(c, &item, now)).await
+    }
+
+    async fn finish_attempts(
+        &self,
+        items: &[(String, String, AttemptResult)],
+        now: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        self.writer.finish(items.to_vec(), now).await
+    }
+
+    async fn wake_kf(&self, corp_id: &CorpId, kf_id: &KfId, now: i64) -> Result<u64, StoreError> {
+        let (corp, kf) = (corp_id.as_str().to_owned(), kf_id.as_str().to_owned());
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE events SET status = 'pending', next_attempt_at = ?3, updated_at = ?3
+                 WHERE corp_id = ?1 AND kf_id = ?2 AND status IN ('pending','parked')",
+                params![corp, kf, now],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn release_claims(&self, owner: &str) -> Result<u64, StoreError> {
+        let owner = owner.to_owned();
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE events SET lease_owner = NULL, lease_until = 0, claim_id = NULL WHERE lease_owner = ?1",
+                [owner],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
+        self.run(|c| {
+            Ok(c.query_row(
+                "SELECT MIN(next_attempt_at) FROM events WHERE status = 'pending' AND lease_until = 0",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    async fn redrive(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE events SET status = 'pending', next_attempt_at = ?2, window_start = ?2, updated_at = ?2
+                 WHERE id = ?1 AND status IN ('dead','parked')",
+                params![id, now],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn redrive_dead_of_kf(&self, kf_id: &KfId, now: i64) -> Result<u64, StoreError> {
+        let kf = kf_id.as_str().to_owned();
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE events SET status = 'pending', next_attempt_at = ?2, window_start = ?2, updated_at = ?2
+                 WHERE kf_id = ?1 AND status = 'dead'",
+                params![kf, now],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn delete_event(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.run(move |c| Ok(c.execute("DELETE FROM events WHERE id = ?1", [id])? > 0))
+            .await
+    }
+
+    async fn purge(&self, before: i64, dead_before: i64) -> Result<u64, StoreError> {
+        self.run(move |c| {
+            let n = c.execute(
+                "DELETE FROM events WHERE (status IN ('delivered','superseded','unroutable') AND updated_at < ?1)
+                                       OR (status = 'dead' AND updated_at < ?2)",
+                params![before, dead_before],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}
+
+pub(super) const EVENT_COLUMNS: &str =
+    "id, corp_id, kf_id, kind, body, query, coalesce, status, attempts, \
+     received_at, window_start, next_attempt_at, last_error, delivered_at, claim_id";
+
+pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+    let kind: String = row.get("kind")?;
+    let status: String = row.get("status")?;
+    Ok(StoredEvent {
+        id: row.get("id")?,
+        corp_id: row.get("corp_id")?,
+        kf_id: row.get("kf_id")?,
+        kind: PayloadKind::parse(&kind).unwrap_or(PayloadKind::Xml),
+        body: row.get("body")?,
+        query: row.get("query")?,
+        coalesce: row.get("coalesce")?,
+        status: EventStatus::parse(&status).unwrap_or(EventStatus::Dead),
+        attempts: row.get("attempts")?,
+        received_at: row.get("received_at")?,
+        window_start: row.get("window_start")?,
+        next_attempt_at: row.get("next_attempt_at")?,
+        last_error: row.get("last_error")?,
+        delivered_at: row.get("delivered_at")?,
+        claim_id: row.get("claim_id")?,
+    })
+}
+
+/// Record one attempt's outcome, guarded by its claim id.
+pub(super) fn finish_one(
+    c: &Connection,
+    (id, claim_id, result): &(String, String, AttemptResult),
+    now: i64,
+) -> Result<bool, StoreError> {
+    // Constant statements, so each is prepared once and cached.
+    macro_rules! finish_sql {
+        ($set:literal) => {
+            concat!(
+                "UPDATE events SET ",
+                $set,
+                ", lease_owner = NULL, lease_until = 0, claim_id = NULL, updated_at = ?3",
+                " WHERE id = ?1 AND claim_id = ?2"
+            )
+        };
+    }
+    let n = match result {
+        AttemptResult::Delivered => c
+            .prepare_cached(finish_sql!(
+                "status = 'delivered', attempts = attempts + 1, delivered_at = ?3, last_error = NULL"
+            ))?
+            .execute(params![id, claim_id, now])?,
+        AttemptResult::Retry {
+            next_attempt_at,
+            error,
+        } => c
+            .prepare_cached(finish_sql!(
+                "status = 'pending', attempts = attempts + 1, next_attempt_at = ?4, last_error = ?5"
+            ))?
+            .execute(params![id, claim_id, now, next_attempt_at, error])?,
+        AttemptResult::Dead { error } => c
+            .prepare_cached(finish_sql!(
+                "status = 'dead', attempts = attempts + 1, last_error = ?4"
+            ))?
+            .execute(params![id, claim_id, now, error])?,
+        AttemptResult::Parked => c
+            .prepare_cached(finish_sql!(
+                "status = 'parked', last_error = 'no online puppet for this kfId'"
+            ))?
+            .execute(params![id, claim_id, now])?,
+        AttemptResult::Superseded { by } => c
+            .prepare_cached(finish_sql!("status = 'superseded', superseded_by = ?4"))?
+            .execute(params![id, claim_id, now, by])?,
+    };
+    Ok(n > 0)
+}
+
+/// Lease one event inside the claim transaction; returns the leased event if
+/// it was still waiting and unleased.
+fn lease(
+    tx: &rusqlite::Transaction<'_>,
+    seq: i64,
+    claim: &Claim,
+) -> Result<Option<StoredEvent>, StoreError> {
+    let claim_id = uuid::Uuid::new_v4().to_string();
+    let changed = tx
+        .prepare_cached(
+            "UPDATE events SET lease_owner = ?1, lease_until = ?2, claim_id = ?3, status = 'pending', updated_at = ?4
+             WHERE seq = ?5 AND status IN ('pending','parked') AND lease_until <= ?4",
+        )?
+        .execute(params![claim.owner, claim.lease_until, claim_id, claim.now, seq])?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?1");
+    Ok(Some(
+        tx.prepare_cached(&sql)?.query_row([seq], event_from_row)?,
+    ))
+}

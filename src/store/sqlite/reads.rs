@@ -1,0 +1,85 @@
+//! What operators read from the embedded store.
+
+use async_trait::async_trait;
+use rusqlite::{params, OptionalExtension};
+
+use super::queue::{event_from_row, EVENT_COLUMNS};
+use super::SqliteStore;
+use crate::domain::KfId;
+use crate::store::{EventFilter, EventStatus, KfSummary, OperatorReads, StoreError, StoredEvent};
+
+#[async_trait]
+impl OperatorReads for SqliteStore {
+    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |c| {
+            let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1");
+            Ok(c.query_row(&sql, [id], event_from_row).optional()?)
+        })
+        .await
+    }
+
+    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
+        let f = filter.clone();
+        self.run(move |c| {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events
+                 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR corp_id = ?2) AND (?3 IS NULL OR kf_id = ?3)
+                 ORDER BY seq DESC LIMIT ?4 OFFSET ?5"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                params![f.status.map(EventStatus::as_str), f.corp_id, f.kf_id, f.limit as i64, f.offset as i64],
+                event_from_row,
+            )?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn kf_summary(&self, kf_id: &KfId) -> Result<KfSummary, StoreError> {
+        let kf = kf_id.as_str().to_owned();
+        self.run(move |c| {
+            Ok(c.query_row(
+                "SELECT COALESCE(SUM(status = 'pending'), 0), COALESCE(SUM(status = 'parked'), 0),
+                        COALESCE(SUM(status = 'dead'), 0), MAX(delivered_at)
+                 FROM events WHERE kf_id = ?1",
+                [kf],
+                |r| {
+                    Ok(KfSummary {
+                        pending: r.get::<_, i64>(0)? as u64,
+                        parked: r.get::<_, i64>(1)? as u64,
+                        dead: r.get::<_, i64>(2)? as u64,
+                        last_delivered_at: r.get(3)?,
+                    })
+                },
+            )?)
+        })
+        .await
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<(EventStatus, u64, Option<i64>)>, StoreError> {
+        self.run(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT status, COUNT(*), MIN(received_at) FROM events
+                 WHERE status IN ('pending','parked','dead') GROUP BY status",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (status, count, oldest) = row?;
+                if let Some(status) = EventStatus::parse(&status) {
+                    out.push((status, count as u64, oldest));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
