@@ -232,22 +232,25 @@ impl Config {
         c.instance_id = get("INSTANCE_ID");
         let d = &mut c.delivery;
         if let Some(v) = get("DELIVERY_TIMEOUT_MS") {
-            d.attempt_timeout = millis("DELIVERY_TIMEOUT_MS", &v)?;
+            d.attempt_timeout = Duration::from_millis(positive("DELIVERY_TIMEOUT_MS", &v)?);
         }
         if let Some(v) = get("RETRY_BASE_MS") {
-            d.retry_base = millis("RETRY_BASE_MS", &v)?;
+            d.retry_base = Duration::from_millis(positive("RETRY_BASE_MS", &v)?);
         }
         if let Some(v) = get("RETRY_CAP_MS") {
-            d.retry_cap = millis("RETRY_CAP_MS", &v)?;
+            d.retry_cap = Duration::from_millis(positive("RETRY_CAP_MS", &v)?);
+        }
+        if d.retry_cap < d.retry_base {
+            return Err(bad("RETRY_CAP_MS", "must not be below RETRY_BASE_MS"));
         }
         if let Some(v) = get("RETRY_WINDOW_SECS") {
-            d.retry_window = Duration::from_secs(number("RETRY_WINDOW_SECS", &v)?);
+            d.retry_window = Duration::from_secs(positive("RETRY_WINDOW_SECS", &v)?);
         }
         if let Some(v) = get("DELIVERY_CONCURRENCY") {
-            d.max_concurrent = number("DELIVERY_CONCURRENCY", &v)?.max(1) as usize;
+            d.max_concurrent = count("DELIVERY_CONCURRENCY", &v, 1_000_000)?;
         }
         if let Some(v) = get("DELIVERY_PER_PUPPET") {
-            d.max_per_puppet = number("DELIVERY_PER_PUPPET", &v)?.max(1) as usize;
+            d.max_per_puppet = count("DELIVERY_PER_PUPPET", &v, 10_000)?;
         }
         if let Some(v) = get("COALESCE_WAKEUPS") {
             d.coalesce = match v.as_str() {
@@ -293,6 +296,22 @@ fn number(var: &'static str, v: &str) -> Result<u64, ConfigError> {
     v.parse().map_err(|_| bad(var, "not a whole number"))
 }
 
+/// A whole number of at least 1 (zero would stop delivery or retry at once).
+fn positive(var: &'static str, v: &str) -> Result<u64, ConfigError> {
+    match number(var, v)? {
+        0 => Err(bad(var, "must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+/// A count between 1 and `max` (a semaphore's size).
+fn count(var: &'static str, v: &str, max: u64) -> Result<usize, ConfigError> {
+    match positive(var, v)? {
+        n if n > max => Err(bad(var, &format!("must be at most {max}"))),
+        n => Ok(n as usize),
+    }
+}
+
 fn millis(var: &'static str, v: &str) -> Result<Duration, ConfigError> {
     number(var, v).map(Duration::from_millis)
 }
@@ -335,6 +354,36 @@ mod tests {
         assert_eq!(
             parse(&[("WAKEUP_GAP_MS", "-5")]).unwrap_err().var,
             "WAKEUP_GAP_MS"
+        );
+    }
+
+    /// Zero would stop delivery (no sending slot, a timeout that always
+    /// fires, retries in a tight loop); it is refused rather than clamped.
+    #[test]
+    fn zero_and_out_of_range_delivery_settings_stop_the_start() {
+        for var in [
+            "DELIVERY_CONCURRENCY",
+            "DELIVERY_PER_PUPPET",
+            "DELIVERY_TIMEOUT_MS",
+            "RETRY_BASE_MS",
+            "RETRY_CAP_MS",
+            "RETRY_WINDOW_SECS",
+        ] {
+            let err = parse(&[(var, "0")]).unwrap_err();
+            assert_eq!((err.var, err.reason.as_str()), (var, "must be at least 1"));
+        }
+        assert_eq!(
+            parse(&[("DELIVERY_CONCURRENCY", "99999999999")])
+                .unwrap_err()
+                .var,
+            "DELIVERY_CONCURRENCY"
+        );
+        let err = parse(&[("RETRY_BASE_MS", "5000"), ("RETRY_CAP_MS", "1000")]).unwrap_err();
+        assert_eq!(err.var, "RETRY_CAP_MS");
+        let c = parse(&[("DELIVERY_CONCURRENCY", "3"), ("DELIVERY_PER_PUPPET", "2")]).unwrap();
+        assert_eq!(
+            (c.delivery.max_concurrent, c.delivery.max_per_puppet),
+            (3, 2)
         );
     }
 

@@ -30,7 +30,11 @@ impl CredentialCache {
     }
 
     /// Re-read one corp (after a registration changed it).
-    pub async fn reload_corp(&self, store: &dyn Registrations, corp: &CorpId) -> Result<Sets, StoreError> {
+    pub async fn reload_corp(
+        &self,
+        store: &dyn Registrations,
+        corp: &CorpId,
+    ) -> Result<Sets, StoreError> {
         let sets: Sets = store.corp_credentials(corp).await?.into();
         self.write().insert(corp.clone(), sets.clone());
         Ok(sets)

@@ -38,7 +38,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         Some(uri) => Ok(Arc::new(
             store::mongo::MongoStore::connect(
                 uri.expose(),
-                store::mongo::Retention {
+                store::Retention {
                     finished: config.delivery.retention,
                     dead: config.delivery.dead_retention,
                 },

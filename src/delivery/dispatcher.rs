@@ -25,7 +25,7 @@ use crate::clock::Clock;
 use crate::config::DeliveryConfig;
 use crate::domain::{KfId, Puppet};
 use crate::metrics::Metrics;
-use crate::store::{AttemptResult, Claim, Lease, Store, StoredEvent};
+use crate::store::{AttemptResult, Claim, Lease, Retention, Store, StoredEvent};
 
 const MAX_BATCH: usize = 64;
 const MAX_FINISH_BATCH: usize = 512;
@@ -348,9 +348,11 @@ impl Dispatcher {
     }
 
     async fn purge(&self, now: i64) {
-        let before = now - self.config.retention.as_millis() as i64;
-        let dead_before = now - self.config.dead_retention.as_millis() as i64;
-        match self.store.purge(before, dead_before).await {
+        let retention = Retention {
+            finished: self.config.retention,
+            dead: self.config.dead_retention,
+        };
+        match self.store.purge(&retention, now).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "purged events past retention"),
             Err(e) => tracing::warn!(error = %e, "purge failed"),
@@ -436,6 +438,7 @@ impl Dispatcher {
             AttemptResult::Dead { .. } => "dead",
             AttemptResult::Parked => "parked",
             AttemptResult::Superseded { .. } => "superseded",
+            AttemptResult::Released => "released",
         });
         if *result == AttemptResult::Delivered {
             let latency = (now - event.received_at).max(0) as f64 / 1000.0;
@@ -475,7 +478,7 @@ impl Dispatcher {
             by = self.superseded(event), if fresh => return AttemptResult::Superseded { by },
         };
         let Ok(_turn) = turn else {
-            return AttemptResult::Parked;
+            return AttemptResult::Released;
         };
         // Wake-ups to one kfId keep a gap (each makes the puppet call
         // WeCom's rate-limited sync_msg); one that is waiting steps aside
@@ -494,7 +497,7 @@ impl Dispatcher {
         }
         // Then for a sending slot: a slow puppet holds only its own turns.
         let Ok(_sending) = self.global.acquire().await else {
-            return AttemptResult::Parked;
+            return AttemptResult::Released;
         };
         match self
             .sender
@@ -547,6 +550,9 @@ fn log_outcome(event: &StoredEvent, result: &AttemptResult, recorded: bool, now:
         }
         AttemptResult::Superseded { by } => {
             tracing::debug!(delivery_id = %id, corp_id = %corp, kf_id = kf, superseded_by = %by, "a newer wake-up of this kfId stands for this one")
+        }
+        AttemptResult::Released => {
+            tracing::debug!(delivery_id = %id, corp_id = %corp, kf_id = kf, "not attempted; claim given back")
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Accepted callbacks and their delivery state, as the store keeps them.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use crate::domain::{CorpId, KfId};
@@ -20,7 +22,70 @@ pub enum EventStatus {
     Unroutable,
 }
 
+/// How long an event is kept in a status: the one retention rule of both
+/// stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Still to be delivered: never removed for its age.
+    UntilFinished,
+    /// Done: kept for the dedup window (`RETENTION_HOURS`, at least 24 h).
+    Finished,
+    /// For an operator to look at (dead letters, unroutable events): 30 days.
+    ForOperators,
+}
+
+/// The configured horizons of `Keep`.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub finished: Duration,
+    pub dead: Duration,
+}
+
+impl Retention {
+    /// How long an event that reached `status` is kept; `None`: until it
+    /// moves on.
+    pub fn of(&self, status: EventStatus) -> Option<Duration> {
+        match status.keep() {
+            Keep::UntilFinished => None,
+            Keep::Finished => Some(self.finished),
+            Keep::ForOperators => Some(self.dead),
+        }
+    }
+
+    /// When an event that reached `status` at `at` (ms) may be removed.
+    pub fn expires_at(&self, status: EventStatus, at: i64) -> Option<i64> {
+        self.of(status)
+            .map(|keep| at.saturating_add(keep.as_millis() as i64))
+    }
+
+    /// Per status with a horizon: events that reached it before this time
+    /// (ms) may be removed at `now`.
+    pub fn cutoffs(&self, now: i64) -> Vec<(EventStatus, i64)> {
+        EventStatus::ALL
+            .into_iter()
+            .filter_map(|s| Some((s, now.saturating_sub(self.of(s)?.as_millis() as i64))))
+            .collect()
+    }
+}
+
 impl EventStatus {
+    pub const ALL: [EventStatus; 6] = [
+        Self::Pending,
+        Self::Parked,
+        Self::Delivered,
+        Self::Dead,
+        Self::Superseded,
+        Self::Unroutable,
+    ];
+
+    pub fn keep(self) -> Keep {
+        match self {
+            Self::Pending | Self::Parked => Keep::UntilFinished,
+            Self::Delivered | Self::Superseded => Keep::Finished,
+            Self::Dead | Self::Unroutable => Keep::ForOperators,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
@@ -210,4 +275,7 @@ pub enum AttemptResult {
     Superseded {
         by: String,
     },
+    /// Not attempted (the manager is stopping): the claim is given back and
+    /// the event is due again at once, as it was.
+    Released,
 }

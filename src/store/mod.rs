@@ -20,8 +20,8 @@ use async_trait::async_trait;
 
 pub use error::StoreError;
 pub use event::{
-    AttemptResult, Claim, CorpSummary, EventFilter, EventStatus, InsertOutcome, KfSummary, Lease,
-    NewEvent, PayloadKind, StoredEvent,
+    AttemptResult, Claim, CorpSummary, EventFilter, EventStatus, InsertOutcome, Keep, KfSummary,
+    Lease, NewEvent, PayloadKind, Retention, StoredEvent,
 };
 
 pub use seal::Sealer;
@@ -51,7 +51,7 @@ pub trait Registrations: Send + Sync {
     /// Every corp's distinct credential sets, to fill the in-memory cache.
     async fn all_credentials(&self) -> Result<Vec<(CorpId, CredentialSet)>, StoreError>;
 
-    /// Registrations, newest first, optionally of one corp and/or presence.
+    /// Registrations ordered by kfId, optionally of one corp and/or presence.
     async fn list_puppets(
         &self,
         corp_id: Option<&CorpId>,
@@ -143,9 +143,9 @@ pub trait Queue: Send + Sync {
 
     async fn delete_event(&self, id: &str) -> Result<bool, StoreError>;
 
-    /// Remove delivered and superseded events older than `before` (dead
-    /// letters are kept until `dead_before`).
-    async fn purge(&self, before: i64, dead_before: i64) -> Result<u64, StoreError>;
+    /// Remove events past their status's retention (`Retention::of`) at
+    /// `now`, counted from when they reached that status.
+    async fn purge(&self, retention: &Retention, now: i64) -> Result<u64, StoreError>;
 }
 
 /// The access-token cache shared by every manager on one store.

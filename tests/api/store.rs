@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wxkf_manager::domain::{CorpId, KfId, RegisterBody, Registration};
-use wxkf_manager::store::mongo::{MongoStore, Retention};
+use wxkf_manager::store::mongo::MongoStore;
 use wxkf_manager::store::sqlite::SqliteStore;
+use wxkf_manager::store::Retention;
 use wxkf_manager::store::{
     AttemptResult, Claim, EventStatus, InsertOutcome, NewEvent, PayloadKind, Sealer, Store,
 };
@@ -405,4 +406,281 @@ async fn migrations_run_once_and_two_managers_can_start_together() {
     );
     let (a, _b) = (a.expect("first manager"), b.expect("second manager"));
     assert_eq!(a.migrate().await.unwrap(), 0, "second migrate is a no-op");
+}
+
+/// Store `e`, claim it at `at` and record `result`: the production path
+/// (`finish_attempts`), one outcome per event.
+async fn finish_as(store: &Arc<dyn Store>, e: &NewEvent, at: i64, result: AttemptResult) {
+    store.insert_event(e).await.unwrap();
+    let mut lease = claim("owner", at);
+    lease.now = at.max(e.received_at);
+    let got = store.claim_due(&lease, 100).await.unwrap();
+    let mine = got.iter().find(|g| g.id == e.id).expect("claimed");
+    let recorded = store
+        .finish_attempts(
+            &[(e.id.clone(), mine.claim_id.clone().unwrap(), result)],
+            at,
+        )
+        .await
+        .unwrap();
+    assert_eq!(recorded, [true]);
+}
+
+/// One rule (`Retention::of` on the status) decides what a purge removes,
+/// on both backends: finished events after the retention, dead letters and
+/// unroutable events after the dead-letter retention, waiting ones never.
+#[tokio::test]
+async fn each_status_is_kept_as_long_as_its_retention() {
+    let (day, hour) = (24 * 3_600_000i64, 3_600_000i64);
+    for (name, store) in backends().await.stores {
+        let t = 1_000;
+        let plain = |kf: &str, token: &str| {
+            let mut e = event("wwkeep", kf, token, t);
+            e.coalesce = false;
+            e
+        };
+        let mut by_status = Vec::new();
+        for (kf, result, status) in [
+            ("wkdel", AttemptResult::Delivered, EventStatus::Delivered),
+            (
+                "wkdead",
+                AttemptResult::Dead { error: "x".into() },
+                EventStatus::Dead,
+            ),
+            ("wkpark", AttemptResult::Parked, EventStatus::Parked),
+            (
+                "wksup",
+                AttemptResult::Superseded { by: "other".into() },
+                EventStatus::Superseded,
+            ),
+            (
+                "wkretry",
+                AttemptResult::Retry {
+                    next_attempt_at: 50 * day,
+                    error: "x".into(),
+                },
+                EventStatus::Pending,
+            ),
+        ] {
+            let e = plain(kf, kf);
+            finish_as(&store, &e, t, result).await;
+            by_status.push((e.id, status));
+        }
+        let mut unroutable = plain("wkx", "unroutable");
+        unroutable.kf_id = None;
+        store.insert_event(&unroutable).await.unwrap();
+        by_status.push((unroutable.id, EventStatus::Unroutable));
+        for (id, status) in &by_status {
+            let stored = store.get_event(id).await.unwrap().unwrap();
+            assert_eq!(stored.status, *status, "{name}");
+        }
+
+        let survivors = |store: Arc<dyn Store>, ids: Vec<(String, EventStatus)>| async move {
+            let mut kept = Vec::new();
+            for (id, status) in ids {
+                if store.get_event(&id).await.unwrap().is_some() {
+                    kept.push(status);
+                }
+            }
+            kept
+        };
+        // Just inside the 3-day retention: nothing goes.
+        store.purge(&RETENTION, t + 3 * day - hour).await.unwrap();
+        assert_eq!(
+            survivors(store.clone(), by_status.clone()).await.len(),
+            6,
+            "{name}"
+        );
+        // Past it: delivered and superseded go.
+        store.purge(&RETENTION, t + 3 * day + hour).await.unwrap();
+        assert_eq!(
+            survivors(store.clone(), by_status.clone()).await,
+            [
+                EventStatus::Dead,
+                EventStatus::Parked,
+                EventStatus::Pending,
+                EventStatus::Unroutable
+            ],
+            "{name}"
+        );
+        // Past 30 days: dead letters and unroutable events go; waiting ones stay.
+        store.purge(&RETENTION, t + 30 * day + hour).await.unwrap();
+        assert_eq!(
+            survivors(store.clone(), by_status.clone()).await,
+            [EventStatus::Parked, EventStatus::Pending],
+            "{name}"
+        );
+    }
+}
+
+/// The finisher records many outcomes in one write; one of them carries a
+/// claim that was taken over meanwhile and must change nothing.
+#[tokio::test]
+async fn a_mixed_batch_of_outcomes_is_recorded_and_a_stale_claim_is_refused() {
+    for (name, store) in backends().await.stores {
+        let kinds = [
+            "delivered",
+            "retry",
+            "dead",
+            "parked",
+            "superseded",
+            "stale",
+        ];
+        let mut events = Vec::new();
+        for kind in kinds {
+            let mut e = event("wwbatch", &format!("wk{kind}"), kind, 1_000);
+            e.coalesce = false;
+            store.insert_event(&e).await.unwrap();
+            events.push(e);
+        }
+        let claimed = store.claim_due(&claim("a", 1_000), 10).await.unwrap();
+        assert_eq!(claimed.len(), 6, "{name}");
+        let claim_of = |id: &str| {
+            claimed
+                .iter()
+                .find(|c| c.id == id)
+                .and_then(|c| c.claim_id.clone())
+                .unwrap()
+        };
+        // The stale one's lease ran out and another manager took it.
+        let stale = &events[5];
+        let old_claim = claim_of(&stale.id);
+        let retaken = store.claim_due(&claim("b", 40_000), 10).await.unwrap();
+        assert_eq!(retaken.len(), 6, "{name}: every lease ran out");
+        let results = [
+            AttemptResult::Delivered,
+            AttemptResult::Retry {
+                next_attempt_at: 90_000,
+                error: "HTTP 500".into(),
+            },
+            AttemptResult::Dead {
+                error: "gave up".into(),
+            },
+            AttemptResult::Parked,
+            AttemptResult::Superseded {
+                by: events[0].id.clone(),
+            },
+        ];
+        let claim_b = |id: &str| {
+            retaken
+                .iter()
+                .find(|c| c.id == id)
+                .and_then(|c| c.claim_id.clone())
+                .unwrap()
+        };
+        let mut items: Vec<(String, String, AttemptResult)> = events[..5]
+            .iter()
+            .zip(results)
+            .map(|(e, r)| (e.id.clone(), claim_b(&e.id), r))
+            .collect();
+        items.push((stale.id.clone(), old_claim, AttemptResult::Delivered));
+        let recorded = store.finish_attempts(&items, 41_000).await.unwrap();
+        assert_eq!(recorded, [true, true, true, true, true, false], "{name}");
+
+        let got = |i: usize| {
+            let store = store.clone();
+            let id = events[i].id.clone();
+            async move { store.get_event(&id).await.unwrap().unwrap() }
+        };
+        let delivered = got(0).await;
+        assert_eq!(
+            (delivered.status, delivered.attempts, delivered.delivered_at),
+            (EventStatus::Delivered, 1, Some(41_000)),
+            "{name}"
+        );
+        let retry = got(1).await;
+        assert_eq!(
+            (retry.status, retry.attempts, retry.next_attempt_at),
+            (EventStatus::Pending, 1, 90_000),
+            "{name}"
+        );
+        assert_eq!(retry.last_error.as_deref(), Some("HTTP 500"));
+        let dead = got(2).await;
+        assert_eq!(
+            (dead.status, dead.attempts),
+            (EventStatus::Dead, 1),
+            "{name}"
+        );
+        assert_eq!(dead.last_error.as_deref(), Some("gave up"));
+        let parked = got(3).await;
+        assert_eq!(
+            (parked.status, parked.attempts),
+            (EventStatus::Parked, 0),
+            "{name}: parking is not an attempt"
+        );
+        let superseded = got(4).await;
+        assert_eq!(
+            (superseded.status, superseded.attempts),
+            (EventStatus::Superseded, 0),
+            "{name}"
+        );
+        let untouched = got(5).await;
+        assert_eq!(
+            (untouched.status, untouched.attempts),
+            (EventStatus::Pending, 0),
+            "{name}: the stale outcome changed nothing"
+        );
+        assert_eq!(
+            untouched.claim_id,
+            Some(claim_b(&stale.id)),
+            "{name}: still b's"
+        );
+    }
+}
+
+/// A status or payload kind that is not ours (a foreign writer, a bad
+/// restore) is reported as corrupt, never read as some valid status.
+#[tokio::test]
+async fn a_row_with_an_unknown_status_is_corrupt_not_coerced() {
+    use wxkf_manager::store::{EventFilter, StoreError};
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores: Vec<(&str, Arc<dyn Store>)> = vec![(
+        "sqlite",
+        Arc::new(SqliteStore::open(dir.path(), sealer()).unwrap()),
+    )];
+    let mongo_uri = fresh_mongo_uri();
+    if let Some(uri) = &mongo_uri {
+        stores.push((
+            "mongo",
+            Arc::new(MongoStore::connect(uri, RETENTION, sealer()).await.unwrap()),
+        ));
+    }
+    for (name, store) in stores {
+        let e = event("wwcorrupt", "wkcorrupt", "T", 1_000);
+        store.insert_event(&e).await.unwrap();
+        if name == "sqlite" {
+            let raw = rusqlite::Connection::open(dir.path().join("wxkf-manager.sqlite3")).unwrap();
+            raw.execute("UPDATE events SET status = 'lost' WHERE id = ?1", [&e.id])
+                .unwrap();
+        } else {
+            let client = mongodb::Client::with_uri_str(mongo_uri.as_deref().unwrap())
+                .await
+                .unwrap();
+            client
+                .default_database()
+                .unwrap()
+                .collection::<mongodb::bson::Document>("wxkf_events")
+                .update_one(
+                    mongodb::bson::doc! {"_id": &e.id},
+                    mongodb::bson::doc! {"$set": {"status": "lost"}},
+                )
+                .await
+                .unwrap();
+        }
+        let got = store.get_event(&e.id).await;
+        assert!(
+            matches!(got, Err(StoreError::Corrupt(_))),
+            "{name}: {got:?}"
+        );
+        let listed = store
+            .list_events(&EventFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await;
+        assert!(
+            matches!(listed, Err(StoreError::Corrupt(_))),
+            "{name}: {listed:?}"
+        );
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use mongodb::bson::{doc, Bson, DateTime, Document};
+use mongodb::bson::{doc, Bson, Document};
 use mongodb::options::ReturnDocument;
 
 use super::{get_i64, get_str, now_date, MongoStore};
@@ -34,7 +34,7 @@ impl MongoStore {
         let release = doc! {"leaseOwner": Bson::Null, "leaseUntil": 0i64, "claimId": Bson::Null, "updatedAt": now_date(now)};
         let (mut set, count_attempt) = match result {
             AttemptResult::Delivered => (
-                doc! {"status": "delivered", "deliveredAt": now, "lastError": Bson::Null, "expireAt": self.expire_at(now, false)},
+                doc! {"status": "delivered", "deliveredAt": now, "lastError": Bson::Null, "expireAt": self.expire_at(EventStatus::Delivered, now)},
                 true,
             ),
             AttemptResult::Retry {
@@ -45,15 +45,16 @@ impl MongoStore {
                 true,
             ),
             AttemptResult::Dead { error } => (
-                doc! {"status": "dead", "lastError": error, "expireAt": self.expire_at(now, true)},
+                doc! {"status": "dead", "lastError": error, "expireAt": self.expire_at(EventStatus::Dead, now)},
                 true,
             ),
             AttemptResult::Parked => (
                 doc! {"status": "parked", "lastError": "no online puppet for this kfId"},
                 false,
             ),
+            AttemptResult::Released => (doc! {"nextAttemptAt": now}, false),
             AttemptResult::Superseded { by } => (
-                doc! {"status": "superseded", "supersededBy": by, "expireAt": self.expire_at(now, false)},
+                doc! {"status": "superseded", "supersededBy": by, "expireAt": self.expire_at(EventStatus::Superseded, now)},
                 false,
             ),
         };
@@ -65,13 +66,12 @@ impl MongoStore {
         update
     }
 
-    pub(super) fn expire_at(&self, now: i64, dead: bool) -> DateTime {
-        let keep = if dead {
-            self.retention.dead
-        } else {
-            self.retention.finished
-        };
-        now_date(now.saturating_add(keep.as_millis() as i64))
+    /// When the TTL index removes an event that reached `status` at `now`
+    /// (`null`: kept until it moves on).
+    pub(super) fn expire_at(&self, status: EventStatus, now: i64) -> Bson {
+        self.retention
+            .expires_at(status, now)
+            .map_or(Bson::Null, |at| Bson::DateTime(now_date(at)))
     }
 
     /// Only waiting, unleased events can be leased.
@@ -128,16 +128,20 @@ pub(super) fn event_from_doc(d: &Document) -> Result<StoredEvent, StoreError> {
         Some(Bson::String(s)) => s.clone().into_bytes(),
         _ => Vec::new(),
     };
+    let corrupt = |what: &str| {
+        StoreError::Corrupt(format!("event {:.64}: unknown {what}", get_str(d, "_id")))
+    };
     Ok(StoredEvent {
         id: get_str(d, "_id"),
         corp_id: get_str(d, "corpId"),
         kf_id: d.get_str("kfId").ok().map(str::to_owned),
-        kind: PayloadKind::parse(d.get_str("kind").unwrap_or_default()).unwrap_or(PayloadKind::Xml),
+        kind: PayloadKind::parse(d.get_str("kind").unwrap_or_default())
+            .ok_or_else(|| corrupt("payload kind"))?,
         body,
         query: get_str(d, "query"),
         coalesce: d.get_bool("coalesce").unwrap_or(false),
         status: EventStatus::parse(d.get_str("status").unwrap_or_default())
-            .unwrap_or(EventStatus::Dead),
+            .ok_or_else(|| corrupt("status"))?,
         attempts: get_i64(d, "attempts")
             .unwrap_or(0)
             .clamp(0, i64::from(u32::MAX)) as u32,

@@ -29,7 +29,7 @@ mod tokens;
 
 use group_commit::MongoGroupWriter;
 
-use crate::store::{Sealer, Store, StoreError};
+use crate::store::{Retention, Sealer, Store, StoreError};
 
 const PUPPETS: &str = "wxkfpuppets";
 const EVENTS: &str = "wxkf_events";
@@ -52,13 +52,6 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../../migrations/mongo/0002_tokens.json"),
     ),
 ];
-
-/// How long finished events are kept.
-#[derive(Debug, Clone, Copy)]
-pub struct Retention {
-    pub finished: Duration,
-    pub dead: Duration,
-}
 
 pub struct MongoStore {
     db: Database,

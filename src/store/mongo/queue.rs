@@ -9,7 +9,8 @@ use super::event_docs::event_from_doc;
 use super::{get_i64, get_str, now_date, MongoStore, BATCH_CLAIM};
 use crate::domain::{CorpId, KfId};
 use crate::store::{
-    AttemptResult, Claim, EventStatus, InsertOutcome, NewEvent, Queue, StoreError, StoredEvent,
+    AttemptResult, Claim, EventStatus, InsertOutcome, NewEvent, Queue, Retention, StoreError,
+    StoredEvent,
 };
 
 #[async_trait]
@@ -45,7 +46,10 @@ impl Queue for MongoStore {
             d.insert("kfId", kf.as_str());
         }
         if status == EventStatus::Unroutable {
-            d.insert("expireAt", self.expire_at(event.received_at, true));
+            d.insert(
+                "expireAt",
+                self.expire_at(EventStatus::Unroutable, event.received_at),
+            );
         }
         self.writer.insert(d).await
     }
@@ -101,7 +105,7 @@ impl Queue for MongoStore {
                     older,
                     doc! {"$set": {
                         "status": "superseded", "supersededBy": get_str(&newest, "_id"),
-                        "updatedAt": now_date(claim.now), "expireAt": self.expire_at(claim.now, false),
+                        "updatedAt": now_date(claim.now), "expireAt": self.expire_at(EventStatus::Superseded, claim.now),
                     }},
                 )
                 .await?;
@@ -284,8 +288,20 @@ impl Queue for MongoStore {
             > 0)
     }
 
-    async fn purge(&self, _before: i64, _dead_before: i64) -> Result<u64, StoreError> {
-        // The TTL index on `expireAt` removes finished events.
-        Ok(0)
+    async fn purge(&self, retention: &Retention, now: i64) -> Result<u64, StoreError> {
+        // The TTL index on `expireAt` sweeps within a minute of each expiry;
+        // this catches what it has not reached yet and documents written
+        // without `expireAt` (by an older release).
+        let mut removed = 0;
+        for (status, cutoff) in retention.cutoffs(now) {
+            removed += self
+                .events
+                .delete_many(
+                    doc! {"status": status.as_str(), "updatedAt": {"$lt": now_date(cutoff)}},
+                )
+                .await?
+                .deleted_count;
+        }
+        Ok(removed)
     }
 }

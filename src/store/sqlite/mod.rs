@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ValueRef};
 use rusqlite::{Connection, OptionalExtension};
 
 mod group_commit;
@@ -19,7 +20,7 @@ mod reads;
 mod registrations;
 mod tokens;
 
-use crate::store::{Sealer, Store, StoreError};
+use crate::store::{EventStatus, PayloadKind, Sealer, Store, StoreError};
 use group_commit::GroupWriter;
 use queue::finish_one;
 
@@ -36,6 +37,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
 ];
 
+/// How SQLite names the unique column that identifies a resend.
+const DEDUP_KEY_COLUMN: &str = "events.dedup_key";
+
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -44,11 +48,36 @@ pub struct SqliteStore {
     writer: GroupWriter,
 }
 
+/// A stored status or payload kind that is not one of ours: the row is
+/// corrupt, never quietly read as something it is not.
+fn parsed<T>(value: ValueRef<'_>, parse: fn(&str) -> Option<T>, what: &str) -> FromSqlResult<T> {
+    let text = value.as_str()?;
+    parse(text).ok_or_else(|| FromSqlError::Other(format!("unknown {what} {text:.32}").into()))
+}
+
+impl FromSql for EventStatus {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        parsed(value, EventStatus::parse, "status")
+    }
+}
+
+impl FromSql for PayloadKind {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        parsed(value, PayloadKind::parse, "payload kind")
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         match &e {
-            rusqlite::Error::SqliteFailure(f, _)
-                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..) => StoreError::Corrupt(e.to_string()),
+            // Only the dedup key is a duplicate; any other constraint that
+            // fails is a bug or a corrupt database, not a resend.
+            rusqlite::Error::SqliteFailure(f, Some(message))
+                if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    && message.contains(DEDUP_KEY_COLUMN) =>
             {
                 StoreError::DuplicateKey
             }
@@ -201,5 +230,35 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.run(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(sql: &str) -> StoreError {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            "CREATE TABLE events (id TEXT PRIMARY KEY, dedup_key TEXT UNIQUE, body TEXT NOT NULL);
+             INSERT INTO events VALUES ('a', 'k', 'b');",
+        )
+        .unwrap();
+        c.execute_batch(sql).unwrap_err().into()
+    }
+
+    #[test]
+    fn only_the_dedup_key_is_a_duplicate() {
+        assert!(matches!(
+            failure("INSERT INTO events VALUES ('b', 'k', 'b')"),
+            StoreError::DuplicateKey
+        ));
+        for other in [
+            "INSERT INTO events VALUES ('a', 'other', 'b')",
+            "INSERT INTO events VALUES ('c', 'other', NULL)",
+        ] {
+            let e = failure(other);
+            assert!(matches!(e, StoreError::Other(_)), "{other}: {e:?}");
+        }
     }
 }

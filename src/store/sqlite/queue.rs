@@ -7,8 +7,7 @@ use rusqlite::{params, Connection, Row};
 use super::SqliteStore;
 use crate::domain::{CorpId, KfId};
 use crate::store::{
-    AttemptResult, Claim, EventStatus, InsertOutcome, NewEvent, PayloadKind, Queue, StoreError,
-    StoredEvent,
+    AttemptResult, Claim, InsertOutcome, NewEvent, Queue, Retention, StoreError, StoredEvent,
 };
 
 #[async_trait]
@@ -154,14 +153,16 @@ impl Queue for SqliteStore {
             .await
     }
 
-    async fn purge(&self, before: i64, dead_before: i64) -> Result<u64, StoreError> {
+    async fn purge(&self, retention: &Retention, now: i64) -> Result<u64, StoreError> {
+        let cutoffs = retention.cutoffs(now);
         self.run(move |c| {
-            let n = c.execute(
-                "DELETE FROM events WHERE (status IN ('delivered','superseded','unroutable') AND updated_at < ?1)
-                                       OR (status = 'dead' AND updated_at < ?2)",
-                params![before, dead_before],
-            )?;
-            Ok(n as u64)
+            let mut removed = 0;
+            let mut stmt =
+                c.prepare_cached("DELETE FROM events WHERE status = ?1 AND updated_at < ?2")?;
+            for (status, cutoff) in cutoffs {
+                removed += stmt.execute(params![status.as_str(), cutoff])? as u64;
+            }
+            Ok(removed)
         })
         .await
     }
@@ -172,17 +173,15 @@ pub(super) const EVENT_COLUMNS: &str =
      received_at, window_start, next_attempt_at, last_error, delivered_at, claim_id";
 
 pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
-    let kind: String = row.get("kind")?;
-    let status: String = row.get("status")?;
     Ok(StoredEvent {
         id: row.get("id")?,
         corp_id: row.get("corp_id")?,
         kf_id: row.get("kf_id")?,
-        kind: PayloadKind::parse(&kind).unwrap_or(PayloadKind::Xml),
+        kind: row.get("kind")?,
         body: row.get("body")?,
         query: row.get("query")?,
         coalesce: row.get("coalesce")?,
-        status: EventStatus::parse(&status).unwrap_or(EventStatus::Dead),
+        status: row.get("status")?,
         attempts: row.get("attempts")?,
         received_at: row.get("received_at")?,
         window_start: row.get("window_start")?,
@@ -233,6 +232,9 @@ pub(super) fn finish_one(
             .prepare_cached(finish_sql!(
                 "status = 'parked', last_error = 'no online puppet for this kfId'"
             ))?
+            .execute(params![id, claim_id, now])?,
+        AttemptResult::Released => c
+            .prepare_cached(finish_sql!("next_attempt_at = ?3"))?
             .execute(params![id, claim_id, now])?,
         AttemptResult::Superseded { by } => c
             .prepare_cached(finish_sql!("status = 'superseded', superseded_by = ?4"))?
