@@ -12,13 +12,13 @@
 //! one kfId coalesce in memory: one still waiting for the puppet's turn when
 //! a newer one arrives is recorded as superseded by it.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
+use super::gate::{KfGate, Passage};
 use super::routes::RouteCache;
 use super::{RetryPolicy, Sender};
 use crate::clock::Clock;
@@ -50,18 +50,12 @@ pub struct Dispatcher {
     /// Concurrent sends, over all puppets.
     global: Arc<Semaphore>,
     taken: Arc<Semaphore>,
-    /// Delivery turns per (kfId, is a wake-up): `max_per_puppet` for
-    /// messages, one for wake-ups.
-    per_puppet: Mutex<HashMap<(String, bool), Arc<Semaphore>>>,
-    /// When the last wake-up to each kfId went out.
-    last_wakeup: Mutex<HashMap<String, tokio::time::Instant>>,
+    /// Per (corp, kfId): turns, the wake-up gap, newest-wins.
+    gate: KfGate,
     routes: Arc<RouteCache>,
     metrics: Arc<Metrics>,
     fresh: mpsc::Sender<StoredEvent>,
     fresh_rx: Mutex<Option<mpsc::Receiver<StoredEvent>>>,
-    /// (corp, kfId) → id of the newest fresh wake-up handed over; older
-    /// ones still waiting for their turn watch it to step aside.
-    newest: Mutex<HashMap<(String, String), watch::Sender<String>>>,
 }
 
 /// What request handlers hold: a way to wake the dispatcher.
@@ -132,18 +126,16 @@ impl Dispatcher {
         Self {
             fresh,
             fresh_rx: Mutex::new(Some(fresh_rx)),
-            newest: Mutex::new(HashMap::new()),
             store,
             sender,
             policy: RetryPolicy::from(&config),
             global: Arc::new(Semaphore::new(config.max_concurrent)),
             taken: Arc::new(Semaphore::new(TAKEN_MAX)),
+            gate: KfGate::new(config.max_per_puppet, config.wakeup_gap),
             config,
             owner,
             clock,
             wake: Arc::new(Notify::new()),
-            per_puppet: Mutex::new(HashMap::new()),
-            last_wakeup: Mutex::new(HashMap::new()),
             routes: Arc::new(RouteCache::default()),
             metrics,
         }
@@ -187,6 +179,7 @@ impl Dispatcher {
                 break;
             }
             while in_flight.try_join_next().is_some() {}
+            self.gate.prune();
             let now = self.clock.now_ms();
             if now - last_purge > PURGE_EVERY_MS {
                 last_purge = now;
@@ -265,7 +258,9 @@ impl Dispatcher {
             };
             let Some(event) = event else { break };
             while in_flight.try_join_next().is_some() {}
-            self.note_newest(&event);
+            if let (Some(kf), true) = (&event.kf_id, event.coalesce) {
+                self.gate.note_newest(&event.corp_id, kf, &event.id);
+            }
             let permit = tokio::select! {
                 permit = self.taken.clone().acquire_owned() => permit,
                 _ = shutdown.changed() => continue,
@@ -278,49 +273,6 @@ impl Dispatcher {
             });
         }
         self.finish_in_flight(in_flight).await;
-    }
-
-    fn coalescing_key(event: &StoredEvent) -> Option<(String, String)> {
-        let kf = event.kf_id.as_ref().filter(|_| event.coalesce)?;
-        Some((event.corp_id.clone(), kf.clone()))
-    }
-
-    fn note_newest(&self, event: &StoredEvent) {
-        if let Some(key) = Self::coalescing_key(event) {
-            let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
-            match newest.get(&key) {
-                Some(current) => {
-                    current.send_replace(event.id.clone());
-                }
-                None => {
-                    newest.insert(key, watch::channel(event.id.clone()).0);
-                }
-            }
-        }
-    }
-
-    /// Resolves with the id of a newer fresh wake-up of the same kfId, as
-    /// soon as one arrives; never for an event that does not coalesce.
-    async fn superseded(&self, event: &StoredEvent) -> String {
-        let watching = Self::coalescing_key(event).and_then(|key| {
-            let newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
-            newest.get(&key).map(watch::Sender::subscribe)
-        });
-        if let Some(mut newest) = watching {
-            if let Ok(id) = newest.wait_for(|id| *id != event.id).await {
-                return id.clone();
-            }
-        }
-        std::future::pending().await
-    }
-
-    fn forget_newest(&self, event: &StoredEvent) {
-        if let Some(key) = Self::coalescing_key(event) {
-            let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
-            if newest.get(&key).is_some_and(|n| *n.borrow() == event.id) {
-                newest.remove(&key);
-            }
-        }
     }
 
     fn batch_size(&self) -> usize {
@@ -359,40 +311,12 @@ impl Dispatcher {
         }
     }
 
-    /// The turns an event waits for. Wake-ups (events that coalesce) go one
-    /// at a time per kfId: each tells the puppet to pull everything up to its
-    /// token, so a second one in flight only races the first, and the ones
-    /// that pile up meanwhile collapse into the newest.
-    fn puppet_slot(&self, kf_id: &str, wake_up: bool) -> Arc<Semaphore> {
-        let turns = if wake_up {
-            1
-        } else {
-            self.config.max_per_puppet
-        };
-        let mut map = self.per_puppet.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry((kf_id.to_owned(), wake_up))
-            .or_insert_with(|| Arc::new(Semaphore::new(turns)))
-            .clone()
-    }
-
-    /// How long this kfId's next wake-up must still wait, if at all.
-    fn wakeup_gap_left(&self, kf_id: &str) -> Option<Duration> {
-        let last = *self
-            .last_wakeup
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(kf_id)?;
-        let next = last + self.config.wakeup_gap;
-        let now = tokio::time::Instant::now();
-        (next > now).then(|| next - now)
-    }
-
     /// One attempt; the outcome goes to the finisher, which records
     /// outcomes in batches.
     async fn deliver(&self, event: StoredEvent, finished: mpsc::Sender<Finished>, fresh: bool) {
         let result = self.attempt(&event, fresh).await;
-        if fresh {
-            self.forget_newest(&event);
+        if let Some(kf) = &event.kf_id {
+            self.gate.done(&event.corp_id, kf, &event.id);
         }
         let _ = finished.send((event, result)).await;
     }
@@ -470,31 +394,23 @@ impl Dispatcher {
                 };
             }
         };
-        // Wait for the puppet's turn; a fresh wake-up steps aside as soon as
-        // a newer one of its kfId arrives (that one is delivered instead).
-        let slot = self.puppet_slot(kf.as_str(), event.coalesce);
-        let turn = tokio::select! {
-            turn = slot.acquire() => turn,
-            by = self.superseded(event), if fresh => return AttemptResult::Superseded { by },
+        // The kfId's turn (and for a wake-up, its gap); a fresh wake-up
+        // steps aside as soon as a newer one of its kfId arrives.
+        let _turn = match self
+            .gate
+            .pass(
+                &event.corp_id,
+                kf.as_str(),
+                &event.id,
+                event.coalesce,
+                fresh && event.coalesce,
+            )
+            .await
+        {
+            Passage::Go(turn) => turn,
+            Passage::SteppedAside { by } => return AttemptResult::Superseded { by },
+            Passage::Closed => return AttemptResult::Released,
         };
-        let Ok(_turn) = turn else {
-            return AttemptResult::Released;
-        };
-        // Wake-ups to one kfId keep a gap (each makes the puppet call
-        // WeCom's rate-limited sync_msg); one that is waiting steps aside
-        // when a newer one arrives.
-        if event.coalesce {
-            if let Some(wait) = self.wakeup_gap_left(kf.as_str()) {
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    by = self.superseded(event), if fresh => return AttemptResult::Superseded { by },
-                }
-            }
-            self.last_wakeup
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(kf.as_str().to_owned(), tokio::time::Instant::now());
-        }
         // Then for a sending slot: a slow puppet holds only its own turns.
         let Ok(_sending) = self.global.acquire().await else {
             return AttemptResult::Released;

@@ -3,6 +3,7 @@
 //! letters after the retry window.
 
 mod dispatcher;
+mod gate;
 mod guard;
 pub mod identity;
 mod policy;
