@@ -12,6 +12,7 @@
 //! one kfId coalesce in memory: one still waiting for the puppet's turn when
 //! a newer one arrives is recorded as superseded by it.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +53,9 @@ pub struct Dispatcher {
     taken: Arc<Semaphore>,
     /// Per (corp, kfId): turns, the wake-up gap, newest-wins.
     gate: KfGate,
+    /// Deliveries taken and not yet recorded, with their leases: renewed
+    /// while they wait, so a long wait never lets another claimer send them.
+    held: Mutex<HashMap<String, Held>>,
     routes: Arc<RouteCache>,
     metrics: Arc<Metrics>,
     fresh: mpsc::Sender<StoredEvent>,
@@ -132,6 +136,7 @@ impl Dispatcher {
             global: Arc::new(Semaphore::new(config.max_concurrent)),
             taken: Arc::new(Semaphore::new(TAKEN_MAX)),
             gate: KfGate::new(config.max_per_puppet, config.wakeup_gap),
+            held: Mutex::new(HashMap::new()),
             config,
             owner,
             clock,
@@ -173,7 +178,7 @@ impl Dispatcher {
                     .fresh_loop(rx, finished.clone(), shutdown.clone()),
             )
         });
-        let mut last_purge = 0i64;
+        let (mut last_purge, mut last_renewal) = (0i64, 0i64);
         loop {
             if *shutdown.borrow() {
                 break;
@@ -181,12 +186,17 @@ impl Dispatcher {
             while in_flight.try_join_next().is_some() {}
             self.gate.prune();
             let now = self.clock.now_ms();
+            if now - last_renewal >= self.config.poll_interval.as_millis() as i64 {
+                last_renewal = now;
+                self.renew_leases(now).await;
+            }
             if now - last_purge > PURGE_EVERY_MS {
                 last_purge = now;
                 self.purge(now).await;
             }
             let batch = self.batch_size();
-            let claimed = self.claim(now, batch).await;
+            let lease_until = now + self.lease_ms();
+            let claimed = self.claim(now, lease_until, batch).await;
             // A full batch: look again at once. A partial one: more is arriving;
             // gather it for a moment so that each claim takes many events.
             let claimed_count = claimed.as_ref().map_or(0, Vec::len);
@@ -196,7 +206,7 @@ impl Dispatcher {
                 };
                 let (me, finished) = (self.clone(), finished.clone());
                 in_flight.spawn(async move {
-                    me.deliver(event, finished, false).await;
+                    me.deliver(event, finished, false, lease_until).await;
                     drop(permit);
                 });
             }
@@ -268,7 +278,8 @@ impl Dispatcher {
             let Ok(permit) = permit else { break };
             let (me, finished) = (self.clone(), finished.clone());
             in_flight.spawn(async move {
-                me.deliver(event, finished, true).await;
+                let lease_until = event.received_at + me.lease_ms();
+                me.deliver(event, finished, true, lease_until).await;
                 drop(permit);
             });
         }
@@ -279,11 +290,20 @@ impl Dispatcher {
         self.taken.available_permits().clamp(1, MAX_BATCH)
     }
 
-    async fn claim(&self, now: i64, batch: usize) -> Result<Vec<StoredEvent>, ()> {
+    fn lease_ms(&self) -> i64 {
+        self.config.lease().as_millis() as i64
+    }
+
+    async fn claim(
+        &self,
+        now: i64,
+        lease_until: i64,
+        batch: usize,
+    ) -> Result<Vec<StoredEvent>, ()> {
         let claim = Claim {
             owner: self.owner.clone(),
             now,
-            lease_until: now + self.config.lease().as_millis() as i64,
+            lease_until,
         };
         self.store.claim_due(&claim, batch).await.map_err(|e| {
             tracing::warn!(error = %e, "claiming due deliveries failed");
@@ -311,9 +331,69 @@ impl Dispatcher {
         }
     }
 
+    /// Renew the leases of held deliveries that are past half their lease
+    /// (waiting for a busy puppet's turn); those taken over are marked lost.
+    async fn renew_leases(&self, now: i64) {
+        let half = self.lease_ms() / 2;
+        let due: Vec<(String, String)> = self
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, h)| !h.lost && h.until - now < half)
+            .map(|(id, h)| (id.clone(), h.claim_id.clone()))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let until = now + self.lease_ms();
+        match self.store.renew_leases(&self.owner, &due, until).await {
+            Ok(renewed) => {
+                let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+                for (id, _) in &due {
+                    if let Some(h) = held.get_mut(id) {
+                        if renewed.contains(id) {
+                            h.until = until;
+                        } else {
+                            h.lost = true;
+                            tracing::warn!(delivery_id = %id, "lease taken over while waiting; not sending it");
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, held = due.len(), "could not renew delivery leases")
+            }
+        }
+    }
+
+    fn lease_lost(&self, id: &str) -> bool {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .is_some_and(|h| h.lost)
+    }
+
     /// One attempt; the outcome goes to the finisher, which records
     /// outcomes in batches.
-    async fn deliver(&self, event: StoredEvent, finished: mpsc::Sender<Finished>, fresh: bool) {
+    async fn deliver(
+        &self,
+        event: StoredEvent,
+        finished: mpsc::Sender<Finished>,
+        fresh: bool,
+        lease_until: i64,
+    ) {
+        if let Some(claim_id) = &event.claim_id {
+            self.held.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                event.id.clone(),
+                Held {
+                    claim_id: claim_id.clone(),
+                    until: lease_until,
+                    lost: false,
+                },
+            );
+        }
         let result = self.attempt(&event, fresh).await;
         if let Some(kf) = &event.kf_id {
             self.gate.done(&event.corp_id, kf, &event.id);
@@ -339,7 +419,14 @@ impl Dispatcher {
                 .iter()
                 .filter_map(|(e, r)| Some((e.id.clone(), e.claim_id.clone()?, r.clone())))
                 .collect();
-            match self.store.finish_attempts(&items, now).await {
+            let outcome = self.store.finish_attempts(&items, now).await;
+            {
+                let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+                for (event, _) in &batch {
+                    held.remove(&event.id);
+                }
+            }
+            match outcome {
                 Ok(recorded) => {
                     for ((event, result), recorded) in batch.iter().zip(recorded) {
                         self.record_metrics(event, result, now);
@@ -415,6 +502,10 @@ impl Dispatcher {
         let Ok(_sending) = self.global.acquire().await else {
             return AttemptResult::Released;
         };
+        if self.lease_lost(&event.id) {
+            // Another claimer holds it now and sends it; recording fails too.
+            return AttemptResult::Released;
+        }
         match self
             .sender
             .send(event, &puppet.registration.endpoint, event.attempts + 1)
@@ -434,6 +525,13 @@ impl Dispatcher {
 }
 
 type Finished = (StoredEvent, AttemptResult);
+
+/// A delivery this manager holds, and until when its lease runs.
+struct Held {
+    claim_id: String,
+    until: i64,
+    lost: bool,
+}
 
 fn log_outcome(event: &StoredEvent, result: &AttemptResult, recorded: bool, now: i64) {
     let (id, corp, kf) = (

@@ -131,6 +131,16 @@ pub trait Queue: Send + Sync {
     /// own interrupted claims at once).
     async fn release_claims(&self, owner: &str) -> Result<u64, StoreError>;
 
+    /// Extend to `until` the leases `owner` still holds among `held`
+    /// ((delivery id, claim id) pairs); returns the ids still held. One that
+    /// is missing was taken over and must not be sent.
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        held: &[(String, String)],
+        until: i64,
+    ) -> Result<Vec<String>, StoreError>;
+
     /// Earliest `next_attempt_at` of a pending event that nobody holds, to
     /// know how long to sleep (held ones come back at the next poll).
     async fn next_due_at(&self) -> Result<Option<i64>, StoreError>;

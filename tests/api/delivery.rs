@@ -4,6 +4,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::fakes::FakePuppet;
+use wxkf_manager::clock::Clock;
+
 use crate::helpers::{spawn_app, spawn_app_with, Corp};
 
 #[tokio::test]
@@ -271,4 +273,71 @@ async fn a_burst_of_wake_ups_reaches_a_fast_puppet_as_a_few_ending_with_the_newe
         tokens.len() < 20,
         "the ones in between collapse: {tokens:?}"
     );
+}
+
+/// Deliveries waiting for a busy puppet's turn can wait longer than their
+/// lease; the manager renews it, so another claimer (a second manager) never
+/// takes and sends them again: each arrives exactly once.
+#[tokio::test]
+async fn a_delivery_waiting_longer_than_its_lease_keeps_it() {
+    use std::sync::Arc;
+    use wxkf_manager::store::Claim;
+    let clock = Arc::new(crate::helpers::ManualClock::default());
+    clock.advance(Duration::from_secs(1_700_000_000));
+    let app = crate::helpers::spawn_app_with_clock(clock.clone(), |c| {
+        c.delivery.coalesce = false;
+        c.delivery.max_per_puppet = 1;
+    })
+    .await;
+    let lease = app.config().delivery.lease();
+    let puppet = FakePuppet::start().await;
+    puppet.delay(Duration::from_millis(1_500));
+    let corp = Corp::new("wwlease");
+    app.register_ok(&corp, "wklease", &puppet.url).await;
+    for i in 0..4 {
+        let resp = app.post_kf_event(&corp, "wklease", &format!("L{i}")).await;
+        assert_eq!(resp.status(), 200);
+    }
+    // A second claimer on the same store, as another manager would be.
+    let intruder = wxkf_manager::startup::open_store(app.config())
+        .await
+        .unwrap();
+    // Time passes (by the manager's clock) beyond the lease while three
+    // wait behind the first; in steps, so that the manager can renew.
+    let step = lease / 3;
+    for _ in 0..4 {
+        clock.advance(step);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = clock.now_ms();
+        let taken = intruder
+            .claim_due(
+                &Claim {
+                    owner: "intruder".into(),
+                    now,
+                    lease_until: now + 60_000,
+                },
+                100,
+            )
+            .await
+            .unwrap();
+        assert!(
+            taken.is_empty(),
+            "a lease ran out while waiting: {} taken",
+            taken.len()
+        );
+    }
+    puppet.wait_for(4).await;
+    for _ in 0..200 {
+        let delivered = app.admin_json("/deliveries?status=delivered").await;
+        if delivered["items"].as_array().map(Vec::len) == Some(4) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // One sleep: a second copy would come from a task still waiting at the
+    // gate; give it two of the puppet's answer times to show up.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let got = puppet.received();
+    let ids: HashSet<_> = got.iter().map(|r| r.delivery_id.clone()).collect();
+    assert_eq!((got.len(), ids.len()), (4, 4), "each exactly once");
 }

@@ -684,3 +684,49 @@ async fn a_row_with_an_unknown_status_is_corrupt_not_coerced() {
         );
     }
 }
+
+/// Renewing leases extends only the pairs this owner still holds.
+#[tokio::test]
+async fn leases_are_renewed_only_where_the_claim_still_holds() {
+    for (name, store) in backends().await.stores {
+        let mut ids = Vec::new();
+        for token in ["R1", "R2", "R3"] {
+            let mut e = event("wwrenew", &format!("wk{token}"), token, 1_000);
+            e.coalesce = false;
+            store.insert_event(&e).await.unwrap();
+            ids.push(e.id);
+        }
+        let got = store.claim_due(&claim("a", 1_000), 10).await.unwrap();
+        let claim_of = |id: &str| {
+            got.iter()
+                .find(|g| g.id == id)
+                .and_then(|g| g.claim_id.clone())
+                .unwrap()
+        };
+        let held = vec![
+            (ids[0].clone(), claim_of(&ids[0])),
+            (ids[1].clone(), "not-this-claim".to_owned()),
+            (ids[2].clone(), claim_of(&ids[2])),
+        ];
+        let mut renewed = store.renew_leases("a", &held, 100_000).await.unwrap();
+        renewed.sort();
+        let mut expected = vec![ids[0].clone(), ids[2].clone()];
+        expected.sort();
+        assert_eq!(renewed, expected, "{name}");
+        assert!(
+            store
+                .renew_leases("b", &held, 100_000)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}: not b's"
+        );
+        // Past the first lease only the one not renewed can be taken.
+        let taken = store.claim_due(&claim("b", 50_000), 10).await.unwrap();
+        assert_eq!(
+            taken.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
+            [ids[1].clone()],
+            "{name}"
+        );
+    }
+}

@@ -245,6 +245,50 @@ impl Queue for MongoStore {
         Ok(r.modified_count)
     }
 
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        held: &[(String, String)],
+        until: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A claimed batch shares one claim id: match the pairs per claim id.
+        let mut by_claim: Vec<(&str, Vec<&str>)> = Vec::new();
+        for (id, claim) in held {
+            match by_claim.iter_mut().find(|(c, _)| *c == claim.as_str()) {
+                Some((_, ids)) => ids.push(id.as_str()),
+                None => by_claim.push((claim.as_str(), vec![id.as_str()])),
+            }
+        }
+        let mut docs: Vec<Document> = Vec::new();
+        for (claim, ids) in by_claim {
+            let ours = doc! {"_id": {"$in": &ids}, "claimId": claim, "leaseOwner": owner};
+            self.events
+                .update_many(ours.clone(), doc! {"$set": {"leaseUntil": until}})
+                .await?;
+            let mut still_ours = ours;
+            still_ours.insert("leaseUntil", until);
+            let found: Vec<Document> = self
+                .events
+                .find(still_ours)
+                .projection(doc! {"_id": 1, "claimId": 1})
+                .await?
+                .try_collect()
+                .await?;
+            docs.extend(found);
+        }
+        Ok(held
+            .iter()
+            .filter(|(id, claim)| {
+                docs.iter()
+                    .any(|d| get_str(d, "_id") == *id && get_str(d, "claimId") == *claim)
+            })
+            .map(|(id, _)| id.clone())
+            .collect())
+    }
+
     async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
         let next = self
             .events

@@ -110,6 +110,32 @@ impl Queue for SqliteStore {
         .await
     }
 
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        held: &[(String, String)],
+        until: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let (owner, held) = (owner.to_owned(), held.to_vec());
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let mut renewed = Vec::new();
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE events SET lease_until = ?4 WHERE id = ?1 AND claim_id = ?2 AND lease_owner = ?3",
+                )?;
+                for (id, claim_id) in held {
+                    if stmt.execute(params![id, claim_id, owner, until])? > 0 {
+                        renewed.push(id);
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(renewed)
+        })
+        .await
+    }
+
     async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
         self.run(|c| {
             Ok(c.query_row(
