@@ -1,0 +1,164 @@
+//! One delivery: hold its lease (renewed while it waits), pass its kfId's
+//! gate, take a sending slot, send, and hand the outcome to the finisher.
+
+use tokio::sync::mpsc;
+
+use super::finish::Finished;
+use super::Dispatcher;
+use crate::delivery::gate::Passage;
+use crate::domain::{KfId, Puppet};
+use crate::store::{AttemptResult, StoredEvent};
+
+/// A delivery this manager holds, and until when its lease runs.
+pub(super) struct Held {
+    claim_id: String,
+    until: i64,
+    lost: bool,
+}
+
+impl Dispatcher {
+    /// Renew the leases of held deliveries that are past half their lease
+    /// (waiting for a busy puppet's turn); those taken over are marked lost.
+    pub(super) async fn renew_leases(&self, now: i64) {
+        let half = self.lease_ms() / 2;
+        let due: Vec<(String, String)> = self
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, h)| !h.lost && h.until - now < half)
+            .map(|(id, h)| (id.clone(), h.claim_id.clone()))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let until = now + self.lease_ms();
+        match self.store.renew_leases(&self.owner, &due, until).await {
+            Ok(renewed) => {
+                let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+                for (id, _) in &due {
+                    if let Some(h) = held.get_mut(id) {
+                        if renewed.contains(id) {
+                            h.until = until;
+                        } else {
+                            h.lost = true;
+                            tracing::warn!(delivery_id = %id, "lease taken over while waiting; not sending it");
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, held = due.len(), "could not renew delivery leases")
+            }
+        }
+    }
+
+    fn lease_lost(&self, id: &str) -> bool {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .is_some_and(|h| h.lost)
+    }
+
+    /// One attempt; the outcome goes to the finisher, which records
+    /// outcomes in batches.
+    pub(super) async fn deliver(
+        &self,
+        event: StoredEvent,
+        finished: mpsc::Sender<Finished>,
+        fresh: bool,
+        lease_until: i64,
+    ) {
+        // Only a claimed delivery is sent: its outcome is recorded against the claim.
+        let Some(claim_id) = event.claim_id.clone() else {
+            tracing::error!(delivery_id = %event.id, "a delivery without a claim was not sent");
+            return;
+        };
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            event.id.clone(),
+            Held {
+                claim_id: claim_id.clone(),
+                until: lease_until,
+                lost: false,
+            },
+        );
+        let result = self.attempt(&event, fresh).await;
+        if let Some(kf) = &event.kf_id {
+            self.gate.done(&event.corp_id, kf, &event.id);
+        }
+        let _ = finished
+            .send(Finished {
+                event,
+                claim_id,
+                result,
+            })
+            .await;
+    }
+
+    async fn attempt(&self, event: &StoredEvent, fresh: bool) -> AttemptResult {
+        let Some(kf) = event.kf_id.as_deref().and_then(|k| KfId::parse(k).ok()) else {
+            return AttemptResult::Parked;
+        };
+        let routable = |p: &Puppet| p.online && p.registration.corp_id.as_str() == event.corp_id;
+        let cached = self.routes.get(kf.as_str()).filter(|p| routable(p));
+        let puppet = match cached {
+            Some(p) => Ok(Some(p)),
+            None => self.store.get_puppet(&kf).await,
+        };
+        let puppet = match puppet {
+            Ok(Some(p)) if routable(&p) => {
+                self.routes.put(&p);
+                p
+            }
+            Ok(_) => return AttemptResult::Parked,
+            Err(e) => {
+                let now = self.clock.now_ms();
+                return AttemptResult::Retry {
+                    next_attempt_at: now + self.config.poll_interval.as_millis() as i64,
+                    error: format!("store: {e}"),
+                };
+            }
+        };
+        // The kfId's turn (and for a wake-up, its gap); a fresh wake-up
+        // steps aside as soon as a newer one of its kfId arrives.
+        let _turn = match self
+            .gate
+            .pass(
+                &event.corp_id,
+                kf.as_str(),
+                &event.id,
+                event.coalesce,
+                fresh && event.coalesce,
+            )
+            .await
+        {
+            Passage::Go(turn) => turn,
+            Passage::SteppedAside { by } => return AttemptResult::Superseded { by },
+            Passage::Closed => return AttemptResult::Released,
+        };
+        // Then for a sending slot: a slow puppet holds only its own turns.
+        let Ok(_sending) = self.global.acquire().await else {
+            return AttemptResult::Released;
+        };
+        if self.lease_lost(&event.id) {
+            // Another claimer holds it now and sends it; recording fails too.
+            return AttemptResult::Released;
+        }
+        match self
+            .sender
+            .send(event, &puppet.registration.endpoint, event.attempts + 1)
+            .await
+        {
+            Ok(()) => AttemptResult::Delivered,
+            Err(failure) => self.policy.after_failure(
+                event.attempts + 1,
+                event.window_start,
+                self.clock.now_ms(),
+                failure.retry_after,
+                rand::random::<f64>() * 2.0 - 1.0,
+                failure.error,
+            ),
+        }
+    }
+}

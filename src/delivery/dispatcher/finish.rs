@@ -1,0 +1,118 @@
+//! Outcomes are recorded as they come, many per store write, then counted
+//! and logged.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::{Dispatcher, FINISH_GATHER, MAX_FINISH_BATCH};
+use crate::store::{AttemptResult, StoredEvent};
+
+impl Dispatcher {
+    /// Record outcomes as they come, many per store write.
+    pub(super) async fn finish_loop(self: Arc<Self>, mut finished: mpsc::Receiver<Finished>) {
+        while let Some(first) = finished.recv().await {
+            // Outcomes are not urgent (a lease lasts far longer): gather them
+            // for a moment, so that each write records many.
+            let mut batch = vec![first];
+            let until = tokio::time::Instant::now() + FINISH_GATHER;
+            while batch.len() < MAX_FINISH_BATCH {
+                match tokio::time::timeout_at(until, finished.recv()).await {
+                    Ok(Some(item)) => batch.push(item),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let now = self.clock.now_ms();
+            // One item per outcome, in order: the answers line up by construction.
+            let items: Vec<(String, String, AttemptResult)> = batch
+                .iter()
+                .map(|f| (f.event.id.clone(), f.claim_id.clone(), f.result.clone()))
+                .collect();
+            let outcome = self.store.finish_attempts(&items, now).await;
+            {
+                let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+                for f in &batch {
+                    held.remove(&f.event.id);
+                }
+            }
+            match outcome {
+                Ok(recorded) if recorded.len() == batch.len() => {
+                    for (f, recorded) in batch.iter().zip(recorded) {
+                        self.record_metrics(&f.event, &f.result, now);
+                        log_outcome(&f.event, &f.result, recorded, now);
+                    }
+                }
+                Ok(recorded) => tracing::error!(
+                    outcomes = batch.len(),
+                    answers = recorded.len(),
+                    "the store answered for a different number of outcomes"
+                ),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    outcomes = batch.len(),
+                    "could not record delivery outcomes; their leases will expire and they will be retried"
+                ),
+            }
+        }
+    }
+
+    fn record_metrics(&self, event: &StoredEvent, result: &AttemptResult, now: i64) {
+        self.metrics.delivery(match result {
+            AttemptResult::Delivered => "delivered",
+            AttemptResult::Retry { .. } => "failed",
+            AttemptResult::Dead { .. } => "dead",
+            AttemptResult::Parked => "parked",
+            AttemptResult::Superseded { .. } => "superseded",
+            AttemptResult::Released => "released",
+        });
+        if *result == AttemptResult::Delivered {
+            let latency = (now - event.received_at).max(0) as f64 / 1000.0;
+            self.metrics.delivery_latency_seconds.observe(latency);
+        }
+    }
+}
+
+/// An attempt's outcome, with the delivery and the claim it is recorded against.
+pub(super) struct Finished {
+    pub event: StoredEvent,
+    pub claim_id: String,
+    pub result: AttemptResult,
+}
+
+fn log_outcome(event: &StoredEvent, result: &AttemptResult, recorded: bool, now: i64) {
+    let (id, corp, kf) = (
+        &event.id,
+        &event.corp_id,
+        event.kf_id.as_deref().unwrap_or(""),
+    );
+    let attempt = event.attempts + 1;
+    if !recorded {
+        tracing::warn!(delivery_id = %id, corp_id = %corp, kf_id = kf, "lease was taken over before the attempt finished; outcome not recorded");
+        return;
+    }
+    match result {
+        AttemptResult::Delivered => {
+            tracing::debug!(delivery_id = %id, corp_id = %corp, kf_id = kf, attempt, latency_ms = now - event.received_at, "delivered")
+        }
+        AttemptResult::Retry {
+            error,
+            next_attempt_at,
+        } => tracing::warn!(
+            delivery_id = %id, corp_id = %corp, kf_id = kf, attempt, error = %error,
+            retry_in_ms = next_attempt_at - now, "delivery failed; will retry"
+        ),
+        AttemptResult::Dead { error } => tracing::error!(
+            delivery_id = %id, corp_id = %corp, kf_id = kf, attempt, error = %error,
+            "retry window exhausted: dead letter"
+        ),
+        AttemptResult::Parked => {
+            tracing::info!(delivery_id = %id, corp_id = %corp, kf_id = kf, "no online puppet; parked until it registers")
+        }
+        AttemptResult::Superseded { by } => {
+            tracing::debug!(delivery_id = %id, corp_id = %corp, kf_id = kf, superseded_by = %by, "a newer wake-up of this kfId stands for this one")
+        }
+        AttemptResult::Released => {
+            tracing::debug!(delivery_id = %id, corp_id = %corp, kf_id = kf, "not attempted; claim given back")
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! What request handlers hold: a way to wake the dispatcher, and a place in
+//! its in-memory queue reserved before an accepted callback is written.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Notify};
+
+use crate::delivery::routes::RouteCache;
+use crate::store::{Lease, StoredEvent};
+
+/// What request handlers hold: a way to wake the dispatcher.
+#[derive(Clone)]
+pub struct DispatcherHandle {
+    pub(super) wake: Arc<Notify>,
+    pub(super) routes: Arc<RouteCache>,
+    pub(super) fresh: mpsc::Sender<StoredEvent>,
+    pub(super) owner: String,
+    pub(super) lease_ms: i64,
+}
+
+/// A place in the in-memory queue, taken before the write: an event stored
+/// as claimed by this manager is then sure to reach the dispatcher.
+pub struct FreshSlot {
+    permit: mpsc::OwnedPermit<StoredEvent>,
+    lease: Lease,
+}
+
+impl FreshSlot {
+    /// The claim to store the event with.
+    pub fn lease(&self) -> Lease {
+        self.lease.clone()
+    }
+
+    /// Hand the stored event over for delivery.
+    pub fn deliver(self, event: StoredEvent) {
+        self.permit.send(event);
+    }
+}
+
+impl DispatcherHandle {
+    /// A slot for an event about to be stored, or `None` when the queue is
+    /// full (or the dispatcher stopped): then store it unclaimed and `wake`.
+    pub fn reserve(&self, now: i64) -> Option<FreshSlot> {
+        let permit = self.fresh.clone().try_reserve_owned().ok()?;
+        Some(FreshSlot {
+            permit,
+            lease: Lease {
+                owner: self.owner.clone(),
+                until: now + self.lease_ms,
+                claim_id: uuid::Uuid::new_v4().to_string(),
+            },
+        })
+    }
+
+    /// New work is waiting: claim now rather than at the next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// A kfId registered or deregistered here: stop using what we knew of it.
+    pub fn registration_changed(&self, kf_id: &str) {
+        self.routes.forget(kf_id);
+    }
+}

@@ -1,0 +1,291 @@
+//! The delivery loop. Claims due events in batches (leased in the store, so
+//! several managers can share one queue), sends each in its own task within
+//! a global and a per-puppet concurrency cap, and records the outcome against
+//! its claim. Wakes immediately when a callback is accepted or a puppet
+//! registers; otherwise polls.
+//!
+//! The fast path: a callback accepted here is stored already claimed by this
+//! manager and handed over in memory (`FreshSlot`), so in normal operation
+//! the store sees one insert and one outcome per event and no claim. The
+//! slot is reserved before the write; when the in-memory queue is full the
+//! event is stored unclaimed and the claim loop takes it. Fresh wake-ups of
+//! one kfId coalesce in memory: one still waiting for the puppet's turn when
+//! a newer one arrives is recorded as superseded by it.
+//!
+//! Here: the loops (claim, fresh hand-over) and shutdown. `attempt.rs`: one
+//! delivery (lease held and renewed, the kfId's gate, the send);
+//! `finish.rs`: outcomes recorded in batches; `handle.rs`: what request
+//! handlers hold.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+
+mod attempt;
+mod finish;
+mod handle;
+
+pub use handle::{DispatcherHandle, FreshSlot};
+
+use attempt::Held;
+use finish::Finished;
+
+use super::gate::KfGate;
+use super::routes::RouteCache;
+use super::{RetryPolicy, Sender};
+use crate::clock::Clock;
+use crate::config::DeliveryConfig;
+use crate::metrics::Metrics;
+use crate::store::{Claim, Retention, Store, StoredEvent};
+
+const MAX_BATCH: usize = 64;
+const MAX_FINISH_BATCH: usize = 512;
+const FINISH_GATHER: Duration = Duration::from_millis(20);
+const FINISH_QUEUE: usize = 4096;
+const FRESH_QUEUE: usize = 4096;
+/// Events taken from the queues and not yet finished: waiting for their
+/// puppet's turn or being sent. Bounds the memory a slow puppet can hold.
+const TAKEN_MAX: usize = 8192;
+/// How long a partial batch waits for more before the next claim.
+const CLAIM_GATHER: Duration = Duration::from_millis(5);
+const PURGE_EVERY_MS: i64 = 10 * 60 * 1000;
+
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    sender: Sender,
+    policy: RetryPolicy,
+    config: DeliveryConfig,
+    owner: String,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+    /// Concurrent sends, over all puppets.
+    global: Arc<Semaphore>,
+    taken: Arc<Semaphore>,
+    /// Per (corp, kfId): turns, the wake-up gap, newest-wins.
+    gate: KfGate,
+    /// Deliveries taken and not yet recorded, with their leases: renewed
+    /// while they wait, so a long wait never lets another claimer send them.
+    held: Mutex<HashMap<String, Held>>,
+    routes: Arc<RouteCache>,
+    metrics: Arc<Metrics>,
+    fresh: mpsc::Sender<StoredEvent>,
+    fresh_rx: Mutex<Option<mpsc::Receiver<StoredEvent>>>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Arc<dyn Store>,
+        sender: Sender,
+        config: DeliveryConfig,
+        owner: String,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let (fresh, fresh_rx) = mpsc::channel(FRESH_QUEUE);
+        Self {
+            fresh,
+            fresh_rx: Mutex::new(Some(fresh_rx)),
+            store,
+            sender,
+            policy: RetryPolicy::from(&config),
+            global: Arc::new(Semaphore::new(config.max_concurrent)),
+            taken: Arc::new(Semaphore::new(TAKEN_MAX)),
+            gate: KfGate::new(config.max_per_puppet, config.wakeup_gap),
+            held: Mutex::new(HashMap::new()),
+            config,
+            owner,
+            clock,
+            wake: Arc::new(Notify::new()),
+            routes: Arc::new(RouteCache::default()),
+            metrics,
+        }
+    }
+
+    pub fn handle(&self) -> DispatcherHandle {
+        DispatcherHandle {
+            wake: self.wake.clone(),
+            routes: self.routes.clone(),
+            fresh: self.fresh.clone(),
+            owner: self.owner.clone(),
+            lease_ms: self.config.lease().as_millis() as i64,
+        }
+    }
+
+    /// Run until `shutdown` turns true; then wait (bounded) for in-flight
+    /// deliveries to finish.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        match self.store.release_claims(&self.owner).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "took back this instance's interrupted claims"),
+            Err(e) => tracing::warn!(error = %e, "could not release earlier claims"),
+        }
+        let mut in_flight = JoinSet::new();
+        let (finished, finished_rx) = mpsc::channel(FINISH_QUEUE);
+        let finisher = tokio::spawn(self.clone().finish_loop(finished_rx));
+        let fresh_rx = self
+            .fresh_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let fresh = fresh_rx.map(|rx| {
+            tokio::spawn(
+                self.clone()
+                    .fresh_loop(rx, finished.clone(), shutdown.clone()),
+            )
+        });
+        let (mut last_purge, mut last_renewal) = (0i64, 0i64);
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            while in_flight.try_join_next().is_some() {}
+            self.gate.prune();
+            let now = self.clock.now_ms();
+            if now - last_renewal >= self.config.poll_interval.as_millis() as i64 {
+                last_renewal = now;
+                self.renew_leases(now).await;
+            }
+            if now - last_purge > PURGE_EVERY_MS {
+                last_purge = now;
+                self.purge(now).await;
+            }
+            let batch = self.batch_size();
+            let lease_until = now + self.lease_ms();
+            let claimed = self.claim(now, lease_until, batch).await;
+            // A full batch: look again at once. A partial one: more is arriving;
+            // gather it for a moment so that each claim takes many events.
+            let claimed_count = claimed.as_ref().map_or(0, Vec::len);
+            for event in claimed.unwrap_or_default() {
+                let Ok(permit) = self.taken.clone().acquire_owned().await else {
+                    break;
+                };
+                let (me, finished) = (self.clone(), finished.clone());
+                in_flight.spawn(async move {
+                    me.deliver(event, finished, false, lease_until).await;
+                    drop(permit);
+                });
+            }
+            if claimed_count == batch {
+                continue;
+            }
+            if claimed_count > 0 {
+                tokio::time::sleep(CLAIM_GATHER).await;
+                continue;
+            }
+            let sleep = self.sleep_for(now).await;
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        self.finish_in_flight(in_flight).await;
+        if let Some(fresh) = fresh {
+            let _ = fresh.await;
+        }
+        // The last sender goes with the aborted tasks: the finisher records
+        // what is queued and stops.
+        drop(finished);
+        let _ = finisher.await;
+    }
+
+    /// At shutdown: let in-flight deliveries finish, within a bound.
+    async fn finish_in_flight(&self, mut in_flight: JoinSet<()>) {
+        let grace = self.config.attempt_timeout + Duration::from_secs(1);
+        if tokio::time::timeout(grace, async {
+            while in_flight.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!("deliveries still running at shutdown; their leases will expire and they will be retried");
+        }
+        in_flight.abort_all();
+    }
+
+    /// Deliver what request handlers hand over, as it comes. What is still
+    /// queued at shutdown stays claimed by this instance in the store: the
+    /// next start takes it back (another manager, when its lease expires).
+    async fn fresh_loop(
+        self: Arc<Self>,
+        mut fresh: mpsc::Receiver<StoredEvent>,
+        finished: mpsc::Sender<Finished>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut in_flight = JoinSet::new();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let event = tokio::select! {
+                event = fresh.recv() => event,
+                _ = shutdown.changed() => continue,
+            };
+            let Some(event) = event else { break };
+            while in_flight.try_join_next().is_some() {}
+            if let (Some(kf), true) = (&event.kf_id, event.coalesce) {
+                self.gate.note_newest(&event.corp_id, kf, &event.id);
+            }
+            let permit = tokio::select! {
+                permit = self.taken.clone().acquire_owned() => permit,
+                _ = shutdown.changed() => continue,
+            };
+            let Ok(permit) = permit else { break };
+            let (me, finished) = (self.clone(), finished.clone());
+            in_flight.spawn(async move {
+                let lease_until = event.received_at + me.lease_ms();
+                me.deliver(event, finished, true, lease_until).await;
+                drop(permit);
+            });
+        }
+        self.finish_in_flight(in_flight).await;
+    }
+
+    fn batch_size(&self) -> usize {
+        self.taken.available_permits().clamp(1, MAX_BATCH)
+    }
+
+    fn lease_ms(&self) -> i64 {
+        self.config.lease().as_millis() as i64
+    }
+
+    async fn claim(
+        &self,
+        now: i64,
+        lease_until: i64,
+        batch: usize,
+    ) -> Result<Vec<StoredEvent>, ()> {
+        let claim = Claim {
+            owner: self.owner.clone(),
+            now,
+            lease_until,
+        };
+        self.store.claim_due(&claim, batch).await.map_err(|e| {
+            tracing::warn!(error = %e, "claiming due deliveries failed");
+        })
+    }
+
+    async fn sleep_for(&self, now: i64) -> Duration {
+        let poll = self.config.poll_interval;
+        match self.store.next_due_at().await {
+            Ok(Some(due)) if due > now => poll.min(Duration::from_millis((due - now) as u64)),
+            Ok(Some(_)) => Duration::from_millis(20),
+            _ => poll,
+        }
+    }
+
+    async fn purge(&self, now: i64) {
+        let retention = Retention {
+            finished: self.config.retention,
+            dead: self.config.dead_retention,
+        };
+        match self.store.purge(&retention, now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "purged events past retention"),
+            Err(e) => tracing::warn!(error = %e, "purge failed"),
+        }
+    }
+}
