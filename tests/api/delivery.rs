@@ -304,10 +304,12 @@ async fn a_delivery_waiting_longer_than_its_lease_keeps_it() {
         .unwrap();
     // Time passes (by the manager's clock) beyond the lease while three
     // wait behind the first; in steps, so that the manager can renew.
-    let step = lease / 3;
-    for _ in 0..4 {
+    // A lease is renewed once less than half of it is left: steps of a
+    // sixth leave the manager three steps to do it.
+    let step = lease / 6;
+    for _ in 0..8 {
         clock.advance(step);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
         let now = clock.now_ms();
         let taken = intruder
             .claim_due(
