@@ -12,7 +12,6 @@ use super::error::CallbackError;
 use super::query::param;
 use super::AppState;
 use crate::delivery::identity::{decrypted_dedup_key, dedup_key};
-use crate::delivery::FreshSlot;
 use crate::domain::{CorpId, CredentialSet, KfId};
 use crate::store::{InsertOutcome, NewEvent, PayloadKind};
 use crate::wecom::{self, MAX_XML_BYTES};
@@ -82,18 +81,17 @@ async fn corp_credentials(
     Ok(sets)
 }
 
-/// One log line and the metrics of one callback: outcome and latency.
+/// One log line (inside the handler's span, which carries the corp and
+/// kfId) and the metrics of one callback: outcome and latency.
 fn log_outcome<T>(
     state: &AppState,
     kind: &'static str,
-    (corp, kf): (&str, Option<&str>),
     started: Instant,
     result: &Result<T, CallbackError>,
     accepted_as: impl Fn(&T) -> &'static str,
 ) {
     let elapsed = started.elapsed();
     let latency_us = elapsed.as_micros() as u64;
-    let kf = kf.unwrap_or("");
     let outcome = match result {
         Ok(value) => accepted_as(value),
         Err(e) => e.outcome(),
@@ -103,22 +101,16 @@ fn log_outcome<T>(
         state.metrics.ack_seconds.observe(elapsed.as_secs_f64());
     }
     match result {
-        Ok(_) => tracing::info!(
-            kind,
-            corp_id = corp,
-            kf_id = kf,
-            outcome,
-            latency_us,
-            "callback"
-        ),
+        Ok(_) => tracing::info!(outcome, latency_us, "callback"),
         Err(e) => {
-            tracing::warn!(kind, corp_id = corp, kf_id = kf, outcome = e.outcome(), reason = %e, latency_us, "callback refused")
+            tracing::warn!(outcome = e.outcome(), reason = %e, latency_us, "callback refused")
         }
     }
 }
 
 /// GET: WeCom checks the URL; answer the bare decrypted echostr.
 #[utoipa::path(get, path = "/callback/{corpId}", tag = "callbacks", params(("corpId" = String, Path), ("msg_signature" = String, Query), ("timestamp" = String, Query), ("nonce" = String, Query), ("echostr" = String, Query)), responses((status = 200, description = "The decrypted echostr, text/plain, nothing else"), (status = 400, description = "Malformed"), (status = 401, description = "Bad signature or receiveid"), (status = 404, description = "No credentials for this corp")))]
+#[tracing::instrument(name = "callback", skip_all, fields(kind = "verify_url", corp_id = %path.as_str()))]
 async fn verify_url(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -139,19 +131,13 @@ async fn verify_url(
             .body(plain.message))
     }
     .await;
-    log_outcome(
-        &state,
-        "verify_url",
-        (&path, None),
-        started,
-        &result,
-        |_| "verified",
-    );
+    log_outcome(&state, "verify_url", started, &result, |_| "verified");
     result
 }
 
 /// POST: an encrypted callback.
 #[utoipa::path(post, path = "/callback/{corpId}", tag = "callbacks", params(("corpId" = String, Path), ("msg_signature" = String, Query), ("timestamp" = String, Query), ("nonce" = String, Query)), request_body(content = String, content_type = "text/xml", description = "WeCom's encrypted envelope"), responses((status = 200, description = "success (stored durably)"), (status = 400, description = "Malformed"), (status = 401, description = "Bad signature or receiveid"), (status = 404, description = "No credentials for this corp"), (status = 413, description = "Body over 64 KiB"), (status = 503, description = "Store unavailable: WeCom retries")))]
+#[tracing::instrument(name = "callback", skip_all, fields(kind = "encrypted", corp_id = %path.as_str(), kf_id))]
 async fn encrypted(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -159,7 +145,6 @@ async fn encrypted(
     payload: web::Payload,
 ) -> Result<HttpResponse, CallbackError> {
     let started = Instant::now();
-    let mut kf_seen = None;
     let result = async {
         let corp = corp_from_path(&path)?;
         let query = SignedQuery::from_request(&req)?;
@@ -178,7 +163,9 @@ async fn encrypted(
             .open_kf_id
             .as_deref()
             .and_then(|k| KfId::parse(k).ok());
-        kf_seen = kf_id.as_ref().map(|k| k.as_str().to_owned());
+        if let Some(kf) = &kf_id {
+            tracing::Span::current().record("kf_id", kf.as_str());
+        }
         let event = NewEvent {
             // Time-ordered: the id index grows at its end instead of at random pages.
             id: uuid::Uuid::now_v7().to_string(),
@@ -197,17 +184,10 @@ async fn encrypted(
             kf_id,
             lease: None,
         };
-        store_and_deliver(&state, event).await
+        Ok(state.dispatcher.enqueue(event).await?)
     }
     .await;
-    log_outcome(
-        &state,
-        "encrypted",
-        (&path, kf_seen.as_deref()),
-        started,
-        &result,
-        accepted_label,
-    );
+    log_outcome(&state, "encrypted", started, &result, accepted_label);
     result.map(|_| {
         HttpResponse::Ok()
             .content_type("text/plain")
@@ -226,27 +206,6 @@ fn enc(v: &str) -> percent_encoding::PercentEncode<'_> {
     percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
 }
 
-/// Store the event (claimed by this manager when the dispatcher has room
-/// for it in memory), then hand it over or wake the claim loop.
-async fn store_and_deliver(
-    state: &AppState,
-    mut event: NewEvent,
-) -> Result<InsertOutcome, CallbackError> {
-    let slot = event
-        .kf_id
-        .as_ref()
-        .and_then(|_| state.dispatcher.reserve(event.received_at));
-    event.lease = slot.as_ref().map(FreshSlot::lease);
-    let outcome = state.store.insert_event(&event).await?;
-    if outcome == InsertOutcome::Stored && event.kf_id.is_some() {
-        match slot {
-            Some(slot) => slot.deliver(event.into_stored()),
-            None => state.dispatcher.wake(),
-        }
-    }
-    Ok(outcome)
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct DecryptedBody {
@@ -256,13 +215,13 @@ struct DecryptedBody {
 
 /// POST: a gateway that already decrypted sends `{token, openKfId}`.
 #[utoipa::path(post, path = "/callback/decrypted/{corpId}", tag = "callbacks", params(("corpId" = String, Path)), request_body(content = String, content_type = "application/json", description = "{token, openKfId}"), responses((status = 200, description = "roger (stored durably)"), (status = 400, description = "Malformed"), (status = 404, description = "No credentials for this corp"), (status = 503, description = "Store unavailable")))]
+#[tracing::instrument(name = "callback", skip_all, fields(kind = "decrypted", corp_id = %path.as_str(), kf_id))]
 async fn decrypted(
     state: web::Data<AppState>,
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, CallbackError> {
     let started = Instant::now();
-    let mut kf_seen = None;
     let result = async {
         let corp = corp_from_path(&path)?;
         corp_credentials(&state, &corp).await?;
@@ -280,7 +239,7 @@ async fn decrypted(
                 "openKfId: must be 1 to 64 characters of [A-Za-z0-9_-]".into(),
             )
         })?;
-        kf_seen = Some(kf.as_str().to_owned());
+        tracing::Span::current().record("kf_id", kf.as_str());
         let json = serde_json::json!({ "token": token, "openKfId": kf.as_str() });
         let event = NewEvent {
             // Time-ordered: the id index grows at its end instead of at random pages.
@@ -295,16 +254,9 @@ async fn decrypted(
             kf_id: Some(kf),
             lease: None,
         };
-        store_and_deliver(&state, event).await
+        Ok(state.dispatcher.enqueue(event).await?)
     }
     .await;
-    log_outcome(
-        &state,
-        "decrypted",
-        (&path, kf_seen.as_deref()),
-        started,
-        &result,
-        accepted_label,
-    );
+    log_outcome(&state, "decrypted", started, &result, accepted_label);
     result.map(|_| HttpResponse::Ok().content_type("text/plain").body("roger"))
 }

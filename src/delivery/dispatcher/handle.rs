@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Notify};
 
 use crate::delivery::routes::RouteCache;
-use crate::store::{Lease, StoredEvent};
+use crate::store::{InsertOutcome, Lease, NewEvent, Queue, StoreError, StoredEvent};
 
 /// What request handlers hold: a way to wake the dispatcher.
 #[derive(Clone)]
@@ -16,31 +16,52 @@ pub struct DispatcherHandle {
     pub(super) fresh: mpsc::Sender<StoredEvent>,
     pub(super) owner: String,
     pub(super) lease_ms: i64,
+    pub(super) queue: Arc<dyn Queue>,
 }
 
 /// A place in the in-memory queue, taken before the write: an event stored
 /// as claimed by this manager is then sure to reach the dispatcher.
-pub struct FreshSlot {
+struct FreshSlot {
     permit: mpsc::OwnedPermit<StoredEvent>,
     lease: Lease,
 }
 
 impl FreshSlot {
     /// The claim to store the event with.
-    pub fn lease(&self) -> Lease {
+    fn lease(&self) -> Lease {
         self.lease.clone()
     }
 
     /// Hand the stored event over for delivery.
-    pub fn deliver(self, event: StoredEvent) {
+    fn deliver(self, event: StoredEvent) {
         self.permit.send(event);
     }
 }
 
 impl DispatcherHandle {
+    /// Store an accepted event durably and start its delivery. Stored
+    /// already claimed by this manager when the in-memory queue has room
+    /// (then handed over without a claim round trip); otherwise unclaimed,
+    /// for the claim loop. Returns once the write is durable.
+    pub async fn enqueue(&self, mut event: NewEvent) -> Result<InsertOutcome, StoreError> {
+        let slot = event
+            .kf_id
+            .as_ref()
+            .and_then(|_| self.reserve(event.received_at));
+        event.lease = slot.as_ref().map(FreshSlot::lease);
+        let outcome = self.queue.insert_event(&event).await?;
+        if outcome == InsertOutcome::Stored && event.kf_id.is_some() {
+            match slot {
+                Some(slot) => slot.deliver(event.into_stored()),
+                None => self.wake(),
+            }
+        }
+        Ok(outcome)
+    }
+
     /// A slot for an event about to be stored, or `None` when the queue is
     /// full (or the dispatcher stopped): then store it unclaimed and `wake`.
-    pub fn reserve(&self, now: i64) -> Option<FreshSlot> {
+    fn reserve(&self, now: i64) -> Option<FreshSlot> {
         let permit = self.fresh.clone().try_reserve_owned().ok()?;
         Some(FreshSlot {
             permit,

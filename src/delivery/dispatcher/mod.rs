@@ -28,7 +28,7 @@ mod attempt;
 mod finish;
 mod handle;
 
-pub use handle::{DispatcherHandle, FreshSlot};
+pub use handle::DispatcherHandle;
 
 use attempt::Held;
 use finish::Finished;
@@ -111,6 +111,7 @@ impl Dispatcher {
             fresh: self.fresh.clone(),
             owner: self.owner.clone(),
             lease_ms: self.config.lease().as_millis() as i64,
+            queue: self.store.clone(),
         }
     }
 
