@@ -15,20 +15,21 @@ use crate::store::{EventFilter, EventStatus};
 
 const MAX_PAGE: usize = 500;
 
+/// One resource per path, so that a method it does not serve is 405.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/puppets", web::get().to(list_puppets))
-        .route("/puppets/{kf_id}", web::get().to(show_puppet))
-        .route("/puppets/{kf_id}", web::delete().to(delete_puppet))
-        .route("/puppets/{kf_id}/endpoint", web::put().to(move_puppet))
-        .route("/corps", web::get().to(list_corps))
-        .route(
-            "/corps/{corp_id}/credentials",
-            web::put().to(rotate_credentials),
+    cfg.service(web::resource("/puppets").get(list_puppets))
+        .service(
+            web::resource("/puppets/{kf_id}")
+                .get(show_puppet)
+                .delete(delete_puppet),
         )
-        .route("/deliveries", web::get().to(list_deliveries))
-        .route("/deliveries/redrive", web::post().to(redrive_kf))
-        .route("/deliveries/{id}/redrive", web::post().to(redrive_one))
-        .route("/deliveries/{id}", web::delete().to(delete_one));
+        .service(web::resource("/puppets/{kf_id}/endpoint").put(move_puppet))
+        .service(web::resource("/corps").get(list_corps))
+        .service(web::resource("/corps/{corp_id}/credentials").put(rotate_credentials))
+        .service(web::resource("/deliveries").get(list_deliveries))
+        .service(web::resource("/deliveries/redrive").post(redrive_kf))
+        .service(web::resource("/deliveries/{id}/redrive").post(redrive_one))
+        .service(web::resource("/deliveries/{id}").delete(delete_one));
 }
 
 #[derive(Deserialize)]

@@ -17,9 +17,12 @@ use crate::store::{InsertOutcome, NewEvent, PayloadKind};
 use crate::wecom::{self, MAX_XML_BYTES};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/callback/decrypted/{corp_id}", web::post().to(decrypted))
-        .route("/callback/{corp_id}", web::get().to(verify_url))
-        .route("/callback/{corp_id}", web::post().to(encrypted));
+    cfg.service(web::resource("/callback/decrypted/{corp_id}").post(decrypted))
+        .service(
+            web::resource("/callback/{corp_id}")
+                .get(verify_url)
+                .post(encrypted),
+        );
 }
 
 /// The three signed query parameters every WeCom request carries.

@@ -49,12 +49,13 @@ pub(crate) fn ok() -> actix_web::HttpResponse {
     actix_web::HttpResponse::Ok().json(serde_json::json!({"code": 0, "message": "success"}))
 }
 
+/// Every path is one resource (a method it does not serve is 405, not 404).
 pub fn routes(cfg: &mut web::ServiceConfig) {
     // WeCom's callbacks first: the hot path matches before any other pattern is tried.
     cfg.configure(callback::routes)
-        .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(health::metrics))
+        .service(web::resource("/healthz").get(health::healthz))
+        .service(web::resource("/readyz").get(health::readyz))
+        .service(web::resource("/metrics").get(health::metrics))
         .service(
             web::scope("/puppetWxkfManager")
                 .wrap(from_fn(secret_path::bare_paths))
@@ -67,12 +68,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .configure(puppets::routes)
                 .configure(tokens::routes),
         )
-        .route("/admin/", web::get().to(admin::dashboard))
-        .route("/admin", web::get().to(admin::dashboard))
-        .route(
-            "/admin/api/openapi.json",
-            web::get().to(openapi::openapi_json),
-        )
+        .service(web::resource(["/admin/", "/admin"]).get(admin::dashboard))
+        .service(web::resource("/admin/api/openapi.json").get(openapi::openapi_json))
         .service(
             web::scope("/admin/api")
                 .wrap(from_fn(admin_auth::require_admin_token))

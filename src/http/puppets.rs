@@ -11,9 +11,9 @@ use crate::domain::{CorpId, EndpointUrl, KfId, Puppet, RegisterBody, Registratio
 const REGISTER_BODY_LIMIT: usize = 16 * 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/register", web::post().to(register))
-        .route("/deregister", web::post().to(deregister))
-        .route("/puppetWxkfInfo/{kf_id}", web::get().to(info));
+    cfg.service(web::resource("/register").post(register))
+        .service(web::resource("/deregister").post(deregister))
+        .service(web::resource("/puppetWxkfInfo/{kf_id}").get(info));
 }
 
 fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, PuppetApiError> {

@@ -13,9 +13,12 @@ use crate::tokens::TokenAnswer;
 const PROXY_BODY_LIMIT: usize = 20 * 1024 * 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/getToken", web::get().to(get_token))
-        .route("/wxkfRequestProxy/{path:.*}", web::get().to(proxy))
-        .route("/wxkfRequestProxy/{path:.*}", web::post().to(proxy));
+    cfg.service(web::resource("/getToken").get(get_token))
+        .service(
+            web::resource("/wxkfRequestProxy/{path:.*}")
+                .get(proxy)
+                .post(proxy),
+        );
 }
 
 fn wecom_error(status: StatusCode, errcode: i64, errmsg: &str) -> HttpResponse {

@@ -417,3 +417,34 @@ async fn the_openapi_document_covers_the_whole_surface() {
             && paths["/callback/{corpId}"].get("post").is_some()
     );
 }
+
+/// A method a path does not serve is 405, as the OpenAPI document says by
+/// not listing it; an unknown path stays 404.
+#[tokio::test]
+async fn undeclared_methods_are_405_and_unknown_paths_404() {
+    let app = spawn_app().await;
+    for (method, path) in [
+        ("TRACE", "/healthz"),
+        ("POST", "/readyz"),
+        ("DELETE", "/callback/ww1"),
+        ("PUT", "/callback/decrypted/ww1"),
+        ("GET", "/puppetWxkfManager/register"),
+        ("DELETE", "/puppetWxkfManager/wxkfRequestProxy/kf/send_msg"),
+        ("POST", "/admin/"),
+        ("PATCH", "/admin/api/deliveries"),
+        ("GET", "/admin/api/deliveries/x/redrive"),
+    ] {
+        let resp = app
+            .api
+            .request(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{path}", app.address),
+            )
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 405, "{method} {path}");
+    }
+    assert_eq!(app.get("/nothing/here").await.status(), 404);
+}
