@@ -85,7 +85,8 @@ fn required<'a>(value: &'a Option<String>, field: &'static str) -> Result<&'a st
 }
 
 fn bounded_secret(value: &str, field: &'static str, max: usize) -> Result<Secret, FieldError> {
-    if value.len() > max || value.chars().any(char::is_control) {
+    // Characters, not bytes: the limit the OpenAPI document states.
+    if value.chars().count() > max || value.chars().any(char::is_control) {
         return Err(FieldError::new(
             field,
             "too long or contains control characters",
@@ -109,8 +110,8 @@ impl TryFrom<RegisterBody> for Registration {
         let credentials =
             CredentialSet::parse(body.token.as_deref(), body.encoding_aes_key.as_deref())?;
         let kf_name = body.kf_name.unwrap_or_default();
-        if kf_name.len() > 256 {
-            return Err(FieldError::new("kfName", "longer than 256 bytes"));
+        if kf_name.chars().count() > 256 {
+            return Err(FieldError::new("kfName", "longer than 256 characters"));
         }
         Ok(Self {
             kf_id,

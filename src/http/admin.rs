@@ -32,36 +32,70 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/deliveries/{id}").delete(delete_one));
 }
 
+/// `limit` (50 by default, clamped to 1..=`MAX_PAGE`) and `offset`: whole
+/// numbers up to 2^63 - 1 (what the document's int64 and the stores allow).
+fn page(limit: Option<&str>, offset: Option<&str>) -> Result<(usize, usize), PuppetApiError> {
+    fn number(field: &str, v: &str) -> Result<usize, PuppetApiError> {
+        match v.parse::<i64>() {
+            Ok(n) if n >= 0 && !v.starts_with('+') => Ok(n as usize),
+            _ => Err(PuppetApiError::BadRequest(format!(
+                "{field}: a whole number from 0 to 9223372036854775807"
+            ))),
+        }
+    }
+    let limit = limit.map(|v| number("limit", v)).transpose()?.unwrap_or(50);
+    let offset = offset
+        .map(|v| number("offset", v))
+        .transpose()?
+        .unwrap_or(0);
+    Ok((limit.clamp(1, MAX_PAGE), offset))
+}
+
+/// An id filter: empty means none; otherwise it must be a valid id.
+fn id_filter<T, E>(
+    value: Option<String>,
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> Result<Option<T>, PuppetApiError>
+where
+    PuppetApiError: From<E>,
+{
+    Ok(value
+        .filter(|v| !v.is_empty())
+        .map(|v| parse(&v))
+        .transpose()?)
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ListQuery {
     status: Option<String>,
     kf_id: Option<String>,
     corp_id: Option<String>,
-    limit: Option<usize>,
-    offset: Option<usize>,
+    limit: Option<String>,
+    offset: Option<String>,
 }
 
-#[utoipa::path(get, path = "/admin/api/deliveries", tag = "admin", params(("status" = Option<String>, Query), ("kfId" = Option<String>, Query), ("corpId" = Option<String>, Query), ("limit" = Option<usize>, Query), ("offset" = Option<usize>, Query)), responses((status = 200, description = "{items, limit, offset}, newest first"), (status = 400, description = "Unknown status")))]
+#[utoipa::path(get, path = "/admin/api/deliveries", tag = "admin", params(("status" = Option<EventStatus>, Query, nullable = false), ("kfId" = Option<String>, Query, nullable = false, pattern = r"^([A-Za-z0-9_-]{1,64})?$", description = "Empty: no filter"), ("corpId" = Option<String>, Query, nullable = false, pattern = r"^([A-Za-z0-9_-]{1,64})?$", description = "Empty: no filter"), ("limit" = Option<u64>, Query, nullable = false, description = "Page size, 50 by default; clamped to 1..=500"), ("offset" = Option<u64>, Query, nullable = false, description = "Beyond the end: an empty page")), responses((status = 200, description = "{items, limit, offset}, newest first"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn list_deliveries(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, PuppetApiError> {
     let q = query.into_inner();
     let status = match q.status.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some(s) => Some(EventStatus::parse(s).ok_or_else(|| {
             PuppetApiError::BadRequest(
                 "status: one of pending, parked, delivered, dead, superseded, unroutable".into(),
             )
         })?),
     };
+    let (limit, offset) = page(q.limit.as_deref(), q.offset.as_deref())?;
     let filter = EventFilter {
         status,
-        corp_id: q.corp_id.filter(|s| !s.is_empty()),
-        kf_id: q.kf_id.filter(|s| !s.is_empty()),
-        limit: q.limit.unwrap_or(50).clamp(1, MAX_PAGE),
-        offset: q.offset.unwrap_or(0),
+        corp_id: id_filter(q.corp_id, CorpId::parse)?.map(|c| c.as_str().to_owned()),
+        kf_id: id_filter(q.kf_id, KfId::parse)?.map(|k| k.as_str().to_owned()),
+        limit,
+        offset,
     };
     let items = state.store.list_events(&filter).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
@@ -69,7 +103,7 @@ async fn list_deliveries(
     })))
 }
 
-#[utoipa::path(post, path = "/admin/api/deliveries/{id}/redrive", tag = "admin", params(("id" = String, Path)), responses((status = 200, description = "Re-driven"), (status = 404, description = "No dead or parked delivery with this id")))]
+#[utoipa::path(post, path = "/admin/api/deliveries/{id}/redrive", tag = "admin", params(("id" = String, Path)), responses((status = 200, description = "Re-driven"), (status = 404, description = "No dead or parked delivery with this id"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn redrive_one(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -87,7 +121,7 @@ async fn redrive_one(
     )
 }
 
-#[utoipa::path(post, path = "/admin/api/deliveries/redrive", tag = "admin", params(("kfId" = String, Query)), responses((status = 200, description = "{redriven}: dead letters of the kfId sent again")))]
+#[utoipa::path(post, path = "/admin/api/deliveries/redrive", tag = "admin", params(("kfId" = String, Query, pattern = r"^[A-Za-z0-9_-]{1,64}$")), responses((status = 200, description = "{redriven}: dead letters of the kfId sent again"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn redrive_kf(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -105,7 +139,7 @@ async fn redrive_kf(
     )
 }
 
-#[utoipa::path(delete, path = "/admin/api/deliveries/{id}", tag = "admin", params(("id" = String, Path)), responses((status = 200, description = "Deleted"), (status = 404, description = "Unknown id")))]
+#[utoipa::path(delete, path = "/admin/api/deliveries/{id}", tag = "admin", params(("id" = String, Path)), responses((status = 200, description = "Deleted"), (status = 404, description = "Unknown id"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn delete_one(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -121,25 +155,18 @@ async fn delete_one(
 struct PuppetQuery {
     corp_id: Option<String>,
     online: Option<bool>,
-    limit: Option<usize>,
-    offset: Option<usize>,
+    limit: Option<String>,
+    offset: Option<String>,
 }
 
-#[utoipa::path(get, path = "/admin/api/puppets", tag = "admin", params(("corpId" = Option<String>, Query), ("online" = Option<bool>, Query), ("limit" = Option<usize>, Query), ("offset" = Option<usize>, Query)), responses((status = 200, description = "{items, limit, offset}"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token")))]
+#[utoipa::path(get, path = "/admin/api/puppets", tag = "admin", params(("corpId" = Option<String>, Query, nullable = false, pattern = r"^([A-Za-z0-9_-]{1,64})?$", description = "Empty: no filter"), ("online" = Option<bool>, Query, nullable = false), ("limit" = Option<u64>, Query, nullable = false, description = "Page size, 50 by default; clamped to 1..=500"), ("offset" = Option<u64>, Query, nullable = false, description = "Beyond the end: an empty page")), responses((status = 200, description = "{items, limit, offset}"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn list_puppets(
     state: web::Data<AppState>,
     query: web::Query<PuppetQuery>,
 ) -> Result<HttpResponse, PuppetApiError> {
     let q = query.into_inner();
-    let corp = q
-        .corp_id
-        .filter(|c| !c.is_empty())
-        .map(|c| CorpId::parse(&c))
-        .transpose()?;
-    let (limit, offset) = (
-        q.limit.unwrap_or(50).clamp(1, MAX_PAGE),
-        q.offset.unwrap_or(0),
-    );
+    let corp = id_filter(q.corp_id, CorpId::parse)?;
+    let (limit, offset) = page(q.limit.as_deref(), q.offset.as_deref())?;
     let puppets = state
         .store
         .list_puppets(corp.as_ref(), q.online, limit, offset)
@@ -149,7 +176,7 @@ async fn list_puppets(
         .json(serde_json::json!({"items": items, "limit": limit, "offset": offset})))
 }
 
-#[utoipa::path(get, path = "/admin/api/puppets/{kfId}", tag = "admin", params(("kfId" = String, Path)), responses((status = 200, description = "{puppet, deliveries, lastDeliveredDate}"), (status = 404, description = "Unknown kfId")))]
+#[utoipa::path(get, path = "/admin/api/puppets/{kfId}", tag = "admin", params(("kfId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), responses((status = 200, description = "{puppet, deliveries, lastDeliveredDate}"), (status = 404, description = "Unknown kfId"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn show_puppet(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -168,7 +195,7 @@ async fn show_puppet(
     })))
 }
 
-#[utoipa::path(delete, path = "/admin/api/puppets/{kfId}", tag = "admin", params(("kfId" = String, Path)), responses((status = 200, description = "Deleted"), (status = 404, description = "Unknown kfId")))]
+#[utoipa::path(delete, path = "/admin/api/puppets/{kfId}", tag = "admin", params(("kfId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), responses((status = 200, description = "Deleted"), (status = 404, description = "Unknown kfId"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn delete_puppet(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -193,7 +220,7 @@ struct MoveBody {
 }
 
 /// Operators may move a kfId to another endpoint without its credentials.
-#[utoipa::path(put, path = "/admin/api/puppets/{kfId}/endpoint", tag = "admin", params(("kfId" = String, Path)), request_body(content = String, content_type = "application/json", description = "{endpoint}"), responses((status = 200, description = "Moved"), (status = 400, description = "Bad endpoint"), (status = 404, description = "Unknown kfId")))]
+#[utoipa::path(put, path = "/admin/api/puppets/{kfId}/endpoint", tag = "admin", params(("kfId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), request_body(content = super::schemas::MoveRequest, content_type = "application/json"), responses((status = 200, description = "Moved"), (status = 404, description = "Unknown kfId"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn move_puppet(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -215,7 +242,7 @@ async fn move_puppet(
     Ok(super::ok())
 }
 
-#[utoipa::path(get, path = "/admin/api/corps", tag = "admin", responses((status = 200, description = "{items: [{corpId, credentialSets, puppets, online}]}")))]
+#[utoipa::path(get, path = "/admin/api/corps", tag = "admin", responses((status = 200, description = "{items: [{corpId, credentialSets, puppets, online}]}"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn list_corps(state: web::Data<AppState>) -> Result<HttpResponse, PuppetApiError> {
     let items = state.store.list_corps().await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"items": items})))
@@ -231,7 +258,7 @@ struct RotateBody {
     previous_token: Option<String>,
 }
 
-#[utoipa::path(put, path = "/admin/api/corps/{corpId}/credentials", tag = "admin", params(("corpId" = String, Path)), request_body(content = String, content_type = "application/json", description = "{token, encodingAESKey, previousToken?}"), responses((status = 200, description = "{updated}"), (status = 400, description = "Bad token or key"), (status = 404, description = "No puppet uses these credentials")))]
+#[utoipa::path(put, path = "/admin/api/corps/{corpId}/credentials", tag = "admin", params(("corpId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), request_body(content = super::schemas::CredentialsRequest, content_type = "application/json"), responses((status = 200, description = "{updated}"), (status = 404, description = "No puppet uses these credentials"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn rotate_credentials(
     state: web::Data<AppState>,
     path: web::Path<String>,

@@ -112,7 +112,7 @@ fn log_outcome<T>(
 }
 
 /// GET: WeCom checks the URL; answer the bare decrypted echostr.
-#[utoipa::path(get, path = "/callback/{corpId}", tag = "callbacks", params(("corpId" = String, Path), ("msg_signature" = String, Query), ("timestamp" = String, Query), ("nonce" = String, Query), ("echostr" = String, Query)), responses((status = 200, description = "The decrypted echostr, text/plain, nothing else"), (status = 400, description = "Malformed"), (status = 401, description = "Bad signature or receiveid"), (status = 404, description = "No credentials for this corp")))]
+#[utoipa::path(get, path = "/callback/{corpId}", tag = "callbacks", params(("corpId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$"), ("msg_signature" = String, Query, min_length = 1, max_length = 256), ("timestamp" = String, Query, min_length = 1, max_length = 256), ("nonce" = String, Query, min_length = 1, max_length = 256), ("echostr" = String, Query, min_length = 1)), responses((status = 200, description = "The decrypted echostr, text/plain, nothing else"), (status = 400, description = "Malformed"), (status = 401, description = "Bad signature or receiveid"), (status = 404, description = "No credentials for this corp")))]
 #[tracing::instrument(name = "callback", skip_all, fields(kind = "verify_url", corp_id = %path.as_str()))]
 async fn verify_url(
     state: web::Data<AppState>,
@@ -139,7 +139,7 @@ async fn verify_url(
 }
 
 /// POST: an encrypted callback.
-#[utoipa::path(post, path = "/callback/{corpId}", tag = "callbacks", params(("corpId" = String, Path), ("msg_signature" = String, Query), ("timestamp" = String, Query), ("nonce" = String, Query)), request_body(content = String, content_type = "text/xml", description = "WeCom's encrypted envelope"), responses((status = 200, description = "success (stored durably)"), (status = 400, description = "Malformed"), (status = 401, description = "Bad signature or receiveid"), (status = 404, description = "No credentials for this corp"), (status = 413, description = "Body over 64 KiB"), (status = 503, description = "Store unavailable: WeCom retries")))]
+#[utoipa::path(post, path = "/callback/{corpId}", tag = "callbacks", params(("corpId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$"), ("msg_signature" = String, Query, min_length = 1, max_length = 256), ("timestamp" = String, Query, min_length = 1, max_length = 256), ("nonce" = String, Query, min_length = 1, max_length = 256)), request_body(content = super::schemas::CallbackEnvelope, content_type = "text/xml"), responses((status = 200, description = "success (stored durably)"), (status = 400, description = "Malformed"), (status = 401, description = "Bad signature or receiveid"), (status = 404, description = "No credentials for this corp"), (status = 413, description = "Body over 64 KiB"), (status = 503, description = "Store unavailable: WeCom retries")))]
 #[tracing::instrument(name = "callback", skip_all, fields(kind = "encrypted", corp_id = %path.as_str(), kf_id))]
 async fn encrypted(
     state: web::Data<AppState>,
@@ -151,9 +151,9 @@ async fn encrypted(
     let result = async {
         let corp = corp_from_path(&path)?;
         let query = SignedQuery::from_request(&req)?;
+        let sets = corp_credentials(&state, &corp).await?;
         let body = read_limited(payload, MAX_XML_BYTES, state.config.body_timeout).await?;
         let envelope = wecom::parse_envelope(&body)?;
-        let sets = corp_credentials(&state, &corp).await?;
         let crypto_started = Instant::now();
         let set = query.signer(&sets, &envelope.encrypt)?;
         let plain = wecom::decrypt(&set.key, &envelope.encrypt, corp.as_str())?;
@@ -217,7 +217,7 @@ struct DecryptedBody {
 }
 
 /// POST: a gateway that already decrypted sends `{token, openKfId}`.
-#[utoipa::path(post, path = "/callback/decrypted/{corpId}", tag = "callbacks", params(("corpId" = String, Path)), request_body(content = String, content_type = "application/json", description = "{token, openKfId}"), responses((status = 200, description = "roger (stored durably)"), (status = 400, description = "Malformed"), (status = 404, description = "No credentials for this corp"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(post, path = "/callback/decrypted/{corpId}", tag = "callbacks", params(("corpId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), request_body(content = super::schemas::DecryptedCallback, content_type = "application/json"), responses((status = 200, description = "roger (stored durably)"), (status = 400, description = "Malformed"), (status = 404, description = "No credentials for this corp"), (status = 503, description = "Store unavailable")))]
 #[tracing::instrument(name = "callback", skip_all, fields(kind = "decrypted", corp_id = %path.as_str(), kf_id))]
 async fn decrypted(
     state: web::Data<AppState>,
@@ -233,7 +233,7 @@ async fn decrypted(
             .map_err(|_| CallbackError::BadRequest("body is not JSON {token, openKfId}".into()))?;
         let token = parsed
             .token
-            .filter(|t| !t.is_empty() && t.len() <= 512)
+            .filter(|t| !t.is_empty() && t.chars().count() <= 512)
             .ok_or_else(|| {
                 CallbackError::BadRequest("token: missing or longer than 512 bytes".into())
             })?;

@@ -10,6 +10,7 @@ mod openapi;
 pub mod puppets;
 pub mod query;
 mod rate_limit;
+mod schemas;
 mod secret_path;
 mod tokens;
 

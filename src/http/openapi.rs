@@ -33,7 +33,8 @@ use utoipa::OpenApi;
         super::admin::redrive_kf,
         super::admin::delete_one,
         super::admin::dashboard,
-    )
+    ),
+    components(schemas(crate::store::EventStatus))
 )]
 pub struct ApiDoc;
 

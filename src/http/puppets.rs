@@ -49,7 +49,7 @@ fn rate_limit(state: &AppState, req: &HttpRequest) -> Result<(), PuppetApiError>
 }
 
 #[tracing::instrument(skip_all, fields(kf_id, corp_id))]
-#[utoipa::path(post, path = "/puppetWxkfManager/register", tag = "puppets", request_body(content = String, content_type = "application/json", description = "{kfId, kfName, endpoint, corpId, corpSecret, token, encodingAESKey}"), responses((status = 200, description = "{code: 0, message: success}"), (status = 400, description = "{code: 400, message} naming the field"), (status = 409, description = "The kfId is registered to another endpoint with other credentials, or the corp has MAX_KF_PER_CORP kfIds"), (status = 413, description = "Body over 16 KiB"), (status = 429, description = "Too many requests from this address (Retry-After)"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(post, path = "/puppetWxkfManager/register", tag = "puppets", request_body(content = super::schemas::RegisterRequest, content_type = "application/json"), responses((status = 200, description = "{code: 0, message: success}"), (status = 400, description = "{code: 400, message} naming the field"), (status = 409, description = "The kfId is registered to another endpoint with other credentials, or the corp has MAX_KF_PER_CORP kfIds"), (status = 413, description = "Body over 16 KiB"), (status = 429, description = "Too many requests from this address (Retry-After)"), (status = 503, description = "Store unavailable")))]
 async fn register(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -110,7 +110,7 @@ struct DeregisterBody {
 }
 
 #[tracing::instrument(skip_all, fields(kf_id, corp_id))]
-#[utoipa::path(post, path = "/puppetWxkfManager/deregister", tag = "puppets", request_body(content = String, content_type = "application/json", description = "{kfId, corpId}"), responses((status = 200, description = "{code: 0, message: success}"), (status = 404, description = "Unknown kfId"), (status = 429, description = "Too many requests from this address (Retry-After)")))]
+#[utoipa::path(post, path = "/puppetWxkfManager/deregister", tag = "puppets", request_body(content = super::schemas::DeregisterRequest, content_type = "application/json"), responses((status = 200, description = "{code: 0, message: success}"), (status = 400, description = "Invalid body, naming the field"), (status = 404, description = "Unknown kfId"), (status = 408, description = "Body not received in time"), (status = 413, description = "Body over 16 KiB"), (status = 503, description = "Store unavailable"), (status = 429, description = "Too many requests from this address (Retry-After)")))]
 async fn deregister(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -198,7 +198,7 @@ impl From<&Puppet> for PuppetView {
 }
 
 /// Path parameters are read by name: under `/s/{secret}/...` there are two.
-#[utoipa::path(get, path = "/puppetWxkfManager/puppetWxkfInfo/{kfId}", tag = "puppets", params(("kfId" = String, Path, description = "The customer-service account")), responses((status = 200, description = "The registration without any secret"), (status = 404, description = "Unknown kfId")))]
+#[utoipa::path(get, path = "/puppetWxkfManager/puppetWxkfInfo/{kfId}", tag = "puppets", params(("kfId" = String, Path, description = "The customer-service account", pattern = r"^[A-Za-z0-9_-]{1,64}$")), responses((status = 200, description = "The registration without any secret"), (status = 400, description = "Invalid kfId"), (status = 404, description = "Unknown kfId"), (status = 503, description = "Store unavailable")))]
 async fn info(
     state: web::Data<AppState>,
     req: HttpRequest,

@@ -39,13 +39,15 @@ fn unreachable(e: &reqwest::Error) -> HttpResponse {
     )
 }
 
-#[utoipa::path(get, path = "/puppetWxkfManager/getToken", tag = "tokens", params(("corpid" = String, Query, description = "Corp id"), ("corpsecret" = String, Query, description = "App secret"), ("force" = Option<String>, Query, description = "1: refresh now (at most once a minute per app)")), responses((status = 200, description = "{errcode, errmsg, access_token, expires_in} (WeCom shape, errors included)"), (status = 400, description = "corpid or corpsecret missing (41002 / 41004)"), (status = 502, description = "WeCom unreachable ({errcode: -1, errmsg})"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(get, path = "/puppetWxkfManager/getToken", tag = "tokens", params(("corpid" = String, Query, description = "Corp id", min_length = 1, max_length = 64), ("corpsecret" = String, Query, description = "App secret", min_length = 1, max_length = 256), ("force" = Option<String>, Query, description = "1: refresh now (at most once a minute per app)")), responses((status = 200, description = "{errcode, errmsg, access_token, expires_in} (WeCom shape, errors included)"), (status = 400, description = "corpid or corpsecret missing (41002 / 41004)"), (status = 502, description = "WeCom unreachable ({errcode: -1, errmsg})"), (status = 503, description = "Store unavailable")))]
 async fn get_token(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     let q = req.query_string();
-    let Some(corpid) = param(q, "corpid").filter(|v| !v.is_empty() && v.len() <= 64) else {
+    let Some(corpid) = param(q, "corpid").filter(|v| !v.is_empty() && v.chars().count() <= 64)
+    else {
         return wecom_error(StatusCode::BAD_REQUEST, 41002, "corpid missing");
     };
-    let Some(corpsecret) = param(q, "corpsecret").filter(|v| !v.is_empty() && v.len() <= 256)
+    let Some(corpsecret) =
+        param(q, "corpsecret").filter(|v| !v.is_empty() && v.chars().count() <= 256)
     else {
         return wecom_error(StatusCode::BAD_REQUEST, 41004, "corpsecret missing");
     };
@@ -81,7 +83,7 @@ fn safe_api_path(path: &str) -> bool {
         })
 }
 
-#[utoipa::path(get, path = "/puppetWxkfManager/wxkfRequestProxy/{path}", tag = "tokens", params(("path" = String, Path, description = "WeCom API path under /cgi-bin/")), responses((status = 200, description = "WeCom's own status, content type and body"), (status = 502, description = "WeCom unreachable")))]
+#[utoipa::path(method(get, post), path = "/puppetWxkfManager/wxkfRequestProxy/{path}", tag = "tokens", params(("path" = String, Path, description = "WeCom API path under /cgi-bin/: segments of [A-Za-z0-9_.-], none of them . or ..", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}){0,7}$")), responses((status = 200, description = "WeCom's own status, content type and body"), (status = 400, description = "Not a plain API path ({errcode: 40058})"), (status = 413, description = "Body over 20 MiB"), (status = 502, description = "WeCom unreachable")))]
 async fn proxy(
     state: web::Data<AppState>,
     req: HttpRequest,

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::domain::{CorpId, KfId};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EventStatus {
     /// Waiting for its next attempt (due at `next_attempt_at`).

@@ -170,6 +170,9 @@ async fn hostile_inputs_get_a_4xx_and_leave_nothing_behind() {
 #[tokio::test]
 async fn a_slow_body_times_out_with_408() {
     let app = spawn_app_with(|c| c.body_timeout = Duration::from_millis(300)).await;
+    // A known corp: an unknown one is answered 404 before its body is read.
+    app.register_ok(&Corp::new("wwslow"), "wkslow", "http://127.0.0.1:9")
+        .await;
     let addr = app.address.trim_start_matches("http://").to_owned();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
