@@ -26,6 +26,7 @@ pub struct Application {
     port: u16,
     server: Server,
     dispatcher: Arc<Dispatcher>,
+    manual_delivery: bool,
     store: Arc<dyn Store>,
     credentials: Arc<CredentialCache>,
 }
@@ -84,6 +85,9 @@ fn instance_id(config: &Config) -> anyhow::Result<String> {
 pub struct Seams {
     pub clock: Arc<dyn Clock>,
     pub resolver: Arc<dyn HostResolver>,
+    /// Deliver only when `Application::dispatcher().step()` is called (tests
+    /// that drive delivery round by round); no background loop.
+    pub manual_delivery: bool,
 }
 
 impl Default for Seams {
@@ -91,6 +95,7 @@ impl Default for Seams {
         Self {
             clock: Arc::new(SystemClock),
             resolver: Arc::new(SystemResolver),
+            manual_delivery: false,
         }
     }
 }
@@ -118,7 +123,11 @@ impl Application {
     }
 
     pub async fn build_with(config: Config, seams: Seams) -> anyhow::Result<Self> {
-        let Seams { clock, resolver } = seams;
+        let Seams {
+            clock,
+            resolver,
+            manual_delivery,
+        } = seams;
         for warning in startup_warnings(&config) {
             tracing::warn!("{warning}");
         }
@@ -185,6 +194,7 @@ impl Application {
             port,
             server,
             dispatcher,
+            manual_delivery,
             store,
             credentials,
         })
@@ -192,6 +202,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The delivery dispatcher (to `step` it by hand with `manual_delivery`).
+    pub fn dispatcher(&self) -> Arc<Dispatcher> {
+        self.dispatcher.clone()
     }
 
     /// Stop the server from outside (tests); SIGTERM/SIGINT do the same.
@@ -202,7 +217,8 @@ impl Application {
     /// Serve until stopped; then let in-flight deliveries finish (bounded).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let dispatcher = tokio::spawn(self.dispatcher.clone().run(stop_rx));
+        let dispatcher =
+            (!self.manual_delivery).then(|| tokio::spawn(self.dispatcher.clone().run(stop_rx)));
         let (store, credentials) = (self.store.clone(), self.credentials.clone());
         let refresher = tokio::spawn(async move {
             let mut tick = tokio::time::interval(CREDENTIAL_REFRESH);
@@ -216,7 +232,9 @@ impl Application {
         let served = self.server.await;
         refresher.abort();
         let _ = stop_tx.send(true);
-        let _ = dispatcher.await;
+        if let Some(dispatcher) = dispatcher {
+            let _ = dispatcher.await;
+        }
         tracing::info!("stopped");
         served
     }

@@ -10,7 +10,7 @@ mod policy;
 mod routes;
 mod sender;
 
-pub use dispatcher::{Dispatcher, DispatcherHandle};
+pub use dispatcher::{Dispatcher, DispatcherHandle, Step};
 pub use guard::{EndpointGuard, HostResolver, SystemResolver};
 pub use policy::RetryPolicy;
 pub use sender::{SendFailure, Sender};

@@ -6,11 +6,15 @@ use std::time::Duration;
 use crate::fakes::FakePuppet;
 use wxkf_manager::clock::Clock;
 
-use crate::helpers::{spawn_app, spawn_app_with, Corp};
+use crate::helpers::{manual_clock, spawn_app, spawn_app_with, spawn_stepped_app, Corp};
+
+// These tests drive delivery round by round (`step`, `drain`) on a clock
+// they move: what they assert does not depend on timing, and "nothing more
+// arrives" is a fact once `drain` finds nothing due.
 
 #[tokio::test]
 async fn a_resent_callback_is_delivered_once() {
-    let app = spawn_app().await;
+    let app = spawn_stepped_app(manual_clock(), |_| {}).await;
     let puppet = FakePuppet::start().await;
     let corp = Corp::new("wwdedup");
     app.register_ok(&corp, "wkdedup", &puppet.url).await;
@@ -19,36 +23,38 @@ async fn a_resent_callback_is_delivered_once() {
         let resp = app.post_kf_event(&corp, "wkdedup", "SAME-TOKEN").await;
         assert_eq!(resp.text().await.unwrap(), "success");
     }
-    assert_eq!(puppet.wait_for(1).await.len(), 1);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.drain().await, 1, "one delivery for three sends");
     assert_eq!(puppet.received().len(), 1);
 }
 
 #[tokio::test]
 async fn failed_attempts_are_retried_with_the_same_delivery_id() {
-    let app = spawn_app().await;
+    let clock = manual_clock();
+    let app = spawn_stepped_app(clock.clone(), |_| {}).await;
     let puppet = FakePuppet::start().await;
     puppet.fail_with(&[500, 503]);
     let corp = Corp::new("wwretry");
     app.register_ok(&corp, "wkretry", &puppet.url).await;
     assert_eq!(app.post_kf_event(&corp, "wkretry", "T").await.status(), 200);
 
-    let got = puppet.wait_for(3).await;
-    assert_eq!(got.len(), 3);
+    assert_eq!(app.step().await.taken, 1, "attempt 1: HTTP 500");
+    assert_eq!(app.step().await.taken, 0, "backing off: not due yet");
+    for attempt in 2..=3 {
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(app.step().await.taken, 1, "attempt {attempt}");
+    }
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(app.drain().await, 0, "delivered on the third: no more");
+    let got = puppet.received();
     assert_eq!(got.iter().map(|r| r.attempt).collect::<Vec<_>>(), [1, 2, 3]);
     assert!(got.iter().all(|r| r.delivery_id == got[0].delivery_id));
     assert!(got.iter().all(|r| r.body == got[0].body));
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(
-        puppet.received().len(),
-        3,
-        "delivered on the third attempt, then no more"
-    );
 }
 
 #[tokio::test]
 async fn an_unregistered_kf_id_is_parked_until_it_registers() {
-    let app = spawn_app().await;
+    let clock = manual_clock();
+    let app = spawn_stepped_app(clock.clone(), |_| {}).await;
     let puppet = FakePuppet::start().await;
     let corp = Corp::new("wwpark");
     app.register_ok(&corp, "wkother", "http://127.0.0.1:9")
@@ -57,17 +63,28 @@ async fn an_unregistered_kf_id_is_parked_until_it_registers() {
         app.post_kf_event(&corp, "wkparked", "T").await.status(),
         200
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.drain().await,
+        1,
+        "looked for a puppet once, then parked"
+    );
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(
+        app.drain().await,
+        0,
+        "a parked event waits for a registration"
+    );
 
     app.register_ok(&corp, "wkparked", &puppet.url).await;
-    let got = puppet.wait_for(1).await;
+    assert_eq!(app.drain().await, 1);
+    let got = puppet.received();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].attempt, 1, "parking is not an attempt");
 }
 
 #[tokio::test]
 async fn a_puppet_coming_back_gets_one_wake_up_per_kf_id() {
-    let app = spawn_app().await;
+    let app = spawn_stepped_app(manual_clock(), |_| {}).await;
     let puppet = FakePuppet::start().await;
     let corp = Corp::new("wwcoalesce");
     let kfs: Vec<String> = (0..5).map(|i| format!("wkco{i}")).collect();
@@ -94,32 +111,35 @@ async fn a_puppet_coming_back_gets_one_wake_up_per_kf_id() {
             );
         }
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(puppet.received().is_empty());
+    app.drain().await;
+    assert!(puppet.received().is_empty(), "nobody online");
 
     for kf in &kfs {
         app.register_ok(&corp, kf, &puppet.url).await;
     }
-    let got = puppet.wait_for(5).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let got_after = puppet.received();
-    assert_eq!(
-        got_after.len(),
-        5,
-        "one wake-up per kfId, got {}",
-        got_after.len()
-    );
+    assert_eq!(app.drain().await, 5, "one wake-up per kfId");
+    let got = puppet.received();
+    assert_eq!(got.len(), 5);
     let tokens: HashSet<String> = corp.tokens_in(&got).into_iter().collect();
     let expected: HashSet<String> = std::iter::once("T0-49".to_owned())
         .chain(kfs[1..].iter().map(|kf| format!("T-{kf}-2")))
         .collect();
     assert_eq!(tokens, expected, "the newest token of each kfId");
+    let superseded = app
+        .admin_json("/deliveries?status=superseded&limit=500")
+        .await;
+    assert_eq!(
+        superseded["items"].as_array().map(Vec::len),
+        Some(49 + 4 * 2),
+        "the older ones are listed as superseded"
+    );
 }
 
 #[tokio::test]
 async fn exhausted_retries_become_a_dead_letter_and_stop() {
-    let app = spawn_app_with(|c| {
-        c.delivery.retry_window = Duration::from_millis(300);
+    let clock = manual_clock();
+    let app = spawn_stepped_app(clock.clone(), |c| {
+        c.delivery.retry_window = Duration::from_secs(10);
     })
     .await;
     let puppet = FakePuppet::start().await;
@@ -127,15 +147,20 @@ async fn exhausted_retries_become_a_dead_letter_and_stop() {
     let corp = Corp::new("wwdead");
     app.register_ok(&corp, "wkdead", &puppet.url).await;
     assert_eq!(app.post_kf_event(&corp, "wkdead", "T").await.status(), 200);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let attempts = puppet.received().len();
-    assert!(attempts >= 2, "retried before giving up ({attempts})");
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(
-        puppet.received().len(),
-        attempts,
-        "no attempts after the dead letter"
-    );
+    let mut attempts = 0;
+    for _ in 0..100 {
+        attempts += app.step().await.taken;
+        clock.advance(Duration::from_secs(1));
+    }
+    // Retries every 50-200 ms (the test config) for 10 s: at most one a
+    // second here, as the clock moves; the 11th would be past the window.
+    assert!((2..=11).contains(&attempts), "{attempts} attempts");
+    assert_eq!(puppet.received().len(), attempts);
+    let dead = app.admin_json("/deliveries?status=dead&kfId=wkdead").await;
+    assert_eq!(dead["items"][0]["attempts"], attempts as u64);
+    assert_eq!(dead["items"][0]["lastError"], "puppet answered HTTP 500");
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(app.drain().await, 0, "no attempts after the dead letter");
 }
 
 #[tokio::test]
@@ -189,7 +214,7 @@ async fn a_restarted_manager_resumes_delivery_of_what_it_had_accepted() {
 
 #[tokio::test]
 async fn resends_arriving_together_are_all_answered_and_each_event_delivered_once() {
-    let app = spawn_app_with(|c| c.delivery.coalesce = false).await;
+    let app = spawn_stepped_app(manual_clock(), |c| c.delivery.coalesce = false).await;
     let puppet = FakePuppet::start().await;
     let corp = Corp::new("wwburst");
     app.register_ok(&corp, "wkburst", &puppet.url).await;
@@ -203,8 +228,7 @@ async fn resends_arriving_together_are_all_answered_and_each_event_delivered_onc
     for answer in answers {
         assert_eq!(answer.text().await.unwrap(), "success");
     }
-    puppet.wait_for(100).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.drain().await, 100);
     let tokens = corp.tokens_in(&puppet.received());
     let distinct: HashSet<&String> = tokens.iter().collect();
     assert_eq!((tokens.len(), distinct.len()), (100, 100));
@@ -231,18 +255,33 @@ async fn wake_ups_waiting_for_a_busy_puppet_collapse_into_the_newest() {
         let resp = app.post_kf_event(&corp, "wkbusy", &format!("W-{i}")).await;
         assert_eq!(resp.status(), 200);
     }
-    puppet.wait_for(2).await;
-    tokio::time::sleep(Duration::from_millis(1800)).await;
+    // Wait until all five are settled: W-4 is the newest, so nothing can
+    // come after it.
+    let count = |status: &'static str| {
+        let app = &app;
+        async move {
+            app.admin_json(&format!("/deliveries?status={status}&kfId=wkbusy"))
+                .await["items"]
+                .as_array()
+                .map_or(0, Vec::len)
+        }
+    };
+    for _ in 0..200 {
+        if count("delivered").await == 2 && count("superseded").await == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (count("delivered").await, count("superseded").await),
+        (2, 3)
+    );
     let tokens = corp.tokens_in(&puppet.received());
     assert_eq!(
         tokens,
         ["W-0", "W-4"],
         "the three in between are replaced by the newest"
     );
-    let superseded = app
-        .admin_json("/deliveries?status=superseded&kfId=wkbusy")
-        .await;
-    assert_eq!(superseded["items"].as_array().map(Vec::len), Some(3));
 }
 
 #[tokio::test]

@@ -111,6 +111,7 @@ pub struct TestApp {
     config: Config,
     seams: Seams,
     data_dir: Arc<tempfile::TempDir>,
+    dispatcher: Arc<wxkf_manager::delivery::Dispatcher>,
 }
 
 /// The backend under test: `WXKF_TEST_STORE=mongo` uses `MONGO_URI` with a
@@ -225,6 +226,27 @@ impl Clock for ManualClock {
     }
 }
 
+/// An app whose deliveries happen only in `step` / `drain`, on a clock the
+/// test moves: delivery tests without sleeps.
+pub async fn spawn_stepped_app(
+    clock: Arc<ManualClock>,
+    adjust: impl FnOnce(&mut Config),
+) -> TestApp {
+    let seams = Seams {
+        clock,
+        manual_delivery: true,
+        ..Seams::default()
+    };
+    spawn_app_with_seams(seams, adjust).await
+}
+
+/// A manual clock set to a realistic time.
+pub fn manual_clock() -> Arc<ManualClock> {
+    let clock = Arc::new(ManualClock::default());
+    clock.advance(Duration::from_secs(1_700_000_000));
+    clock
+}
+
 pub async fn spawn_app_with_clock(
     clock: Arc<dyn Clock>,
     adjust: impl FnOnce(&mut Config),
@@ -232,6 +254,7 @@ pub async fn spawn_app_with_clock(
     let seams = Seams {
         clock,
         resolver: Arc::new(SystemResolver),
+        ..Seams::default()
     };
     spawn_app_with_seams(seams, adjust).await
 }
@@ -247,6 +270,7 @@ async fn launch(
         .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
+    let dispatcher = app.dispatcher();
     let running = Some(tokio::spawn(app.run_until_stopped()));
     TestApp {
         address,
@@ -260,6 +284,7 @@ async fn launch(
         config,
         seams,
         data_dir,
+        dispatcher,
     }
 }
 
@@ -270,6 +295,24 @@ impl TestApp {
         if let Some(running) = self.running.take() {
             running.await.unwrap().unwrap();
         }
+    }
+
+    /// One delivery round by hand (an app started with `manual_delivery`).
+    pub async fn step(&self) -> wxkf_manager::delivery::Step {
+        self.dispatcher.step().await
+    }
+
+    /// Step until a round finds nothing due: everything that could go now
+    /// has gone, and what it came to is recorded.
+    pub async fn drain(&self) -> usize {
+        let mut taken = 0;
+        for _ in 0..100 {
+            match self.step().await.taken {
+                0 => return taken,
+                n => taken += n,
+            }
+        }
+        panic!("still delivering after 100 rounds");
     }
 
     pub fn config(&self) -> &Config {

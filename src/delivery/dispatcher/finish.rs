@@ -22,6 +22,17 @@ impl Dispatcher {
                     Ok(None) | Err(_) => break,
                 }
             }
+            self.record(batch).await;
+        }
+    }
+
+    /// Record one batch of outcomes in one store write; returns how many
+    /// were recorded (an outcome whose claim was taken over is not).
+    pub(super) async fn record(&self, batch: Vec<Finished>) -> usize {
+        if batch.is_empty() {
+            return 0;
+        }
+        {
             let now = self.clock.now_ms();
             // One item per outcome, in order: the answers line up by construction.
             let items: Vec<(String, String, AttemptResult)> = batch
@@ -37,21 +48,30 @@ impl Dispatcher {
             }
             match outcome {
                 Ok(recorded) if recorded.len() == batch.len() => {
+                    let mut count = 0;
                     for (f, recorded) in batch.iter().zip(recorded) {
                         self.record_metrics(&f.event, &f.result, now);
                         log_outcome(&f.event, &f.result, recorded, now);
+                        count += usize::from(recorded);
                     }
+                    count
                 }
-                Ok(recorded) => tracing::error!(
-                    outcomes = batch.len(),
-                    answers = recorded.len(),
-                    "the store answered for a different number of outcomes"
-                ),
-                Err(e) => tracing::warn!(
-                    error = %e,
-                    outcomes = batch.len(),
-                    "could not record delivery outcomes; their leases will expire and they will be retried"
-                ),
+                Ok(recorded) => {
+                    tracing::error!(
+                        outcomes = batch.len(),
+                        answers = recorded.len(),
+                        "the store answered for a different number of outcomes"
+                    );
+                    0
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        outcomes = batch.len(),
+                        "could not record delivery outcomes; their leases will expire and they will be retried"
+                    );
+                    0
+                }
             }
         }
     }

@@ -53,6 +53,15 @@ const TAKEN_MAX: usize = 8192;
 const CLAIM_GATHER: Duration = Duration::from_millis(5);
 const PURGE_EVERY_MS: i64 = 10 * 60 * 1000;
 
+/// What one `Dispatcher::step` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// Deliveries taken (handed over or claimed) and attempted.
+    pub taken: usize,
+    /// Outcomes recorded.
+    pub recorded: usize,
+}
+
 pub struct Dispatcher {
     store: Arc<dyn Store>,
     sender: Sender,
@@ -112,6 +121,57 @@ impl Dispatcher {
             owner: self.owner.clone(),
             lease_ms: self.config.lease().as_millis() as i64,
             queue: self.store.clone(),
+        }
+    }
+
+    /// One round by hand, for tests and tools (the dispatcher must not be
+    /// running): take what request handlers handed over, claim what is due,
+    /// attempt all of it, and record the outcomes in one write.
+    pub async fn step(self: &Arc<Self>) -> Step {
+        let mut taken: Vec<(StoredEvent, bool, i64)> = Vec::new();
+        let lease = self.lease_ms();
+        if let Some(fresh) = self
+            .fresh_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            while let Ok(event) = fresh.try_recv() {
+                self.note_newest(&event);
+                let until = event.received_at + lease;
+                taken.push((event, true, until));
+            }
+        }
+        let now = self.clock.now_ms();
+        for event in self
+            .claim(now, now + lease, MAX_BATCH)
+            .await
+            .unwrap_or_default()
+        {
+            taken.push((event, false, now + lease));
+        }
+        let (finished, mut outcomes) = mpsc::channel(taken.len().max(1));
+        let count = taken.len();
+        futures_util::future::join_all(
+            taken
+                .into_iter()
+                .map(|(event, fresh, until)| self.deliver(event, finished.clone(), fresh, until)),
+        )
+        .await;
+        drop(finished);
+        let mut batch = Vec::with_capacity(count);
+        while let Ok(outcome) = outcomes.try_recv() {
+            batch.push(outcome);
+        }
+        Step {
+            taken: count,
+            recorded: self.record(batch).await,
+        }
+    }
+
+    fn note_newest(&self, event: &StoredEvent) {
+        if let (Some(kf), true) = (&event.kf_id, event.coalesce) {
+            self.gate.note_newest(&event.corp_id, kf, &event.id);
         }
     }
 
@@ -227,9 +287,7 @@ impl Dispatcher {
             };
             let Some(event) = event else { break };
             while in_flight.try_join_next().is_some() {}
-            if let (Some(kf), true) = (&event.kf_id, event.coalesce) {
-                self.gate.note_newest(&event.corp_id, kf, &event.id);
-            }
+            self.note_newest(&event);
             let permit = tokio::select! {
                 permit = self.taken.clone().acquire_owned() => permit,
                 _ = shutdown.changed() => continue,
