@@ -240,6 +240,21 @@ mod tests {
         go(gate.pass("ww", "wk", "W2", true, true).await);
     }
 
+    /// A corp that signs wake-ups naming another corp's kfId (anyone can
+    /// register a corp of their own) cannot make that kfId's wait give way.
+    #[tokio::test(start_paused = true)]
+    async fn another_corps_wake_up_for_the_same_kf_id_displaces_nothing() {
+        let gate = KfGate::new(8, GAP);
+        let held = go(gate.pass("ww", "wk", "W0", true, true).await);
+        gate.note_newest("ww", "wk", "W1");
+        let mut w1 = Box::pin(gate.pass("ww", "wk", "W1", true, true));
+        assert!(still_waiting(&mut w1).await);
+        gate.note_newest("ww-intruder", "wk", "EVIL");
+        assert!(still_waiting(&mut w1).await, "not displaced");
+        drop(held);
+        go(w1.await);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_newest_forgotten_when_done_displaces_nobody() {
         let gate = KfGate::new(8, GAP);
