@@ -730,3 +730,361 @@ async fn leases_are_renewed_only_where_the_claim_still_holds() {
         );
     }
 }
+
+/// Operators read deliveries newest first, filtered and paged.
+#[tokio::test]
+async fn operator_lists_are_newest_first_filtered_and_paged() {
+    use wxkf_manager::store::EventFilter;
+    for (name, store) in backends().await.stores {
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let kf = if i % 2 == 0 { "wklistA" } else { "wklistB" };
+            let mut e = event("wwlist", kf, &format!("L{i}"), 1_000 + i);
+            e.coalesce = false;
+            store.insert_event(&e).await.unwrap();
+            ids.push(e.id);
+        }
+        let mut other = event("wwlist2", "wklistA", "OTHER", 2_000);
+        other.coalesce = false;
+        store.insert_event(&other).await.unwrap();
+        let list = |filter: EventFilter| {
+            let store = store.clone();
+            async move {
+                store
+                    .list_events(&filter)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e.id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        let all = list(EventFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(all.len(), 6, "{name}");
+        assert_eq!(all[0], other.id, "{name}: newest first");
+        assert_eq!(
+            all[1..].to_vec(),
+            ids.iter().rev().cloned().collect::<Vec<_>>(),
+            "{name}"
+        );
+        let page = list(EventFilter {
+            limit: 2,
+            offset: 1,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(page, [ids[4].clone(), ids[3].clone()], "{name}: paged");
+        let of_a = list(EventFilter {
+            kf_id: Some("wklistA".into()),
+            corp_id: Some("wwlist".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(
+            of_a,
+            [ids[4].clone(), ids[2].clone(), ids[0].clone()],
+            "{name}"
+        );
+        let pending = list(EventFilter {
+            status: Some(EventStatus::Pending),
+            corp_id: Some("wwlist2".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(pending, [other.id.clone()], "{name}");
+        let none = list(EventFilter {
+            status: Some(EventStatus::Dead),
+            limit: 10,
+            ..Default::default()
+        })
+        .await;
+        assert!(none.is_empty(), "{name}");
+    }
+}
+
+/// Re-drive: a dead or parked delivery is due again now with a fresh
+/// retry window; anything else is left alone.
+#[tokio::test]
+async fn re_drive_gives_dead_and_parked_deliveries_a_fresh_window() {
+    for (name, store) in backends().await.stores {
+        let mut dead = event("wwredrive", "wkrd", "DEAD", 1_000);
+        dead.coalesce = false;
+        finish_as(
+            &store,
+            &dead,
+            1_000,
+            AttemptResult::Dead {
+                error: "gave up".into(),
+            },
+        )
+        .await;
+        let mut dead2 = event("wwredrive", "wkrd", "DEAD2", 1_000);
+        dead2.coalesce = false;
+        finish_as(
+            &store,
+            &dead2,
+            1_000,
+            AttemptResult::Dead {
+                error: "gave up".into(),
+            },
+        )
+        .await;
+        let mut parked = event("wwredrive", "wkrd2", "PARKED", 1_000);
+        parked.coalesce = false;
+        finish_as(&store, &parked, 1_000, AttemptResult::Parked).await;
+        let mut delivered = event("wwredrive", "wkrd", "DONE", 1_000);
+        delivered.coalesce = false;
+        finish_as(&store, &delivered, 1_000, AttemptResult::Delivered).await;
+
+        assert!(store.redrive(&dead.id, 50_000).await.unwrap(), "{name}");
+        let again = store.get_event(&dead.id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                again.status,
+                again.window_start,
+                again.next_attempt_at,
+                again.attempts
+            ),
+            (EventStatus::Pending, 50_000, 50_000, 1),
+            "{name}: due now, a fresh window, attempts kept"
+        );
+        assert!(store.redrive(&parked.id, 50_000).await.unwrap(), "{name}");
+        assert!(
+            !store.redrive(&delivered.id, 50_000).await.unwrap(),
+            "{name}"
+        );
+        assert!(
+            !store.redrive("no-such-id", 50_000).await.unwrap(),
+            "{name}"
+        );
+        let kf = KfId::parse("wkrd").unwrap();
+        assert_eq!(
+            store.redrive_dead_of_kf(&kf, 60_000).await.unwrap(),
+            1,
+            "{name}: only DEAD2 was still dead"
+        );
+        let claimed = store.claim_due(&claim("a", 60_000), 10).await.unwrap();
+        assert_eq!(claimed.len(), 3, "{name}: the three re-driven are due");
+        assert!(store.delete_event(&delivered.id).await.unwrap(), "{name}");
+        assert!(
+            store.get_event(&delivered.id).await.unwrap().is_none(),
+            "{name}"
+        );
+    }
+}
+
+/// Rotation replaces the credentials of the puppets that use the previous
+/// token (or all of the corp's), and nothing else.
+#[tokio::test]
+async fn credentials_rotate_for_the_puppets_that_use_them() {
+    use wxkf_manager::domain::CredentialSet;
+    for (name, store) in backends().await.stores {
+        let corp = Corp::new("wwrotate");
+        let second_app = corp.another_app();
+        store
+            .save_registration(&registration(&corp, "wkr1", "http://a:1"), 1)
+            .await
+            .unwrap();
+        store
+            .save_registration(&registration(&corp, "wkr2", "http://a:1"), 1)
+            .await
+            .unwrap();
+        store
+            .save_registration(&registration(&second_app, "wkr3", "http://a:1"), 1)
+            .await
+            .unwrap();
+        let fresh = Corp::new("wwrotate");
+        let set = CredentialSet::parse(Some(&fresh.token), Some(&fresh.key)).unwrap();
+        let corp_id = CorpId::parse("wwrotate").unwrap();
+        let n = store
+            .rotate_credentials(&corp_id, &set, Some(&corp.token), 2)
+            .await
+            .unwrap();
+        assert_eq!(n, 2, "{name}: the two puppets of the first app");
+        let sets = store.corp_credentials(&corp_id).await.unwrap();
+        let tokens: std::collections::HashSet<String> =
+            sets.iter().map(|s| s.token.expose().to_owned()).collect();
+        assert_eq!(
+            tokens,
+            [fresh.token.clone(), second_app.token.clone()]
+                .into_iter()
+                .collect(),
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .rotate_credentials(&corp_id, &set, Some("no-such-token"), 3)
+                .await
+                .unwrap(),
+            0,
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .rotate_credentials(&corp_id, &set, None, 4)
+                .await
+                .unwrap(),
+            3,
+            "{name}: all of them"
+        );
+        let sets = store.corp_credentials(&corp_id).await.unwrap();
+        assert!(
+            sets.iter().all(|s| s.token.expose() == fresh.token),
+            "{name}"
+        );
+    }
+}
+
+/// Every token-cache method, as the token service uses them.
+#[tokio::test]
+async fn the_token_cache_leases_saves_forces_and_invalidates() {
+    use wxkf_manager::domain::Secret;
+    use wxkf_manager::store::TokenRecord;
+    for (name, store) in backends().await.stores {
+        let key = "ww1:abc";
+        assert!(store.get_token(key).await.unwrap().is_none(), "{name}");
+        assert!(
+            store.try_lease_token(key, "a", 1_000, 5_000).await.unwrap(),
+            "{name}"
+        );
+        assert!(
+            !store.try_lease_token(key, "b", 2_000, 6_000).await.unwrap(),
+            "{name}: a holds it"
+        );
+        store.release_token_lease(key, "b").await.unwrap();
+        assert!(
+            !store.try_lease_token(key, "b", 2_000, 6_000).await.unwrap(),
+            "{name}: only a releases a's lease"
+        );
+        store.release_token_lease(key, "a").await.unwrap();
+        assert!(
+            store.try_lease_token(key, "b", 2_000, 6_000).await.unwrap(),
+            "{name}: released"
+        );
+        let record = TokenRecord {
+            access_token: Some(Secret::new("TOKEN-1")),
+            expires_at: 7_200_000,
+            fetched_at: 2_500,
+            negative: None,
+            neg_until: 0,
+            forced_at: 0,
+            lease_until: 0,
+        };
+        store.save_token(key, &record).await.unwrap();
+        let got = store.get_token(key).await.unwrap().unwrap();
+        assert_eq!(
+            got.access_token.as_ref().map(|t| t.expose()),
+            Some("TOKEN-1"),
+            "{name}"
+        );
+        assert_eq!(
+            (got.expires_at, got.fetched_at, got.lease_until),
+            (7_200_000, 2_500, 0),
+            "{name}: saving releases the lease"
+        );
+        assert!(
+            store.try_lease_token(key, "c", 3_000, 8_000).await.unwrap(),
+            "{name}"
+        );
+        store.release_token_lease(key, "c").await.unwrap();
+
+        assert!(
+            store.mark_token_forced(key, 10_000, 0).await.unwrap(),
+            "{name}"
+        );
+        assert!(
+            !store.mark_token_forced(key, 20_000, 5_000).await.unwrap(),
+            "{name}: forced since 5,000"
+        );
+        assert!(
+            store.mark_token_forced(key, 80_000, 60_000).await.unwrap(),
+            "{name}"
+        );
+
+        let negative = TokenRecord {
+            access_token: None,
+            negative: Some((40001, "invalid credential".into())),
+            neg_until: 90_000,
+            ..record.clone()
+        };
+        store.save_token("ww2:bad", &negative).await.unwrap();
+        let got = store.get_token("ww2:bad").await.unwrap().unwrap();
+        assert_eq!(
+            got.negative,
+            Some((40001, "invalid credential".into())),
+            "{name}"
+        );
+        assert_eq!(got.neg_until, 90_000, "{name}");
+
+        assert_eq!(
+            store.invalidate_access_token("TOKEN-OLD").await.unwrap(),
+            0,
+            "{name}: not this one"
+        );
+        assert_eq!(
+            store.invalidate_access_token("TOKEN-1").await.unwrap(),
+            1,
+            "{name}"
+        );
+        let got = store.get_token(key).await.unwrap().unwrap();
+        assert!(got.access_token.is_none(), "{name}");
+    }
+}
+
+/// Queue statistics: the waiting states and dead letters, with their oldest.
+#[tokio::test]
+async fn queue_stats_count_waiting_and_dead_with_the_oldest() {
+    for (name, store) in backends().await.stores {
+        let plain = |kf: &str, token: &str, at: i64| {
+            let mut e = event("wwstats", kf, token, at);
+            e.coalesce = false;
+            e
+        };
+        store
+            .insert_event(&plain("wks1", "P1", 3_000))
+            .await
+            .unwrap();
+        store
+            .insert_event(&plain("wks1", "P2", 4_000))
+            .await
+            .unwrap();
+        finish_as(
+            &store,
+            &plain("wks2", "K1", 2_000),
+            5_000,
+            AttemptResult::Parked,
+        )
+        .await;
+        finish_as(
+            &store,
+            &plain("wks3", "D1", 1_000),
+            5_000,
+            AttemptResult::Dead { error: "x".into() },
+        )
+        .await;
+        finish_as(
+            &store,
+            &plain("wks4", "OK", 500),
+            5_000,
+            AttemptResult::Delivered,
+        )
+        .await;
+        let mut stats = store.queue_stats().await.unwrap();
+        stats.sort_by_key(|(s, _, _)| s.as_str());
+        assert_eq!(
+            stats,
+            [
+                (EventStatus::Dead, 1, Some(1_000)),
+                (EventStatus::Parked, 1, Some(2_000)),
+                (EventStatus::Pending, 2, Some(3_000)),
+            ],
+            "{name}"
+        );
+    }
+}
