@@ -119,9 +119,13 @@ impl KfGate {
             std::future::pending().await
         };
         tokio::pin!(newer);
+        // `biased`: one already displaced steps aside even when a turn is
+        // free (an unbiased select picks a ready branch at random, and a
+        // displaced wake-up could then go after the newer one).
         let permit = tokio::select! {
-            permit = turns.acquire_owned() => permit,
+            biased;
             by = &mut newer => return Passage::SteppedAside { by },
+            permit = turns.acquire_owned() => permit,
         };
         let Ok(permit) = permit else {
             return Passage::Closed;
@@ -129,8 +133,9 @@ impl KfGate {
         if wake_up {
             while let Some(wait) = self.gap_left(corp, kf) {
                 tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
+                    biased;
                     by = &mut newer => return Passage::SteppedAside { by },
+                    _ = tokio::time::sleep(wait) => {}
                 }
             }
             self.with_state(corp, kf, |s| s.last_wake_up = Some(Instant::now()));
@@ -238,6 +243,21 @@ mod tests {
         drop(held);
         drop(go(claimed.await));
         go(gate.pass("ww", "wk", "W2", true, true).await);
+    }
+
+    /// A wake-up that reaches the gate already displaced (it was slower to
+    /// get here than the newer one) steps aside even with a turn free.
+    #[tokio::test(start_paused = true)]
+    async fn one_already_displaced_never_takes_a_free_turn() {
+        for _ in 0..64 {
+            let gate = KfGate::new(8, GAP);
+            gate.note_newest("ww", "wk", "W1");
+            gate.note_newest("ww", "wk", "W2");
+            match gate.pass("ww", "wk", "W1", true, true).await {
+                Passage::SteppedAside { by } => assert_eq!(by, "W2"),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     /// A corp that signs wake-ups naming another corp's kfId (anyone can

@@ -78,6 +78,13 @@ impl EventStatus {
         Self::Unroutable,
     ];
 
+    /// The statuses of events still to be delivered (`Keep::UntilFinished`).
+    pub fn waiting() -> impl Iterator<Item = EventStatus> {
+        Self::ALL
+            .into_iter()
+            .filter(|s| s.keep() == Keep::UntilFinished)
+    }
+
     pub fn keep(self) -> Keep {
         match self {
             Self::Pending | Self::Parked => Keep::UntilFinished,

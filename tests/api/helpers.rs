@@ -307,7 +307,10 @@ impl TestApp {
     pub async fn drain(&self) -> usize {
         let mut taken = 0;
         for _ in 0..100 {
-            match self.step().await.taken {
+            let step = self.step().await;
+            // Nothing else claims here, so every outcome must be recorded.
+            assert_eq!(step.recorded, step.taken, "outcomes not recorded");
+            match step.taken {
                 0 => return taken,
                 n => taken += n,
             }

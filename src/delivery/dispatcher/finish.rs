@@ -6,7 +6,10 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{Dispatcher, FINISH_GATHER, MAX_FINISH_BATCH};
-use crate::store::{AttemptResult, StoredEvent};
+use crate::store::{AttemptResult, StoreError, StoredEvent};
+
+/// First pause before recording outcomes again after the store was unavailable.
+const RECORD_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Dispatcher {
     /// Record outcomes as they come, many per store write.
@@ -39,7 +42,16 @@ impl Dispatcher {
                 .iter()
                 .map(|f| (f.event.id.clone(), f.claim_id.clone(), f.result.clone()))
                 .collect();
-            let outcome = self.store.finish_attempts(&items, now).await;
+            let mut outcome = self.store.finish_attempts(&items, now).await;
+            // A store that is briefly unreachable gets two more tries: an
+            // outcome not recorded is sent again once its lease runs out.
+            for wait in [RECORD_RETRY, RECORD_RETRY * 4] {
+                if !matches!(outcome, Err(StoreError::Unavailable(_))) {
+                    break;
+                }
+                tokio::time::sleep(wait).await;
+                outcome = self.store.finish_attempts(&items, now).await;
+            }
             {
                 let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
                 for f in &batch {

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::options::ReturnDocument;
 
-use super::{get_i64, get_str, now_date, MongoStore};
+use super::{get_i64, get_str, now_date, statuses, MongoStore};
 use crate::store::{AttemptResult, Claim, EventStatus, PayloadKind, StoreError, StoredEvent};
 
 impl MongoStore {
@@ -34,27 +34,27 @@ impl MongoStore {
         let release = doc! {"leaseOwner": Bson::Null, "leaseUntil": 0i64, "claimId": Bson::Null, "updatedAt": now_date(now)};
         let (mut set, count_attempt) = match result {
             AttemptResult::Delivered => (
-                doc! {"status": "delivered", "deliveredAt": now, "lastError": Bson::Null, "expireAt": self.expire_at(EventStatus::Delivered, now)},
+                doc! {"status": EventStatus::Delivered.as_str(), "deliveredAt": now, "lastError": Bson::Null, "expireAt": self.expire_at(EventStatus::Delivered, now)},
                 true,
             ),
             AttemptResult::Retry {
                 next_attempt_at,
                 error,
             } => (
-                doc! {"status": "pending", "nextAttemptAt": next_attempt_at, "lastError": error},
+                doc! {"status": EventStatus::Pending.as_str(), "nextAttemptAt": next_attempt_at, "lastError": error},
                 true,
             ),
             AttemptResult::Dead { error } => (
-                doc! {"status": "dead", "lastError": error, "expireAt": self.expire_at(EventStatus::Dead, now)},
+                doc! {"status": EventStatus::Dead.as_str(), "lastError": error, "expireAt": self.expire_at(EventStatus::Dead, now)},
                 true,
             ),
             AttemptResult::Parked => (
-                doc! {"status": "parked", "lastError": "no online puppet for this kfId"},
+                doc! {"status": EventStatus::Parked.as_str(), "lastError": "no online puppet for this kfId"},
                 false,
             ),
             AttemptResult::Released => (doc! {"nextAttemptAt": now}, false),
             AttemptResult::Superseded { by } => (
-                doc! {"status": "superseded", "supersededBy": by, "expireAt": self.expire_at(EventStatus::Superseded, now)},
+                doc! {"status": EventStatus::Superseded.as_str(), "supersededBy": by, "expireAt": self.expire_at(EventStatus::Superseded, now)},
                 false,
             ),
         };
@@ -76,14 +76,14 @@ impl MongoStore {
 
     /// Only waiting, unleased events can be leased.
     pub(super) fn leasable(mut filter: Document, claim: &Claim) -> Document {
-        filter.insert("status", doc! {"$in": ["pending", "parked"]});
+        filter.insert("status", doc! {"$in": statuses(EventStatus::waiting())});
         filter.insert("leaseUntil", doc! {"$lte": claim.now});
         filter
     }
 
     pub(super) fn lease_update(claim: &Claim, claim_id: &str) -> Document {
         doc! {"$set": {
-            "status": "pending", "leaseOwner": &claim.owner, "leaseUntil": claim.lease_until,
+            "status": EventStatus::Pending.as_str(), "leaseOwner": &claim.owner, "leaseUntil": claim.lease_until,
             "claimId": claim_id, "updatedAt": now_date(claim.now),
         }}
     }

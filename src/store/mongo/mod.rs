@@ -29,7 +29,7 @@ mod tokens;
 
 use group_commit::MongoGroupWriter;
 
-use crate::store::{Retention, Sealer, Store, StoreError};
+use crate::store::{EventStatus, Retention, Sealer, Store, StoreError};
 
 const PUPPETS: &str = "wxkfpuppets";
 const EVENTS: &str = "wxkf_events";
@@ -86,6 +86,11 @@ fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
         ErrorKind::Command(c) => c.code == 11000,
         _ => false,
     }
+}
+
+/// Statuses as the values stored in `status`.
+fn statuses(of: impl IntoIterator<Item = EventStatus>) -> Vec<&'static str> {
+    of.into_iter().map(EventStatus::as_str).collect()
 }
 
 fn now_date(ms: i64) -> DateTime {

@@ -6,7 +6,7 @@ use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Binary, Bson, Document};
 
 use super::event_docs::event_from_doc;
-use super::{get_i64, get_str, now_date, MongoStore, BATCH_CLAIM};
+use super::{get_i64, get_str, now_date, statuses, MongoStore, BATCH_CLAIM};
 use crate::domain::{CorpId, KfId};
 use crate::store::{
     AttemptResult, Claim, EventStatus, InsertOutcome, NewEvent, Queue, Retention, StoreError,
@@ -57,7 +57,7 @@ impl Queue for MongoStore {
     async fn claim_due(&self, claim: &Claim, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         let candidates: Vec<Document> = self
             .events
-            .find(doc! {"status": "pending", "nextAttemptAt": {"$lte": claim.now}, "leaseUntil": {"$lte": claim.now}})
+            .find(doc! {"status": EventStatus::Pending.as_str(), "nextAttemptAt": {"$lte": claim.now}, "leaseUntil": {"$lte": claim.now}})
             .sort(doc! {"nextAttemptAt": 1, "seq": 1})
             .limit(limit as i64)
             .projection(doc! {"_id": 1, "corpId": 1, "kfId": 1, "coalesce": 1})
@@ -98,13 +98,13 @@ impl Queue for MongoStore {
                 "seq",
                 doc! {"$lt": get_i64(&newest, "seq").unwrap_or(i64::MAX)},
             );
-            older.insert("status", doc! {"$in": ["pending", "parked"]});
+            older.insert("status", doc! {"$in": statuses(EventStatus::waiting())});
             older.insert("leaseUntil", doc! {"$lte": claim.now});
             self.events
                 .update_many(
                     older,
                     doc! {"$set": {
-                        "status": "superseded", "supersededBy": get_str(&newest, "_id"),
+                        "status": EventStatus::Superseded.as_str(), "supersededBy": get_str(&newest, "_id"),
                         "updatedAt": now_date(claim.now), "expireAt": self.expire_at(EventStatus::Superseded, claim.now),
                     }},
                 )
@@ -227,8 +227,8 @@ impl Queue for MongoStore {
         let r = self
             .events
             .update_many(
-                doc! {"corpId": corp_id.as_str(), "kfId": kf_id.as_str(), "status": {"$in": ["pending", "parked"]}},
-                doc! {"$set": {"status": "pending", "nextAttemptAt": now, "updatedAt": now_date(now)}},
+                doc! {"corpId": corp_id.as_str(), "kfId": kf_id.as_str(), "status": {"$in": statuses(EventStatus::waiting())}},
+                doc! {"$set": {"status": EventStatus::Pending.as_str(), "nextAttemptAt": now, "updatedAt": now_date(now)}},
             )
             .await?;
         Ok(r.modified_count)
@@ -292,7 +292,7 @@ impl Queue for MongoStore {
     async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
         let next = self
             .events
-            .find_one(doc! {"status": "pending", "leaseUntil": 0i64})
+            .find_one(doc! {"status": EventStatus::Pending.as_str(), "leaseUntil": 0i64})
             .sort(doc! {"nextAttemptAt": 1})
             .projection(doc! {"nextAttemptAt": 1})
             .await?;
@@ -303,8 +303,8 @@ impl Queue for MongoStore {
         let r = self
             .events
             .update_one(
-                doc! {"_id": id, "status": {"$in": ["dead", "parked"]}},
-                doc! {"$set": {"status": "pending", "nextAttemptAt": now, "windowStart": now, "updatedAt": now_date(now)},
+                doc! {"_id": id, "status": {"$in": statuses([EventStatus::Dead, EventStatus::Parked])}},
+                doc! {"$set": {"status": EventStatus::Pending.as_str(), "nextAttemptAt": now, "windowStart": now, "updatedAt": now_date(now)},
                       "$unset": {"expireAt": ""}},
             )
             .await?;
@@ -315,8 +315,8 @@ impl Queue for MongoStore {
         let r = self
             .events
             .update_many(
-                doc! {"kfId": kf_id.as_str(), "status": "dead"},
-                doc! {"$set": {"status": "pending", "nextAttemptAt": now, "windowStart": now, "updatedAt": now_date(now)},
+                doc! {"kfId": kf_id.as_str(), "status": EventStatus::Dead.as_str()},
+                doc! {"$set": {"status": EventStatus::Pending.as_str(), "nextAttemptAt": now, "windowStart": now, "updatedAt": now_date(now)},
                       "$unset": {"expireAt": ""}},
             )
             .await?;

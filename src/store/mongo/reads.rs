@@ -44,21 +44,21 @@ impl OperatorReads for MongoStore {
 
     async fn kf_summary(&self, kf_id: &KfId) -> Result<KfSummary, StoreError> {
         let kf = kf_id.as_str();
-        let count = |status: &str| {
+        let count = |status: EventStatus| {
             self.events
-                .count_documents(doc! {"kfId": kf, "status": status})
+                .count_documents(doc! {"kfId": kf, "status": status.as_str()})
         };
         let last = self
             .events
-            .find_one(doc! {"kfId": kf, "status": "delivered"})
+            .find_one(doc! {"kfId": kf, "status": EventStatus::Delivered.as_str()})
             .sort(doc! {"deliveredAt": -1})
             .projection(doc! {"deliveredAt": 1})
             .await?
             .and_then(|d| get_i64(&d, "deliveredAt"));
         Ok(KfSummary {
-            pending: count("pending").await?,
-            parked: count("parked").await?,
-            dead: count("dead").await?,
+            pending: count(EventStatus::Pending).await?,
+            parked: count(EventStatus::Parked).await?,
+            dead: count(EventStatus::Dead).await?,
             last_delivered_at: last,
         })
     }

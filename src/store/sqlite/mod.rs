@@ -18,6 +18,7 @@ mod group_commit;
 mod queue;
 mod reads;
 mod registrations;
+mod statements;
 mod tokens;
 
 use crate::store::{EventStatus, PayloadKind, Sealer, Store, StoreError};

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use rusqlite::{params, Connection, Row};
 
+use super::statements::SQL;
 use super::SqliteStore;
 use crate::domain::{CorpId, KfId};
 use crate::store::{
@@ -21,11 +22,7 @@ impl Queue for SqliteStore {
         self.run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let candidates: Vec<(i64, String, Option<String>, bool)> = {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT seq, corp_id, kf_id, coalesce FROM events
-                     WHERE status = 'pending' AND next_attempt_at <= ?1 AND lease_until <= ?1
-                     ORDER BY next_attempt_at, seq LIMIT ?2",
-                )?;
+                let mut stmt = tx.prepare_cached(&SQL.claim_candidates)?;
                 let rows = stmt.query_map(params![claim.now, limit as i64], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })?;
@@ -36,22 +33,15 @@ impl Queue for SqliteStore {
                 let target = match (&kf, coalesce) {
                     (Some(kf), true) => {
                         // The newest waiting wake-up of this kfId stands for all older ones.
-                        let newest: Option<i64> = tx
-                            .prepare_cached(
-                                "SELECT MAX(seq) FROM events WHERE corp_id = ?1 AND kf_id = ?2 AND coalesce = 1
-                                   AND status IN ('pending','parked') AND lease_until <= ?3",
-                            )?
-                            .query_row(params![corp, kf, claim.now], |r| r.get(0))?;
+                        let newest: Option<i64> =
+                            tx.prepare_cached(&SQL.newest_waiting_wake_up)?
+                                .query_row(params![corp, kf, claim.now], |r| r.get(0))?;
                         let Some(newest) = newest else { continue };
                         let newest_id: String = tx
                             .prepare_cached("SELECT id FROM events WHERE seq = ?1")?
                             .query_row([newest], |r| r.get(0))?;
-                        tx.prepare_cached(
-                            "UPDATE events SET status = 'superseded', superseded_by = ?4, updated_at = ?3
-                             WHERE corp_id = ?1 AND kf_id = ?2 AND coalesce = 1 AND seq < ?5
-                               AND status IN ('pending','parked') AND lease_until <= ?3",
-                        )?
-                        .execute(params![corp, kf, claim.now, newest_id, newest])?;
+                        tx.prepare_cached(&SQL.supersede_older_wake_ups)?
+                            .execute(params![corp, kf, claim.now, newest_id, newest])?;
                         newest
                     }
                     _ => seq,
@@ -88,11 +78,7 @@ impl Queue for SqliteStore {
     async fn wake_kf(&self, corp_id: &CorpId, kf_id: &KfId, now: i64) -> Result<u64, StoreError> {
         let (corp, kf) = (corp_id.as_str().to_owned(), kf_id.as_str().to_owned());
         self.run(move |c| {
-            let n = c.execute(
-                "UPDATE events SET status = 'pending', next_attempt_at = ?3, updated_at = ?3
-                 WHERE corp_id = ?1 AND kf_id = ?2 AND status IN ('pending','parked')",
-                params![corp, kf, now],
-            )?;
+            let n = c.execute(&SQL.wake_kf, params![corp, kf, now])?;
             Ok(n as u64)
         })
         .await
@@ -137,24 +123,14 @@ impl Queue for SqliteStore {
     }
 
     async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
-        self.run(|c| {
-            Ok(c.query_row(
-                "SELECT MIN(next_attempt_at) FROM events WHERE status = 'pending' AND lease_until = 0",
-                [],
-                |r| r.get(0),
-            )?)
-        })
-        .await
+        self.run(|c| Ok(c.query_row(&SQL.next_due_at, [], |r| r.get(0))?))
+            .await
     }
 
     async fn redrive(&self, id: &str, now: i64) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.run(move |c| {
-            let n = c.execute(
-                "UPDATE events SET status = 'pending', next_attempt_at = ?2, window_start = ?2, updated_at = ?2
-                 WHERE id = ?1 AND status IN ('dead','parked')",
-                params![id, now],
-            )?;
+            let n = c.execute(&SQL.redrive, params![id, now])?;
             Ok(n > 0)
         })
         .await
@@ -163,11 +139,7 @@ impl Queue for SqliteStore {
     async fn redrive_dead_of_kf(&self, kf_id: &KfId, now: i64) -> Result<u64, StoreError> {
         let kf = kf_id.as_str().to_owned();
         self.run(move |c| {
-            let n = c.execute(
-                "UPDATE events SET status = 'pending', next_attempt_at = ?2, window_start = ?2, updated_at = ?2
-                 WHERE kf_id = ?1 AND status = 'dead'",
-                params![kf, now],
-            )?;
+            let n = c.execute(&SQL.redrive_dead_of_kf, params![kf, now])?;
             Ok(n as u64)
         })
         .await
@@ -224,46 +196,32 @@ pub(super) fn finish_one(
     (id, claim_id, result): &(String, String, AttemptResult),
     now: i64,
 ) -> Result<bool, StoreError> {
-    // Constant statements, so each is prepared once and cached.
-    macro_rules! finish_sql {
-        ($set:literal) => {
-            concat!(
-                "UPDATE events SET ",
-                $set,
-                ", lease_owner = NULL, lease_until = 0, claim_id = NULL, updated_at = ?3",
-                " WHERE id = ?1 AND claim_id = ?2"
-            )
-        };
-    }
+    // Statements written once (`statements.rs`), so each is prepared once and cached.
     let n = match result {
         AttemptResult::Delivered => c
-            .prepare_cached(finish_sql!(
-                "status = 'delivered', attempts = attempts + 1, delivered_at = ?3, last_error = NULL"
-            ))?
+            .prepare_cached(&SQL.finish_delivered)?
             .execute(params![id, claim_id, now])?,
         AttemptResult::Retry {
             next_attempt_at,
             error,
-        } => c
-            .prepare_cached(finish_sql!(
-                "status = 'pending', attempts = attempts + 1, next_attempt_at = ?4, last_error = ?5"
-            ))?
-            .execute(params![id, claim_id, now, next_attempt_at, error])?,
+        } => c.prepare_cached(&SQL.finish_retry)?.execute(params![
+            id,
+            claim_id,
+            now,
+            next_attempt_at,
+            error
+        ])?,
         AttemptResult::Dead { error } => c
-            .prepare_cached(finish_sql!(
-                "status = 'dead', attempts = attempts + 1, last_error = ?4"
-            ))?
+            .prepare_cached(&SQL.finish_dead)?
             .execute(params![id, claim_id, now, error])?,
         AttemptResult::Parked => c
-            .prepare_cached(finish_sql!(
-                "status = 'parked', last_error = 'no online puppet for this kfId'"
-            ))?
+            .prepare_cached(&SQL.finish_parked)?
             .execute(params![id, claim_id, now])?,
         AttemptResult::Released => c
-            .prepare_cached(finish_sql!("next_attempt_at = ?3"))?
+            .prepare_cached(&SQL.finish_released)?
             .execute(params![id, claim_id, now])?,
         AttemptResult::Superseded { by } => c
-            .prepare_cached(finish_sql!("status = 'superseded', superseded_by = ?4"))?
+            .prepare_cached(&SQL.finish_superseded)?
             .execute(params![id, claim_id, now, by])?,
     };
     Ok(n > 0)
@@ -277,12 +235,13 @@ fn lease(
     claim: &Claim,
 ) -> Result<Option<StoredEvent>, StoreError> {
     let claim_id = uuid::Uuid::new_v4().to_string();
-    let changed = tx
-        .prepare_cached(
-            "UPDATE events SET lease_owner = ?1, lease_until = ?2, claim_id = ?3, status = 'pending', updated_at = ?4
-             WHERE seq = ?5 AND status IN ('pending','parked') AND lease_until <= ?4",
-        )?
-        .execute(params![claim.owner, claim.lease_until, claim_id, claim.now, seq])?;
+    let changed = tx.prepare_cached(&SQL.lease)?.execute(params![
+        claim.owner,
+        claim.lease_until,
+        claim_id,
+        claim.now,
+        seq
+    ])?;
     if changed == 0 {
         return Ok(None);
     }

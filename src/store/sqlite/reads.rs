@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 
 use super::queue::{event_from_row, EVENT_COLUMNS};
+use super::statements::SQL;
 use super::SqliteStore;
 use crate::domain::KfId;
 use crate::store::{EventFilter, EventStatus, KfSummary, OperatorReads, StoreError, StoredEvent};
@@ -40,45 +41,29 @@ impl OperatorReads for SqliteStore {
     async fn kf_summary(&self, kf_id: &KfId) -> Result<KfSummary, StoreError> {
         let kf = kf_id.as_str().to_owned();
         self.run(move |c| {
-            Ok(c.query_row(
-                "SELECT COALESCE(SUM(status = 'pending'), 0), COALESCE(SUM(status = 'parked'), 0),
-                        COALESCE(SUM(status = 'dead'), 0), MAX(delivered_at)
-                 FROM events WHERE kf_id = ?1",
-                [kf],
-                |r| {
-                    Ok(KfSummary {
-                        pending: r.get::<_, i64>(0)? as u64,
-                        parked: r.get::<_, i64>(1)? as u64,
-                        dead: r.get::<_, i64>(2)? as u64,
-                        last_delivered_at: r.get(3)?,
-                    })
-                },
-            )?)
+            Ok(c.query_row(&SQL.kf_summary, [kf], |r| {
+                Ok(KfSummary {
+                    pending: r.get::<_, i64>(0)? as u64,
+                    parked: r.get::<_, i64>(1)? as u64,
+                    dead: r.get::<_, i64>(2)? as u64,
+                    last_delivered_at: r.get(3)?,
+                })
+            })?)
         })
         .await
     }
 
     async fn queue_stats(&self) -> Result<Vec<(EventStatus, u64, Option<i64>)>, StoreError> {
         self.run(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT status, COUNT(*), MIN(received_at) FROM events
-                 WHERE status IN ('pending','parked','dead') GROUP BY status",
-            )?;
+            let mut stmt = c.prepare_cached(&SQL.queue_stats)?;
             let rows = stmt.query_map([], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
+                    r.get::<_, EventStatus>(0)?,
+                    r.get::<_, i64>(1)? as u64,
                     r.get::<_, Option<i64>>(2)?,
                 ))
             })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (status, count, oldest) = row?;
-                if let Some(status) = EventStatus::parse(&status) {
-                    out.push((status, count as u64, oldest));
-                }
-            }
-            Ok(out)
+            Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }
