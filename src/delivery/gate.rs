@@ -25,7 +25,9 @@ struct KfState {
     wake_up_turn: Arc<Semaphore>,
     message_turns: Arc<Semaphore>,
     last_wake_up: Option<Instant>,
-    /// Id of the newest fresh wake-up handed over, while it is not done.
+    /// Id of the newest fresh wake-up handed over. It stays after that one
+    /// went: an older one that reaches the gate later (its route lookup was
+    /// slower) must still step aside, not go after it.
     newest: watch::Sender<Option<String>>,
 }
 
@@ -77,16 +79,6 @@ impl KfGate {
     /// A fresh wake-up was handed over: from now on it is the one that goes.
     pub fn note_newest(&self, corp: &str, kf: &str, id: &str) {
         self.with_state(corp, kf, |s| s.newest.send_replace(Some(id.to_owned())));
-    }
-
-    /// This delivery is over: if it was the newest, nobody is displaced by it.
-    pub fn done(&self, corp: &str, kf: &str, id: &str) {
-        let mut kfs = self.kfs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(state) = kfs.get_mut(&(corp.to_owned(), kf.to_owned())) {
-            state
-                .newest
-                .send_if_modified(|n| n.as_deref() == Some(id) && n.take().is_some());
-        }
     }
 
     /// Wait for this kfId's turn (and, for a wake-up, the gap). A fresh
@@ -276,14 +268,15 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_newest_forgotten_when_done_displaces_nobody() {
+    async fn an_older_one_reaching_the_gate_after_the_newest_went_steps_aside() {
         let gate = KfGate::new(8, GAP);
+        gate.note_newest("ww", "wk", "W0");
         gate.note_newest("ww", "wk", "W1");
         drop(go(gate.pass("ww", "wk", "W1", true, true).await));
-        gate.done("ww", "wk", "W1");
-        // An older one that was claimed from the store later is not displaced
-        // by a wake-up that already went.
-        go(gate.pass("ww", "wk", "W0", true, true).await);
+        match gate.pass("ww", "wk", "W0", true, true).await {
+            Passage::SteppedAside { by } => assert_eq!(by, "W1"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test(start_paused = true)]

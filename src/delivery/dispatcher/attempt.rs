@@ -84,9 +84,6 @@ impl Dispatcher {
             },
         );
         let result = self.attempt(&event, fresh).await;
-        if let Some(kf) = &event.kf_id {
-            self.gate.done(&event.corp_id, kf, &event.id);
-        }
         let _ = finished
             .send(Finished {
                 event,
