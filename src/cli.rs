@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use crate::clock::{Clock, SystemClock};
 use crate::domain::{CorpId, KfId};
 use crate::http::puppets::{iso8601, PuppetView};
-use crate::store::{EventFilter, EventStatus, Store};
+use crate::store::{DeliveryFilter, DeliveryStatus, Store};
 
 #[derive(Subcommand)]
 pub enum PuppetsCommand {
@@ -162,17 +162,17 @@ pub async fn deliveries(store: Arc<dyn Store>, command: DeliveriesCommand) -> an
             let status = args
                 .status
                 .map(|s| {
-                    EventStatus::parse(&s).ok_or_else(|| anyhow::anyhow!("unknown status {s}"))
+                    DeliveryStatus::parse(&s).ok_or_else(|| anyhow::anyhow!("unknown status {s}"))
                 })
                 .transpose()?;
-            let filter = EventFilter {
+            let filter = DeliveryFilter {
                 status,
                 corp_id: args.corp,
                 kf_id: args.kf_id,
                 limit: args.limit.clamp(1, 10_000),
                 offset: 0,
             };
-            let events = store.list_events(&filter).await?;
+            let events = store.list_deliveries(&filter).await?;
             if args.json {
                 return print_json(&events);
             }

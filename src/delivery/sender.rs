@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::guard::EndpointGuard;
 use crate::domain::{EndpointRefusal, EndpointUrl};
-use crate::store::{PayloadKind, StoredEvent};
+use crate::store::{Delivery, PayloadKind};
 
 pub const DELIVERY_ID_HEADER: &str = "X-Wxkf-Delivery-Id";
 pub const ATTEMPT_HEADER: &str = "X-Wxkf-Attempt";
@@ -39,7 +39,7 @@ impl Sender {
 
     pub async fn send(
         &self,
-        event: &StoredEvent,
+        event: &Delivery,
         endpoint: &EndpointUrl,
         attempt: u32,
     ) -> Result<(), SendFailure> {

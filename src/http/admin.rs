@@ -11,7 +11,7 @@ use super::puppets::PuppetView;
 use super::query::param;
 use super::AppState;
 use crate::domain::{CorpId, CredentialSet, EndpointUrl, KfId};
-use crate::store::{EventFilter, EventStatus};
+use crate::store::{DeliveryFilter, DeliveryStatus};
 
 const MAX_PAGE: usize = 500;
 
@@ -75,7 +75,7 @@ struct ListQuery {
     offset: Option<String>,
 }
 
-#[utoipa::path(get, path = "/admin/api/deliveries", tag = "admin", params(("status" = Option<EventStatus>, Query, nullable = false), ("kfId" = Option<String>, Query, nullable = false, pattern = r"^([A-Za-z0-9_-]{1,64})?$", description = "Empty: no filter"), ("corpId" = Option<String>, Query, nullable = false, pattern = r"^([A-Za-z0-9_-]{1,64})?$", description = "Empty: no filter"), ("limit" = Option<u64>, Query, nullable = false, description = "Page size, 50 by default; clamped to 1..=500"), ("offset" = Option<u64>, Query, nullable = false, description = "Beyond the end: an empty page")), responses((status = 200, description = "{items, limit, offset}, newest first"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(get, path = "/admin/api/deliveries", tag = "admin", params(("status" = Option<DeliveryStatus>, Query, nullable = false), ("kfId" = Option<String>, Query, nullable = false, pattern = r"^([A-Za-z0-9_-]{1,64})?$", description = "Empty: no filter"), ("corpId" = Option<String>, Query, nullable = false, pattern = r"^([A-Za-z0-9_-]{1,64})?$", description = "Empty: no filter"), ("limit" = Option<u64>, Query, nullable = false, description = "Page size, 50 by default; clamped to 1..=500"), ("offset" = Option<u64>, Query, nullable = false, description = "Beyond the end: an empty page")), responses((status = 200, description = "{items, limit, offset}, newest first"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn list_deliveries(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
@@ -83,21 +83,21 @@ async fn list_deliveries(
     let q = query.into_inner();
     let status = match q.status.as_deref() {
         None => None,
-        Some(s) => Some(EventStatus::parse(s).ok_or_else(|| {
+        Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
             PuppetApiError::BadRequest(
                 "status: one of pending, parked, delivered, dead, superseded, unroutable".into(),
             )
         })?),
     };
     let (limit, offset) = page(q.limit.as_deref(), q.offset.as_deref())?;
-    let filter = EventFilter {
+    let filter = DeliveryFilter {
         status,
         corp_id: id_filter(q.corp_id, CorpId::parse)?.map(|c| c.as_str().to_owned()),
         kf_id: id_filter(q.kf_id, KfId::parse)?.map(|k| k.as_str().to_owned()),
         limit,
         offset,
     };
-    let items = state.store.list_events(&filter).await?;
+    let items = state.store.list_deliveries(&filter).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "items": items, "limit": filter.limit, "offset": filter.offset,
     })))
@@ -144,7 +144,7 @@ async fn delete_one(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, PuppetApiError> {
-    if !state.store.delete_event(&id).await? {
+    if !state.store.delete_delivery(&id).await? {
         return Err(PuppetApiError::NotFound("no delivery with this id"));
     }
     Ok(super::ok())

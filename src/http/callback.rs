@@ -13,7 +13,7 @@ use super::query::param;
 use super::AppState;
 use crate::delivery::identity::{decrypted_dedup_key, dedup_key};
 use crate::domain::{CorpId, CredentialSet, KfId};
-use crate::store::{InsertOutcome, NewEvent, PayloadKind};
+use crate::store::{InsertOutcome, NewDelivery, NewEvent, PayloadKind};
 use crate::wecom::{self, MAX_XML_BYTES};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -169,11 +169,11 @@ async fn encrypted(
         if let Some(kf) = &kf_id {
             tracing::Span::current().record("kf_id", kf.as_str());
         }
+        let coalesce = message.is_kf_msg_or_event() && state.config.delivery.coalesce;
         let event = NewEvent {
             // Time-ordered: the id index grows at its end instead of at random pages.
             id: uuid::Uuid::now_v7().to_string(),
             dedup_key: dedup_key(&corp, &message),
-            coalesce: message.is_kf_msg_or_event() && state.config.delivery.coalesce,
             kind: PayloadKind::Xml,
             body: body.to_vec(),
             query: format!(
@@ -183,9 +183,8 @@ async fn encrypted(
                 enc(&query.nonce)
             ),
             received_at: state.clock.now_ms(),
-            corp_id: corp,
-            kf_id,
-            lease: None,
+            source: corp.as_str().to_owned(),
+            deliveries: vec![NewDelivery::to_puppet(corp, kf_id, coalesce)],
         };
         Ok(state.dispatcher.enqueue(event).await?)
     }
@@ -248,14 +247,16 @@ async fn decrypted(
             // Time-ordered: the id index grows at its end instead of at random pages.
             id: uuid::Uuid::now_v7().to_string(),
             dedup_key: decrypted_dedup_key(&corp, &kf, &token),
-            coalesce: state.config.delivery.coalesce,
             kind: PayloadKind::Json,
             body: json.to_string().into_bytes(),
             query: String::new(),
             received_at: state.clock.now_ms(),
-            corp_id: corp,
-            kf_id: Some(kf),
-            lease: None,
+            source: corp.as_str().to_owned(),
+            deliveries: vec![NewDelivery::to_puppet(
+                corp,
+                Some(kf),
+                state.config.delivery.coalesce,
+            )],
         };
         Ok(state.dispatcher.enqueue(event).await?)
     }

@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 
 use super::AppState;
 use crate::metrics::StatusLabels;
-use crate::store::EventStatus;
+use crate::store::DeliveryStatus;
 
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process answers")))]
 pub async fn healthz() -> HttpResponse {
@@ -35,7 +35,11 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let now = state.clock.now_ms();
     match tokio::time::timeout(Duration::from_secs(2), state.store.queue_stats()).await {
         Ok(Ok(stats)) => {
-            for status in [EventStatus::Pending, EventStatus::Parked, EventStatus::Dead] {
+            for status in [
+                DeliveryStatus::Pending,
+                DeliveryStatus::Parked,
+                DeliveryStatus::Dead,
+            ] {
                 let labels = StatusLabels {
                     status: status.as_str(),
                 };

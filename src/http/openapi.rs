@@ -34,7 +34,7 @@ use utoipa::OpenApi;
         super::admin::delete_one,
         super::admin::dashboard,
     ),
-    components(schemas(crate::store::EventStatus))
+    components(schemas(crate::store::DeliveryStatus))
 )]
 pub struct ApiDoc;
 

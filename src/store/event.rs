@@ -8,7 +8,7 @@ use crate::domain::{CorpId, KfId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum EventStatus {
+pub enum DeliveryStatus {
     /// Waiting for its next attempt (due at `next_attempt_at`).
     Pending,
     /// No online puppet for its kfId; waits for a registration.
@@ -44,7 +44,7 @@ pub struct Retention {
 impl Retention {
     /// How long an event that reached `status` is kept; `None`: until it
     /// moves on.
-    pub fn of(&self, status: EventStatus) -> Option<Duration> {
+    pub fn of(&self, status: DeliveryStatus) -> Option<Duration> {
         match status.keep() {
             Keep::UntilFinished => None,
             Keep::Finished => Some(self.finished),
@@ -53,23 +53,23 @@ impl Retention {
     }
 
     /// When an event that reached `status` at `at` (ms) may be removed.
-    pub fn expires_at(&self, status: EventStatus, at: i64) -> Option<i64> {
+    pub fn expires_at(&self, status: DeliveryStatus, at: i64) -> Option<i64> {
         self.of(status)
             .map(|keep| at.saturating_add(keep.as_millis() as i64))
     }
 
     /// Per status with a horizon: events that reached it before this time
     /// (ms) may be removed at `now`.
-    pub fn cutoffs(&self, now: i64) -> Vec<(EventStatus, i64)> {
-        EventStatus::ALL
+    pub fn cutoffs(&self, now: i64) -> Vec<(DeliveryStatus, i64)> {
+        DeliveryStatus::ALL
             .into_iter()
             .filter_map(|s| Some((s, now.saturating_sub(self.of(s)?.as_millis() as i64))))
             .collect()
     }
 }
 
-impl EventStatus {
-    pub const ALL: [EventStatus; 6] = [
+impl DeliveryStatus {
+    pub const ALL: [DeliveryStatus; 6] = [
         Self::Pending,
         Self::Parked,
         Self::Delivered,
@@ -79,7 +79,7 @@ impl EventStatus {
     ];
 
     /// The statuses of events still to be delivered (`Keep::UntilFinished`).
-    pub fn waiting() -> impl Iterator<Item = EventStatus> {
+    pub fn waiting() -> impl Iterator<Item = DeliveryStatus> {
         Self::ALL
             .into_iter()
             .filter(|s| s.keep() == Keep::UntilFinished)
@@ -142,26 +142,61 @@ impl PayloadKind {
     }
 }
 
-/// An accepted callback about to be stored.
+/// An accepted callback about to be stored: the event once, with each of
+/// its deliveries.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub id: String,
-    pub corp_id: CorpId,
-    /// The OpenKfId it routes to; `None` makes it unroutable.
-    pub kf_id: Option<KfId>,
-    /// Identity for deduplicating WeCom's resends.
+    /// Who sent it: the corpId (an appId for Official Account pushes).
+    pub source: String,
+    /// Identity for deduplicating WeChat's and WeCom's resends.
     pub dedup_key: String,
     pub kind: PayloadKind,
     /// The original XML byte for byte, or the JSON to deliver.
     pub body: Vec<u8>,
     /// `msg_signature=..&timestamp=..&nonce=..` for XML events, else empty.
     pub query: String,
+    pub received_at: i64,
+    /// One per target. An event no target takes has one delivery without a
+    /// kfId, stored `unroutable` so that operators see it.
+    pub deliveries: Vec<NewDelivery>,
+}
+
+/// One target of an accepted callback, about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub id: String,
+    pub corp_id: CorpId,
+    /// The OpenKfId it routes to; `None` makes it unroutable.
+    pub kf_id: Option<KfId>,
     /// A "pull now" wake-up that newer ones for the same kfId replace.
     pub coalesce: bool,
-    pub received_at: i64,
     /// Stored already claimed by this manager, which delivers it straight
     /// from memory (no claim round trip). `None`: the dispatcher claims it.
     pub lease: Option<Lease>,
+}
+
+impl NewDelivery {
+    /// A delivery to the puppet of a kfId (`None`: unroutable), with a new
+    /// time-ordered id.
+    pub fn to_puppet(corp_id: CorpId, kf_id: Option<KfId>, coalesce: bool) -> Self {
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            corp_id,
+            kf_id,
+            coalesce,
+            lease: None,
+        }
+    }
+
+    /// The status it is stored with.
+    pub fn status(&self) -> DeliveryStatus {
+        if self.kf_id.is_some() {
+            DeliveryStatus::Pending
+        } else {
+            DeliveryStatus::Unroutable
+        }
+    }
 }
 
 /// A claim taken at insert time.
@@ -173,33 +208,40 @@ pub struct Lease {
 }
 
 impl NewEvent {
-    /// The event as the dispatcher sees it once stored, without reading it back.
-    pub fn into_stored(self) -> StoredEvent {
-        StoredEvent {
-            id: self.id,
-            corp_id: self.corp_id.as_str().to_owned(),
-            kf_id: self.kf_id.map(|k| k.as_str().to_owned()),
-            kind: self.kind,
-            body: self.body,
-            query: self.query,
-            coalesce: self.coalesce,
-            status: EventStatus::Pending,
-            attempts: 0,
-            received_at: self.received_at,
-            window_start: self.received_at,
-            next_attempt_at: self.received_at,
-            last_error: None,
-            delivered_at: None,
-            claim_id: self.lease.map(|l| l.claim_id),
-        }
+    /// The deliveries as the dispatcher sees them once stored, without
+    /// reading them back.
+    pub fn into_deliveries(self) -> Vec<Delivery> {
+        self.deliveries
+            .into_iter()
+            .map(|d| Delivery {
+                status: d.status(),
+                id: d.id,
+                event_id: self.id.clone(),
+                corp_id: d.corp_id.as_str().to_owned(),
+                kf_id: d.kf_id.map(|k| k.as_str().to_owned()),
+                kind: self.kind,
+                body: self.body.clone(),
+                query: self.query.clone(),
+                coalesce: d.coalesce,
+                attempts: 0,
+                received_at: self.received_at,
+                window_start: self.received_at,
+                next_attempt_at: self.received_at,
+                last_error: None,
+                delivered_at: None,
+                claim_id: d.lease.map(|l| l.claim_id),
+            })
+            .collect()
     }
 }
 
-/// An event as stored.
+/// One delivery of a stored event, with the event's payload.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct StoredEvent {
+pub struct Delivery {
     pub id: String,
+    /// The event it delivers (stored once for all of its deliveries).
+    pub event_id: String,
     pub corp_id: String,
     pub kf_id: Option<String>,
     pub kind: PayloadKind,
@@ -208,7 +250,7 @@ pub struct StoredEvent {
     #[serde(skip)]
     pub query: String,
     pub coalesce: bool,
-    pub status: EventStatus,
+    pub status: DeliveryStatus,
     pub attempts: u32,
     pub received_at: i64,
     /// The retry window runs from here: acceptance, or the last re-drive.
@@ -236,8 +278,8 @@ pub struct Claim {
 
 /// Which events an operator lists; newest first.
 #[derive(Debug, Clone, Default)]
-pub struct EventFilter {
-    pub status: Option<EventStatus>,
+pub struct DeliveryFilter {
+    pub status: Option<DeliveryStatus>,
     pub corp_id: Option<String>,
     pub kf_id: Option<String>,
     pub limit: usize,
@@ -285,4 +327,18 @@ pub enum AttemptResult {
     /// Not attempted (the manager is stopping): the claim is given back and
     /// the event is due again at once, as it was.
     Released,
+}
+
+impl AttemptResult {
+    /// The status the delivery moves to (`None`: it stays as it was).
+    pub fn status(&self) -> Option<DeliveryStatus> {
+        match self {
+            Self::Delivered => Some(DeliveryStatus::Delivered),
+            Self::Retry { .. } => Some(DeliveryStatus::Pending),
+            Self::Dead { .. } => Some(DeliveryStatus::Dead),
+            Self::Parked => Some(DeliveryStatus::Parked),
+            Self::Superseded { .. } => Some(DeliveryStatus::Superseded),
+            Self::Released => None,
+        }
+    }
 }

@@ -20,8 +20,8 @@ use async_trait::async_trait;
 
 pub use error::StoreError;
 pub use event::{
-    AttemptResult, Claim, CorpSummary, EventFilter, EventStatus, InsertOutcome, Keep, KfSummary,
-    Lease, NewEvent, PayloadKind, Retention, StoredEvent,
+    AttemptResult, Claim, CorpSummary, Delivery, DeliveryFilter, DeliveryStatus, InsertOutcome,
+    Keep, KfSummary, Lease, NewDelivery, NewEvent, PayloadKind, Retention,
 };
 
 pub use seal::Sealer;
@@ -98,7 +98,7 @@ pub trait Queue: Send + Sync {
     /// Lease up to `limit` due events for `claim.owner`. For coalescible
     /// events the newest waiting sibling of the same (corp, kf) is leased in
     /// place of older ones, which become `superseded`.
-    async fn claim_due(&self, claim: &Claim, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
+    async fn claim_due(&self, claim: &Claim, limit: usize) -> Result<Vec<Delivery>, StoreError>;
 
     /// Record the end of an attempt. Matches the claim id: a worker whose
     /// lease was taken over cannot overwrite the newer owner (returns false).
@@ -151,7 +151,7 @@ pub trait Queue: Send + Sync {
     /// Re-drive every dead letter of a kfId; returns how many.
     async fn redrive_dead_of_kf(&self, kf_id: &KfId, now: i64) -> Result<u64, StoreError>;
 
-    async fn delete_event(&self, id: &str) -> Result<bool, StoreError>;
+    async fn delete_delivery(&self, id: &str) -> Result<bool, StoreError>;
 
     /// Remove events past their status's retention (`Retention::of`) at
     /// `now`, counted from when they reached that status.
@@ -195,15 +195,15 @@ pub trait TokenCache: Send + Sync {
 /// What operators (admin API, CLI, metrics) read about the queue.
 #[async_trait]
 pub trait OperatorReads: Send + Sync {
-    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError>;
+    async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError>;
 
     /// Events for operators, newest first.
-    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError>;
+    async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError>;
 
     async fn kf_summary(&self, kf_id: &KfId) -> Result<KfSummary, StoreError>;
 
     /// (status, count, oldest received_at) of the waiting states, for metrics.
-    async fn queue_stats(&self) -> Result<Vec<(EventStatus, u64, Option<i64>)>, StoreError>;
+    async fn queue_stats(&self) -> Result<Vec<(DeliveryStatus, u64, Option<i64>)>, StoreError>;
 }
 
 /// A whole store: every concern, and a health check.

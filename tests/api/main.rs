@@ -19,3 +19,4 @@ mod security;
 mod simulate;
 mod store;
 mod tokens;
+mod upgrade;

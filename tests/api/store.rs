@@ -10,7 +10,8 @@ use wxkf_manager::store::mongo::MongoStore;
 use wxkf_manager::store::sqlite::SqliteStore;
 use wxkf_manager::store::Retention;
 use wxkf_manager::store::{
-    AttemptResult, Claim, EventStatus, InsertOutcome, NewEvent, PayloadKind, Sealer, Store,
+    AttemptResult, Claim, DeliveryStatus, InsertOutcome, NewDelivery, NewEvent, PayloadKind,
+    Sealer, Store,
 };
 
 use crate::helpers::{random_string, with_database, Corp};
@@ -75,18 +76,25 @@ fn registration(corp: &Corp, kf: &str, endpoint: &str) -> Registration {
     .unwrap()
 }
 
+/// An event with one delivery to the puppet of `kf`; the delivery's id is
+/// the event's (as after an upgrade), so `e.id` names both.
 fn event(corp: &str, kf: &str, token: &str, at: i64) -> NewEvent {
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut delivery = NewDelivery::to_puppet(
+        CorpId::parse(corp).unwrap(),
+        Some(KfId::parse(kf).unwrap()),
+        true,
+    );
+    delivery.id = id.clone();
     NewEvent {
-        id: uuid::Uuid::new_v4().to_string(),
-        corp_id: CorpId::parse(corp).unwrap(),
-        kf_id: Some(KfId::parse(kf).unwrap()),
+        id,
+        source: corp.into(),
         dedup_key: format!("kf|{corp}|{kf}|{token}"),
         kind: PayloadKind::Xml,
         body: format!("<xml>{token}</xml>").into_bytes(),
         query: "msg_signature=a&timestamp=1&nonce=2".into(),
-        coalesce: true,
         received_at: at,
-        lease: None,
+        deliveries: vec![delivery],
     }
 }
 
@@ -194,7 +202,7 @@ async fn a_duplicate_event_is_reported_not_stored() {
             "{name}"
         );
         assert!(
-            store.get_event(&again.id).await.unwrap().is_none(),
+            store.get_delivery(&again.id).await.unwrap().is_none(),
             "{name}"
         );
     }
@@ -204,7 +212,7 @@ async fn a_duplicate_event_is_reported_not_stored() {
 async fn delivery_state_moves_through_claim_retry_and_delivery() {
     for (name, store) in backends().await.stores {
         let mut e = event("wwstate", "wk1", "T", 1_000);
-        e.coalesce = false;
+        e.deliveries[0].coalesce = false;
         store.insert_event(&e).await.unwrap();
         assert_eq!(store.next_due_at().await.unwrap(), Some(1_000), "{name}");
 
@@ -237,10 +245,10 @@ async fn delivery_state_moves_through_claim_retry_and_delivery() {
                 .unwrap(),
             "{name}"
         );
-        let stored = store.get_event(&e.id).await.unwrap().unwrap();
+        let stored = store.get_delivery(&e.id).await.unwrap().unwrap();
         assert_eq!(
             (stored.status, stored.attempts),
-            (EventStatus::Pending, 1),
+            (DeliveryStatus::Pending, 1),
             "{name}"
         );
         assert_eq!(stored.last_error.as_deref(), Some("HTTP 500"));
@@ -260,10 +268,10 @@ async fn delivery_state_moves_through_claim_retry_and_delivery() {
             .finish_attempt(&e.id, &claim_id, &AttemptResult::Delivered, 5_100)
             .await
             .unwrap());
-        let stored = store.get_event(&e.id).await.unwrap().unwrap();
+        let stored = store.get_delivery(&e.id).await.unwrap().unwrap();
         assert_eq!(
             (stored.status, stored.attempts),
-            (EventStatus::Delivered, 2),
+            (DeliveryStatus::Delivered, 2),
             "{name}"
         );
         assert_eq!(stored.delivered_at, Some(5_100));
@@ -289,10 +297,10 @@ async fn dead_letters_and_parking_and_waking() {
             .finish_attempt(&e.id, &cid, &AttemptResult::Parked, 1_000)
             .await
             .unwrap();
-        let stored = store.get_event(&e.id).await.unwrap().unwrap();
+        let stored = store.get_delivery(&e.id).await.unwrap().unwrap();
         assert_eq!(
             (stored.status, stored.attempts),
-            (EventStatus::Parked, 0),
+            (DeliveryStatus::Parked, 0),
             "{name}"
         );
         assert!(
@@ -323,8 +331,8 @@ async fn dead_letters_and_parking_and_waking() {
             .finish_attempt(&e.id, &cid, &dead, 61_000)
             .await
             .unwrap();
-        let stored = store.get_event(&e.id).await.unwrap().unwrap();
-        assert_eq!(stored.status, EventStatus::Dead, "{name}");
+        let stored = store.get_delivery(&e.id).await.unwrap().unwrap();
+        assert_eq!(stored.status, DeliveryStatus::Dead, "{name}");
         assert_eq!(stored.last_error.as_deref(), Some("connection failed"));
         assert_eq!(
             store.wake_kf(&corp, &kf, 70_000).await.unwrap(),
@@ -354,8 +362,8 @@ async fn the_newest_wake_up_supersedes_older_ones() {
         assert_eq!(ids, want, "{name}");
         for e in &events[..3] {
             assert_eq!(
-                store.get_event(&e.id).await.unwrap().unwrap().status,
-                EventStatus::Superseded,
+                store.get_delivery(&e.id).await.unwrap().unwrap().status,
+                DeliveryStatus::Superseded,
                 "{name}"
             );
         }
@@ -366,7 +374,7 @@ async fn the_newest_wake_up_supersedes_older_ones() {
 async fn leases_expire_and_an_instance_takes_back_its_own_claims() {
     for (name, store) in backends().await.stores {
         let mut e = event("wwlease", "wk1", &random_string(5), 1_000);
-        e.coalesce = false;
+        e.deliveries[0].coalesce = false;
         store.insert_event(&e).await.unwrap();
         let a = store.claim_due(&claim("a", 1_000), 1).await.unwrap();
         let a_claim = a[0].claim_id.clone().unwrap();
@@ -436,22 +444,22 @@ async fn each_status_is_kept_as_long_as_its_retention() {
         let t = 1_000;
         let plain = |kf: &str, token: &str| {
             let mut e = event("wwkeep", kf, token, t);
-            e.coalesce = false;
+            e.deliveries[0].coalesce = false;
             e
         };
         let mut by_status = Vec::new();
         for (kf, result, status) in [
-            ("wkdel", AttemptResult::Delivered, EventStatus::Delivered),
+            ("wkdel", AttemptResult::Delivered, DeliveryStatus::Delivered),
             (
                 "wkdead",
                 AttemptResult::Dead { error: "x".into() },
-                EventStatus::Dead,
+                DeliveryStatus::Dead,
             ),
-            ("wkpark", AttemptResult::Parked, EventStatus::Parked),
+            ("wkpark", AttemptResult::Parked, DeliveryStatus::Parked),
             (
                 "wksup",
                 AttemptResult::Superseded { by: "other".into() },
-                EventStatus::Superseded,
+                DeliveryStatus::Superseded,
             ),
             (
                 "wkretry",
@@ -459,7 +467,7 @@ async fn each_status_is_kept_as_long_as_its_retention() {
                     next_attempt_at: 50 * day,
                     error: "x".into(),
                 },
-                EventStatus::Pending,
+                DeliveryStatus::Pending,
             ),
         ] {
             let e = plain(kf, kf);
@@ -467,18 +475,18 @@ async fn each_status_is_kept_as_long_as_its_retention() {
             by_status.push((e.id, status));
         }
         let mut unroutable = plain("wkx", "unroutable");
-        unroutable.kf_id = None;
+        unroutable.deliveries[0].kf_id = None;
         store.insert_event(&unroutable).await.unwrap();
-        by_status.push((unroutable.id, EventStatus::Unroutable));
+        by_status.push((unroutable.id, DeliveryStatus::Unroutable));
         for (id, status) in &by_status {
-            let stored = store.get_event(id).await.unwrap().unwrap();
+            let stored = store.get_delivery(id).await.unwrap().unwrap();
             assert_eq!(stored.status, *status, "{name}");
         }
 
-        let survivors = |store: Arc<dyn Store>, ids: Vec<(String, EventStatus)>| async move {
+        let survivors = |store: Arc<dyn Store>, ids: Vec<(String, DeliveryStatus)>| async move {
             let mut kept = Vec::new();
             for (id, status) in ids {
-                if store.get_event(&id).await.unwrap().is_some() {
+                if store.get_delivery(&id).await.unwrap().is_some() {
                     kept.push(status);
                 }
             }
@@ -496,10 +504,10 @@ async fn each_status_is_kept_as_long_as_its_retention() {
         assert_eq!(
             survivors(store.clone(), by_status.clone()).await,
             [
-                EventStatus::Dead,
-                EventStatus::Parked,
-                EventStatus::Pending,
-                EventStatus::Unroutable
+                DeliveryStatus::Dead,
+                DeliveryStatus::Parked,
+                DeliveryStatus::Pending,
+                DeliveryStatus::Unroutable
             ],
             "{name}"
         );
@@ -507,7 +515,7 @@ async fn each_status_is_kept_as_long_as_its_retention() {
         store.purge(&RETENTION, t + 30 * day + hour).await.unwrap();
         assert_eq!(
             survivors(store.clone(), by_status.clone()).await,
-            [EventStatus::Parked, EventStatus::Pending],
+            [DeliveryStatus::Parked, DeliveryStatus::Pending],
             "{name}"
         );
     }
@@ -529,7 +537,7 @@ async fn a_mixed_batch_of_outcomes_is_recorded_and_a_stale_claim_is_refused() {
         let mut events = Vec::new();
         for kind in kinds {
             let mut e = event("wwbatch", &format!("wk{kind}"), kind, 1_000);
-            e.coalesce = false;
+            e.deliveries[0].coalesce = false;
             store.insert_event(&e).await.unwrap();
             events.push(e);
         }
@@ -580,44 +588,44 @@ async fn a_mixed_batch_of_outcomes_is_recorded_and_a_stale_claim_is_refused() {
         let got = |i: usize| {
             let store = store.clone();
             let id = events[i].id.clone();
-            async move { store.get_event(&id).await.unwrap().unwrap() }
+            async move { store.get_delivery(&id).await.unwrap().unwrap() }
         };
         let delivered = got(0).await;
         assert_eq!(
             (delivered.status, delivered.attempts, delivered.delivered_at),
-            (EventStatus::Delivered, 1, Some(41_000)),
+            (DeliveryStatus::Delivered, 1, Some(41_000)),
             "{name}"
         );
         let retry = got(1).await;
         assert_eq!(
             (retry.status, retry.attempts, retry.next_attempt_at),
-            (EventStatus::Pending, 1, 90_000),
+            (DeliveryStatus::Pending, 1, 90_000),
             "{name}"
         );
         assert_eq!(retry.last_error.as_deref(), Some("HTTP 500"));
         let dead = got(2).await;
         assert_eq!(
             (dead.status, dead.attempts),
-            (EventStatus::Dead, 1),
+            (DeliveryStatus::Dead, 1),
             "{name}"
         );
         assert_eq!(dead.last_error.as_deref(), Some("gave up"));
         let parked = got(3).await;
         assert_eq!(
             (parked.status, parked.attempts),
-            (EventStatus::Parked, 0),
+            (DeliveryStatus::Parked, 0),
             "{name}: parking is not an attempt"
         );
         let superseded = got(4).await;
         assert_eq!(
             (superseded.status, superseded.attempts),
-            (EventStatus::Superseded, 0),
+            (DeliveryStatus::Superseded, 0),
             "{name}"
         );
         let untouched = got(5).await;
         assert_eq!(
             (untouched.status, untouched.attempts),
-            (EventStatus::Pending, 0),
+            (DeliveryStatus::Pending, 0),
             "{name}: the stale outcome changed nothing"
         );
         assert_eq!(
@@ -632,7 +640,7 @@ async fn a_mixed_batch_of_outcomes_is_recorded_and_a_stale_claim_is_refused() {
 /// restore) is reported as corrupt, never read as some valid status.
 #[tokio::test]
 async fn a_row_with_an_unknown_status_is_corrupt_not_coerced() {
-    use wxkf_manager::store::{EventFilter, StoreError};
+    use wxkf_manager::store::{DeliveryFilter, StoreError};
     let dir = tempfile::tempdir().unwrap();
     let mut stores: Vec<(&str, Arc<dyn Store>)> = vec![(
         "sqlite",
@@ -650,8 +658,11 @@ async fn a_row_with_an_unknown_status_is_corrupt_not_coerced() {
         store.insert_event(&e).await.unwrap();
         if name == "sqlite" {
             let raw = rusqlite::Connection::open(dir.path().join("wxkf-manager.sqlite3")).unwrap();
-            raw.execute("UPDATE events SET status = 'lost' WHERE id = ?1", [&e.id])
-                .unwrap();
+            raw.execute(
+                "UPDATE deliveries SET status = 'lost' WHERE id = ?1",
+                [&e.id],
+            )
+            .unwrap();
         } else {
             let client = mongodb::Client::with_uri_str(mongo_uri.as_deref().unwrap())
                 .await
@@ -662,18 +673,18 @@ async fn a_row_with_an_unknown_status_is_corrupt_not_coerced() {
                 .collection::<mongodb::bson::Document>("wxkf_events")
                 .update_one(
                     mongodb::bson::doc! {"_id": &e.id},
-                    mongodb::bson::doc! {"$set": {"status": "lost"}},
+                    mongodb::bson::doc! {"$set": {"deliveries.0.status": "lost"}},
                 )
                 .await
                 .unwrap();
         }
-        let got = store.get_event(&e.id).await;
+        let got = store.get_delivery(&e.id).await;
         assert!(
             matches!(got, Err(StoreError::Corrupt(_))),
             "{name}: {got:?}"
         );
         let listed = store
-            .list_events(&EventFilter {
+            .list_deliveries(&DeliveryFilter {
                 limit: 10,
                 ..Default::default()
             })
@@ -692,7 +703,7 @@ async fn leases_are_renewed_only_where_the_claim_still_holds() {
         let mut ids = Vec::new();
         for token in ["R1", "R2", "R3"] {
             let mut e = event("wwrenew", &format!("wk{token}"), token, 1_000);
-            e.coalesce = false;
+            e.deliveries[0].coalesce = false;
             store.insert_event(&e).await.unwrap();
             ids.push(e.id);
         }
@@ -734,24 +745,24 @@ async fn leases_are_renewed_only_where_the_claim_still_holds() {
 /// Operators read deliveries newest first, filtered and paged.
 #[tokio::test]
 async fn operator_lists_are_newest_first_filtered_and_paged() {
-    use wxkf_manager::store::EventFilter;
+    use wxkf_manager::store::DeliveryFilter;
     for (name, store) in backends().await.stores {
         let mut ids = Vec::new();
         for i in 0..5 {
             let kf = if i % 2 == 0 { "wklistA" } else { "wklistB" };
             let mut e = event("wwlist", kf, &format!("L{i}"), 1_000 + i);
-            e.coalesce = false;
+            e.deliveries[0].coalesce = false;
             store.insert_event(&e).await.unwrap();
             ids.push(e.id);
         }
         let mut other = event("wwlist2", "wklistA", "OTHER", 2_000);
-        other.coalesce = false;
+        other.deliveries[0].coalesce = false;
         store.insert_event(&other).await.unwrap();
-        let list = |filter: EventFilter| {
+        let list = |filter: DeliveryFilter| {
             let store = store.clone();
             async move {
                 store
-                    .list_events(&filter)
+                    .list_deliveries(&filter)
                     .await
                     .unwrap()
                     .into_iter()
@@ -759,7 +770,7 @@ async fn operator_lists_are_newest_first_filtered_and_paged() {
                     .collect::<Vec<_>>()
             }
         };
-        let all = list(EventFilter {
+        let all = list(DeliveryFilter {
             limit: 10,
             ..Default::default()
         })
@@ -771,14 +782,14 @@ async fn operator_lists_are_newest_first_filtered_and_paged() {
             ids.iter().rev().cloned().collect::<Vec<_>>(),
             "{name}"
         );
-        let page = list(EventFilter {
+        let page = list(DeliveryFilter {
             limit: 2,
             offset: 1,
             ..Default::default()
         })
         .await;
         assert_eq!(page, [ids[4].clone(), ids[3].clone()], "{name}: paged");
-        let of_a = list(EventFilter {
+        let of_a = list(DeliveryFilter {
             kf_id: Some("wklistA".into()),
             corp_id: Some("wwlist".into()),
             limit: 10,
@@ -790,16 +801,16 @@ async fn operator_lists_are_newest_first_filtered_and_paged() {
             [ids[4].clone(), ids[2].clone(), ids[0].clone()],
             "{name}"
         );
-        let pending = list(EventFilter {
-            status: Some(EventStatus::Pending),
+        let pending = list(DeliveryFilter {
+            status: Some(DeliveryStatus::Pending),
             corp_id: Some("wwlist2".into()),
             limit: 10,
             ..Default::default()
         })
         .await;
         assert_eq!(pending, [other.id.clone()], "{name}");
-        let none = list(EventFilter {
-            status: Some(EventStatus::Dead),
+        let none = list(DeliveryFilter {
+            status: Some(DeliveryStatus::Dead),
             limit: 10,
             ..Default::default()
         })
@@ -814,7 +825,7 @@ async fn operator_lists_are_newest_first_filtered_and_paged() {
 async fn re_drive_gives_dead_and_parked_deliveries_a_fresh_window() {
     for (name, store) in backends().await.stores {
         let mut dead = event("wwredrive", "wkrd", "DEAD", 1_000);
-        dead.coalesce = false;
+        dead.deliveries[0].coalesce = false;
         finish_as(
             &store,
             &dead,
@@ -825,7 +836,7 @@ async fn re_drive_gives_dead_and_parked_deliveries_a_fresh_window() {
         )
         .await;
         let mut dead2 = event("wwredrive", "wkrd", "DEAD2", 1_000);
-        dead2.coalesce = false;
+        dead2.deliveries[0].coalesce = false;
         finish_as(
             &store,
             &dead2,
@@ -836,14 +847,14 @@ async fn re_drive_gives_dead_and_parked_deliveries_a_fresh_window() {
         )
         .await;
         let mut parked = event("wwredrive", "wkrd2", "PARKED", 1_000);
-        parked.coalesce = false;
+        parked.deliveries[0].coalesce = false;
         finish_as(&store, &parked, 1_000, AttemptResult::Parked).await;
         let mut delivered = event("wwredrive", "wkrd", "DONE", 1_000);
-        delivered.coalesce = false;
+        delivered.deliveries[0].coalesce = false;
         finish_as(&store, &delivered, 1_000, AttemptResult::Delivered).await;
 
         assert!(store.redrive(&dead.id, 50_000).await.unwrap(), "{name}");
-        let again = store.get_event(&dead.id).await.unwrap().unwrap();
+        let again = store.get_delivery(&dead.id).await.unwrap().unwrap();
         assert_eq!(
             (
                 again.status,
@@ -851,7 +862,7 @@ async fn re_drive_gives_dead_and_parked_deliveries_a_fresh_window() {
                 again.next_attempt_at,
                 again.attempts
             ),
-            (EventStatus::Pending, 50_000, 50_000, 1),
+            (DeliveryStatus::Pending, 50_000, 50_000, 1),
             "{name}: due now, a fresh window, attempts kept"
         );
         assert!(store.redrive(&parked.id, 50_000).await.unwrap(), "{name}");
@@ -871,9 +882,12 @@ async fn re_drive_gives_dead_and_parked_deliveries_a_fresh_window() {
         );
         let claimed = store.claim_due(&claim("a", 60_000), 10).await.unwrap();
         assert_eq!(claimed.len(), 3, "{name}: the three re-driven are due");
-        assert!(store.delete_event(&delivered.id).await.unwrap(), "{name}");
         assert!(
-            store.get_event(&delivered.id).await.unwrap().is_none(),
+            store.delete_delivery(&delivered.id).await.unwrap(),
+            "{name}"
+        );
+        assert!(
+            store.get_delivery(&delivered.id).await.unwrap().is_none(),
             "{name}"
         );
     }
@@ -1043,7 +1057,7 @@ async fn queue_stats_count_waiting_and_dead_with_the_oldest() {
     for (name, store) in backends().await.stores {
         let plain = |kf: &str, token: &str, at: i64| {
             let mut e = event("wwstats", kf, token, at);
-            e.coalesce = false;
+            e.deliveries[0].coalesce = false;
             e
         };
         store
@@ -1080,11 +1094,124 @@ async fn queue_stats_count_waiting_and_dead_with_the_oldest() {
         assert_eq!(
             stats,
             [
-                (EventStatus::Dead, 1, Some(1_000)),
-                (EventStatus::Parked, 1, Some(2_000)),
-                (EventStatus::Pending, 2, Some(3_000)),
+                (DeliveryStatus::Dead, 1, Some(1_000)),
+                (DeliveryStatus::Parked, 1, Some(2_000)),
+                (DeliveryStatus::Pending, 2, Some(3_000)),
             ],
             "{name}"
+        );
+    }
+}
+
+/// One event, two deliveries (two kfIds of a corp): each has its own
+/// attempts, outcome and re-drive; the event, stored once, keeps its dedup
+/// identity until its last delivery is removed.
+#[tokio::test]
+async fn an_event_with_two_deliveries_finishes_each_on_its_own() {
+    let (day, hour) = (24 * 3_600_000i64, 3_600_000i64);
+    for (name, store) in backends().await.stores {
+        let t = 1_000;
+        let mut e = event("wwtwo", "wktwo-a", "T", t);
+        e.deliveries[0].coalesce = false;
+        let mut second = NewDelivery::to_puppet(
+            CorpId::parse("wwtwo").unwrap(),
+            Some(KfId::parse("wktwo-b").unwrap()),
+            false,
+        );
+        second.id = format!("{}-b", e.id);
+        e.deliveries.push(second.clone());
+        assert_eq!(
+            store.insert_event(&e).await.unwrap(),
+            InsertOutcome::Stored,
+            "{name}"
+        );
+
+        let got = store.claim_due(&claim("a", t), 10).await.unwrap();
+        let mut ids: Vec<&str> = got.iter().map(|d| d.id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, [e.id.as_str(), second.id.as_str()], "{name}");
+        for d in &got {
+            assert_eq!(d.event_id, e.id, "{name}");
+            assert_eq!(d.body, b"<xml>T</xml>", "{name}");
+        }
+        let claim_of = |id: &str| {
+            got.iter()
+                .find(|d| d.id == id)
+                .and_then(|d| d.claim_id.clone())
+                .unwrap()
+        };
+        let recorded = store
+            .finish_attempts(
+                &[
+                    (e.id.clone(), claim_of(&e.id), AttemptResult::Delivered),
+                    (
+                        second.id.clone(),
+                        claim_of(&second.id),
+                        AttemptResult::Dead {
+                            error: "puppet answered HTTP 500".into(),
+                        },
+                    ),
+                ],
+                t + 10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(recorded, [true, true], "{name}");
+        let status = |id: String| {
+            let store = store.clone();
+            async move { store.get_delivery(&id).await.unwrap().map(|d| d.status) }
+        };
+        assert_eq!(
+            status(e.id.clone()).await,
+            Some(DeliveryStatus::Delivered),
+            "{name}"
+        );
+        assert_eq!(
+            status(second.id.clone()).await,
+            Some(DeliveryStatus::Dead),
+            "{name}"
+        );
+        let dead = store.get_delivery(&second.id).await.unwrap().unwrap();
+        assert_eq!(dead.attempts, 1, "{name}");
+        assert_eq!(dead.last_error.as_deref(), Some("puppet answered HTTP 500"));
+
+        // Re-driving one leaves the other as it is.
+        assert!(store.redrive(&second.id, t + 20).await.unwrap(), "{name}");
+        assert_eq!(
+            status(e.id.clone()).await,
+            Some(DeliveryStatus::Delivered),
+            "{name}"
+        );
+        assert_eq!(
+            status(second.id.clone()).await,
+            Some(DeliveryStatus::Pending),
+            "{name}"
+        );
+
+        // Past the finished horizon the delivered one goes; the event stays
+        // with its waiting delivery, and a resend is still a duplicate.
+        store.purge(&RETENTION, t + 3 * day + hour).await.unwrap();
+        assert_eq!(status(e.id.clone()).await, None, "{name}");
+        assert_eq!(
+            status(second.id.clone()).await,
+            Some(DeliveryStatus::Pending),
+            "{name}"
+        );
+        let resend = event("wwtwo", "wktwo-a", "T", t + 3 * day + hour);
+        assert_eq!(
+            store.insert_event(&resend).await.unwrap(),
+            InsertOutcome::Duplicate,
+            "{name}"
+        );
+        let again = store
+            .claim_due(&claim("b", t + 3 * day + hour), 10)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1, "{name}");
+        assert_eq!(again[0].id, second.id, "{name}");
+        assert_eq!(
+            again[0].body, b"<xml>T</xml>",
+            "{name}: the payload is still there"
         );
     }
 }

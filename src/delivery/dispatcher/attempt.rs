@@ -7,7 +7,7 @@ use super::finish::Finished;
 use super::Dispatcher;
 use crate::delivery::gate::Passage;
 use crate::domain::{KfId, Puppet};
-use crate::store::{AttemptResult, StoredEvent};
+use crate::store::{AttemptResult, Delivery};
 
 /// A delivery this manager holds, and until when its lease runs.
 pub(super) struct Held {
@@ -65,7 +65,7 @@ impl Dispatcher {
     /// outcomes in batches.
     pub(super) async fn deliver(
         &self,
-        event: StoredEvent,
+        event: Delivery,
         finished: mpsc::Sender<Finished>,
         fresh: bool,
         lease_until: i64,
@@ -93,7 +93,7 @@ impl Dispatcher {
             .await;
     }
 
-    async fn attempt(&self, event: &StoredEvent, fresh: bool) -> AttemptResult {
+    async fn attempt(&self, event: &Delivery, fresh: bool) -> AttemptResult {
         let Some(kf) = event.kf_id.as_deref().and_then(|k| KfId::parse(k).ok()) else {
             return AttemptResult::Parked;
         };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{Dispatcher, FINISH_GATHER, MAX_FINISH_BATCH};
-use crate::store::{AttemptResult, StoreError, StoredEvent};
+use crate::store::{AttemptResult, Delivery, StoreError};
 
 /// First pause before recording outcomes again after the store was unavailable.
 const RECORD_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
@@ -88,7 +88,7 @@ impl Dispatcher {
         }
     }
 
-    fn record_metrics(&self, event: &StoredEvent, result: &AttemptResult, now: i64) {
+    fn record_metrics(&self, event: &Delivery, result: &AttemptResult, now: i64) {
         self.metrics.delivery(match result {
             AttemptResult::Delivered => "delivered",
             AttemptResult::Retry { .. } => "failed",
@@ -106,12 +106,12 @@ impl Dispatcher {
 
 /// An attempt's outcome, with the delivery and the claim it is recorded against.
 pub(super) struct Finished {
-    pub event: StoredEvent,
+    pub event: Delivery,
     pub claim_id: String,
     pub result: AttemptResult,
 }
 
-fn log_outcome(event: &StoredEvent, result: &AttemptResult, recorded: bool, now: i64) {
+fn log_outcome(event: &Delivery, result: &AttemptResult, recorded: bool, now: i64) {
     let (id, corp, kf) = (
         &event.id,
         &event.corp_id,

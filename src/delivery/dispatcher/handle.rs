@@ -6,14 +6,14 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Notify};
 
 use crate::delivery::routes::RouteCache;
-use crate::store::{InsertOutcome, Lease, NewEvent, Queue, StoreError, StoredEvent};
+use crate::store::{Delivery, InsertOutcome, Lease, NewEvent, Queue, StoreError};
 
 /// What request handlers hold: a way to wake the dispatcher.
 #[derive(Clone)]
 pub struct DispatcherHandle {
     pub(super) wake: Arc<Notify>,
     pub(super) routes: Arc<RouteCache>,
-    pub(super) fresh: mpsc::Sender<StoredEvent>,
+    pub(super) fresh: mpsc::Sender<Delivery>,
     pub(super) owner: String,
     pub(super) lease_ms: i64,
     pub(super) queue: Arc<dyn Queue>,
@@ -22,7 +22,7 @@ pub struct DispatcherHandle {
 /// A place in the in-memory queue, taken before the write: an event stored
 /// as claimed by this manager is then sure to reach the dispatcher.
 struct FreshSlot {
-    permit: mpsc::OwnedPermit<StoredEvent>,
+    permit: mpsc::OwnedPermit<Delivery>,
     lease: Lease,
 }
 
@@ -32,28 +32,39 @@ impl FreshSlot {
         self.lease.clone()
     }
 
-    /// Hand the stored event over for delivery.
-    fn deliver(self, event: StoredEvent) {
-        self.permit.send(event);
+    /// Hand the stored delivery over.
+    fn deliver(self, delivery: Delivery) {
+        self.permit.send(delivery);
     }
 }
 
 impl DispatcherHandle {
-    /// Store an accepted event durably and start its delivery. Stored
-    /// already claimed by this manager when the in-memory queue has room
-    /// (then handed over without a claim round trip); otherwise unclaimed,
-    /// for the claim loop. Returns once the write is durable.
+    /// Store an accepted event durably and start its deliveries. Each
+    /// routable delivery is stored already claimed by this manager when the
+    /// in-memory queue has room (then handed over without a claim round
+    /// trip); otherwise unclaimed, for the claim loop. Returns once the
+    /// write is durable.
     pub async fn enqueue(&self, mut event: NewEvent) -> Result<InsertOutcome, StoreError> {
-        let slot = event
-            .kf_id
-            .as_ref()
-            .and_then(|_| self.reserve(event.received_at));
-        event.lease = slot.as_ref().map(FreshSlot::lease);
+        let mut slots: Vec<Option<FreshSlot>> = Vec::with_capacity(event.deliveries.len());
+        for delivery in &mut event.deliveries {
+            let slot = delivery
+                .kf_id
+                .as_ref()
+                .and_then(|_| self.reserve(event.received_at));
+            delivery.lease = slot.as_ref().map(FreshSlot::lease);
+            slots.push(slot);
+        }
         let outcome = self.queue.insert_event(&event).await?;
-        if outcome == InsertOutcome::Stored && event.kf_id.is_some() {
-            match slot {
-                Some(slot) => slot.deliver(event.into_stored()),
-                None => self.wake(),
+        if outcome == InsertOutcome::Stored {
+            let mut unclaimed = false;
+            for (delivery, slot) in event.into_deliveries().into_iter().zip(slots) {
+                match slot {
+                    Some(slot) => slot.deliver(delivery),
+                    None => unclaimed |= delivery.kf_id.is_some(),
+                }
+            }
+            if unclaimed {
+                self.wake();
             }
         }
         Ok(outcome)

@@ -39,7 +39,7 @@ use super::{RetryPolicy, Sender};
 use crate::clock::Clock;
 use crate::config::DeliveryConfig;
 use crate::metrics::Metrics;
-use crate::store::{Claim, Retention, Store, StoredEvent};
+use crate::store::{Claim, Delivery, Retention, Store};
 
 const MAX_BATCH: usize = 64;
 const MAX_FINISH_BATCH: usize = 512;
@@ -80,8 +80,8 @@ pub struct Dispatcher {
     held: Mutex<HashMap<String, Held>>,
     routes: Arc<RouteCache>,
     metrics: Arc<Metrics>,
-    fresh: mpsc::Sender<StoredEvent>,
-    fresh_rx: Mutex<Option<mpsc::Receiver<StoredEvent>>>,
+    fresh: mpsc::Sender<Delivery>,
+    fresh_rx: Mutex<Option<mpsc::Receiver<Delivery>>>,
 }
 
 impl Dispatcher {
@@ -128,7 +128,7 @@ impl Dispatcher {
     /// running): take what request handlers handed over, claim what is due,
     /// attempt all of it, and record the outcomes in one write.
     pub async fn step(self: &Arc<Self>) -> Step {
-        let mut taken: Vec<(StoredEvent, bool, i64)> = Vec::new();
+        let mut taken: Vec<(Delivery, bool, i64)> = Vec::new();
         let lease = self.lease_ms();
         if let Some(fresh) = self
             .fresh_rx
@@ -169,7 +169,7 @@ impl Dispatcher {
         }
     }
 
-    fn note_newest(&self, event: &StoredEvent) {
+    fn note_newest(&self, event: &Delivery) {
         if let (Some(kf), true) = (&event.kf_id, event.coalesce) {
             self.gate.note_newest(&event.corp_id, kf, &event.id);
         }
@@ -272,7 +272,7 @@ impl Dispatcher {
     /// next start takes it back (another manager, when its lease expires).
     async fn fresh_loop(
         self: Arc<Self>,
-        mut fresh: mpsc::Receiver<StoredEvent>,
+        mut fresh: mpsc::Receiver<Delivery>,
         finished: mpsc::Sender<Finished>,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -311,12 +311,7 @@ impl Dispatcher {
         self.config.lease().as_millis() as i64
     }
 
-    async fn claim(
-        &self,
-        now: i64,
-        lease_until: i64,
-        batch: usize,
-    ) -> Result<Vec<StoredEvent>, ()> {
+    async fn claim(&self, now: i64, lease_until: i64, batch: usize) -> Result<Vec<Delivery>, ()> {
         let claim = Claim {
             owner: self.owner.clone(),
             now,

@@ -1,13 +1,79 @@
-//! Event documents on MongoDB: reading them back, and the updates that lease
-//! them and record an outcome.
+//! Event documents on MongoDB: an event with its deliveries embedded, so that
+//! an accepted callback and all of its deliveries are one atomic write on
+//! any deployment (standalone servers have no transactions). This file holds
+//! how the documents are read back and the updates that address one
+//! delivery inside them.
 
 use std::sync::atomic::Ordering;
 
-use mongodb::bson::{doc, Bson, Document};
-use mongodb::options::ReturnDocument;
+use mongodb::bson::{doc, Binary, Bson, Document};
 
 use super::{get_i64, get_str, now_date, statuses, MongoStore};
-use crate::store::{AttemptResult, Claim, EventStatus, PayloadKind, StoreError, StoredEvent};
+use crate::store::{
+    AttemptResult, Claim, Delivery, DeliveryStatus, NewEvent, PayloadKind, StoreError,
+};
+
+/// A condition on one delivery of an event document, usable both to find the
+/// documents (`$elemMatch`) and, as the array filter `d`, to update exactly
+/// the deliveries it matches (`deliveries.$[d].field`).
+#[derive(Debug, Clone)]
+pub(super) struct Each(pub Document);
+
+impl Each {
+    /// Documents holding at least one matching delivery.
+    pub fn matching(&self) -> Document {
+        doc! {"deliveries": {"$elemMatch": self.0.clone()}}
+    }
+
+    /// The same condition as the array filter named `d`.
+    pub fn array_filter(&self) -> Document {
+        self.0
+            .iter()
+            .map(|(k, v)| (format!("d.{k}"), v.clone()))
+            .collect()
+    }
+
+    /// `update` made safe for servers that check the array filter again
+    /// before each path they write (the MongoDB-wire test server does; a
+    /// MongoDB server matches the elements once): every other operator
+    /// first, then `$set` with the fields the filter reads last, so that no
+    /// write un-matches an element before its other fields are written.
+    /// (Each update here changes at most one field its filter reads.)
+    pub fn ordered(&self, update: Document) -> Document {
+        let reads = |path: &str| {
+            path.strip_prefix("deliveries.$[d].")
+                .is_some_and(|field| self.0.contains_key(field))
+        };
+        let mut out = Document::new();
+        let mut set = None;
+        for (op, fields) in update {
+            match (op.as_str(), fields) {
+                ("$set", Bson::Document(fields)) => set = Some(fields),
+                (_, fields) => {
+                    out.insert(op, fields);
+                }
+            }
+        }
+        if let Some(fields) = set {
+            let (last, first): (Vec<_>, Vec<_>) = fields.into_iter().partition(|(k, _)| reads(k));
+            out.insert("$set", first.into_iter().chain(last).collect::<Document>());
+        }
+        out
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<Bson>) -> Self {
+        self.0.insert(key, value);
+        self
+    }
+}
+
+/// `{"a": 1}` as `{"deliveries.$[d].a": 1}`: fields of the matched deliveries.
+pub(super) fn each_field(fields: Document) -> Document {
+    fields
+        .into_iter()
+        .map(|(k, v)| (format!("deliveries.$[d].{k}"), v))
+        .collect()
+}
 
 impl MongoStore {
     /// Monotonic within this process, close to time-ordered across managers;
@@ -29,129 +95,224 @@ impl MongoStore {
         }
     }
 
-    /// The update that records one outcome and releases the claim.
+    /// The document of an accepted event with its deliveries.
+    pub(super) fn event_document(&self, event: &NewEvent) -> Document {
+        let deliveries: Vec<Document> = event
+            .deliveries
+            .iter()
+            .map(|d| {
+                let mut element = doc! {
+                    "id": &d.id,
+                    "corpId": d.corp_id.as_str(),
+                    "coalesce": d.coalesce,
+                    "status": d.status().as_str(),
+                    "attempts": 0i64,
+                    "windowStart": event.received_at,
+                    "nextAttemptAt": event.received_at,
+                    "leaseUntil": d.lease.as_ref().map_or(0, |l| l.until),
+                    "updatedAt": now_date(event.received_at),
+                };
+                if let Some(kf) = &d.kf_id {
+                    element.insert("kfId", kf.as_str());
+                }
+                if let Some(lease) = &d.lease {
+                    element.insert("leaseOwner", &lease.owner);
+                    element.insert("claimId", &lease.claim_id);
+                }
+                element
+            })
+            .collect();
+        let mut document = doc! {
+            "_id": &event.id,
+            "source": &event.source,
+            "dedupKey": &event.dedup_key,
+            "kind": event.kind.as_str(),
+            "body": Binary { subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes: event.body.clone() },
+            "query": &event.query,
+            "seq": self.next_seq(event.received_at),
+            "receivedAt": event.received_at,
+            "deliveries": deliveries,
+        };
+        // Nothing to deliver (unroutable): kept for operators, then swept.
+        let horizons: Option<Vec<i64>> = event
+            .deliveries
+            .iter()
+            .map(|d| self.retention.expires_at(d.status(), event.received_at))
+            .collect();
+        if let Some(latest) = horizons.and_then(|h| h.into_iter().max()) {
+            document.insert("expireAt", now_date(latest));
+        }
+        document
+    }
+
+    /// The update that records one outcome on the matched deliveries and
+    /// releases their claim. A finished delivery raises the event's
+    /// `expireAt` to its own horizon (`settle` clears it again while a
+    /// sibling still waits).
     pub(super) fn finish_update(&self, result: &AttemptResult, now: i64) -> Document {
         let release = doc! {"leaseOwner": Bson::Null, "leaseUntil": 0i64, "claimId": Bson::Null, "updatedAt": now_date(now)};
         let (mut set, count_attempt) = match result {
             AttemptResult::Delivered => (
-                doc! {"status": EventStatus::Delivered.as_str(), "deliveredAt": now, "lastError": Bson::Null, "expireAt": self.expire_at(EventStatus::Delivered, now)},
+                doc! {"status": DeliveryStatus::Delivered.as_str(), "deliveredAt": now, "lastError": Bson::Null},
                 true,
             ),
             AttemptResult::Retry {
                 next_attempt_at,
                 error,
             } => (
-                doc! {"status": EventStatus::Pending.as_str(), "nextAttemptAt": next_attempt_at, "lastError": error},
+                doc! {"status": DeliveryStatus::Pending.as_str(), "nextAttemptAt": next_attempt_at, "lastError": error},
                 true,
             ),
             AttemptResult::Dead { error } => (
-                doc! {"status": EventStatus::Dead.as_str(), "lastError": error, "expireAt": self.expire_at(EventStatus::Dead, now)},
+                doc! {"status": DeliveryStatus::Dead.as_str(), "lastError": error},
                 true,
             ),
             AttemptResult::Parked => (
-                doc! {"status": EventStatus::Parked.as_str(), "lastError": "no online puppet for this kfId"},
+                doc! {"status": DeliveryStatus::Parked.as_str(), "lastError": "no online puppet for this kfId"},
                 false,
             ),
             AttemptResult::Released => (doc! {"nextAttemptAt": now}, false),
             AttemptResult::Superseded { by } => (
-                doc! {"status": EventStatus::Superseded.as_str(), "supersededBy": by, "expireAt": self.expire_at(EventStatus::Superseded, now)},
+                doc! {"status": DeliveryStatus::Superseded.as_str(), "supersededBy": by},
                 false,
             ),
         };
         set.extend(release);
-        let mut update = doc! {"$set": set};
+        let mut update = doc! {"$set": each_field(set)};
         if count_attempt {
-            update.insert("$inc", doc! {"attempts": 1i64});
+            update.insert("$inc", doc! {"deliveries.$[d].attempts": 1i64});
+        }
+        if let Some(status) = result.status() {
+            self.raise_expiry(&mut update, status, now);
         }
         update
     }
 
-    /// When the TTL index removes an event that reached `status` at `now`
-    /// (`null`: kept until it moves on).
-    pub(super) fn expire_at(&self, status: EventStatus, now: i64) -> Bson {
-        self.retention
-            .expires_at(status, now)
-            .map_or(Bson::Null, |at| Bson::DateTime(now_date(at)))
+    /// Add `$max: {expireAt}` for a delivery that reached `status` at `now`
+    /// (nothing for a status kept until it moves on).
+    pub(super) fn raise_expiry(&self, update: &mut Document, status: DeliveryStatus, now: i64) {
+        if let Some(at) = self.retention.expires_at(status, now) {
+            update.insert("$max", doc! {"expireAt": now_date(at)});
+        }
     }
 
-    /// Only waiting, unleased events can be leased.
-    pub(super) fn leasable(mut filter: Document, claim: &Claim) -> Document {
-        filter.insert("status", doc! {"$in": statuses(EventStatus::waiting())});
-        filter.insert("leaseUntil", doc! {"$lte": claim.now});
-        filter
+    /// Deliveries that can be leased: waiting and unleased.
+    pub(super) fn leasable(claim: &Claim) -> Each {
+        Each(doc! {
+            "status": {"$in": statuses(DeliveryStatus::waiting())},
+            "leaseUntil": {"$lte": claim.now},
+        })
     }
 
     pub(super) fn lease_update(claim: &Claim, claim_id: &str) -> Document {
-        doc! {"$set": {
-            "status": EventStatus::Pending.as_str(), "leaseOwner": &claim.owner, "leaseUntil": claim.lease_until,
+        doc! {"$set": each_field(doc! {
+            "status": DeliveryStatus::Pending.as_str(), "leaseOwner": &claim.owner, "leaseUntil": claim.lease_until,
             "claimId": claim_id, "updatedAt": now_date(claim.now),
-        }}
+        })}
     }
 
-    pub(super) async fn lease_many(
-        &self,
-        filter: Document,
-        claim: &Claim,
-        claim_id: &str,
-    ) -> Result<u64, StoreError> {
-        let r = self
-            .events
-            .update_many(
-                Self::leasable(filter, claim),
-                Self::lease_update(claim, claim_id),
-            )
+    /// An event whose deliveries are not all finished is never swept: clear
+    /// `expireAt` where a finished delivery set it beside a waiting one.
+    pub(super) async fn settle(&self, filter: Document) -> Result<(), StoreError> {
+        let mut waiting = filter;
+        waiting.insert("expireAt", doc! {"$exists": true});
+        waiting.insert(
+            "deliveries.status",
+            doc! {"$in": statuses(DeliveryStatus::waiting())},
+        );
+        self.events
+            .update_many(waiting, doc! {"$unset": {"expireAt": ""}})
             .await?;
-        Ok(r.modified_count)
-    }
-
-    pub(super) async fn lease_newest(
-        &self,
-        filter: Document,
-        claim: &Claim,
-        claim_id: &str,
-    ) -> Result<Option<Document>, StoreError> {
-        Ok(self
-            .events
-            .find_one_and_update(
-                Self::leasable(filter, claim),
-                Self::lease_update(claim, claim_id),
-            )
-            .sort(doc! {"seq": -1})
-            .return_document(ReturnDocument::After)
-            .await?)
+        Ok(())
     }
 }
 
-pub(super) fn event_from_doc(d: &Document) -> Result<StoredEvent, StoreError> {
-    let body = match d.get("body") {
+/// Every delivery of an event document.
+pub(super) fn deliveries_of(event: &Document) -> Result<Vec<Delivery>, StoreError> {
+    match event.get("deliveries") {
+        Some(Bson::Array(elements)) => elements
+            .iter()
+            .map(|e| match e {
+                Bson::Document(element) => delivery_from(event, element),
+                _ => Err(corrupt(event, "delivery")),
+            })
+            .collect(),
+        // A document as `$unwind` leaves it: one delivery.
+        Some(Bson::Document(element)) => Ok(vec![delivery_from(event, element)?]),
+        _ => Err(corrupt(event, "deliveries")),
+    }
+}
+
+fn corrupt(event: &Document, what: &str) -> StoreError {
+    StoreError::Corrupt(format!(
+        "event {:.64}: unknown {what}",
+        get_str(event, "_id")
+    ))
+}
+
+/// One delivery with its event's payload.
+pub(super) fn delivery_from(event: &Document, d: &Document) -> Result<Delivery, StoreError> {
+    let body = match event.get("body") {
         Some(Bson::Binary(b)) => b.bytes.clone(),
         Some(Bson::String(s)) => s.clone().into_bytes(),
         _ => Vec::new(),
     };
-    let corrupt = |what: &str| {
-        StoreError::Corrupt(format!("event {:.64}: unknown {what}", get_str(d, "_id")))
-    };
-    Ok(StoredEvent {
-        id: get_str(d, "_id"),
+    let received_at = get_i64(event, "receivedAt").unwrap_or(0);
+    Ok(Delivery {
+        id: get_str(d, "id"),
+        event_id: get_str(event, "_id"),
         corp_id: get_str(d, "corpId"),
         kf_id: d.get_str("kfId").ok().map(str::to_owned),
-        kind: PayloadKind::parse(d.get_str("kind").unwrap_or_default())
-            .ok_or_else(|| corrupt("payload kind"))?,
+        kind: PayloadKind::parse(event.get_str("kind").unwrap_or_default())
+            .ok_or_else(|| corrupt(event, "payload kind"))?,
         body,
-        query: get_str(d, "query"),
+        query: get_str(event, "query"),
         coalesce: d.get_bool("coalesce").unwrap_or(false),
-        status: EventStatus::parse(d.get_str("status").unwrap_or_default())
-            .ok_or_else(|| corrupt("status"))?,
+        status: DeliveryStatus::parse(d.get_str("status").unwrap_or_default())
+            .ok_or_else(|| corrupt(event, "status"))?,
         attempts: get_i64(d, "attempts")
             .unwrap_or(0)
             .clamp(0, i64::from(u32::MAX)) as u32,
-        received_at: get_i64(d, "receivedAt").unwrap_or(0),
-        window_start: get_i64(d, "windowStart")
-            .or_else(|| get_i64(d, "receivedAt"))
-            .unwrap_or(0),
+        received_at,
+        window_start: get_i64(d, "windowStart").unwrap_or(received_at),
         next_attempt_at: get_i64(d, "nextAttemptAt").unwrap_or(0),
         last_error: d.get_str("lastError").ok().map(str::to_owned),
         delivered_at: get_i64(d, "deliveredAt"),
         claim_id: d.get_str("claimId").ok().map(str::to_owned),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The claim id the filter reads is written after everything else, and
+    /// the counter before any `$set`: a server that checks the filter again
+    /// per path still writes every field of the outcome.
+    #[test]
+    fn the_field_the_filter_reads_is_written_last() {
+        let each = Each(doc! {"id": "d1", "claimId": "c1"});
+        let update = doc! {
+            "$set": each_field(doc! {"status": "delivered", "claimId": Bson::Null, "updatedAt": 5i64}),
+            "$inc": {"deliveries.$[d].attempts": 1i64},
+        };
+        let ordered = each.ordered(update);
+        let ops: Vec<&str> = ordered.keys().map(String::as_str).collect();
+        assert_eq!(ops, ["$inc", "$set"]);
+        let set: Vec<&str> = ordered
+            .get_document("$set")
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            set,
+            [
+                "deliveries.$[d].status",
+                "deliveries.$[d].updatedAt",
+                "deliveries.$[d].claimId"
+            ]
+        );
+        assert_eq!(each.array_filter(), doc! {"d.id": "d1", "d.claimId": "c1"});
+    }
 }

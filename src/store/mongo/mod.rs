@@ -3,8 +3,9 @@
 //! Registrations live in the old manager's collection `wxkfpuppets`, in its
 //! document shape (`kfOpenId`, `botEndpoint`, `name`, `corpId`, `corpSecret`,
 //! `token`, `encodingAESKey`, `online`, `lastOnlineDate`), so an operator can
-//! point us at the old database. Events live in `wxkf_events`; a finished
-//! event carries `expireAt`, which a TTL index sweeps.
+//! point us at the old database. Events live in `wxkf_events`, each with its
+//! deliveries embedded (`event_docs`); an event whose deliveries are all
+//! finished carries `expireAt`, which a TTL index sweeps.
 //!
 //! Accepted callbacks are written with journaled acknowledgement (`j: true`)
 //! unless the URI sets its own write concern: an acknowledged callback must
@@ -26,10 +27,11 @@ mod queue;
 mod reads;
 mod registrations;
 mod tokens;
+mod upgrade;
 
 use group_commit::MongoGroupWriter;
 
-use crate::store::{EventStatus, Retention, Sealer, Store, StoreError};
+use crate::store::{DeliveryStatus, Retention, Sealer, Store, StoreError};
 
 const PUPPETS: &str = "wxkfpuppets";
 const EVENTS: &str = "wxkf_events";
@@ -50,6 +52,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         2,
         include_str!("../../../migrations/mongo/0002_tokens.json"),
+    ),
+    (
+        3,
+        include_str!("../../../migrations/mongo/0003_events_deliveries.json"),
     ),
 ];
 
@@ -88,9 +94,9 @@ fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
     }
 }
 
-/// Statuses as the values stored in `status`.
-fn statuses(of: impl IntoIterator<Item = EventStatus>) -> Vec<&'static str> {
-    of.into_iter().map(EventStatus::as_str).collect()
+/// Statuses as the values stored in a delivery's `status`.
+fn statuses(of: impl IntoIterator<Item = DeliveryStatus>) -> Vec<&'static str> {
+    of.into_iter().map(DeliveryStatus::as_str).collect()
 }
 
 fn now_date(ms: i64) -> DateTime {
@@ -165,8 +171,16 @@ impl MongoStore {
             let spec: serde_json::Value = serde_json::from_str(text).map_err(|e| {
                 StoreError::Other(format!("migration {version} is not valid JSON: {e}"))
             })?;
+            for step in spec["steps"].as_array().into_iter().flatten() {
+                let name = step.as_str().unwrap_or_default();
+                let n = upgrade::run_step(name, &self.events).await?;
+                tracing::info!(version, step = name, documents = n, "migration step done");
+            }
             for index in spec["indexes"].as_array().into_iter().flatten() {
                 self.create_index(index).await?;
+            }
+            for index in spec["dropIndexes"].as_array().into_iter().flatten() {
+                self.drop_index(index).await?;
             }
             let done = record
                 .insert_one(doc! {"_id": version, "description": spec["description"].as_str().unwrap_or(""), "appliedAt": DateTime::now()})
@@ -205,6 +219,27 @@ impl MongoStore {
             // 85/86: an equivalent index exists under other options (e.g. made by the old manager).
             Err(e) if matches!(&*e.kind, ErrorKind::Command(c) if c.code == 85 || c.code == 86) => {
                 tracing::warn!(collection, error = %e, "index exists with other options; keeping it");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl MongoStore {
+    /// Drop an index that a later migration replaced; one already gone
+    /// (another manager dropped it, code 27) is fine.
+    async fn drop_index(&self, spec: &serde_json::Value) -> Result<(), StoreError> {
+        let collection = spec["collection"].as_str().unwrap_or_default();
+        let name = spec["name"].as_str().unwrap_or_default();
+        match self
+            .db
+            .collection::<Document>(collection)
+            .drop_index(name)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(&*e.kind, ErrorKind::Command(c) if c.code == 27 || c.code == 26) => {
                 Ok(())
             }
             Err(e) => Err(e.into()),

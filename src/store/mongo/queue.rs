@@ -1,66 +1,39 @@
 //! The delivery queue on MongoDB: insert (through group commit), claim with
-//! a lease, record outcomes guarded by the claim id, wake, re-drive.
+//! a lease, record outcomes guarded by the claim id, wake, re-drive. Every
+//! update addresses deliveries inside their event document through the
+//! array filter `d` (`event_docs::Each`).
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
-use mongodb::bson::{doc, Binary, Bson, Document};
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::options::ReturnDocument;
 
-use super::event_docs::event_from_doc;
+use super::event_docs::{deliveries_of, each_field, Each};
 use super::{get_i64, get_str, now_date, statuses, MongoStore, BATCH_CLAIM};
 use crate::domain::{CorpId, KfId};
 use crate::store::{
-    AttemptResult, Claim, EventStatus, InsertOutcome, NewEvent, Queue, Retention, StoreError,
-    StoredEvent,
+    AttemptResult, Claim, Delivery, DeliveryStatus, InsertOutcome, NewEvent, Queue, Retention,
+    StoreError,
 };
 
 #[async_trait]
 impl Queue for MongoStore {
     async fn insert_event(&self, event: &NewEvent) -> Result<InsertOutcome, StoreError> {
-        let status = if event.kf_id.is_some() {
-            EventStatus::Pending
-        } else {
-            EventStatus::Unroutable
-        };
-        let mut d = doc! {
-            "_id": &event.id,
-            "corpId": event.corp_id.as_str(),
-            "dedupKey": &event.dedup_key,
-            "kind": event.kind.as_str(),
-            "body": Binary { subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes: event.body.clone() },
-            "query": &event.query,
-            "coalesce": event.coalesce,
-            "status": status.as_str(),
-            "attempts": 0i64,
-            "seq": self.next_seq(event.received_at),
-            "receivedAt": event.received_at,
-            "windowStart": event.received_at,
-            "nextAttemptAt": event.received_at,
-            "leaseUntil": event.lease.as_ref().map_or(0, |l| l.until),
-            "updatedAt": now_date(event.received_at),
-        };
-        if let Some(lease) = &event.lease {
-            d.insert("leaseOwner", &lease.owner);
-            d.insert("claimId", &lease.claim_id);
-        }
-        if let Some(kf) = &event.kf_id {
-            d.insert("kfId", kf.as_str());
-        }
-        if status == EventStatus::Unroutable {
-            d.insert(
-                "expireAt",
-                self.expire_at(EventStatus::Unroutable, event.received_at),
-            );
-        }
-        self.writer.insert(d).await
+        self.writer.insert(self.event_document(event)).await
     }
 
-    async fn claim_due(&self, claim: &Claim, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+    async fn claim_due(&self, claim: &Claim, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let due = Each(doc! {
+            "status": DeliveryStatus::Pending.as_str(),
+            "nextAttemptAt": {"$lte": claim.now},
+            "leaseUntil": {"$lte": claim.now},
+        });
         let candidates: Vec<Document> = self
             .events
-            .find(doc! {"status": EventStatus::Pending.as_str(), "nextAttemptAt": {"$lte": claim.now}, "leaseUntil": {"$lte": claim.now}})
-            .sort(doc! {"nextAttemptAt": 1, "seq": 1})
+            .find(due.matching())
+            .sort(doc! {"deliveries.nextAttemptAt": 1, "seq": 1})
             .limit(limit as i64)
-            .projection(doc! {"_id": 1, "corpId": 1, "kfId": 1, "coalesce": 1})
+            .projection(doc! {"_id": 1, "deliveries": 1})
             .await?
             .try_collect()
             .await?;
@@ -68,76 +41,78 @@ impl Queue for MongoStore {
             return Ok(Vec::new());
         }
         // One claim id for the whole batch: the finishing update matches
-        // (event id, claim id), which is still unique per lease.
+        // (delivery id, claim id), which is still unique per lease.
         let batch = format!("{BATCH_CLAIM}{}", uuid::Uuid::new_v4());
-        let mut singles = Vec::new();
+        let mut singles: Vec<String> = Vec::new();
         let mut wake_ups: Vec<(String, String)> = Vec::new();
-        for c in &candidates {
-            match (c.get_str("kfId"), c.get_bool("coalesce").unwrap_or(false)) {
-                (Ok(kf), true) => {
-                    let key = (get_str(c, "corpId"), kf.to_owned());
+        let is_due = |d: &Document| {
+            d.get_str("status") == Ok(DeliveryStatus::Pending.as_str())
+                && get_i64(d, "nextAttemptAt").unwrap_or(0) <= claim.now
+                && get_i64(d, "leaseUntil").unwrap_or(0) <= claim.now
+        };
+        for element in candidates.iter().flat_map(elements).filter(|d| is_due(d)) {
+            match (element.get_str("kfId"), element.get_bool("coalesce")) {
+                (Ok(kf), Ok(true)) => {
+                    let key = (get_str(element, "corpId"), kf.to_owned());
                     if !wake_ups.contains(&key) {
                         wake_ups.push(key);
                     }
                 }
-                _ => singles.push(c.get("_id").cloned().unwrap_or(Bson::Null)),
+                _ => singles.push(get_str(element, "id")),
             }
         }
         if !singles.is_empty() {
-            self.lease_many(doc! {"_id": {"$in": singles}}, claim, &batch)
+            let each = Self::leasable(claim).with("id", doc! {"$in": singles});
+            self.events
+                .update_many(
+                    each.matching(),
+                    each.ordered(Self::lease_update(claim, &batch)),
+                )
+                .array_filters([each.array_filter()])
                 .await?;
         }
         for (corp, kf) in wake_ups {
-            // The newest waiting wake-up of this kfId stands for all older ones.
-            let siblings = doc! {"corpId": &corp, "kfId": &kf, "coalesce": true};
-            let Some(newest) = self.lease_newest(siblings.clone(), claim, &batch).await? else {
-                continue;
-            };
-            let mut older = siblings;
-            older.insert(
-                "seq",
-                doc! {"$lt": get_i64(&newest, "seq").unwrap_or(i64::MAX)},
-            );
-            older.insert("status", doc! {"$in": statuses(EventStatus::waiting())});
-            older.insert("leaseUntil", doc! {"$lte": claim.now});
-            self.events
-                .update_many(
-                    older,
-                    doc! {"$set": {
-                        "status": EventStatus::Superseded.as_str(), "supersededBy": get_str(&newest, "_id"),
-                        "updatedAt": now_date(claim.now), "expireAt": self.expire_at(EventStatus::Superseded, claim.now),
-                    }},
-                )
-                .await?;
+            self.lease_newest_wake_up(&corp, &kf, claim, &batch).await?;
         }
         let leased: Vec<Document> = self
             .events
-            .find(doc! {"claimId": &batch})
+            .find(doc! {"deliveries.claimId": &batch})
             .await?
             .try_collect()
             .await?;
-        leased.iter().map(event_from_doc).collect()
+
+        let mut deliveries = Vec::new();
+        for event in &leased {
+            for d in deliveries_of(event)? {
+                if d.claim_id.as_deref() == Some(batch.as_str()) {
+                    deliveries.push(d);
+                }
+            }
+        }
+        Ok(deliveries)
     }
 
     async fn finish_attempt(
         &self,
-        event_id: &str,
+        delivery_id: &str,
         claim_id: &str,
         result: &AttemptResult,
         now: i64,
     ) -> Result<bool, StoreError> {
+        let each = Each(doc! {"id": delivery_id, "claimId": claim_id});
         let r = self
             .events
             .update_one(
-                doc! {"_id": event_id, "claimId": claim_id},
-                self.finish_update(result, now),
+                each.matching(),
+                each.ordered(self.finish_update(result, now)),
             )
+            .array_filters([each.array_filter()])
             .await?;
         Ok(r.matched_count > 0)
     }
 
     /// Outcomes that share their update (delivered, parked, superseded by
-    /// the same event) are written with one `update_many` per group; the
+    /// the same delivery) are written with one `update_many` per group; the
     /// rest (each with its own error and time) one by one, concurrently.
     async fn finish_attempts(
         &self,
@@ -155,7 +130,7 @@ impl Queue for MongoStore {
                 continue;
             }
             // A claim id shared by a claimed batch must be matched as is;
-            // ids given at insert are unique to their event and go together.
+            // ids given at insert are unique to their delivery and go together.
             let shared = claim_id
                 .starts_with(BATCH_CLAIM)
                 .then_some(claim_id.as_str());
@@ -167,51 +142,19 @@ impl Queue for MongoStore {
                 None => groups.push((result, shared, vec![i])),
             }
         }
-        let mut recorded = vec![false; items.len()];
-        let group_updates = groups.iter().map(|(result, shared, members)| async move {
-            let ids: Vec<&str> = members.iter().map(|&i| items[i].0.as_str()).collect();
-            let claims: Vec<&str> = members.iter().map(|&i| items[i].1.as_str()).collect();
-            let claim = match shared {
-                Some(c) => Bson::String((*c).to_owned()),
-                None => Bson::Document(doc! {"$in": &claims}),
-            };
-            let r = self
-                .events
-                .update_many(
-                    doc! {"_id": {"$in": &ids}, "claimId": claim},
-                    self.finish_update(result, now),
-                )
-                .await?;
-            if r.matched_count as usize == members.len() {
-                return Ok(vec![true; members.len()]);
-            }
-            // Some leases were taken over meanwhile: ours are the ones whose
-            // claim we just released.
-            let still_claimed: Vec<String> = self
-                .events
-                .find(doc! {"_id": {"$in": &ids}, "claimId": {"$ne": Bson::Null}})
-                .projection(doc! {"_id": 1})
-                .await?
-                .try_collect::<Vec<Document>>()
-                .await?
-                .iter()
-                .map(|d| get_str(d, "_id"))
-                .collect();
-            Ok::<_, StoreError>(
-                ids.iter()
-                    .map(|id| !still_claimed.iter().any(|c| c == id))
-                    .collect(),
-            )
+        let group_updates = groups.iter().map(|(result, shared, members)| {
+            self.finish_group(items, result, *shared, members, now)
         });
         let single_updates = singles.iter().map(|&i| {
-            let (event_id, claim_id, result) = &items[i];
-            self.finish_attempt(event_id, claim_id, result, now)
+            let (delivery_id, claim_id, result) = &items[i];
+            self.finish_attempt(delivery_id, claim_id, result, now)
         });
         let (group_results, single_results) = futures_util::future::join(
             futures_util::future::join_all(group_updates),
             futures_util::future::join_all(single_updates),
         )
         .await;
+        let mut recorded = vec![false; items.len()];
         for ((_, _, members), result) in groups.iter().zip(group_results) {
             for (&i, ok) in members.iter().zip(result?) {
                 recorded[i] = ok;
@@ -220,27 +163,38 @@ impl Queue for MongoStore {
         for (&i, result) in singles.iter().zip(single_results) {
             recorded[i] = result?;
         }
+        if items.iter().any(|(_, _, r)| r.status().is_some()) {
+            let ids: Vec<&str> = items.iter().map(|(id, _, _)| id.as_str()).collect();
+            self.settle(doc! {"deliveries.id": {"$in": ids}}).await?;
+        }
         Ok(recorded)
     }
 
     async fn wake_kf(&self, corp_id: &CorpId, kf_id: &KfId, now: i64) -> Result<u64, StoreError> {
+        let each = Each(doc! {
+            "corpId": corp_id.as_str(), "kfId": kf_id.as_str(),
+            "status": {"$in": statuses(DeliveryStatus::waiting())},
+        });
         let r = self
             .events
             .update_many(
-                doc! {"corpId": corp_id.as_str(), "kfId": kf_id.as_str(), "status": {"$in": statuses(EventStatus::waiting())}},
-                doc! {"$set": {"status": EventStatus::Pending.as_str(), "nextAttemptAt": now, "updatedAt": now_date(now)}},
+                each.matching(),
+                each.ordered(doc! {"$set": each_field(doc! {"status": DeliveryStatus::Pending.as_str(), "nextAttemptAt": now, "updatedAt": now_date(now)})}),
             )
+            .array_filters([each.array_filter()])
             .await?;
         Ok(r.modified_count)
     }
 
     async fn release_claims(&self, owner: &str) -> Result<u64, StoreError> {
+        let each = Each(doc! {"leaseOwner": owner});
         let r = self
             .events
             .update_many(
-                doc! {"leaseOwner": owner},
-                doc! {"$set": {"leaseOwner": Bson::Null, "leaseUntil": 0i64, "claimId": Bson::Null}},
+                each.matching(),
+                each.ordered(doc! {"$set": each_field(doc! {"leaseOwner": Bson::Null, "leaseUntil": 0i64, "claimId": Bson::Null})}),
             )
+            .array_filters([each.array_filter()])
             .await?;
         Ok(r.modified_count)
     }
@@ -262,90 +216,254 @@ impl Queue for MongoStore {
                 None => by_claim.push((claim.as_str(), vec![id.as_str()])),
             }
         }
-        let mut docs: Vec<Document> = Vec::new();
+        let mut still_held: Vec<(String, String)> = Vec::new();
         for (claim, ids) in by_claim {
-            let ours = doc! {"_id": {"$in": &ids}, "claimId": claim, "leaseOwner": owner};
+            let ours = Each(doc! {"id": {"$in": &ids}, "claimId": claim, "leaseOwner": owner});
             self.events
-                .update_many(ours.clone(), doc! {"$set": {"leaseUntil": until}})
+                .update_many(
+                    ours.matching(),
+                    doc! {"$set": {"deliveries.$[d].leaseUntil": until}},
+                )
+                .array_filters([ours.array_filter()])
                 .await?;
-            let mut still_ours = ours;
-            still_ours.insert("leaseUntil", until);
             let found: Vec<Document> = self
                 .events
-                .find(still_ours)
-                .projection(doc! {"_id": 1, "claimId": 1})
+                .find(ours.clone().with("leaseUntil", until).matching())
+                .projection(doc! {"deliveries": 1})
                 .await?
                 .try_collect()
                 .await?;
-            docs.extend(found);
+            still_held.extend(
+                found
+                    .iter()
+                    .flat_map(elements)
+                    .filter(|d| {
+                        d.get_str("leaseOwner") == Ok(owner)
+                            && get_i64(d, "leaseUntil") == Some(until)
+                    })
+                    .map(|d| (get_str(d, "id"), get_str(d, "claimId"))),
+            );
         }
         Ok(held
             .iter()
-            .filter(|(id, claim)| {
-                docs.iter()
-                    .any(|d| get_str(d, "_id") == *id && get_str(d, "claimId") == *claim)
-            })
+            .filter(|pair| still_held.contains(pair))
             .map(|(id, _)| id.clone())
             .collect())
     }
 
     async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
+        let unheld = Each(doc! {"status": DeliveryStatus::Pending.as_str(), "leaseUntil": 0i64});
         let next = self
             .events
-            .find_one(doc! {"status": EventStatus::Pending.as_str(), "leaseUntil": 0i64})
-            .sort(doc! {"nextAttemptAt": 1})
-            .projection(doc! {"nextAttemptAt": 1})
+            .find_one(unheld.matching())
+            .sort(doc! {"deliveries.nextAttemptAt": 1})
+            .projection(doc! {"deliveries": 1})
             .await?;
-        Ok(next.and_then(|d| get_i64(&d, "nextAttemptAt")))
+        Ok(next
+            .iter()
+            .flat_map(elements)
+            .filter_map(|d| {
+                (d.get_str("status") == Ok(DeliveryStatus::Pending.as_str())
+                    && get_i64(d, "leaseUntil") == Some(0))
+                .then(|| get_i64(d, "nextAttemptAt"))
+                .flatten()
+            })
+            .min())
     }
 
     async fn redrive(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let each = Each(
+            doc! {"id": id, "status": {"$in": statuses([DeliveryStatus::Dead, DeliveryStatus::Parked])}},
+        );
         let r = self
             .events
-            .update_one(
-                doc! {"_id": id, "status": {"$in": statuses([EventStatus::Dead, EventStatus::Parked])}},
-                doc! {"$set": {"status": EventStatus::Pending.as_str(), "nextAttemptAt": now, "windowStart": now, "updatedAt": now_date(now)},
-                      "$unset": {"expireAt": ""}},
-            )
+            .update_one(each.matching(), each.ordered(redrive_update(now)))
+            .array_filters([each.array_filter()])
             .await?;
         Ok(r.modified_count > 0)
     }
 
     async fn redrive_dead_of_kf(&self, kf_id: &KfId, now: i64) -> Result<u64, StoreError> {
+        let each = Each(doc! {"kfId": kf_id.as_str(), "status": DeliveryStatus::Dead.as_str()});
         let r = self
             .events
-            .update_many(
-                doc! {"kfId": kf_id.as_str(), "status": EventStatus::Dead.as_str()},
-                doc! {"$set": {"status": EventStatus::Pending.as_str(), "nextAttemptAt": now, "windowStart": now, "updatedAt": now_date(now)},
-                      "$unset": {"expireAt": ""}},
-            )
+            .update_many(each.matching(), each.ordered(redrive_update(now)))
+            .array_filters([each.array_filter()])
             .await?;
         Ok(r.modified_count)
     }
 
-    async fn delete_event(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self
+    async fn delete_delivery(&self, id: &str) -> Result<bool, StoreError> {
+        // The event goes with its last delivery.
+        let alone = doc! {"deliveries.id": id, "deliveries.1": {"$exists": false}};
+        if self.events.delete_one(alone).await?.deleted_count > 0 {
+            return Ok(true);
+        }
+        let r = self
             .events
-            .delete_one(doc! {"_id": id})
-            .await?
-            .deleted_count
-            > 0)
+            .update_one(
+                doc! {"deliveries.id": id},
+                doc! {"$pull": {"deliveries": {"id": id}}},
+            )
+            .await?;
+        Ok(r.modified_count > 0)
     }
 
     async fn purge(&self, retention: &Retention, now: i64) -> Result<u64, StoreError> {
         // The TTL index on `expireAt` sweeps within a minute of each expiry;
-        // this catches what it has not reached yet and documents written
-        // without `expireAt` (by an older release).
+        // this catches what it has not reached yet, deliveries of events
+        // that still hold others, and documents without `expireAt`.
         let mut removed = 0;
         for (status, cutoff) in retention.cutoffs(now) {
+            let expired = doc! {"status": status.as_str(), "updatedAt": {"$lt": now_date(cutoff)}};
+            let ids: Vec<Bson> = self
+                .events
+                .find(Each(expired.clone()).matching())
+                .projection(doc! {"_id": 1})
+                .await?
+                .try_collect::<Vec<Document>>()
+                .await?
+                .into_iter()
+                .filter_map(|d| d.get("_id").cloned())
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
             removed += self
                 .events
-                .delete_many(
-                    doc! {"status": status.as_str(), "updatedAt": {"$lt": now_date(cutoff)}},
+                .update_many(
+                    doc! {"_id": {"$in": &ids}},
+                    doc! {"$pull": {"deliveries": expired}},
                 )
                 .await?
-                .deleted_count;
+                .modified_count;
+            // An event goes with its last delivery (it holds the dedup key until then).
+            self.events
+                .delete_many(doc! {"_id": {"$in": &ids}, "deliveries": {"$size": 0}})
+                .await?;
         }
         Ok(removed)
     }
+}
+
+impl MongoStore {
+    /// Record one outcome for a group of deliveries with one `update_many`.
+    async fn finish_group(
+        &self,
+        items: &[(String, String, AttemptResult)],
+        result: &AttemptResult,
+        shared: Option<&str>,
+        members: &[usize],
+        now: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        let ids: Vec<&str> = members.iter().map(|&i| items[i].0.as_str()).collect();
+        let claims: Vec<&str> = members.iter().map(|&i| items[i].1.as_str()).collect();
+        let claim = match shared {
+            Some(c) => Bson::String(c.to_owned()),
+            None => Bson::Document(doc! {"$in": &claims}),
+        };
+        let each = Each(doc! {"id": {"$in": &ids}, "claimId": claim});
+        let r = self
+            .events
+            .update_many(
+                each.matching(),
+                each.ordered(self.finish_update(result, now)),
+            )
+            .array_filters([each.array_filter()])
+            .await?;
+        if r.matched_count as usize == members.len() {
+            return Ok(vec![true; members.len()]);
+        }
+        // Some leases were taken over meanwhile (or one event held several
+        // of these deliveries): ours are the ones whose claim we released.
+        let found: Vec<Document> = self
+            .events
+            .find(doc! {"deliveries.id": {"$in": &ids}})
+            .projection(doc! {"deliveries": 1})
+            .await?
+            .try_collect()
+            .await?;
+        let released: Vec<String> = found
+            .iter()
+            .flat_map(elements)
+            .filter(|d| matches!(d.get("claimId"), None | Some(Bson::Null)))
+            .map(|d| get_str(d, "id"))
+            .collect();
+        Ok(ids
+            .iter()
+            .map(|id| released.iter().any(|r| r == id))
+            .collect())
+    }
+
+    /// Lease the newest waiting wake-up of a kfId; the older ones become
+    /// `superseded` by it.
+    async fn lease_newest_wake_up(
+        &self,
+        corp: &str,
+        kf: &str,
+        claim: &Claim,
+        batch: &str,
+    ) -> Result<(), StoreError> {
+        let wake_ups = Self::leasable(claim)
+            .with("corpId", corp)
+            .with("kfId", kf)
+            .with("coalesce", true);
+        let newest = self
+            .events
+            .find_one_and_update(
+                wake_ups.matching(),
+                wake_ups.ordered(Self::lease_update(claim, batch)),
+            )
+            .array_filters([wake_ups.array_filter()])
+            .sort(doc! {"seq": -1})
+            .return_document(ReturnDocument::After)
+            .await?;
+        let Some(newest) = newest else {
+            return Ok(());
+        };
+        let Some(newest_id) = elements(&newest)
+            .find(|d| d.get_str("claimId") == Ok(batch) && d.get_str("kfId") == Ok(kf))
+            .map(|d| get_str(d, "id"))
+        else {
+            return Ok(());
+        };
+        let mut older = wake_ups.matching();
+        older.insert(
+            "seq",
+            doc! {"$lt": get_i64(&newest, "seq").unwrap_or(i64::MAX)},
+        );
+        let mut update = doc! {"$set": each_field(doc! {
+            "status": DeliveryStatus::Superseded.as_str(), "supersededBy": &newest_id,
+            "updatedAt": now_date(claim.now),
+        })};
+        self.raise_expiry(&mut update, DeliveryStatus::Superseded, claim.now);
+        let r = self
+            .events
+            .update_many(older, wake_ups.ordered(update))
+            .array_filters([wake_ups.array_filter()])
+            .await?;
+        if r.modified_count > 0 {
+            self.settle(doc! {"deliveries.supersededBy": newest_id})
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Back to pending now, with a fresh retry window; the event is no longer
+/// finished, so it is not swept.
+fn redrive_update(now: i64) -> Document {
+    doc! {
+        "$set": each_field(doc! {"status": DeliveryStatus::Pending.as_str(), "nextAttemptAt": now, "windowStart": now, "updatedAt": now_date(now)}),
+        "$unset": {"expireAt": ""},
+    }
+}
+
+/// The delivery elements of an event document (as projected).
+fn elements(event: &Document) -> impl Iterator<Item = &Document> {
+    event
+        .get_array("deliveries")
+        .into_iter()
+        .flatten()
+        .filter_map(Bson::as_document)
 }

@@ -1,82 +1,113 @@
-//! What operators read from MongoDB.
+//! What operators read from MongoDB: deliveries, each with its event.
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Document};
 
-use super::event_docs::event_from_doc;
+use super::event_docs::{deliveries_of, Each};
 use super::{get_i64, MongoStore};
 use crate::domain::KfId;
-use crate::store::{EventFilter, EventStatus, KfSummary, OperatorReads, StoreError, StoredEvent};
+use crate::store::{
+    Delivery, DeliveryFilter, DeliveryStatus, KfSummary, OperatorReads, StoreError,
+};
 
 #[async_trait]
 impl OperatorReads for MongoStore {
-    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
-        self.events
-            .find_one(doc! {"_id": id})
-            .await?
-            .map(|d| event_from_doc(&d))
-            .transpose()
+    async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
+        let Some(event) = self.events.find_one(doc! {"deliveries.id": id}).await? else {
+            return Ok(None);
+        };
+        Ok(deliveries_of(&event)?.into_iter().find(|d| d.id == id))
     }
 
-    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut query = doc! {};
+    async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError> {
+        let mut each = Each(doc! {});
         if let Some(status) = filter.status {
-            query.insert("status", status.as_str());
+            each = each.with("status", status.as_str());
         }
         if let Some(corp) = &filter.corp_id {
-            query.insert("corpId", corp);
+            each = each.with("corpId", corp);
         }
         if let Some(kf) = &filter.kf_id {
-            query.insert("kfId", kf);
+            each = each.with("kfId", kf);
         }
-        let docs: Vec<Document> = self
-            .events
-            .find(query)
-            .sort(doc! {"seq": -1})
-            .skip(filter.offset as u64)
-            .limit(filter.limit as i64)
-            .await?
-            .try_collect()
-            .await?;
-        docs.iter().map(event_from_doc).collect()
+        let unwound: Document = each
+            .0
+            .iter()
+            .map(|(k, v)| (format!("deliveries.{k}"), v.clone()))
+            .collect();
+        let pipeline = [
+            doc! {"$match": if each.0.is_empty() { doc! {} } else { each.matching() }},
+            doc! {"$sort": {"seq": -1}},
+            doc! {"$unwind": "$deliveries"},
+            doc! {"$match": unwound},
+            doc! {"$skip": filter.offset as i64},
+            doc! {"$limit": filter.limit.max(1) as i64},
+        ];
+        let docs: Vec<Document> = self.events.aggregate(pipeline).await?.try_collect().await?;
+        let mut out = Vec::with_capacity(docs.len());
+        for d in &docs {
+            out.extend(deliveries_of(d)?);
+        }
+        Ok(out)
     }
 
     async fn kf_summary(&self, kf_id: &KfId) -> Result<KfSummary, StoreError> {
-        let kf = kf_id.as_str();
-        let count = |status: EventStatus| {
+        let of_kf = Each(doc! {"kfId": kf_id.as_str()});
+        let count = |status: DeliveryStatus| {
             self.events
-                .count_documents(doc! {"kfId": kf, "status": status.as_str()})
+                .count_documents(of_kf.clone().with("status", status.as_str()).matching())
         };
+        let delivered = of_kf
+            .clone()
+            .with("status", DeliveryStatus::Delivered.as_str());
         let last = self
             .events
-            .find_one(doc! {"kfId": kf, "status": EventStatus::Delivered.as_str()})
-            .sort(doc! {"deliveredAt": -1})
-            .projection(doc! {"deliveredAt": 1})
-            .await?
-            .and_then(|d| get_i64(&d, "deliveredAt"));
+            .find_one(delivered.matching())
+            .sort(doc! {"deliveries.deliveredAt": -1})
+            .await?;
+        let last_delivered_at = match last {
+            Some(event) => deliveries_of(&event)?
+                .into_iter()
+                .filter(|d| d.kf_id.as_deref() == Some(kf_id.as_str()))
+                .filter_map(|d| d.delivered_at)
+                .max(),
+            None => None,
+        };
         Ok(KfSummary {
-            pending: count(EventStatus::Pending).await?,
-            parked: count(EventStatus::Parked).await?,
-            dead: count(EventStatus::Dead).await?,
-            last_delivered_at: last,
+            pending: count(DeliveryStatus::Pending).await?,
+            parked: count(DeliveryStatus::Parked).await?,
+            dead: count(DeliveryStatus::Dead).await?,
+            last_delivered_at,
         })
     }
 
-    async fn queue_stats(&self) -> Result<Vec<(EventStatus, u64, Option<i64>)>, StoreError> {
-        let mut out = Vec::new();
-        for status in [EventStatus::Pending, EventStatus::Parked, EventStatus::Dead] {
-            let filter = doc! {"status": status.as_str()};
-            let count = self.events.count_documents(filter.clone()).await?;
-            let oldest = self
-                .events
-                .find_one(filter)
-                .sort(doc! {"receivedAt": 1})
-                .projection(doc! {"receivedAt": 1})
-                .await?
-                .and_then(|d| get_i64(&d, "receivedAt"));
-            out.push((status, count, oldest));
-        }
-        Ok(out)
+    async fn queue_stats(&self) -> Result<Vec<(DeliveryStatus, u64, Option<i64>)>, StoreError> {
+        let counted = [
+            DeliveryStatus::Pending,
+            DeliveryStatus::Parked,
+            DeliveryStatus::Dead,
+        ];
+        let names: Vec<&str> = counted.iter().map(|s| s.as_str()).collect();
+        let pipeline = [
+            doc! {"$match": {"deliveries.status": {"$in": &names}}},
+            doc! {"$unwind": "$deliveries"},
+            doc! {"$match": {"deliveries.status": {"$in": &names}}},
+            doc! {"$group": {"_id": "$deliveries.status", "count": {"$sum": 1}, "oldest": {"$min": "$receivedAt"}}},
+        ];
+        let groups: Vec<Document> = self.events.aggregate(pipeline).await?.try_collect().await?;
+        Ok(counted
+            .into_iter()
+            .map(|status| {
+                let group = groups
+                    .iter()
+                    .find(|g| g.get_str("_id") == Ok(status.as_str()));
+                (
+                    status,
+                    group.and_then(|g| get_i64(g, "count")).unwrap_or(0) as u64,
+                    group.and_then(|g| get_i64(g, "oldest")),
+                )
+            })
+            .collect())
     }
 }

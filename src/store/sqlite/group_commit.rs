@@ -16,7 +16,7 @@ use rusqlite::{params, Connection};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::KfId;
-use crate::store::{AttemptResult, EventStatus, InsertOutcome, NewEvent, StoreError};
+use crate::store::{AttemptResult, InsertOutcome, NewEvent, StoreError};
 
 const MAX_BATCH: usize = 512;
 const QUEUE: usize = 4096;
@@ -154,36 +154,57 @@ fn in_transaction<T>(
     Ok(result)
 }
 
+/// Store one event and its deliveries, all or nothing: a duplicate (or any
+/// failure) leaves the batch's other writes standing.
 fn insert(tx: &Connection, e: &NewEvent) -> Result<InsertOutcome, StoreError> {
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO events (id, corp_id, kf_id, dedup_key, kind, body, query, coalesce, status,
-                             received_at, window_start, next_attempt_at, updated_at,
-                             lease_owner, lease_until, claim_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10, ?10, ?11, ?12, ?13)",
-    )?;
-    let status = if e.kf_id.is_some() {
-        EventStatus::Pending
-    } else {
-        EventStatus::Unroutable
-    };
-    let inserted = stmt.execute(params![
-        e.id,
-        e.corp_id.as_str(),
-        e.kf_id.as_ref().map(KfId::as_str),
-        e.dedup_key,
-        e.kind.as_str(),
-        e.body,
-        e.query,
-        e.coalesce,
-        status.as_str(),
-        e.received_at,
-        e.lease.as_ref().map(|l| l.owner.as_str()),
-        e.lease.as_ref().map_or(0, |l| l.until),
-        e.lease.as_ref().map(|l| l.claim_id.as_str()),
-    ]);
+    tx.execute_batch("SAVEPOINT insert_event")?;
+    let written = insert_rows(tx, e);
+    tx.execute_batch(match written {
+        Ok(InsertOutcome::Stored) => "RELEASE insert_event",
+        _ => "ROLLBACK TO insert_event; RELEASE insert_event",
+    })?;
+    written
+}
+
+fn insert_rows(tx: &Connection, e: &NewEvent) -> Result<InsertOutcome, StoreError> {
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO events (id, source, dedup_key, kind, body, query, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            e.id,
+            e.source,
+            e.dedup_key,
+            e.kind.as_str(),
+            e.body,
+            e.query,
+            e.received_at
+        ]);
     match inserted.map_err(StoreError::from) {
-        Ok(_) => Ok(InsertOutcome::Stored),
-        Err(StoreError::DuplicateKey) => Ok(InsertOutcome::Duplicate),
-        Err(other) => Err(other),
+        Ok(_) => {}
+        Err(StoreError::DuplicateKey) => return Ok(InsertOutcome::Duplicate),
+        Err(other) => return Err(other),
     }
+    let event_seq = tx.last_insert_rowid();
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO deliveries (id, event_seq, corp_id, kf_id, coalesce, status, window_start,
+                                 next_attempt_at, updated_at, lease_owner, lease_until, claim_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7, ?8, ?9, ?10)",
+    )?;
+    for d in &e.deliveries {
+        stmt.execute(params![
+            d.id,
+            event_seq,
+            d.corp_id.as_str(),
+            d.kf_id.as_ref().map(KfId::as_str),
+            d.coalesce,
+            d.status().as_str(),
+            e.received_at,
+            d.lease.as_ref().map(|l| l.owner.as_str()),
+            d.lease.as_ref().map_or(0, |l| l.until),
+            d.lease.as_ref().map(|l| l.claim_id.as_str()),
+        ])?;
+    }
+    Ok(InsertOutcome::Stored)
 }

@@ -21,7 +21,7 @@ mod registrations;
 mod statements;
 mod tokens;
 
-use crate::store::{EventStatus, PayloadKind, Sealer, Store, StoreError};
+use crate::store::{DeliveryStatus, PayloadKind, Sealer, Store, StoreError};
 use group_commit::GroupWriter;
 use queue::finish_one;
 
@@ -35,6 +35,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         3,
         include_str!("../../../migrations/sqlite/0003_kf_indexes.sql"),
+    ),
+    (
+        4,
+        include_str!("../../../migrations/sqlite/0004_events_deliveries.sql"),
     ),
 ];
 
@@ -56,9 +60,9 @@ fn parsed<T>(value: ValueRef<'_>, parse: fn(&str) -> Option<T>, what: &str) -> F
     parse(text).ok_or_else(|| FromSqlError::Other(format!("unknown {what} {text:.32}").into()))
 }
 
-impl FromSql for EventStatus {
+impl FromSql for DeliveryStatus {
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        parsed(value, EventStatus::parse, "status")
+        parsed(value, DeliveryStatus::parse, "status")
     }
 }
 

@@ -2,13 +2,13 @@
 //! claim with a lease, record outcomes guarded by the claim id, wake, re-drive.
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::statements::SQL;
 use super::SqliteStore;
 use crate::domain::{CorpId, KfId};
 use crate::store::{
-    AttemptResult, Claim, InsertOutcome, NewEvent, Queue, Retention, StoreError, StoredEvent,
+    AttemptResult, Claim, Delivery, InsertOutcome, NewEvent, Queue, Retention, StoreError,
 };
 
 #[async_trait]
@@ -17,7 +17,7 @@ impl Queue for SqliteStore {
         self.writer.insert(event.clone()).await
     }
 
-    async fn claim_due(&self, claim: &Claim, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+    async fn claim_due(&self, claim: &Claim, limit: usize) -> Result<Vec<Delivery>, StoreError> {
         let claim = claim.clone();
         self.run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -38,7 +38,7 @@ impl Queue for SqliteStore {
                                 .query_row(params![corp, kf, claim.now], |r| r.get(0))?;
                         let Some(newest) = newest else { continue };
                         let newest_id: String = tx
-                            .prepare_cached("SELECT id FROM events WHERE seq = ?1")?
+                            .prepare_cached("SELECT id FROM deliveries WHERE seq = ?1")?
                             .query_row([newest], |r| r.get(0))?;
                         tx.prepare_cached(&SQL.supersede_older_wake_ups)?
                             .execute(params![corp, kf, claim.now, newest_id, newest])?;
@@ -88,7 +88,7 @@ impl Queue for SqliteStore {
         let owner = owner.to_owned();
         self.run(move |c| {
             let n = c.execute(
-                "UPDATE events SET lease_owner = NULL, lease_until = 0, claim_id = NULL WHERE lease_owner = ?1",
+                "UPDATE deliveries SET lease_owner = NULL, lease_until = 0, claim_id = NULL WHERE lease_owner = ?1",
                 [owner],
             )?;
             Ok(n as u64)
@@ -108,7 +108,7 @@ impl Queue for SqliteStore {
             let mut renewed = Vec::new();
             {
                 let mut stmt = tx.prepare_cached(
-                    "UPDATE events SET lease_until = ?4 WHERE id = ?1 AND claim_id = ?2 AND lease_owner = ?3",
+                    "UPDATE deliveries SET lease_until = ?4 WHERE id = ?1 AND claim_id = ?2 AND lease_owner = ?3",
                 )?;
                 for (id, claim_id) in held {
                     if stmt.execute(params![id, claim_id, owner, until])? > 0 {
@@ -145,34 +145,69 @@ impl Queue for SqliteStore {
         .await
     }
 
-    async fn delete_event(&self, id: &str) -> Result<bool, StoreError> {
+    async fn delete_delivery(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.run(move |c| Ok(c.execute("DELETE FROM events WHERE id = ?1", [id])? > 0))
-            .await
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let event: Option<i64> = tx
+                .prepare_cached("DELETE FROM deliveries WHERE id = ?1 RETURNING event_seq")?
+                .query_row([id], |r| r.get(0))
+                .optional()?;
+            if let Some(event) = event {
+                tx.prepare_cached(DROP_ORPHAN_EVENT)?.execute([event])?;
+            }
+            tx.commit()?;
+            Ok(event.is_some())
+        })
+        .await
     }
 
     async fn purge(&self, retention: &Retention, now: i64) -> Result<u64, StoreError> {
         let cutoffs = retention.cutoffs(now);
         self.run(move |c| {
-            let mut removed = 0;
-            let mut stmt =
-                c.prepare_cached("DELETE FROM events WHERE status = ?1 AND updated_at < ?2")?;
-            for (status, cutoff) in cutoffs {
-                removed += stmt.execute(params![status.as_str(), cutoff])? as u64;
+            let tx = c.transaction()?;
+            let mut events = Vec::new();
+            {
+                let mut stmt = tx.prepare_cached(&SQL.purge)?;
+                for (status, cutoff) in cutoffs {
+                    let rows = stmt.query_map(params![status.as_str(), cutoff], |r| r.get(0))?;
+                    events.extend(rows.collect::<Result<Vec<i64>, _>>()?);
+                }
             }
+            let removed = events.len() as u64;
+            // An event goes with its last delivery (it holds the dedup key
+            // until then).
+            events.sort_unstable();
+            events.dedup();
+            let mut stmt = tx.prepare_cached(DROP_ORPHAN_EVENT)?;
+            for event in events {
+                stmt.execute([event])?;
+            }
+            drop(stmt);
+            tx.commit()?;
             Ok(removed)
         })
         .await
     }
 }
 
-pub(super) const EVENT_COLUMNS: &str =
-    "id, corp_id, kf_id, kind, body, query, coalesce, status, attempts, \
-     received_at, window_start, next_attempt_at, last_error, delivered_at, claim_id";
+/// Remove an event none of whose deliveries is left.
+const DROP_ORPHAN_EVENT: &str =
+    "DELETE FROM events WHERE seq = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_seq = ?1)";
 
-pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
-    Ok(StoredEvent {
+/// A delivery with its event's payload; add `WHERE` on `d` (delivery) or `e` (event).
+pub(super) const SELECT_DELIVERY: &str =
+    "SELECT d.id AS id, e.id AS event_id, d.corp_id AS corp_id,
+        d.kf_id AS kf_id, e.kind AS kind, e.body AS body, e.query AS query, d.coalesce AS coalesce,
+        d.status AS status, d.attempts AS attempts, e.received_at AS received_at,
+        d.window_start AS window_start, d.next_attempt_at AS next_attempt_at,
+        d.last_error AS last_error, d.delivered_at AS delivered_at, d.claim_id AS claim_id
+    FROM deliveries d JOIN events e ON e.seq = d.event_seq";
+
+pub(super) fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
         id: row.get("id")?,
+        event_id: row.get("event_id")?,
         corp_id: row.get("corp_id")?,
         kf_id: row.get("kf_id")?,
         kind: row.get("kind")?,
@@ -233,7 +268,7 @@ fn lease(
     tx: &rusqlite::Transaction<'_>,
     seq: i64,
     claim: &Claim,
-) -> Result<Option<StoredEvent>, StoreError> {
+) -> Result<Option<Delivery>, StoreError> {
     let claim_id = uuid::Uuid::new_v4().to_string();
     let changed = tx.prepare_cached(&SQL.lease)?.execute(params![
         claim.owner,
@@ -245,8 +280,9 @@ fn lease(
     if changed == 0 {
         return Ok(None);
     }
-    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?1");
+    let sql = format!("{SELECT_DELIVERY} WHERE d.seq = ?1");
     Ok(Some(
-        tx.prepare_cached(&sql)?.query_row([seq], event_from_row)?,
+        tx.prepare_cached(&sql)?
+            .query_row([seq], delivery_from_row)?,
     ))
 }

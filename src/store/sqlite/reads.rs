@@ -3,35 +3,37 @@
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 
-use super::queue::{event_from_row, EVENT_COLUMNS};
+use super::queue::{delivery_from_row, SELECT_DELIVERY};
 use super::statements::SQL;
 use super::SqliteStore;
 use crate::domain::KfId;
-use crate::store::{EventFilter, EventStatus, KfSummary, OperatorReads, StoreError, StoredEvent};
+use crate::store::{
+    Delivery, DeliveryFilter, DeliveryStatus, KfSummary, OperatorReads, StoreError,
+};
 
 #[async_trait]
 impl OperatorReads for SqliteStore {
-    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+    async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
         let id = id.to_owned();
         self.run(move |c| {
-            let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1");
-            Ok(c.query_row(&sql, [id], event_from_row).optional()?)
+            let sql = format!("{SELECT_DELIVERY} WHERE d.id = ?1");
+            Ok(c.query_row(&sql, [id], delivery_from_row).optional()?)
         })
         .await
     }
 
-    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
+    async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError> {
         let f = filter.clone();
         self.run(move |c| {
             let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM events
-                 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR corp_id = ?2) AND (?3 IS NULL OR kf_id = ?3)
-                 ORDER BY seq DESC LIMIT ?4 OFFSET ?5"
+                "{SELECT_DELIVERY}
+                 WHERE (?1 IS NULL OR d.status = ?1) AND (?2 IS NULL OR d.corp_id = ?2) AND (?3 IS NULL OR d.kf_id = ?3)
+                 ORDER BY d.seq DESC LIMIT ?4 OFFSET ?5"
             );
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt.query_map(
-                params![f.status.map(EventStatus::as_str), f.corp_id, f.kf_id, f.limit as i64, f.offset as i64],
-                event_from_row,
+                params![f.status.map(DeliveryStatus::as_str), f.corp_id, f.kf_id, f.limit as i64, f.offset as i64],
+                delivery_from_row,
             )?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
@@ -53,12 +55,12 @@ impl OperatorReads for SqliteStore {
         .await
     }
 
-    async fn queue_stats(&self) -> Result<Vec<(EventStatus, u64, Option<i64>)>, StoreError> {
+    async fn queue_stats(&self) -> Result<Vec<(DeliveryStatus, u64, Option<i64>)>, StoreError> {
         self.run(|c| {
             let mut stmt = c.prepare_cached(&SQL.queue_stats)?;
             let rows = stmt.query_map([], |r| {
                 Ok((
-                    r.get::<_, EventStatus>(0)?,
+                    r.get::<_, DeliveryStatus>(0)?,
                     r.get::<_, i64>(1)? as u64,
                     r.get::<_, Option<i64>>(2)?,
                 ))

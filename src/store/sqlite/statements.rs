@@ -1,21 +1,21 @@
-//! The queue's SQL, written once from the status type (`EventStatus`), so
+//! The queue's SQL, written once from the status type (`DeliveryStatus`), so
 //! that no statement spells a status itself. The statuses appear in the
 //! text, not as bound parameters: SQLite uses the partial index of waiting
-//! events (migration 3, `WHERE status IN ('pending','parked')`) only when a
+//! deliveries (migration 4, `WHERE status IN ('pending','parked')`) only when a
 //! query's condition visibly implies it, and the wake-up and coalescing
 //! queries depend on that index.
 
 use std::sync::LazyLock;
 
-use crate::store::EventStatus::{self, Dead, Delivered, Parked, Pending, Superseded};
+use crate::store::DeliveryStatus::{self, Dead, Delivered, Parked, Pending, Superseded};
 
 /// `'pending'`, as SQL text.
-fn lit(status: EventStatus) -> String {
+fn lit(status: DeliveryStatus) -> String {
     format!("'{}'", status.as_str())
 }
 
 /// `'pending','parked'`, as SQL text.
-fn list(statuses: impl IntoIterator<Item = EventStatus>) -> String {
+fn list(statuses: impl IntoIterator<Item = DeliveryStatus>) -> String {
     statuses.into_iter().map(lit).collect::<Vec<_>>().join(",")
 }
 
@@ -23,7 +23,7 @@ fn list(statuses: impl IntoIterator<Item = EventStatus>) -> String {
 /// `?3` now, `?4`/`?5` the outcome's own values.
 fn finish(set: &str) -> String {
     format!(
-        "UPDATE events SET {set}, lease_owner = NULL, lease_until = 0, claim_id = NULL, updated_at = ?3 \
+        "UPDATE deliveries SET {set}, lease_owner = NULL, lease_until = 0, claim_id = NULL, updated_at = ?3 \
          WHERE id = ?1 AND claim_id = ?2"
     )
 }
@@ -45,45 +45,46 @@ pub(super) struct QueueSql {
     pub finish_superseded: String,
     pub kf_summary: String,
     pub queue_stats: String,
+    pub purge: String,
 }
 
 pub(super) static SQL: LazyLock<QueueSql> = LazyLock::new(|| {
-    let waiting = list(EventStatus::waiting());
+    let waiting = list(DeliveryStatus::waiting());
     let (pending, parked, dead) = (lit(Pending), lit(Parked), lit(Dead));
     let redrivable = list([Dead, Parked]);
     QueueSql {
         claim_candidates: format!(
-            "SELECT seq, corp_id, kf_id, coalesce FROM events
+            "SELECT seq, corp_id, kf_id, coalesce FROM deliveries
              WHERE status = {pending} AND next_attempt_at <= ?1 AND lease_until <= ?1
              ORDER BY next_attempt_at, seq LIMIT ?2"
         ),
         newest_waiting_wake_up: format!(
-            "SELECT MAX(seq) FROM events WHERE corp_id = ?1 AND kf_id = ?2 AND coalesce = 1
+            "SELECT MAX(seq) FROM deliveries WHERE corp_id = ?1 AND kf_id = ?2 AND coalesce = 1
                AND status IN ({waiting}) AND lease_until <= ?3"
         ),
         supersede_older_wake_ups: format!(
-            "UPDATE events SET status = {}, superseded_by = ?4, updated_at = ?3
+            "UPDATE deliveries SET status = {}, superseded_by = ?4, updated_at = ?3
              WHERE corp_id = ?1 AND kf_id = ?2 AND coalesce = 1 AND seq < ?5
                AND status IN ({waiting}) AND lease_until <= ?3",
             lit(Superseded)
         ),
         wake_kf: format!(
-            "UPDATE events SET status = {pending}, next_attempt_at = ?3, updated_at = ?3
+            "UPDATE deliveries SET status = {pending}, next_attempt_at = ?3, updated_at = ?3
              WHERE corp_id = ?1 AND kf_id = ?2 AND status IN ({waiting})"
         ),
         next_due_at: format!(
-            "SELECT MIN(next_attempt_at) FROM events WHERE status = {pending} AND lease_until = 0"
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = {pending} AND lease_until = 0"
         ),
         redrive: format!(
-            "UPDATE events SET status = {pending}, next_attempt_at = ?2, window_start = ?2, updated_at = ?2
+            "UPDATE deliveries SET status = {pending}, next_attempt_at = ?2, window_start = ?2, updated_at = ?2
              WHERE id = ?1 AND status IN ({redrivable})"
         ),
         redrive_dead_of_kf: format!(
-            "UPDATE events SET status = {pending}, next_attempt_at = ?2, window_start = ?2, updated_at = ?2
+            "UPDATE deliveries SET status = {pending}, next_attempt_at = ?2, window_start = ?2, updated_at = ?2
              WHERE kf_id = ?1 AND status = {dead}"
         ),
         lease: format!(
-            "UPDATE events SET lease_owner = ?1, lease_until = ?2, claim_id = ?3, status = {pending}, updated_at = ?4
+            "UPDATE deliveries SET lease_owner = ?1, lease_until = ?2, claim_id = ?3, status = {pending}, updated_at = ?4
              WHERE seq = ?5 AND status IN ({waiting}) AND lease_until <= ?4"
         ),
         finish_delivered: finish(&format!(
@@ -107,13 +108,17 @@ pub(super) static SQL: LazyLock<QueueSql> = LazyLock::new(|| {
         kf_summary: format!(
             "SELECT COALESCE(SUM(status = {pending}), 0), COALESCE(SUM(status = {parked}), 0),
                     COALESCE(SUM(status = {dead}), 0), MAX(delivered_at)
-             FROM events WHERE kf_id = ?1"
+             FROM deliveries WHERE kf_id = ?1"
         ),
         queue_stats: format!(
-            "SELECT status, COUNT(*), MIN(received_at) FROM events
-             WHERE status IN ({}) GROUP BY status",
+            "SELECT d.status, COUNT(*), MIN(e.received_at)
+             FROM deliveries d JOIN events e ON e.seq = d.event_seq
+             WHERE d.status IN ({}) GROUP BY d.status",
             list([Pending, Parked, Dead])
         ),
+        // Statuses bound here: purge goes through each status with a horizon.
+        purge: "DELETE FROM deliveries WHERE status = ?1 AND updated_at < ?2 RETURNING event_seq"
+            .to_owned(),
     }
 });
 
@@ -124,8 +129,8 @@ mod tests {
     /// The planner can use the partial index only if the text matches it.
     #[test]
     fn the_waiting_statuses_read_as_the_partial_index_does() {
-        let index = include_str!("../../../migrations/sqlite/0003_kf_indexes.sql");
-        let condition = format!("status IN ({})", list(EventStatus::waiting()));
+        let index = include_str!("../../../migrations/sqlite/0004_events_deliveries.sql");
+        let condition = format!("status IN ({})", list(DeliveryStatus::waiting()));
         assert!(index.contains(&condition), "{condition}");
         assert!(SQL.newest_waiting_wake_up.contains(&condition));
         assert!(SQL.lease.contains(&condition));
