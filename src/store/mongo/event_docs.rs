@@ -227,6 +227,15 @@ impl MongoStore {
     }
 }
 
+/// The delivery elements of an event document (as projected).
+pub(super) fn elements(event: &Document) -> impl Iterator<Item = &Document> {
+    event
+        .get_array("deliveries")
+        .into_iter()
+        .flatten()
+        .filter_map(Bson::as_document)
+}
+
 /// Every delivery of an event document.
 pub(super) fn deliveries_of(event: &Document) -> Result<Vec<Delivery>, StoreError> {
     match event.get("deliveries") {

@@ -21,8 +21,10 @@ use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{ClientOptions, CollectionOptions, IndexOptions, WriteConcern};
 use mongodb::{Client, Collection, Database, IndexModel};
 
+mod coalesce;
 mod event_docs;
 mod group_commit;
+mod outcomes;
 mod queue;
 mod reads;
 mod registrations;

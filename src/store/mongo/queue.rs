@@ -6,9 +6,8 @@
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
-use mongodb::options::ReturnDocument;
 
-use super::event_docs::{deliveries_of, each_field, Each};
+use super::event_docs::{deliveries_of, each_field, elements, Each};
 use super::{get_i64, get_str, now_date, statuses, MongoStore, BATCH_CLAIM};
 use crate::domain::{CorpId, KfId};
 use crate::store::{
@@ -346,110 +345,6 @@ impl Queue for MongoStore {
     }
 }
 
-impl MongoStore {
-    /// Record one outcome for a group of deliveries with one `update_many`.
-    async fn finish_group(
-        &self,
-        items: &[(String, String, AttemptResult)],
-        result: &AttemptResult,
-        shared: Option<&str>,
-        members: &[usize],
-        now: i64,
-    ) -> Result<Vec<bool>, StoreError> {
-        let ids: Vec<&str> = members.iter().map(|&i| items[i].0.as_str()).collect();
-        let claims: Vec<&str> = members.iter().map(|&i| items[i].1.as_str()).collect();
-        let claim = match shared {
-            Some(c) => Bson::String(c.to_owned()),
-            None => Bson::Document(doc! {"$in": &claims}),
-        };
-        let each = Each(doc! {"id": {"$in": &ids}, "claimId": claim});
-        let r = self
-            .events
-            .update_many(
-                each.matching(),
-                each.ordered(self.finish_update(result, now)),
-            )
-            .array_filters([each.array_filter()])
-            .await?;
-        if r.matched_count as usize == members.len() {
-            return Ok(vec![true; members.len()]);
-        }
-        // Some leases were taken over meanwhile (or one event held several
-        // of these deliveries): ours are the ones whose claim we released.
-        let found: Vec<Document> = self
-            .events
-            .find(doc! {"deliveries.id": {"$in": &ids}})
-            .projection(doc! {"deliveries": 1})
-            .await?
-            .try_collect()
-            .await?;
-        let released: Vec<String> = found
-            .iter()
-            .flat_map(elements)
-            .filter(|d| matches!(d.get("claimId"), None | Some(Bson::Null)))
-            .map(|d| get_str(d, "id"))
-            .collect();
-        Ok(ids
-            .iter()
-            .map(|id| released.iter().any(|r| r == id))
-            .collect())
-    }
-
-    /// Lease the newest waiting wake-up of a kfId; the older ones become
-    /// `superseded` by it.
-    async fn lease_newest_wake_up(
-        &self,
-        corp: &str,
-        kf: &str,
-        claim: &Claim,
-        batch: &str,
-    ) -> Result<(), StoreError> {
-        let wake_ups = Self::leasable(claim)
-            .with("corpId", corp)
-            .with("kfId", kf)
-            .with("coalesce", true);
-        let newest = self
-            .events
-            .find_one_and_update(
-                wake_ups.matching(),
-                wake_ups.ordered(Self::lease_update(claim, batch)),
-            )
-            .array_filters([wake_ups.array_filter()])
-            .sort(doc! {"seq": -1})
-            .return_document(ReturnDocument::After)
-            .await?;
-        let Some(newest) = newest else {
-            return Ok(());
-        };
-        let Some(newest_id) = elements(&newest)
-            .find(|d| d.get_str("claimId") == Ok(batch) && d.get_str("kfId") == Ok(kf))
-            .map(|d| get_str(d, "id"))
-        else {
-            return Ok(());
-        };
-        let mut older = wake_ups.matching();
-        older.insert(
-            "seq",
-            doc! {"$lt": get_i64(&newest, "seq").unwrap_or(i64::MAX)},
-        );
-        let mut update = doc! {"$set": each_field(doc! {
-            "status": DeliveryStatus::Superseded.as_str(), "supersededBy": &newest_id,
-            "updatedAt": now_date(claim.now),
-        })};
-        self.raise_expiry(&mut update, DeliveryStatus::Superseded, claim.now);
-        let r = self
-            .events
-            .update_many(older, wake_ups.ordered(update))
-            .array_filters([wake_ups.array_filter()])
-            .await?;
-        if r.modified_count > 0 {
-            self.settle(doc! {"deliveries.supersededBy": newest_id})
-                .await?;
-        }
-        Ok(())
-    }
-}
-
 /// Back to pending now, with a fresh retry window; the event is no longer
 /// finished, so it is not swept.
 fn redrive_update(now: i64) -> Document {
@@ -457,13 +352,4 @@ fn redrive_update(now: i64) -> Document {
         "$set": each_field(doc! {"status": DeliveryStatus::Pending.as_str(), "nextAttemptAt": now, "windowStart": now, "updatedAt": now_date(now)}),
         "$unset": {"expireAt": ""},
     }
-}
-
-/// The delivery elements of an event document (as projected).
-fn elements(event: &Document) -> impl Iterator<Item = &Document> {
-    event
-        .get_array("deliveries")
-        .into_iter()
-        .flatten()
-        .filter_map(Bson::as_document)
 }
