@@ -21,13 +21,17 @@ CREATE TABLE events (
     kind        TEXT NOT NULL,
     body        BLOB NOT NULL,
     query       TEXT NOT NULL,
-    received_at INTEGER NOT NULL
+    received_at INTEGER NOT NULL,
+    -- Deliveries not yet removed: the event goes with its last one (it
+    -- holds the dedup key until then). A count, not an index on
+    -- deliveries.event_seq, which every accepted callback would pay for.
+    deliveries_left INTEGER NOT NULL
 );
 
 CREATE TABLE deliveries (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,
     id              TEXT NOT NULL UNIQUE,
-    event_seq       INTEGER NOT NULL REFERENCES events (seq),
+    event_seq       INTEGER NOT NULL,
     corp_id         TEXT NOT NULL,
     kf_id           TEXT,
     coalesce        INTEGER NOT NULL,
@@ -45,8 +49,8 @@ CREATE TABLE deliveries (
     updated_at      INTEGER NOT NULL
 );
 
-INSERT INTO events (seq, id, source, dedup_key, kind, body, query, received_at)
-    SELECT seq, id, corp_id, dedup_key, kind, body, query, received_at FROM events_v3;
+INSERT INTO events (seq, id, source, dedup_key, kind, body, query, received_at, deliveries_left)
+    SELECT seq, id, corp_id, dedup_key, kind, body, query, received_at, 1 FROM events_v3;
 INSERT INTO deliveries (seq, id, event_seq, corp_id, kf_id, coalesce, status, attempts,
                         window_start, next_attempt_at, lease_owner, lease_until, claim_id,
                         last_error, delivered_at, superseded_by, updated_at)
@@ -62,5 +66,3 @@ CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at);
 CREATE INDEX deliveries_by_kf ON deliveries (corp_id, kf_id, seq);
 CREATE INDEX deliveries_waiting ON deliveries (corp_id, kf_id, seq)
     WHERE status IN ('pending','parked');
--- An event's deliveries (retention removes an event with its last one).
-CREATE INDEX deliveries_by_event ON deliveries (event_seq);

@@ -5,7 +5,9 @@ use std::time::Duration;
 use crate::fakes::FakePuppet;
 use reqwest::Method;
 
-use crate::helpers::{spawn_app, spawn_app_with, Corp, ADMIN_TOKEN as ADMIN};
+use crate::helpers::{
+    manual_clock, spawn_app, spawn_app_with, spawn_stepped_app, Corp, ADMIN_TOKEN as ADMIN,
+};
 
 #[tokio::test]
 async fn admin_routes_need_the_bearer_token() {
@@ -87,7 +89,11 @@ async fn without_an_admin_token_the_admin_api_is_off_even_from_loopback() {
 
 #[tokio::test]
 async fn a_dead_letter_keeps_its_error_and_is_delivered_when_re_driven() {
-    let app = spawn_app_with(|c| c.delivery.retry_window = Duration::from_millis(300)).await;
+    let clock = manual_clock();
+    let app = spawn_stepped_app(clock.clone(), |c| {
+        c.delivery.retry_window = Duration::from_secs(3)
+    })
+    .await;
     let puppet = FakePuppet::start().await;
     puppet.fail_with(&[500; 1000]);
     let corp = Corp::new("wwredrive");
@@ -96,21 +102,21 @@ async fn a_dead_letter_keeps_its_error_and_is_delivered_when_re_driven() {
         app.post_kf_event(&corp, "wkredrive", "T").await.status(),
         200
     );
-
-    let list_dead = || app.admin_json("/deliveries?status=dead&kfId=wkredrive");
-    let mut dead = serde_json::Value::Null;
-    for _ in 0..100 {
-        dead = list_dead().await;
-        if dead["items"].as_array().is_some_and(|a| !a.is_empty()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // Attempts a second apart until the 3 s window is spent.
+    for _ in 0..6 {
+        app.drain().await;
+        clock.advance(Duration::from_secs(1));
     }
+
+    let dead = app
+        .admin_json("/deliveries?status=dead&kfId=wkredrive")
+        .await;
     let item = &dead["items"][0];
-    assert_eq!(item["status"], "dead");
+    assert_eq!(item["status"], "dead", "{dead}");
     assert_eq!(item["lastError"], "puppet answered HTTP 500");
     assert!(item["attempts"].as_u64().unwrap() >= 2);
     let attempts_before = puppet.received().len();
+    assert_eq!(item["attempts"].as_u64(), Some(attempts_before as u64));
 
     puppet.fail_with(&[]);
     let id = item["id"].as_str().unwrap();
@@ -120,19 +126,13 @@ async fn a_dead_letter_keeps_its_error_and_is_delivered_when_re_driven() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let got = puppet.wait_for(attempts_before + 1).await;
+    assert_eq!(app.drain().await, 1);
+    let got = puppet.received();
     assert_eq!(got.len(), attempts_before + 1);
     assert_eq!(got.last().unwrap().delivery_id, id);
 
-    // The puppet has it; the outcome is recorded right after.
-    let mut delivered = serde_json::Value::Null;
-    for _ in 0..100 {
-        delivered = app.admin_json("/deliveries?status=delivered").await;
-        if delivered["items"][0]["id"] == id {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The puppet has it, and the outcome is recorded.
+    let delivered = app.admin_json("/deliveries?status=delivered").await;
     assert_eq!(delivered["items"][0]["id"], id);
     let again = app
         .admin(Method::POST, &format!("/deliveries/{id}/redrive"))

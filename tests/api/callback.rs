@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::fakes::FakePuppet;
-use crate::helpers::{random_string, spawn_app, text, Corp};
+use crate::helpers::{manual_clock, random_string, spawn_app, spawn_stepped_app, text, Corp};
 
 /// The weworkapi_python vector A1 credentials.
 fn vector_a_corp() -> Corp {
@@ -165,7 +165,7 @@ async fn kf_ids_and_corps_route_to_their_own_puppets() {
 
 #[tokio::test]
 async fn refused_callbacks_get_the_right_status_and_nothing_is_delivered() {
-    let app = spawn_app().await;
+    let app = spawn_stepped_app(manual_clock(), |_| {}).await;
     let puppet = FakePuppet::start().await;
     let corp = Corp::new("wwrefuse");
     let foreign = Corp::new("wwforeign");
@@ -200,7 +200,7 @@ async fn refused_callbacks_get_the_right_status_and_nothing_is_delivered() {
     assert_eq!(app.post_raw(&corp.id, &query, big).await.status(), 413);
     assert_eq!(app.post_raw("bad-corp!", &query, body).await.status(), 400);
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.drain().await, 0, "nothing was stored to deliver");
     assert!(puppet.received().is_empty());
     assert_eq!(app.get("/healthz").await.status(), 200);
 }
@@ -246,7 +246,7 @@ async fn decrypted_callbacks_are_delivered_as_json() {
 
 #[tokio::test]
 async fn events_of_one_corp_never_reach_a_kf_id_registered_under_another() {
-    let app = spawn_app().await;
+    let app = spawn_stepped_app(manual_clock(), |_| {}).await;
     let puppet = FakePuppet::start().await;
     let owner = Corp::new("wwowner");
     let stranger = Corp::new("wwstranger");
@@ -261,6 +261,8 @@ async fn events_of_one_corp_never_reach_a_kf_id_registered_under_another() {
         )
         .await;
     assert_eq!(resp.status(), 200);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.drain().await;
     assert!(puppet.received().is_empty());
+    let parked = app.admin_json("/deliveries?kfId=wkshared").await;
+    assert_eq!(parked["items"][0]["status"], "parked", "{parked}");
 }

@@ -1215,3 +1215,33 @@ async fn an_event_with_two_deliveries_finishes_each_on_its_own() {
         );
     }
 }
+
+/// On the embedded store an event and its deliveries are written together
+/// or not at all, inside a batch that commits the others: a delivery that
+/// cannot be written (here a reused delivery id) takes its event with it,
+/// so a resend is stored rather than taken for a duplicate.
+#[tokio::test]
+async fn an_event_whose_delivery_cannot_be_written_is_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), sealer()).unwrap());
+    let first = event("wwatomic", "wkatomic", "FIRST", 1_000);
+    assert_eq!(
+        store.insert_event(&first).await.unwrap(),
+        InsertOutcome::Stored
+    );
+
+    let mut broken = event("wwatomic", "wkatomic", "SECOND", 1_001);
+    let mut reused = broken.deliveries[0].clone();
+    reused.id = first.id.clone();
+    broken.deliveries.push(reused);
+    assert!(store.insert_event(&broken).await.is_err());
+    assert!(store.get_delivery(&broken.id).await.unwrap().is_none());
+
+    let resend = event("wwatomic", "wkatomic", "SECOND", 1_002);
+    assert_eq!(
+        store.insert_event(&resend).await.unwrap(),
+        InsertOutcome::Stored,
+        "the failed event left no dedup key behind"
+    );
+    assert!(store.get_delivery(&first.id).await.unwrap().is_some());
+}

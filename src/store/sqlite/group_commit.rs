@@ -155,22 +155,14 @@ fn in_transaction<T>(
 }
 
 /// Store one event and its deliveries, all or nothing: a duplicate (or any
-/// failure) leaves the batch's other writes standing.
+/// failure) leaves the batch's other writes standing. No savepoint on the
+/// hot path: the only expected refusal (the dedup key) comes first, and a
+/// later failure removes what this event had written.
 fn insert(tx: &Connection, e: &NewEvent) -> Result<InsertOutcome, StoreError> {
-    tx.execute_batch("SAVEPOINT insert_event")?;
-    let written = insert_rows(tx, e);
-    tx.execute_batch(match written {
-        Ok(InsertOutcome::Stored) => "RELEASE insert_event",
-        _ => "ROLLBACK TO insert_event; RELEASE insert_event",
-    })?;
-    written
-}
-
-fn insert_rows(tx: &Connection, e: &NewEvent) -> Result<InsertOutcome, StoreError> {
     let inserted = tx
         .prepare_cached(
-            "INSERT INTO events (id, source, dedup_key, kind, body, query, received_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO events (id, source, dedup_key, kind, body, query, received_at, deliveries_left)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?
         .execute(params![
             e.id,
@@ -179,7 +171,8 @@ fn insert_rows(tx: &Connection, e: &NewEvent) -> Result<InsertOutcome, StoreErro
             e.kind.as_str(),
             e.body,
             e.query,
-            e.received_at
+            e.received_at,
+            e.deliveries.len() as i64,
         ]);
     match inserted.map_err(StoreError::from) {
         Ok(_) => {}
@@ -187,6 +180,26 @@ fn insert_rows(tx: &Connection, e: &NewEvent) -> Result<InsertOutcome, StoreErro
         Err(other) => return Err(other),
     }
     let event_seq = tx.last_insert_rowid();
+    let mut written = Vec::with_capacity(e.deliveries.len());
+    if let Err(failure) = insert_deliveries(tx, e, event_seq, &mut written) {
+        let mut undo = tx.prepare_cached("DELETE FROM deliveries WHERE seq = ?1")?;
+        for seq in written {
+            undo.execute([seq])?;
+        }
+        tx.prepare_cached("DELETE FROM events WHERE seq = ?1")?
+            .execute([event_seq])?;
+        return Err(failure);
+    }
+    Ok(InsertOutcome::Stored)
+}
+
+/// Insert an event's deliveries, noting the row of each in `written`.
+fn insert_deliveries(
+    tx: &Connection,
+    e: &NewEvent,
+    event_seq: i64,
+    written: &mut Vec<i64>,
+) -> Result<(), StoreError> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO deliveries (id, event_seq, corp_id, kf_id, coalesce, status, window_start,
                                  next_attempt_at, updated_at, lease_owner, lease_until, claim_id)
@@ -205,6 +218,7 @@ fn insert_rows(tx: &Connection, e: &NewEvent) -> Result<InsertOutcome, StoreErro
             d.lease.as_ref().map_or(0, |l| l.until),
             d.lease.as_ref().map(|l| l.claim_id.as_str()),
         ])?;
+        written.push(tx.last_insert_rowid());
     }
-    Ok(InsertOutcome::Stored)
+    Ok(())
 }

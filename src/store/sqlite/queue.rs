@@ -154,7 +154,7 @@ impl Queue for SqliteStore {
                 .query_row([id], |r| r.get(0))
                 .optional()?;
             if let Some(event) = event {
-                tx.prepare_cached(DROP_ORPHAN_EVENT)?.execute([event])?;
+                release_event(&tx, event, 1)?;
             }
             tx.commit()?;
             Ok(event.is_some())
@@ -175,15 +175,10 @@ impl Queue for SqliteStore {
                 }
             }
             let removed = events.len() as u64;
-            // An event goes with its last delivery (it holds the dedup key
-            // until then).
             events.sort_unstable();
-            events.dedup();
-            let mut stmt = tx.prepare_cached(DROP_ORPHAN_EVENT)?;
-            for event in events {
-                stmt.execute([event])?;
+            for group in events.chunk_by(|a, b| a == b) {
+                release_event(&tx, group[0], group.len() as i64)?;
             }
-            drop(stmt);
             tx.commit()?;
             Ok(removed)
         })
@@ -191,9 +186,15 @@ impl Queue for SqliteStore {
     }
 }
 
-/// Remove an event none of whose deliveries is left.
-const DROP_ORPHAN_EVENT: &str =
-    "DELETE FROM events WHERE seq = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_seq = ?1)";
+/// `removed` deliveries of an event are gone: the event goes with its last
+/// one (it holds the dedup key until then).
+fn release_event(tx: &Connection, event_seq: i64, removed: i64) -> Result<(), StoreError> {
+    tx.prepare_cached("UPDATE events SET deliveries_left = deliveries_left - ?2 WHERE seq = ?1")?
+        .execute(params![event_seq, removed])?;
+    tx.prepare_cached("DELETE FROM events WHERE seq = ?1 AND deliveries_left <= 0")?
+        .execute([event_seq])?;
+    Ok(())
+}
 
 /// A delivery with its event's payload; add `WHERE` on `d` (delivery) or `e` (event).
 pub(super) const SELECT_DELIVERY: &str =
