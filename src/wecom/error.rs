@@ -8,6 +8,8 @@ pub enum ProtocolError {
     Signature,
     #[error("malformed XML: {0}")]
     ParseXml(&'static str),
+    #[error("malformed JSON: {0}")]
+    ParseJson(&'static str),
     #[error("illegal EncodingAESKey: {0}")]
     IllegalAesKey(&'static str),
     #[error("receiveid does not match the corp")]
@@ -27,7 +29,7 @@ impl ProtocolError {
     pub fn code(&self) -> i32 {
         match self {
             Self::Signature => -40001,
-            Self::ParseXml(_) | Self::TooLarge(_) => -40002,
+            Self::ParseXml(_) | Self::ParseJson(_) | Self::TooLarge(_) => -40002,
             Self::IllegalAesKey(_) => -40004,
             Self::ReceiveId => -40005,
             Self::Aes(_) => -40007,
@@ -41,7 +43,7 @@ impl ProtocolError {
         match self {
             Self::Signature => "bad_signature",
             Self::ReceiveId => "bad_receiveid",
-            Self::ParseXml(_) | Self::TooLarge(_) => "parse_error",
+            Self::ParseXml(_) | Self::ParseJson(_) | Self::TooLarge(_) => "parse_error",
             Self::IllegalAesKey(_) => "bad_key",
             Self::Aes(_) | Self::IllegalBuffer(_) | Self::Base64 => "decrypt_error",
         }

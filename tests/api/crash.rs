@@ -159,8 +159,19 @@ async fn a_killed_manager_loses_no_acknowledged_callback() {
     }
     manager.kill();
     let acked_at_kill = acked.lock().unwrap().len();
-    // What the puppet had received when the manager died: only these can
-    // come again (their outcome may not have been recorded yet).
+    // What the dead manager had sent: only these can come again (their
+    // outcome may not have been recorded). A request written just before the
+    // kill still reaches the puppet from the socket buffers, so wait until
+    // nothing more arrives (no manager runs now) before taking the list.
+    let mut seen = puppet.received().len();
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = puppet.received().len();
+        if now == seen {
+            break;
+        }
+        seen = now;
+    }
     let sent_before_kill = delivered_tokens(&puppet.received(), &corp);
     let manager2 = ManagerProcess::start(port, data_dir.path(), mongo.as_deref());
     manager2.wait_healthy(&base).await;
