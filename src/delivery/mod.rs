@@ -9,6 +9,7 @@ pub mod identity;
 mod policy;
 mod routes;
 mod sender;
+pub mod webhook;
 
 pub use dispatcher::{Dispatcher, DispatcherHandle, Step};
 pub use guard::{EndpointGuard, HostResolver, SystemResolver};

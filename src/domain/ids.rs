@@ -52,6 +52,11 @@ id_type!(
     "A WeCom corp id (`ww…`), also the receiveid of its callbacks."
 );
 id_type!(
+    AppId,
+    "appId",
+    "An Official Account's or Mini Program's AppID (`wx…`), the receiveid of its pushes."
+);
+id_type!(
     KfId,
     "kfId",
     "A customer-service account id (`OpenKfId`, `wk…`)."

@@ -2,17 +2,21 @@
 //! take these types, never raw strings.
 
 mod allow;
+mod app;
 mod endpoint_policy;
 mod ids;
 mod registration;
 mod secret;
+mod subscription;
 
 pub use crate::wecom::EncodingAesKey;
 pub use allow::EndpointAllow;
+pub use app::{App, AppBody, AppKind, AppView};
 pub use endpoint_policy::{EndpointPolicy, EndpointRefusal};
-pub use ids::{CorpId, EndpointUrl, KfId};
+pub use ids::{AppId, CorpId, EndpointUrl, KfId};
 pub use registration::{CredentialSet, Puppet, RegisterBody, Registration};
 pub use secret::Secret;
+pub use subscription::SubscriptionFilter;
 
 /// An input field that failed validation: `"{field}: {reason}"`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -240,10 +240,15 @@ pub async fn spawn_stepped_app(
     spawn_app_with_seams(seams, adjust).await
 }
 
-/// A manual clock set to a realistic time.
+/// A manual clock starting at the real time (whole seconds). Not a fixed
+/// date: MongoDB's TTL monitor sweeps by the real clock, so documents
+/// stamped years in the past would vanish during a test.
 pub fn manual_clock() -> Arc<ManualClock> {
     let clock = Arc::new(ManualClock::default());
-    clock.advance(Duration::from_secs(1_700_000_000));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    clock.advance(Duration::from_secs(now.as_secs()));
     clock
 }
 

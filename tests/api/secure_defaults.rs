@@ -12,7 +12,7 @@ use wxkf_manager::domain::{EndpointAllow, EndpointUrl, KfId};
 use wxkf_manager::startup::{open_store, Seams};
 
 use crate::fakes::FakePuppet;
-use crate::helpers::{spawn_app_with, spawn_app_with_seams, Corp, FakeDns, ManualClock, TestApp};
+use crate::helpers::{spawn_app_with, spawn_app_with_seams, Corp, FakeDns, TestApp};
 
 /// Every refused kind of address, as a URL host and as an address.
 const REFUSED: [(&str, &str); 7] = [
@@ -220,8 +220,7 @@ async fn a_stored_endpoint_in_a_refused_range_is_not_delivered_to() {
 
 #[tokio::test]
 async fn register_and_deregister_are_rate_limited_per_client_address() {
-    let clock = Arc::new(ManualClock::default());
-    clock.advance(Duration::from_secs(1_700_000_000));
+    let clock = crate::helpers::manual_clock();
     let seams = Seams {
         clock: clock.clone(),
         ..Seams::default()

@@ -10,6 +10,7 @@ use reqwest::Method;
 
 use crate::fakes::FakePuppet;
 use crate::helpers::{manual_clock, spawn_stepped_app, test_mongo_uri, Corp};
+use wxkf_manager::clock::Clock;
 
 /// What the previous release held for one event.
 struct OldEvent {
@@ -23,7 +24,6 @@ struct OldEvent {
     last_error: Option<&'static str>,
 }
 
-const START: i64 = 1_700_000_000_000;
 const PENDING: &str = "018f0000-0000-7000-8000-00000000000a";
 const PARKED: &str = "018f0000-0000-7000-8000-00000000000b";
 const DEAD: &str = "018f0000-0000-7000-8000-00000000000c";
@@ -82,7 +82,7 @@ fn body_of(e: &OldEvent) -> String {
 
 /// The embedded store as the previous release left it: migrations 1 to 3,
 /// its rows as its group commit wrote them, and two online puppets.
-fn previous_sqlite(dir: &Path, corp: &Corp, endpoint: &str) {
+fn previous_sqlite(dir: &Path, corp: &Corp, endpoint: &str, start: i64) {
     let c = rusqlite::Connection::open(dir.join("wxkf-manager.sqlite3")).unwrap();
     c.execute_batch(
         "PRAGMA journal_mode=WAL;
@@ -114,13 +114,13 @@ fn previous_sqlite(dir: &Path, corp: &Corp, endpoint: &str) {
                 corp.secret,
                 corp.token,
                 corp.key,
-                START - 200_000
+                start - 200_000
             ],
         )
         .unwrap();
     }
     for e in old_events() {
-        let received = START - 120_000;
+        let received = start - 120_000;
         c.execute(
             "INSERT INTO events (id, corp_id, kf_id, dedup_key, kind, body, query, coalesce, status,
                                  attempts, received_at, window_start, next_attempt_at, last_error,
@@ -136,11 +136,11 @@ fn previous_sqlite(dir: &Path, corp: &Corp, endpoint: &str) {
                 e.status,
                 e.attempts,
                 received,
-                START + e.next_attempt_in,
+                start + e.next_attempt_in,
                 e.last_error,
                 (e.status == "delivered").then_some(received + 10),
                 // A lease the previous manager held when it stopped: gone after the upgrade.
-                START + 30_000,
+                start + 30_000,
             ],
         )
         .unwrap();
@@ -149,7 +149,7 @@ fn previous_sqlite(dir: &Path, corp: &Corp, endpoint: &str) {
 
 /// The MongoDB database as the previous release left it: migrations 1 and
 /// 2 (their indexes), its event documents and the old manager's puppets.
-async fn previous_mongo(uri: &str, corp: &Corp, endpoint: &str) {
+async fn previous_mongo(uri: &str, corp: &Corp, endpoint: &str, start: i64) {
     use mongodb::bson::{doc, Binary, DateTime, Document};
     let db = mongodb::Client::with_uri_str(uri)
         .await
@@ -194,13 +194,13 @@ async fn previous_mongo(uri: &str, corp: &Corp, endpoint: &str) {
             .insert_one(doc! {
                 "kfOpenId": kf, "botEndpoint": endpoint, "name": "old", "corpId": &corp.id,
                 "corpSecret": &corp.secret, "token": &corp.token, "encodingAESKey": &corp.key,
-                "online": true, "lastOnlineDate": DateTime::from_millis(START - 200_000),
+                "online": true, "lastOnlineDate": DateTime::from_millis(start - 200_000),
             })
             .await
             .unwrap();
     }
     for (seq, e) in old_events().into_iter().enumerate() {
-        let received = START - 120_000;
+        let received = start - 120_000;
         let mut d = doc! {
             "_id": e.id, "corpId": &corp.id, "kfId": e.kf,
             "dedupKey": format!("kf|{}|{}|{}", corp.id, e.kf, e.token),
@@ -208,8 +208,8 @@ async fn previous_mongo(uri: &str, corp: &Corp, endpoint: &str) {
             "body": Binary { subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes: body_of(&e).into_bytes() },
             "query": "msg_signature=s&timestamp=1&nonce=n", "coalesce": true, "status": e.status,
             "attempts": e.attempts, "seq": received * 1000 + seq as i64, "receivedAt": received,
-            "windowStart": received, "nextAttemptAt": START + e.next_attempt_in,
-            "leaseOwner": "old-manager", "leaseUntil": START + 30_000, "claimId": "old-claim",
+            "windowStart": received, "nextAttemptAt": start + e.next_attempt_in,
+            "leaseOwner": "old-manager", "leaseUntil": start + 30_000, "claimId": "old-claim",
             "updatedAt": DateTime::from_millis(received),
         };
         if let Some(error) = e.last_error {
@@ -232,11 +232,12 @@ async fn a_store_of_the_previous_release_is_carried_forward_and_delivered() {
     let puppet = FakePuppet::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mongo = test_mongo_uri();
-    match &mongo {
-        Some(uri) => previous_mongo(uri, &corp, &puppet.url).await,
-        None => previous_sqlite(dir.path(), &corp, &puppet.url),
-    }
     let clock = manual_clock();
+    let start = clock.now_ms();
+    match &mongo {
+        Some(uri) => previous_mongo(uri, &corp, &puppet.url, start).await,
+        None => previous_sqlite(dir.path(), &corp, &puppet.url, start),
+    }
     let data_dir = dir.path().to_path_buf();
     let app = spawn_stepped_app(clock.clone(), move |c| {
         c.data_dir = data_dir;

@@ -1,0 +1,212 @@
+//! Official Accounts and Mini Programs as operators register them (API.md
+//! §6.1): parsed once from the admin body; secrets are `Secret`s and never
+//! part of what an answer shows.
+
+use serde::{Deserialize, Serialize};
+
+use super::{AppId, EncodingAesKey, FieldError, Secret};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AppKind {
+    OfficialAccount,
+    MiniProgram,
+}
+
+impl AppKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OfficialAccount => "official_account",
+            Self::MiniProgram => "mini_program",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "official_account" => Some(Self::OfficialAccount),
+            "mini_program" => Some(Self::MiniProgram),
+            _ => None,
+        }
+    }
+}
+
+/// The body of `PUT /admin/api/apps/{appId}`, as received.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppBody {
+    pub kind: Option<String>,
+    pub token: Option<String>,
+    #[serde(rename = "encodingAESKey")]
+    pub encoding_aes_key: Option<String>,
+    pub app_secret: Option<String>,
+    pub require_encryption: Option<bool>,
+    pub name: Option<String>,
+}
+
+/// A registered app, validated.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub app_id: AppId,
+    pub kind: AppKind,
+    pub name: String,
+    /// The push signature token: 3 to 32 of `[A-Za-z0-9]` (WeChat's rule).
+    pub token: Secret,
+    /// For safe and compatible mode.
+    pub key: Option<EncodingAesKey>,
+    /// For access tokens and the API proxy (§6.4).
+    pub app_secret: Option<Secret>,
+    /// Plaintext pushes are refused (403).
+    pub require_encryption: bool,
+}
+
+impl App {
+    pub fn parse(app_id: AppId, body: AppBody) -> Result<Self, FieldError> {
+        let kind = match body.kind.as_deref() {
+            None | Some("") => return Err(FieldError::new("kind", "missing")),
+            Some(k) => AppKind::parse(k).ok_or(FieldError::new(
+                "kind",
+                "must be official_account or mini_program",
+            ))?,
+        };
+        let token = match body.token.as_deref() {
+            Some(t)
+                if (3..=32).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+            {
+                Secret::new(t)
+            }
+            None | Some("") => return Err(FieldError::new("token", "missing")),
+            Some(_) => {
+                return Err(FieldError::new(
+                    "token",
+                    "must be 3 to 32 characters of [A-Za-z0-9]",
+                ))
+            }
+        };
+        let key = match body.encoding_aes_key.as_deref() {
+            None | Some("") => None,
+            Some(k) => Some(EncodingAesKey::parse(k).map_err(|_| {
+                FieldError::new("encodingAESKey", "must be 43 characters of [A-Za-z0-9]")
+            })?),
+        };
+        let app_secret = match body.app_secret.as_deref() {
+            None | Some("") => None,
+            Some(s) if s.chars().count() <= 128 && !s.chars().any(char::is_control) => {
+                Some(Secret::new(s))
+            }
+            Some(_) => {
+                return Err(FieldError::new(
+                    "appSecret",
+                    "too long or contains control characters",
+                ))
+            }
+        };
+        let require_encryption = body.require_encryption.unwrap_or(false);
+        if require_encryption && key.is_none() {
+            return Err(FieldError::new(
+                "requireEncryption",
+                "needs an encodingAESKey to decrypt with",
+            ));
+        }
+        let name = body.name.unwrap_or_default();
+        if name.chars().count() > 256 || name.chars().any(char::is_control) {
+            return Err(FieldError::new(
+                "name",
+                "longer than 256 characters or has control characters",
+            ));
+        }
+        Ok(Self {
+            app_id,
+            kind,
+            name,
+            token,
+            key,
+            app_secret,
+            require_encryption,
+        })
+    }
+
+    /// What answers and listings show: never a secret.
+    pub fn view(&self) -> AppView {
+        AppView {
+            app_id: self.app_id.as_str().to_owned(),
+            kind: self.kind,
+            name: self.name.clone(),
+            encryption: self.key.is_some(),
+            tokens: self.app_secret.is_some(),
+            require_encryption: self.require_encryption,
+        }
+    }
+}
+
+/// An app as operators see it (§6.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppView {
+    pub app_id: String,
+    pub kind: AppKind,
+    pub name: String,
+    /// An EncodingAESKey is set (safe and compatible mode work).
+    pub encryption: bool,
+    /// An AppSecret is set (tokens and the API proxy work).
+    pub tokens: bool,
+    pub require_encryption: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+    fn body(json: &str) -> AppBody {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn parse(json: &str) -> Result<App, FieldError> {
+        App::parse(AppId::parse("wx0123456789abcdef").unwrap(), body(json))
+    }
+
+    #[test]
+    fn an_app_is_shown_without_its_secrets() {
+        let app = parse(&format!(
+            r#"{{"kind":"official_account","token":"Tok3n","encodingAESKey":"{KEY}","appSecret":"s3cr3t-app","name":"Shop"}}"#
+        ))
+        .unwrap();
+        let shown = serde_json::to_string(&app.view()).unwrap();
+        assert_eq!(
+            shown,
+            r#"{"appId":"wx0123456789abcdef","kind":"official_account","name":"Shop","encryption":true,"tokens":true,"requireEncryption":false}"#
+        );
+        for secret in ["Tok3n", KEY, "s3cr3t-app"] {
+            assert!(!shown.contains(secret));
+            assert!(!format!("{app:?}").contains(secret), "Debug shows {secret}");
+        }
+    }
+
+    #[test]
+    fn each_field_is_checked_and_named() {
+        let cases = [
+            (r#"{"token":"abc"}"#, "kind"),
+            (r#"{"kind":"game","token":"abc"}"#, "kind"),
+            (r#"{"kind":"mini_program"}"#, "token"),
+            (r#"{"kind":"mini_program","token":"ab"}"#, "token"),
+            (r#"{"kind":"mini_program","token":"has space"}"#, "token"),
+            (
+                r#"{"kind":"mini_program","token":"abc","encodingAESKey":"short"}"#,
+                "encodingAESKey",
+            ),
+            (
+                r#"{"kind":"mini_program","token":"abc","requireEncryption":true}"#,
+                "requireEncryption",
+            ),
+        ];
+        for (json, field) in cases {
+            assert_eq!(parse(json).unwrap_err().field, field, "{json}");
+        }
+        let plain = parse(r#"{"kind":"mini_program","token":"abc"}"#).unwrap();
+        assert_eq!(
+            (plain.view().encryption, plain.view().tokens),
+            (false, false)
+        );
+    }
+}
