@@ -44,6 +44,23 @@ pub fn fresh_mongo_uri() -> Option<String> {
     }
 }
 
+/// The contract's times are small numbers (1970): the server's TTL monitor,
+/// which sweeps by the real clock every minute, would remove finished
+/// deliveries in the middle of a test. The contract checks retention through
+/// `purge`, which both backends share; the TTL index is MongoDB's own
+/// shortcut to the same rule, so it is dropped here.
+async fn without_ttl_sweeps(uri: &str) {
+    mongodb::Client::with_uri_str(uri)
+        .await
+        .unwrap()
+        .default_database()
+        .unwrap()
+        .collection::<mongodb::bson::Document>("wxkf_events")
+        .drop_index("retention_ttl")
+        .await
+        .unwrap();
+}
+
 pub async fn backends() -> Backends {
     let dir = tempfile::tempdir().unwrap();
     let mut stores: Vec<(&'static str, Arc<dyn Store>)> = vec![(
@@ -51,14 +68,11 @@ pub async fn backends() -> Backends {
         Arc::new(SqliteStore::open(dir.path(), sealer()).unwrap()),
     )];
     if let Some(uri) = fresh_mongo_uri() {
-        stores.push((
-            "mongo",
-            Arc::new(
-                MongoStore::connect(&uri, RETENTION, sealer())
-                    .await
-                    .unwrap(),
-            ),
-        ));
+        let store = MongoStore::connect(&uri, RETENTION, sealer())
+            .await
+            .unwrap();
+        without_ttl_sweeps(&uri).await;
+        stores.push(("mongo", Arc::new(store)));
     }
     Backends { stores, _dir: dir }
 }
