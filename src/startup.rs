@@ -166,6 +166,8 @@ impl Application {
             clock.clone(),
             metrics.clone(),
         ));
+        // Before the server accepts anything (see `take_back_claims`).
+        dispatcher.take_back_claims().await;
 
         let listener = TcpListener::bind((config.host, config.port))
             .with_context(|| format!("PORT: cannot listen on {}:{}", config.host, config.port))?;

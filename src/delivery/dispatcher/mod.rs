@@ -175,14 +175,23 @@ impl Dispatcher {
         }
     }
 
-    /// Run until `shutdown` turns true; then wait (bounded) for in-flight
-    /// deliveries to finish.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// Give back the claims an earlier run of this instance left (it was
+    /// killed), so they go at once rather than when their lease ends. Call
+    /// before the first callback is accepted: a callback stored already
+    /// claimed by this run must keep its claim, or the claim loop would send
+    /// it a second time beside the in-memory hand-over (found by the stress
+    /// loop: a duplicate right after a restart).
+    pub async fn take_back_claims(&self) {
         match self.store.release_claims(&self.owner).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(released = n, "took back this instance's interrupted claims"),
             Err(e) => tracing::warn!(error = %e, "could not release earlier claims"),
         }
+    }
+
+    /// Run until `shutdown` turns true; then wait (bounded) for in-flight
+    /// deliveries to finish.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut in_flight = JoinSet::new();
         let (finished, finished_rx) = mpsc::channel(FINISH_QUEUE);
         let finisher = tokio::spawn(self.clone().finish_loop(finished_rx));
