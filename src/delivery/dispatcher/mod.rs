@@ -60,6 +60,9 @@ pub struct Step {
     pub taken: usize,
     /// Outcomes recorded.
     pub recorded: usize,
+    /// The claim failed (the store did not answer): due deliveries may be
+    /// left that this step did not see.
+    pub claim_failed: bool,
 }
 
 pub struct Dispatcher {
@@ -143,11 +146,9 @@ impl Dispatcher {
             }
         }
         let now = self.clock.now_ms();
-        for event in self
-            .claim(now, now + lease, MAX_BATCH)
-            .await
-            .unwrap_or_default()
-        {
+        let claimed = self.claim(now, now + lease, MAX_BATCH).await;
+        let claim_failed = claimed.is_err();
+        for event in claimed.unwrap_or_default() {
             taken.push((event, false, now + lease));
         }
         let (finished, mut outcomes) = mpsc::channel(taken.len().max(1));
@@ -166,6 +167,7 @@ impl Dispatcher {
         Step {
             taken: count,
             recorded: self.record(batch).await,
+            claim_failed,
         }
     }
 
