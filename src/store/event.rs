@@ -268,6 +268,21 @@ pub enum InsertOutcome {
     Duplicate,
 }
 
+impl InsertOutcome {
+    /// What an insert refused on the dedup key came to, given the id of the
+    /// event that holds the key: the event itself when an earlier try of
+    /// this very write landed (a driver retries a write whose answer was
+    /// lost), so it is stored and must be delivered; anything else is a
+    /// resend.
+    pub fn of_dedup_conflict(event_id: &str, holder: Option<&str>) -> Self {
+        if holder == Some(event_id) {
+            Self::Stored
+        } else {
+            Self::Duplicate
+        }
+    }
+}
+
 /// Who claims, when, for how long.
 #[derive(Debug, Clone)]
 pub struct Claim {

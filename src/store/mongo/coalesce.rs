@@ -2,7 +2,6 @@
 //! and the older ones become `superseded` by it.
 
 use mongodb::bson::doc;
-use mongodb::options::ReturnDocument;
 
 use super::event_docs::{each_field, elements};
 use super::{get_i64, get_str, now_date, MongoStore};
@@ -22,15 +21,9 @@ impl MongoStore {
             .with("corpId", corp)
             .with("kfId", kf)
             .with("coalesce", true);
-        let newest = self
-            .events
-            .find_one_and_update(
-                wake_ups.matching(),
-                wake_ups.ordered(Self::lease_update(claim, batch)),
-            )
-            .array_filters([wake_ups.array_filter()])
+        let newest = wake_ups
+            .find_one_and_update(&self.events, Self::lease_update(claim, batch))
             .sort(doc! {"seq": -1})
-            .return_document(ReturnDocument::After)
             .await?;
         let Some(newest) = newest else {
             return Ok(());
@@ -41,20 +34,14 @@ impl MongoStore {
         else {
             return Ok(());
         };
-        let mut older = wake_ups.matching();
-        older.insert(
-            "seq",
-            doc! {"$lt": get_i64(&newest, "seq").unwrap_or(i64::MAX)},
-        );
+        let older = doc! {"seq": {"$lt": get_i64(&newest, "seq").unwrap_or(i64::MAX)}};
         let mut update = doc! {"$set": each_field(doc! {
             "status": DeliveryStatus::Superseded.as_str(), "supersededBy": &newest_id,
             "updatedAt": now_date(claim.now),
         })};
         self.raise_expiry(&mut update, DeliveryStatus::Superseded, claim.now);
-        let r = self
-            .events
-            .update_many(older, wake_ups.ordered(update))
-            .array_filters([wake_ups.array_filter()])
+        let r = wake_ups
+            .update_many_where(&self.events, older, update)
             .await?;
         if r.modified_count > 0 {
             self.settle(doc! {"deliveries.supersededBy": newest_id})

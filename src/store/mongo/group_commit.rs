@@ -6,7 +6,11 @@
 //!
 //! A duplicate (11000 on the dedup index) fails only its own document; the
 //! driver reports it with the document's index in the batch, and that caller
-//! gets `Duplicate` while the others are stored. A write-concern failure or
+//! gets `Duplicate` while the others are stored, unless the document holding
+//! the key is this very one: a retried write whose first try landed (a
+//! server that does not recognise the retry refuses it as a duplicate of
+//! itself; found by the stress loop on the MongoDB-wire test server). A
+//! write-concern failure or
 //! a lost connection fails every document of the batch (the caller answers
 //! 503 and WeCom retries; a document that did land is then a duplicate).
 //!
@@ -16,7 +20,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use mongodb::bson::Document;
+use futures_util::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
 use mongodb::error::ErrorKind;
 use mongodb::Collection;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -83,13 +88,71 @@ async fn run(events: Collection<Document>, mut rx: mpsc::Receiver<(Document, Rep
 
 async fn write_batch(events: &Collection<Document>, batch: Vec<(Document, Reply)>) {
     let (documents, replies): (Vec<Document>, Vec<Reply>) = batch.into_iter().unzip();
-    let outcomes = match events.insert_many(documents).ordered(false).await {
+    let identities: Vec<(Bson, Bson)> = documents
+        .iter()
+        .map(|d| {
+            let field = |k| d.get(k).cloned().unwrap_or(Bson::Null);
+            (field("_id"), field("dedupKey"))
+        })
+        .collect();
+    let mut outcomes = match events.insert_many(documents).ordered(false).await {
         Ok(_) => vec![Ok(InsertOutcome::Stored); replies.len()],
         Err(e) => outcomes_of_failure(e, replies.len()),
     };
+    if outcomes.iter().any(is_duplicate) {
+        if let Err(e) = resolve_duplicates(events, &identities, &mut outcomes).await {
+            // Unknown whether they landed: 503, and the resend decides.
+            for outcome in &mut outcomes {
+                if is_duplicate(outcome) {
+                    *outcome = Err(e.clone());
+                }
+            }
+        }
+    }
     for (reply, outcome) in replies.into_iter().zip(outcomes) {
         let _ = reply.send(outcome);
     }
+}
+
+fn is_duplicate(outcome: &Result<InsertOutcome, StoreError>) -> bool {
+    matches!(outcome, Ok(InsertOutcome::Duplicate))
+}
+
+/// For each document refused as a duplicate, who holds its dedup key: the
+/// document itself (an earlier try of this write landed) or another event.
+async fn resolve_duplicates(
+    events: &Collection<Document>,
+    identities: &[(Bson, Bson)],
+    outcomes: &mut [Result<InsertOutcome, StoreError>],
+) -> Result<(), StoreError> {
+    let refused: Vec<usize> = (0..outcomes.len())
+        .filter(|&i| is_duplicate(&outcomes[i]))
+        .collect();
+    let keys: Vec<&Bson> = refused.iter().map(|&i| &identities[i].1).collect();
+    let holders: HashMap<String, Bson> = events
+        .find(doc! {"dedupKey": {"$in": keys}})
+        .projection(doc! {"_id": 1, "dedupKey": 1})
+        .await?
+        .try_collect::<Vec<Document>>()
+        .await?
+        .into_iter()
+        .filter_map(|d| {
+            let key = d.get_str("dedupKey").ok()?.to_owned();
+            Some((key, d.get("_id")?.clone()))
+        })
+        .collect();
+    for i in refused {
+        let (id, key) = &identities[i];
+        let holder = key
+            .as_str()
+            .and_then(|k| holders.get(k))
+            .and_then(Bson::as_str);
+        outcomes[i] = Ok(InsertOutcome::of_dedup_conflict(
+            id.as_str().unwrap_or_default(),
+            holder,
+        ));
+    }
+    Ok(())
 }
 
 /// What each document of a failed `insert_many` became.

@@ -254,7 +254,11 @@ fn get_str(d: &Document, key: &str) -> String {
 }
 
 fn get_i64(d: &Document, key: &str) -> Option<i64> {
-    match d.get(key)? {
+    bson_i64(d.get(key)?)
+}
+
+fn bson_i64(value: &Bson) -> Option<i64> {
+    match value {
         Bson::Int64(v) => Some(*v),
         Bson::Int32(v) => Some(i64::from(*v)),
         Bson::DateTime(v) => Some(v.timestamp_millis()),

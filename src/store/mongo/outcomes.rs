@@ -26,13 +26,8 @@ impl MongoStore {
             None => Bson::Document(doc! {"$in": &claims}),
         };
         let each = Each(doc! {"id": {"$in": &ids}, "claimId": claim});
-        let r = self
-            .events
-            .update_many(
-                each.matching(),
-                each.ordered(self.finish_update(result, now)),
-            )
-            .array_filters([each.array_filter()])
+        let r = each
+            .update_many(&self.events, self.finish_update(result, now))
             .await?;
         if r.matched_count as usize == members.len() {
             return Ok(vec![true; members.len()]);

@@ -44,12 +44,11 @@ impl Queue for MongoStore {
         let batch = format!("{BATCH_CLAIM}{}", uuid::Uuid::new_v4());
         let mut singles: Vec<String> = Vec::new();
         let mut wake_ups: Vec<(String, String)> = Vec::new();
-        let is_due = |d: &Document| {
-            d.get_str("status") == Ok(DeliveryStatus::Pending.as_str())
-                && get_i64(d, "nextAttemptAt").unwrap_or(0) <= claim.now
-                && get_i64(d, "leaseUntil").unwrap_or(0) <= claim.now
-        };
-        for element in candidates.iter().flat_map(elements).filter(|d| is_due(d)) {
+        for element in candidates
+            .iter()
+            .flat_map(elements)
+            .filter(|d| due.holds(d))
+        {
             match (element.get_str("kfId"), element.get_bool("coalesce")) {
                 (Ok(kf), Ok(true)) => {
                     let key = (get_str(element, "corpId"), kf.to_owned());
@@ -62,12 +61,7 @@ impl Queue for MongoStore {
         }
         if !singles.is_empty() {
             let each = Self::leasable(claim).with("id", doc! {"$in": singles});
-            self.events
-                .update_many(
-                    each.matching(),
-                    each.ordered(Self::lease_update(claim, &batch)),
-                )
-                .array_filters([each.array_filter()])
+            each.update_many(&self.events, Self::lease_update(claim, &batch))
                 .await?;
         }
         for (corp, kf) in wake_ups {
@@ -99,13 +93,8 @@ impl Queue for MongoStore {
         now: i64,
     ) -> Result<bool, StoreError> {
         let each = Each(doc! {"id": delivery_id, "claimId": claim_id});
-        let r = self
-            .events
-            .update_one(
-                each.matching(),
-                each.ordered(self.finish_update(result, now)),
-            )
-            .array_filters([each.array_filter()])
+        let r = each
+            .update_one(&self.events, self.finish_update(result, now))
             .await?;
         Ok(r.matched_count > 0)
     }
@@ -174,26 +163,16 @@ impl Queue for MongoStore {
             "corpId": corp_id.as_str(), "kfId": kf_id.as_str(),
             "status": {"$in": statuses(DeliveryStatus::waiting())},
         });
-        let r = self
-            .events
-            .update_many(
-                each.matching(),
-                each.ordered(doc! {"$set": each_field(doc! {"status": DeliveryStatus::Pending.as_str(), "nextAttemptAt": now, "updatedAt": now_date(now)})}),
-            )
-            .array_filters([each.array_filter()])
+        let r = each
+            .update_many(&self.events, doc! {"$set": each_field(doc! {"status": DeliveryStatus::Pending.as_str(), "nextAttemptAt": now, "updatedAt": now_date(now)})})
             .await?;
         Ok(r.modified_count)
     }
 
     async fn release_claims(&self, owner: &str) -> Result<u64, StoreError> {
         let each = Each(doc! {"leaseOwner": owner});
-        let r = self
-            .events
-            .update_many(
-                each.matching(),
-                each.ordered(doc! {"$set": each_field(doc! {"leaseOwner": Bson::Null, "leaseUntil": 0i64, "claimId": Bson::Null})}),
-            )
-            .array_filters([each.array_filter()])
+        let r = each
+            .update_many(&self.events, doc! {"$set": each_field(doc! {"leaseOwner": Bson::Null, "leaseUntil": 0i64, "claimId": Bson::Null})})
             .await?;
         Ok(r.modified_count)
     }
@@ -218,16 +197,15 @@ impl Queue for MongoStore {
         let mut still_held: Vec<(String, String)> = Vec::new();
         for (claim, ids) in by_claim {
             let ours = Each(doc! {"id": {"$in": &ids}, "claimId": claim, "leaseOwner": owner});
-            self.events
-                .update_many(
-                    ours.matching(),
-                    doc! {"$set": {"deliveries.$[d].leaseUntil": until}},
-                )
-                .array_filters([ours.array_filter()])
-                .await?;
+            ours.update_many(
+                &self.events,
+                doc! {"$set": each_field(doc! {"leaseUntil": until})},
+            )
+            .await?;
+            let renewed = ours.with("leaseUntil", until);
             let found: Vec<Document> = self
                 .events
-                .find(ours.clone().with("leaseUntil", until).matching())
+                .find(renewed.matching())
                 .projection(doc! {"deliveries": 1})
                 .await?
                 .try_collect()
@@ -236,10 +214,7 @@ impl Queue for MongoStore {
                 found
                     .iter()
                     .flat_map(elements)
-                    .filter(|d| {
-                        d.get_str("leaseOwner") == Ok(owner)
-                            && get_i64(d, "leaseUntil") == Some(until)
-                    })
+                    .filter(|d| renewed.holds(d))
                     .map(|d| (get_str(d, "id"), get_str(d, "claimId"))),
             );
         }
@@ -261,12 +236,8 @@ impl Queue for MongoStore {
         Ok(next
             .iter()
             .flat_map(elements)
-            .filter_map(|d| {
-                (d.get_str("status") == Ok(DeliveryStatus::Pending.as_str())
-                    && get_i64(d, "leaseUntil") == Some(0))
-                .then(|| get_i64(d, "nextAttemptAt"))
-                .flatten()
-            })
+            .filter(|d| unheld.holds(d))
+            .filter_map(|d| get_i64(d, "nextAttemptAt"))
             .min())
     }
 
@@ -274,21 +245,13 @@ impl Queue for MongoStore {
         let each = Each(
             doc! {"id": id, "status": {"$in": statuses([DeliveryStatus::Dead, DeliveryStatus::Parked])}},
         );
-        let r = self
-            .events
-            .update_one(each.matching(), each.ordered(redrive_update(now)))
-            .array_filters([each.array_filter()])
-            .await?;
+        let r = each.update_one(&self.events, redrive_update(now)).await?;
         Ok(r.modified_count > 0)
     }
 
     async fn redrive_dead_of_kf(&self, kf_id: &KfId, now: i64) -> Result<u64, StoreError> {
         let each = Each(doc! {"kfId": kf_id.as_str(), "status": DeliveryStatus::Dead.as_str()});
-        let r = self
-            .events
-            .update_many(each.matching(), each.ordered(redrive_update(now)))
-            .array_filters([each.array_filter()])
-            .await?;
+        let r = each.update_many(&self.events, redrive_update(now)).await?;
         Ok(r.modified_count)
     }
 

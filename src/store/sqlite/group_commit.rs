@@ -12,7 +12,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::KfId;
@@ -176,7 +176,13 @@ fn insert(tx: &Connection, e: &NewEvent) -> Result<InsertOutcome, StoreError> {
         ]);
     match inserted.map_err(StoreError::from) {
         Ok(_) => {}
-        Err(StoreError::DuplicateKey) => return Ok(InsertOutcome::Duplicate),
+        Err(StoreError::DuplicateKey) => {
+            let holder: Option<String> = tx
+                .prepare_cached("SELECT id FROM events WHERE dedup_key = ?1")?
+                .query_row([&e.dedup_key], |row| row.get(0))
+                .optional()?;
+            return Ok(InsertOutcome::of_dedup_conflict(&e.id, holder.as_deref()));
+        }
         Err(other) => return Err(other),
     }
     let event_seq = tx.last_insert_rowid();
