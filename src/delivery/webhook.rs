@@ -2,57 +2,10 @@
 //! push and its Standard Webhooks signature (standardwebhooks.com), so that
 //! any of that spec's verifier libraries checks our deliveries.
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
-use hmac::{Hmac, KeyInit, Mac};
-use rand::RngCore;
 use serde_json::{json, Map, Value};
-use sha2::Sha256;
 
 use crate::clock::iso8601;
-
-/// A subscription's signing secret: 32 random bytes, shown once as
-/// `whsec_` + base64.
-#[derive(Clone, PartialEq, Eq)]
-pub struct WebhookSecret(Vec<u8>);
-
-const PREFIX: &str = "whsec_";
-
-impl WebhookSecret {
-    pub fn generate() -> Self {
-        let mut key = vec![0u8; 32];
-        rand::thread_rng().fill_bytes(&mut key);
-        Self(key)
-    }
-
-    /// `whsec_…` as shown to the operator (and as stored, sealed).
-    pub fn parse(text: &str) -> Option<Self> {
-        let key = B64.decode(text.strip_prefix(PREFIX)?).ok()?;
-        (!key.is_empty()).then_some(Self(key))
-    }
-
-    pub fn expose(&self) -> String {
-        format!("{PREFIX}{}", B64.encode(&self.0))
-    }
-
-    /// `webhook-signature`: `v1,` + base64 HMAC-SHA256 over
-    /// `{id}.{timestamp}.{body}`.
-    pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
-        mac.update(id.as_bytes());
-        mac.update(b".");
-        mac.update(timestamp.to_string().as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
-    }
-}
-
-impl std::fmt::Debug for WebhookSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("WebhookSecret(…)")
-    }
-}
+pub use crate::domain::WebhookSecret;
 
 /// The body of a delivery to a subscriber. All deliveries of one event
 /// carry the same body (its `id` is the event's).
@@ -77,6 +30,8 @@ pub fn delivery_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine as _;
 
     /// The example of the Standard Webhooks specification's test suite,
     /// checked here against Python's `hmac` as a second implementation.

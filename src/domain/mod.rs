@@ -16,7 +16,9 @@ pub use endpoint_policy::{EndpointPolicy, EndpointRefusal};
 pub use ids::{AppId, CorpId, EndpointUrl, KfId};
 pub use registration::{CredentialSet, Puppet, RegisterBody, Registration};
 pub use secret::Secret;
-pub use subscription::SubscriptionFilter;
+pub use subscription::{
+    Subscription, SubscriptionBody, SubscriptionFilter, SubscriptionView, WebhookSecret,
+};
 
 /// An input field that failed validation: `"{field}: {reason}"`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

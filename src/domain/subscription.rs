@@ -3,8 +3,15 @@
 //! that field of the message to the listed values (exact, case-sensitive);
 //! an absent or empty one matches anything; all present fields must match.
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use hmac::{Hmac, KeyInit, Mac};
+use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sha2::Sha256;
+
+use super::{EndpointUrl, FieldError};
 
 /// At most this many values per field, each at most this long: a filter is
 /// a short list of WeChat's names, not a place to store data.
@@ -64,6 +71,167 @@ impl SubscriptionFilter {
                     .and_then(Value::as_str)
                     .is_some_and(|v| allowed.iter().any(|a| a == v))
         })
+    }
+}
+
+/// A subscription's signing secret: 32 random bytes, shown once as
+/// `whsec_` + base64.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret(Vec<u8>);
+
+const PREFIX: &str = "whsec_";
+
+impl WebhookSecret {
+    pub fn generate() -> Self {
+        let mut key = vec![0u8; 32];
+        rand::thread_rng().fill_bytes(&mut key);
+        Self(key)
+    }
+
+    /// `whsec_…` as shown to the operator (and as stored, sealed).
+    pub fn parse(text: &str) -> Option<Self> {
+        let key = B64.decode(text.strip_prefix(PREFIX)?).ok()?;
+        (!key.is_empty()).then_some(Self(key))
+    }
+
+    pub fn expose(&self) -> String {
+        format!("{PREFIX}{}", B64.encode(&self.0))
+    }
+
+    /// `webhook-signature`: `v1,` + base64 HMAC-SHA256 over
+    /// `{id}.{timestamp}.{body}`.
+    pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
+    }
+}
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret(…)")
+    }
+}
+
+/// The most a description holds.
+pub const MAX_DESCRIPTION: usize = 256;
+
+/// Where pushes of one source go (API.md §6.3).
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub id: String,
+    /// An appId or corpId (need not be known yet).
+    pub source: String,
+    pub endpoint: EndpointUrl,
+    pub filter: SubscriptionFilter,
+    pub description: String,
+    pub secret: WebhookSecret,
+    pub created_at: i64,
+}
+
+/// The body of `POST /admin/api/subscriptions` and of its PATCH.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubscriptionBody {
+    pub source: Option<String>,
+    pub endpoint: Option<String>,
+    pub filter: Option<SubscriptionFilter>,
+    pub description: Option<String>,
+}
+
+/// A subscription as operators see it: never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionView {
+    pub id: String,
+    pub source: String,
+    pub endpoint: String,
+    pub filter: SubscriptionFilter,
+    pub description: String,
+}
+
+impl Subscription {
+    /// A new subscription with a fresh id and secret.
+    pub fn create(body: SubscriptionBody, now: i64) -> Result<Self, FieldError> {
+        let source = match body.source.as_deref() {
+            None | Some("") => return Err(FieldError::new("source", "missing")),
+            Some(s) => super::CorpId::parse(s)
+                .map_err(|_| {
+                    FieldError::new("source", "must be 1 to 64 characters of [A-Za-z0-9_-]")
+                })?
+                .as_str()
+                .to_owned(),
+        };
+        let mut created = Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            source,
+            endpoint: parse_endpoint(body.endpoint.as_deref())?,
+            filter: SubscriptionFilter::default(),
+            description: String::new(),
+            secret: WebhookSecret::generate(),
+            created_at: now,
+        };
+        created.apply(SubscriptionBody {
+            source: None,
+            endpoint: None,
+            ..body
+        })?;
+        Ok(created)
+    }
+
+    /// A PATCH: the fields present change (`source` cannot).
+    pub fn apply(&mut self, body: SubscriptionBody) -> Result<(), FieldError> {
+        if body.source.is_some() {
+            return Err(FieldError::new(
+                "source",
+                "cannot change; create another subscription",
+            ));
+        }
+        if body.endpoint.is_some() {
+            self.endpoint = parse_endpoint(body.endpoint.as_deref())?;
+        }
+        if let Some(filter) = body.filter {
+            filter.validate().map_err(|_| {
+                FieldError::new(
+                    "filter",
+                    "at most 64 values per field, each 1 to 64 characters",
+                )
+            })?;
+            self.filter = filter;
+        }
+        if let Some(description) = body.description {
+            if description.chars().count() > MAX_DESCRIPTION
+                || description.chars().any(char::is_control)
+            {
+                return Err(FieldError::new(
+                    "description",
+                    "longer than 256 characters or has control characters",
+                ));
+            }
+            self.description = description;
+        }
+        Ok(())
+    }
+
+    pub fn view(&self) -> SubscriptionView {
+        SubscriptionView {
+            id: self.id.clone(),
+            source: self.source.clone(),
+            endpoint: self.endpoint.as_str().to_owned(),
+            filter: self.filter.clone(),
+            description: self.description.clone(),
+        }
+    }
+}
+
+fn parse_endpoint(endpoint: Option<&str>) -> Result<EndpointUrl, FieldError> {
+    match endpoint {
+        None | Some("") => Err(FieldError::new("endpoint", "missing")),
+        Some(e) => EndpointUrl::parse(e),
     }
 }
 

@@ -8,10 +8,12 @@
 //! expressed here as store operations so every backend implements them
 //! atomically in its own way.
 
+mod channels;
 mod error;
 mod event;
 pub mod mongo;
 mod puppet;
+pub mod records;
 mod seal;
 pub mod sqlite;
 mod token;
@@ -24,6 +26,8 @@ pub use event::{
     Keep, KfSummary, Lease, NewDelivery, NewEvent, PayloadKind, Retention,
 };
 
+pub use channels::Channels;
+pub use records::{Record, RecordKind, Records};
 pub use seal::Sealer;
 pub use token::TokenRecord;
 
@@ -208,7 +212,7 @@ pub trait OperatorReads: Send + Sync {
 
 /// A whole store: every concern, and a health check.
 #[async_trait]
-pub trait Store: Registrations + Queue + TokenCache + OperatorReads + 'static {
+pub trait Store: Registrations + Queue + TokenCache + OperatorReads + Records + 'static {
     /// Cheap round trip proving the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 }

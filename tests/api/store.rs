@@ -1274,3 +1274,129 @@ async fn an_event_whose_delivery_cannot_be_written_is_not_stored() {
     );
     assert!(store.get_delivery(&first.id).await.unwrap().is_some());
 }
+
+/// Apps, subscriptions and operator-set corp credentials are kept as the
+/// operator gave them, listed by source, replaced and removed; none of their
+/// secrets is stored readable.
+#[tokio::test]
+async fn apps_subscriptions_and_operator_credentials_keep_their_secrets_sealed() {
+    use wxkf_manager::domain::{
+        App, AppBody, AppId, CredentialSet, Subscription, SubscriptionBody, SubscriptionFilter,
+    };
+    use wxkf_manager::store::{Channels, RecordKind, Records};
+    const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+    for (name, store) in backends().await.stores {
+        let app_id = AppId::parse("wx0123456789abcdef").unwrap();
+        let app = App::parse(
+            app_id.clone(),
+            AppBody {
+                kind: Some("official_account".into()),
+                token: Some("pushToken1".into()),
+                encoding_aes_key: Some(KEY.into()),
+                app_secret: Some("theAppSecret".into()),
+                require_encryption: Some(true),
+                name: Some("Shop".into()),
+            },
+        )
+        .unwrap();
+        store.put_app(&app, 1_000).await.unwrap();
+        let back = store.get_app(&app_id).await.unwrap().expect("{name}: app");
+        assert_eq!(back.view(), app.view(), "{name}");
+        assert_eq!(back.token.expose(), "pushToken1", "{name}");
+        assert_eq!(back.app_secret.unwrap().expose(), "theAppSecret", "{name}");
+        assert_eq!(back.key.unwrap().expose(), KEY, "{name}");
+
+        let sub = |source: &str, endpoint: &str| {
+            Subscription::create(
+                SubscriptionBody {
+                    source: Some(source.into()),
+                    endpoint: Some(endpoint.into()),
+                    filter: Some(SubscriptionFilter {
+                        event: vec!["subscribe".into()],
+                        ..Default::default()
+                    }),
+                    description: Some("CRM".into()),
+                },
+                2_000,
+            )
+            .unwrap()
+        };
+        let (crm, other) = (
+            sub(app_id.as_str(), "http://crm.example/hook"),
+            sub("wwcorp", "http://desk.example/hook"),
+        );
+        store.put_subscription(&crm, 2_000).await.unwrap();
+        store.put_subscription(&other, 2_000).await.unwrap();
+        let of_app = store
+            .list_subscriptions(Some(app_id.as_str()))
+            .await
+            .unwrap();
+        assert_eq!(of_app.len(), 1, "{name}: listed by source");
+        assert_eq!(of_app[0].view(), crm.view(), "{name}");
+        assert_eq!(of_app[0].secret, crm.secret, "{name}: the signing secret");
+        assert_eq!(
+            store.list_subscriptions(None).await.unwrap().len(),
+            2,
+            "{name}"
+        );
+
+        let corp = CorpId::parse("wwcorp").unwrap();
+        let set = CredentialSet::parse(Some("opToken"), Some(KEY)).unwrap();
+        assert!(
+            store
+                .add_corp_credentials(&corp, &set, 3_000)
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert!(
+            !store
+                .add_corp_credentials(&corp, &set, 3_001)
+                .await
+                .unwrap(),
+            "{name}: a set already there is kept"
+        );
+        let sets = store.operator_credentials(Some(&corp)).await.unwrap();
+        assert_eq!(sets.len(), 1, "{name}");
+        assert_eq!(sets[0].1.token.expose(), "opToken", "{name}");
+
+        // Nothing secret is readable in what the backend stores.
+        for kind in RecordKind::ALL {
+            for record in store.list_records(kind, None).await.unwrap() {
+                let raw = serde_json::Value::Object(record.body).to_string();
+                for secret in [
+                    "pushToken1",
+                    "theAppSecret",
+                    KEY,
+                    "opToken",
+                    &crm.secret.expose(),
+                ] {
+                    assert!(
+                        !raw.contains(secret),
+                        "{name}: {} shows a secret",
+                        kind.as_str()
+                    );
+                }
+            }
+        }
+
+        assert!(
+            store
+                .remove_corp_credentials(&corp, "opToken")
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert!(
+            store.operator_credentials(None).await.unwrap().is_empty(),
+            "{name}"
+        );
+        assert!(store.delete_subscription(&crm.id).await.unwrap(), "{name}");
+        assert!(
+            store.get_subscription(&crm.id).await.unwrap().is_none(),
+            "{name}"
+        );
+        assert!(store.delete_app(&app_id).await.unwrap(), "{name}");
+        assert!(!store.delete_app(&app_id).await.unwrap(), "{name}: gone");
+    }
+}

@@ -27,6 +27,7 @@ mod group_commit;
 mod outcomes;
 mod queue;
 mod reads;
+mod records;
 mod registrations;
 mod tokens;
 mod upgrade;
@@ -39,6 +40,7 @@ const PUPPETS: &str = "wxkfpuppets";
 const EVENTS: &str = "wxkf_events";
 const TOKENS: &str = "wxkf_tokens";
 const META: &str = "wxkf_meta";
+const RECORDS: &str = "wxkf_records";
 const MIGRATIONS_COLLECTION: &str = "wxkf_migrations";
 /// Prefix of a claim id shared by the events of one claimed batch (a claim
 /// given at insert time belongs to its one event).
@@ -59,6 +61,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../../migrations/mongo/0003_events_deliveries.json"),
     ),
+    (
+        4,
+        include_str!("../../../migrations/mongo/0004_channels.json"),
+    ),
 ];
 
 pub struct MongoStore {
@@ -66,6 +72,7 @@ pub struct MongoStore {
     puppets: Collection<Document>,
     events: Collection<Document>,
     tokens: Collection<Document>,
+    records: Collection<Document>,
     retention: Retention,
     last_seq: AtomicI64,
     sealer: Sealer,
@@ -143,13 +150,22 @@ impl MongoStore {
         );
         let puppets = db.collection_with_options(
             PUPPETS,
-            CollectionOptions::builder().write_concern(journal).build(),
+            CollectionOptions::builder()
+                .write_concern(journal.clone())
+                .build(),
         );
         let tokens = db.collection(TOKENS);
+        let records = db.collection_with_options(
+            RECORDS,
+            CollectionOptions::builder()
+                .write_concern(journal.clone())
+                .build(),
+        );
         let writer = MongoGroupWriter::start(events.clone());
         let store = Self {
             writer,
             tokens,
+            records,
             db,
             puppets,
             events,

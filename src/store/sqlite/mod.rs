@@ -17,6 +17,7 @@ use rusqlite::{Connection, OptionalExtension};
 mod group_commit;
 mod queue;
 mod reads;
+mod records;
 mod registrations;
 mod statements;
 mod tokens;
@@ -39,6 +40,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         4,
         include_str!("../../../migrations/sqlite/0004_events_deliveries.sql"),
+    ),
+    (
+        5,
+        include_str!("../../../migrations/sqlite/0005_channels.sql"),
     ),
 ];
 
