@@ -1283,7 +1283,7 @@ async fn apps_subscriptions_and_operator_credentials_keep_their_secrets_sealed()
     use wxkf_manager::domain::{
         App, AppBody, AppId, CredentialSet, Subscription, SubscriptionBody, SubscriptionFilter,
     };
-    use wxkf_manager::store::{Channels, RecordKind, Records};
+    use wxkf_manager::store::{Channels, RecordKind};
     const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
     for (name, store) in backends().await.stores {
         let app_id = AppId::parse("wx0123456789abcdef").unwrap();
