@@ -6,6 +6,7 @@ pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod delivery;
+pub mod directory;
 pub mod domain;
 pub mod http;
 pub mod metrics;

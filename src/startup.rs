@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::credentials::CredentialCache;
+use crate::directory::Directory;
 use crate::delivery::{Dispatcher, EndpointGuard, HostResolver, Sender, SystemResolver};
 use crate::domain::EndpointPolicy;
 use crate::http::{self, AppState};
@@ -29,6 +30,7 @@ pub struct Application {
     manual_delivery: bool,
     store: Arc<dyn Store>,
     credentials: Arc<CredentialCache>,
+    directory: Arc<Directory>,
 }
 
 /// Open the configured store: MongoDB when `MONGO_URI` is set, else the
@@ -136,6 +138,10 @@ impl Application {
         if let Err(e) = credentials.refresh_all(store.as_ref()).await {
             tracing::warn!(error = %e, "could not preload corp credentials; they load on first use");
         }
+        let directory = Arc::new(Directory::default());
+        if let Err(e) = directory.refresh(store.as_ref()).await {
+            tracing::warn!(error = %e, "could not load apps and subscriptions; retrying every second");
+        }
         let endpoint_guard = EndpointGuard::new(
             EndpointPolicy::new(config.delivery.endpoint_allow.clone()),
             resolver,
@@ -165,6 +171,7 @@ impl Application {
             owner,
             clock.clone(),
             metrics.clone(),
+            directory.clone(),
         ));
         // Before the server accepts anything (see `take_back_claims`).
         dispatcher.take_back_claims().await;
@@ -176,6 +183,7 @@ impl Application {
         let state = web::Data::new(AppState {
             store: store.clone(),
             credentials: credentials.clone(),
+            directory: directory.clone(),
             dispatcher: dispatcher.handle(),
             clock,
             config: Arc::new(config),
@@ -199,6 +207,7 @@ impl Application {
             manual_delivery,
             store,
             credentials,
+            directory,
         })
     }
 
@@ -231,8 +240,10 @@ impl Application {
                 }
             }
         });
+        let directory = tokio::spawn(self.directory.clone().keep_fresh(self.store.clone()));
         let served = self.server.await;
         refresher.abort();
+        directory.abort();
         let _ = stop_tx.send(true);
         if let Some(dispatcher) = dispatcher {
             let _ = dispatcher.await;

@@ -3,12 +3,13 @@
 //! letters after the retry window.
 
 mod dispatcher;
+pub mod fan_out;
 mod gate;
 mod guard;
 pub mod identity;
 mod policy;
 mod routes;
-mod sender;
+pub mod sender;
 pub mod webhook;
 
 pub use dispatcher::{Dispatcher, DispatcherHandle, Step};

@@ -1,10 +1,11 @@
-//! One HTTP attempt to a puppet, in the shape the old manager used
-//! (API.md §3), plus our delivery id and attempt headers.
+//! One HTTP attempt: to a puppet, in the shape the old manager used (API.md
+//! §3) plus our delivery id and attempt headers; or to a subscriber, signed
+//! as Standard Webhooks says (§6.3).
 
 use std::time::Duration;
 
 use super::guard::EndpointGuard;
-use crate::domain::{EndpointRefusal, EndpointUrl};
+use crate::domain::{EndpointRefusal, EndpointUrl, Subscription};
 use crate::store::{Delivery, PayloadKind};
 
 pub const DELIVERY_ID_HEADER: &str = "X-Wxkf-Delivery-Id";
@@ -37,18 +38,14 @@ impl Sender {
         Ok(Self { client, guard })
     }
 
+    /// One attempt to a puppet, in the old manager's shape (§3).
     pub async fn send(
         &self,
         event: &Delivery,
         endpoint: &EndpointUrl,
         attempt: u32,
     ) -> Result<(), SendFailure> {
-        self.guard
-            .check_url(endpoint.url())
-            .map_err(|refusal| SendFailure {
-                error: format!("endpoint refused: {refusal}"),
-                retry_after: None,
-            })?;
+        self.check(endpoint)?;
         let request = match event.kind {
             PayloadKind::Xml => {
                 let url = format!("{}?{}", endpoint.join("callback"), event.query);
@@ -61,31 +58,68 @@ impl Sender {
                 .post(endpoint.join("callback/decrypted"))
                 .header("content-type", "application/json"),
         };
-        let response = request
+        let request = request
             .header(DELIVERY_ID_HEADER, &event.id)
             .header(ATTEMPT_HEADER, attempt.to_string())
-            .body(event.body.clone())
-            .send()
-            .await
-            .map_err(|e| SendFailure {
-                error: describe(&e),
-                retry_after: None,
-            })?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let retry_after = matches!(status.as_u16(), 429 | 503)
-            .then(|| response.headers().get("retry-after"))
-            .flatten()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        Err(SendFailure {
-            error: format!("puppet answered HTTP {}", status.as_u16()),
-            retry_after,
-        })
+            .body(event.body.clone());
+        post(request, "puppet").await
     }
+
+    /// One attempt to a subscriber (§6.3): the event's JSON, signed as
+    /// Standard Webhooks says, at `now_secs`.
+    pub async fn send_webhook(
+        &self,
+        delivery: &Delivery,
+        body: &[u8],
+        subscription: &Subscription,
+        attempt: u32,
+        now_secs: i64,
+    ) -> Result<(), SendFailure> {
+        self.check(&subscription.endpoint)?;
+        let signature = subscription.secret.sign(&delivery.id, now_secs, body);
+        let request = self
+            .client
+            .post(subscription.endpoint.as_str())
+            .header("content-type", "application/json")
+            .header("webhook-id", &delivery.id)
+            .header("webhook-timestamp", now_secs.to_string())
+            .header("webhook-signature", signature)
+            .header(ATTEMPT_HEADER, attempt.to_string())
+            .body(body.to_vec());
+        post(request, "subscriber").await
+    }
+
+    fn check(&self, endpoint: &EndpointUrl) -> Result<(), SendFailure> {
+        self.guard
+            .check_url(endpoint.url())
+            .map_err(|refusal| SendFailure {
+                error: format!("endpoint refused: {refusal}"),
+                retry_after: None,
+            })
+    }
+}
+
+/// Send, and read what the answer means: any 2xx delivered; a 429 or 503
+/// may say when to come back.
+async fn post(request: reqwest::RequestBuilder, who: &str) -> Result<(), SendFailure> {
+    let response = request.send().await.map_err(|e| SendFailure {
+        error: describe(&e),
+        retry_after: None,
+    })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let retry_after = matches!(status.as_u16(), 429 | 503)
+        .then(|| response.headers().get("retry-after"))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    Err(SendFailure {
+        error: format!("{who} answered HTTP {}", status.as_u16()),
+        retry_after,
+    })
 }
 
 fn describe(e: &reqwest::Error) -> String {

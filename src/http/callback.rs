@@ -11,6 +11,7 @@ use super::body::read_limited;
 use super::error::CallbackError;
 use super::query::param;
 use super::AppState;
+use crate::delivery::fan_out::{fan_out, Origin};
 use crate::delivery::identity::{decrypted_dedup_key, dedup_key};
 use crate::domain::{CorpId, CredentialSet, KfId};
 use crate::store::{InsertOutcome, NewDelivery, NewEvent, PayloadKind};
@@ -73,11 +74,24 @@ fn corp_from_path(raw: &str) -> Result<CorpId, CallbackError> {
     CorpId::parse(raw).map_err(|e| CallbackError::BadRequest(e.to_string()))
 }
 
+/// The sets a corp's callbacks may be signed with: its puppets' and those
+/// an operator added (§6.2).
 async fn corp_credentials(
     state: &AppState,
     corp: &CorpId,
 ) -> Result<std::sync::Arc<[CredentialSet]>, CallbackError> {
-    let sets = state.credentials.get(state.store.as_ref(), corp).await?;
+    let mut sets = state.credentials.get(state.store.as_ref(), corp).await?;
+    let added = state.directory.get();
+    let added = added.operator_sets(corp);
+    if !added.is_empty() {
+        let mut all = sets.to_vec();
+        for set in added {
+            if !all.iter().any(|s| s.token.expose() == set.token.expose()) {
+                all.push(set.clone());
+            }
+        }
+        sets = all.into();
+    }
     if sets.is_empty() {
         return Err(CallbackError::UnknownCorp);
     }
@@ -170,10 +184,28 @@ async fn encrypted(
             tracing::Span::current().record("kf_id", kf.as_str());
         }
         let coalesce = message.is_kf_msg_or_event() && state.config.delivery.coalesce;
+        let directory = state.directory.get();
+        // Every field, for subscribers and for the identity of events other
+        // than wake-ups; a wake-up nobody subscribed to skips the work.
+        let fields = (!message.is_kf_msg_or_event() || directory.has_subscriptions(corp.as_str()))
+            .then(|| wecom::xml_message(&plain.message).ok())
+            .flatten();
+        // Time-ordered: the id index grows at its end instead of at random pages.
+        let id = uuid::Uuid::now_v7().to_string();
+        let received_at = state.clock.now_ms();
+        let origin = Origin {
+            event_id: &id,
+            source: &corp,
+            source_kind: "wecom",
+            received_at,
+        };
+        let puppet = kf_id
+            .clone()
+            .map(|kf| NewDelivery::to_puppet(corp.clone(), Some(kf), coalesce));
+        let routed = fan_out(&directory, &origin, fields.as_ref(), puppet);
         let event = NewEvent {
-            // Time-ordered: the id index grows at its end instead of at random pages.
-            id: uuid::Uuid::now_v7().to_string(),
-            dedup_key: dedup_key(&corp, &message),
+            dedup_key: dedup_key(&corp, &message, fields.as_ref()),
+            id,
             kind: PayloadKind::Xml,
             body: body.to_vec(),
             query: format!(
@@ -182,9 +214,10 @@ async fn encrypted(
                 enc(&query.timestamp),
                 enc(&query.nonce)
             ),
-            received_at: state.clock.now_ms(),
+            received_at,
+            message: routed.message,
             source: corp.as_str().to_owned(),
-            deliveries: vec![NewDelivery::to_puppet(corp, kf_id, coalesce)],
+            deliveries: routed.deliveries,
         };
         Ok(state.dispatcher.enqueue(event).await?)
     }
@@ -251,6 +284,7 @@ async fn decrypted(
             body: json.to_string().into_bytes(),
             query: String::new(),
             received_at: state.clock.now_ms(),
+            message: None,
             source: corp.as_str().to_owned(),
             deliveries: vec![NewDelivery::to_puppet(
                 corp,

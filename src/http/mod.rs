@@ -32,6 +32,8 @@ pub use rate_limit::RateLimiter;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub credentials: Arc<CredentialCache>,
+    /// Apps, subscriptions, operator-added corp credentials.
+    pub directory: Arc<crate::directory::Directory>,
     pub dispatcher: DispatcherHandle,
     pub clock: Arc<dyn Clock>,
     pub config: Arc<Config>,

@@ -157,8 +157,11 @@ pub struct NewEvent {
     /// `msg_signature=..&timestamp=..&nonce=..` for XML events, else empty.
     pub query: String,
     pub received_at: i64,
+    /// What a subscriber receives (API.md §6.3), when a subscription takes
+    /// the event: the same bytes for each of its deliveries.
+    pub message: Option<Vec<u8>>,
     /// One per target. An event no target takes has one delivery without a
-    /// kfId, stored `unroutable` so that operators see it.
+    /// target, stored `unroutable` so that operators see it.
     pub deliveries: Vec<NewDelivery>,
 }
 
@@ -166,9 +169,12 @@ pub struct NewEvent {
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
     pub id: String,
+    /// The corp (or, for a subscription, the source: an appId or corpId).
     pub corp_id: CorpId,
-    /// The OpenKfId it routes to; `None` makes it unroutable.
+    /// The OpenKfId of the puppet it goes to.
     pub kf_id: Option<KfId>,
+    /// The subscription it goes to. Neither target: unroutable.
+    pub subscription_id: Option<String>,
     /// A "pull now" wake-up that newer ones for the same kfId replace.
     pub coalesce: bool,
     /// Stored already claimed by this manager, which delivers it straight
@@ -184,14 +190,28 @@ impl NewDelivery {
             id: uuid::Uuid::now_v7().to_string(),
             corp_id,
             kf_id,
+            subscription_id: None,
             coalesce,
             lease: None,
         }
     }
 
+    /// A delivery to a subscription of `source`, with a new time-ordered id.
+    pub fn to_subscription(source: CorpId, subscription_id: &str) -> Self {
+        Self {
+            subscription_id: Some(subscription_id.to_owned()),
+            ..Self::to_puppet(source, None, false)
+        }
+    }
+
+    /// Whether it has somewhere to go (a puppet or a subscription).
+    pub fn routed(&self) -> bool {
+        self.kf_id.is_some() || self.subscription_id.is_some()
+    }
+
     /// The status it is stored with.
     pub fn status(&self) -> DeliveryStatus {
-        if self.kf_id.is_some() {
+        if self.routed() {
             DeliveryStatus::Pending
         } else {
             DeliveryStatus::Unroutable
@@ -219,8 +239,10 @@ impl NewEvent {
                 event_id: self.id.clone(),
                 corp_id: d.corp_id.as_str().to_owned(),
                 kf_id: d.kf_id.map(|k| k.as_str().to_owned()),
+                subscription_id: d.subscription_id,
                 kind: self.kind,
                 body: self.body.clone(),
+                message: self.message.clone(),
                 query: self.query.clone(),
                 coalesce: d.coalesce,
                 attempts: 0,
@@ -244,9 +266,13 @@ pub struct Delivery {
     pub event_id: String,
     pub corp_id: String,
     pub kf_id: Option<String>,
+    pub subscription_id: Option<String>,
     pub kind: PayloadKind,
     #[serde(skip)]
     pub body: Vec<u8>,
+    /// What a subscriber receives (§6.3), for a subscription's delivery.
+    #[serde(skip)]
+    pub message: Option<Vec<u8>>,
     #[serde(skip)]
     pub query: String,
     pub coalesce: bool,

@@ -108,6 +108,7 @@ fn event(corp: &str, kf: &str, token: &str, at: i64) -> NewEvent {
         body: format!("<xml>{token}</xml>").into_bytes(),
         query: "msg_signature=a&timestamp=1&nonce=2".into(),
         received_at: at,
+        message: None,
         deliveries: vec![delivery],
     }
 }

@@ -1,13 +1,16 @@
 //! One delivery: hold its lease (renewed while it waits), pass its kfId's
 //! gate, take a sending slot, send, and hand the outcome to the finisher.
 
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
 
 use super::finish::Finished;
 use super::Dispatcher;
 use crate::delivery::gate::Passage;
+use crate::delivery::sender::SendFailure;
 use crate::domain::{KfId, Puppet};
-use crate::store::{AttemptResult, Delivery};
+use crate::store::{AttemptResult, Channels, Delivery};
 
 /// A delivery this manager holds, and until when its lease runs.
 pub(super) struct Held {
@@ -94,6 +97,9 @@ impl Dispatcher {
     }
 
     async fn attempt(&self, event: &Delivery, fresh: bool) -> AttemptResult {
+        if let Some(subscription) = &event.subscription_id {
+            return self.attempt_subscription(event, subscription).await;
+        }
         let Some(kf) = event.kf_id.as_deref().and_then(|k| KfId::parse(k).ok()) else {
             return AttemptResult::Parked;
         };
@@ -142,11 +148,63 @@ impl Dispatcher {
             // Another claimer holds it now and sends it; recording fails too.
             return AttemptResult::Released;
         }
-        match self
+        let sent = self
             .sender
             .send(event, &puppet.registration.endpoint, event.attempts + 1)
-            .await
-        {
+            .await;
+        self.outcome(event, sent)
+    }
+
+    /// A subscription's delivery: no gate (a subscriber takes what comes),
+    /// a sending slot, the signed JSON.
+    async fn attempt_subscription(&self, event: &Delivery, id: &str) -> AttemptResult {
+        let cached = self.directory.get().subscription(id).cloned();
+        let subscription = match cached {
+            Some(s) => s,
+            // Created through another manager a moment ago, or deleted.
+            None => match self.store.get_subscription(id).await {
+                Ok(Some(s)) => Arc::new(s),
+                Ok(None) => {
+                    return AttemptResult::Dead {
+                        error: "the subscription was deleted".into(),
+                    }
+                }
+                Err(e) => {
+                    return AttemptResult::Retry {
+                        next_attempt_at: self.clock.now_ms()
+                            + self.config.poll_interval.as_millis() as i64,
+                        error: format!("store: {e}"),
+                    }
+                }
+            },
+        };
+        let Some(body) = &event.message else {
+            return AttemptResult::Dead {
+                error: "the event holds no message for subscribers".into(),
+            };
+        };
+        let Ok(_sending) = self.global.acquire().await else {
+            return AttemptResult::Released;
+        };
+        if self.lease_lost(&event.id) {
+            return AttemptResult::Released;
+        }
+        let sent = self
+            .sender
+            .send_webhook(
+                event,
+                body,
+                &subscription,
+                event.attempts + 1,
+                self.clock.now_ms() / 1000,
+            )
+            .await;
+        self.outcome(event, sent)
+    }
+
+    /// Delivered, or what the retry policy makes of a failure.
+    fn outcome(&self, event: &Delivery, sent: Result<(), SendFailure>) -> AttemptResult {
+        match sent {
             Ok(()) => AttemptResult::Delivered,
             Err(failure) => self.policy.after_failure(
                 event.attempts + 1,

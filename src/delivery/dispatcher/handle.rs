@@ -47,10 +47,11 @@ impl DispatcherHandle {
     pub async fn enqueue(&self, mut event: NewEvent) -> Result<InsertOutcome, StoreError> {
         let mut slots: Vec<Option<FreshSlot>> = Vec::with_capacity(event.deliveries.len());
         for delivery in &mut event.deliveries {
-            let slot = delivery
-                .kf_id
-                .as_ref()
-                .and_then(|_| self.reserve(event.received_at));
+            let slot = if delivery.routed() {
+                self.reserve(event.received_at)
+            } else {
+                None
+            };
             delivery.lease = slot.as_ref().map(FreshSlot::lease);
             slots.push(slot);
         }
@@ -60,7 +61,7 @@ impl DispatcherHandle {
             for (delivery, slot) in event.into_deliveries().into_iter().zip(slots) {
                 match slot {
                     Some(slot) => slot.deliver(delivery),
-                    None => unclaimed |= delivery.kf_id.is_some(),
+                    None => unclaimed |= delivery.kf_id.is_some() || delivery.subscription_id.is_some(),
                 }
             }
             if unclaimed {

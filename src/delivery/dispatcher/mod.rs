@@ -38,6 +38,7 @@ use super::routes::RouteCache;
 use super::{RetryPolicy, Sender};
 use crate::clock::Clock;
 use crate::config::DeliveryConfig;
+use crate::directory::Directory;
 use crate::metrics::Metrics;
 use crate::store::{Claim, Delivery, Retention, Store};
 
@@ -82,6 +83,8 @@ pub struct Dispatcher {
     /// while they wait, so a long wait never lets another claimer send them.
     held: Mutex<HashMap<String, Held>>,
     routes: Arc<RouteCache>,
+    /// Subscriptions (and the rest of what operators configured).
+    directory: Arc<Directory>,
     metrics: Arc<Metrics>,
     fresh: mpsc::Sender<Delivery>,
     fresh_rx: Mutex<Option<mpsc::Receiver<Delivery>>>,
@@ -95,6 +98,7 @@ impl Dispatcher {
         owner: String,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
+        directory: Arc<Directory>,
     ) -> Self {
         let (fresh, fresh_rx) = mpsc::channel(FRESH_QUEUE);
         Self {
@@ -112,6 +116,7 @@ impl Dispatcher {
             clock,
             wake: Arc::new(Notify::new()),
             routes: Arc::new(RouteCache::default()),
+            directory,
             metrics,
         }
     }

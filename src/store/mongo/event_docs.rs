@@ -188,6 +188,9 @@ impl MongoStore {
                 if let Some(kf) = &d.kf_id {
                     element.insert("kfId", kf.as_str());
                 }
+                if let Some(subscription) = &d.subscription_id {
+                    element.insert("subscriptionId", subscription);
+                }
                 if let Some(lease) = &d.lease {
                     element.insert("leaseOwner", &lease.owner);
                     element.insert("claimId", &lease.claim_id);
@@ -200,12 +203,15 @@ impl MongoStore {
             "source": &event.source,
             "dedupKey": &event.dedup_key,
             "kind": event.kind.as_str(),
-            "body": Binary { subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes: event.body.clone() },
+            "body": binary(&event.body),
             "query": &event.query,
             "seq": self.next_seq(event.received_at),
             "receivedAt": event.received_at,
             "deliveries": deliveries,
         };
+        if let Some(message) = &event.message {
+            document.insert("message", binary(message));
+        }
         // Nothing to deliver (unroutable): kept for operators, then swept.
         let horizons: Option<Vec<i64>> = event
             .deliveries
@@ -300,6 +306,13 @@ impl MongoStore {
     }
 }
 
+fn binary(bytes: &[u8]) -> Binary {
+    Binary {
+        subtype: mongodb::bson::spec::BinarySubtype::Generic,
+        bytes: bytes.to_vec(),
+    }
+}
+
 /// The delivery elements of an event document (as projected).
 pub(super) fn elements(event: &Document) -> impl Iterator<Item = &Document> {
     event
@@ -345,6 +358,11 @@ pub(super) fn delivery_from(event: &Document, d: &Document) -> Result<Delivery, 
         event_id: get_str(event, "_id"),
         corp_id: get_str(d, "corpId"),
         kf_id: d.get_str("kfId").ok().map(str::to_owned),
+        subscription_id: d.get_str("subscriptionId").ok().map(str::to_owned),
+        message: match event.get("message") {
+            Some(Bson::Binary(b)) => Some(b.bytes.clone()),
+            _ => None,
+        },
         kind: PayloadKind::parse(event.get_str("kind").unwrap_or_default())
             .ok_or_else(|| corrupt(event, "payload kind"))?,
         body,

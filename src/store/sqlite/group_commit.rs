@@ -161,8 +161,8 @@ fn in_transaction<T>(
 fn insert(tx: &Connection, e: &NewEvent) -> Result<InsertOutcome, StoreError> {
     let inserted = tx
         .prepare_cached(
-            "INSERT INTO events (id, source, dedup_key, kind, body, query, received_at, deliveries_left)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO events (id, source, dedup_key, kind, body, query, received_at, deliveries_left, message)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?
         .execute(params![
             e.id,
@@ -173,6 +173,7 @@ fn insert(tx: &Connection, e: &NewEvent) -> Result<InsertOutcome, StoreError> {
             e.query,
             e.received_at,
             e.deliveries.len() as i64,
+            e.message,
         ]);
     match inserted.map_err(StoreError::from) {
         Ok(_) => {}
@@ -208,8 +209,9 @@ fn insert_deliveries(
 ) -> Result<(), StoreError> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO deliveries (id, event_seq, corp_id, kf_id, coalesce, status, window_start,
-                                 next_attempt_at, updated_at, lease_owner, lease_until, claim_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7, ?8, ?9, ?10)",
+                                 next_attempt_at, updated_at, lease_owner, lease_until, claim_id,
+                                 subscription_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7, ?8, ?9, ?10, ?11)",
     )?;
     for d in &e.deliveries {
         stmt.execute(params![
@@ -223,6 +225,7 @@ fn insert_deliveries(
             d.lease.as_ref().map(|l| l.owner.as_str()),
             d.lease.as_ref().map_or(0, |l| l.until),
             d.lease.as_ref().map(|l| l.claim_id.as_str()),
+            d.subscription_id,
         ])?;
         written.push(tx.last_insert_rowid());
     }

@@ -199,7 +199,8 @@ fn release_event(tx: &Connection, event_seq: i64, removed: i64) -> Result<(), St
 /// A delivery with its event's payload; add `WHERE` on `d` (delivery) or `e` (event).
 pub(super) const SELECT_DELIVERY: &str =
     "SELECT d.id AS id, e.id AS event_id, d.corp_id AS corp_id,
-        d.kf_id AS kf_id, e.kind AS kind, e.body AS body, e.query AS query, d.coalesce AS coalesce,
+        d.kf_id AS kf_id, d.subscription_id AS subscription_id, e.kind AS kind, e.body AS body,
+        e.message AS message, e.query AS query, d.coalesce AS coalesce,
         d.status AS status, d.attempts AS attempts, e.received_at AS received_at,
         d.window_start AS window_start, d.next_attempt_at AS next_attempt_at,
         d.last_error AS last_error, d.delivered_at AS delivered_at, d.claim_id AS claim_id
@@ -211,8 +212,10 @@ pub(super) fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
         event_id: row.get("event_id")?,
         corp_id: row.get("corp_id")?,
         kf_id: row.get("kf_id")?,
+        subscription_id: row.get("subscription_id")?,
         kind: row.get("kind")?,
         body: row.get("body")?,
+        message: row.get("message")?,
         query: row.get("query")?,
         coalesce: row.get("coalesce")?,
         status: row.get("status")?,

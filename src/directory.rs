@@ -1,0 +1,118 @@
+//! What operators configured beyond puppets (apps, subscriptions, corp
+//! credentials they added), held in memory so that accepting a push reads
+//! no store. Replaced as a whole from the store every second (so a change
+//! made through another manager is in force here within 2 s, API.md §6.1)
+//! and at once after a change made through this one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::domain::{App, CorpId, CredentialSet, Subscription};
+use crate::store::{Channels, Store, StoreError};
+
+/// How often every manager re-reads the configuration.
+pub const REFRESH: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+pub struct Directory {
+    current: RwLock<Arc<Snapshot>>,
+}
+
+/// The configuration at one moment.
+#[derive(Default)]
+pub struct Snapshot {
+    apps: HashMap<String, Arc<App>>,
+    /// By source, in creation order.
+    subscriptions: HashMap<String, Vec<Arc<Subscription>>>,
+    by_id: HashMap<String, Arc<Subscription>>,
+    operator_sets: HashMap<String, Vec<CredentialSet>>,
+}
+
+impl Directory {
+    /// Read everything again from the store and replace what is held.
+    pub async fn refresh(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let mut snapshot = Snapshot::default();
+        for app in store.list_apps().await? {
+            snapshot
+                .apps
+                .insert(app.app_id.as_str().to_owned(), Arc::new(app));
+        }
+        for subscription in store.list_subscriptions(None).await? {
+            let subscription = Arc::new(subscription);
+            snapshot
+                .by_id
+                .insert(subscription.id.clone(), subscription.clone());
+            snapshot
+                .subscriptions
+                .entry(subscription.source.clone())
+                .or_default()
+                .push(subscription);
+        }
+        for (corp, set) in store.operator_credentials(None).await? {
+            snapshot
+                .operator_sets
+                .entry(corp.as_str().to_owned())
+                .or_default()
+                .push(set);
+        }
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+        Ok(())
+    }
+
+    pub fn get(&self) -> Arc<Snapshot> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Keep refreshing until the task is dropped.
+    pub async fn keep_fresh(self: Arc<Self>, store: Arc<dyn Store>) {
+        let mut tick = tokio::time::interval(REFRESH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.refresh(store.as_ref()).await {
+                tracing::warn!(error = %e, "refreshing apps and subscriptions failed");
+            }
+        }
+    }
+}
+
+impl Snapshot {
+    pub fn app(&self, app_id: &str) -> Option<&Arc<App>> {
+        self.apps.get(app_id)
+    }
+
+    pub fn subscription(&self, id: &str) -> Option<&Arc<Subscription>> {
+        self.by_id.get(id)
+    }
+
+    /// Whether any subscription takes pushes of this source.
+    pub fn has_subscriptions(&self, source: &str) -> bool {
+        self.subscriptions.contains_key(source)
+    }
+
+    /// The subscriptions of `source` whose filter passes the message.
+    pub fn matching<'a>(
+        &'a self,
+        source: &str,
+        message: &'a Map<String, Value>,
+    ) -> impl Iterator<Item = &'a Arc<Subscription>> + 'a {
+        self.subscriptions
+            .get(source)
+            .into_iter()
+            .flatten()
+            .filter(move |s| s.filter.matches(message))
+    }
+
+    /// The credential sets an operator added to a corp (§6.2).
+    pub fn operator_sets(&self, corp: &CorpId) -> &[CredentialSet] {
+        self.operator_sets
+            .get(corp.as_str())
+            .map_or(&[], Vec::as_slice)
+    }
+}
