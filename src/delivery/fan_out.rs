@@ -1,7 +1,7 @@
 //! Which deliveries an accepted push becomes (API.md §6.2, §6.3): its
 //! puppet's, if it has one, and one per matching subscription of its source,
 //! all carrying the same JSON body; nothing takes it: one `unroutable`
-//! delivery, kept for operators.
+//! delivery, kept for operators with that body.
 
 use serde_json::{Map, Value};
 
@@ -40,7 +40,7 @@ pub fn fan_out(
                 &subscription.id,
             ));
         }
-        if deliveries.iter().any(|d| d.subscription_id.is_some()) {
+        if deliveries.is_empty() || deliveries.iter().any(|d| d.subscription_id.is_some()) {
             message = Some(delivery_body(
                 origin.event_id,
                 origin.source.as_str(),

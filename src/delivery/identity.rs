@@ -8,11 +8,7 @@ use crate::wecom::{message_identity, InnerMessage};
 
 /// A `kf_msg_or_event` is (corp, OpenKfId, Token); anything else is
 /// `push_dedup_key` of its fields (as `wecom::xml_message` reads them).
-pub fn dedup_key(
-    corp: &CorpId,
-    msg: &InnerMessage,
-    fields: Option<&Map<String, Value>>,
-) -> String {
+pub fn dedup_key(corp: &CorpId, msg: &InnerMessage, fields: Option<&Map<String, Value>>) -> String {
     let field = |v: &Option<String>| v.as_deref().unwrap_or("").to_owned();
     if msg.is_kf_msg_or_event() {
         return format!("kf|{corp}|{}|{}", field(&msg.open_kf_id), field(&msg.token));
@@ -97,7 +93,11 @@ mod tests {
         let corp = CorpId::parse("ww1").unwrap();
         let plain = msg(None, None, None, Some("42"));
         assert_eq!(
-            dedup_key(&corp, &plain, Some(&fields(r#"{"MsgId":"42","Content":"hi"}"#))),
+            dedup_key(
+                &corp,
+                &plain,
+                Some(&fields(r#"{"MsgId":"42","Content":"hi"}"#))
+            ),
             "msg|ww1|42",
             "the key earlier releases stored"
         );

@@ -1,4 +1,5 @@
-//! The operator API under `/admin/api/`: puppets, corps, deliveries.
+//! The operator API under `/admin/api/`: puppets, corps, deliveries (and,
+//! in `admin_channels.rs`, apps and subscriptions).
 //!
 //! Authorization is the scope's middleware (`admin_auth.rs`).
 
@@ -25,11 +26,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(web::resource("/puppets/{kf_id}/endpoint").put(move_puppet))
         .service(web::resource("/corps").get(list_corps))
-        .service(web::resource("/corps/{corp_id}/credentials").put(rotate_credentials))
+        .service(
+            web::resource("/corps/{corp_id}/credentials")
+                .put(rotate_credentials)
+                .delete(super::admin_channels::remove_credentials),
+        )
         .service(web::resource("/deliveries").get(list_deliveries))
         .service(web::resource("/deliveries/redrive").post(redrive_kf))
         .service(web::resource("/deliveries/{id}/redrive").post(redrive_one))
-        .service(web::resource("/deliveries/{id}").delete(delete_one));
+        .service(web::resource("/deliveries/{id}").delete(delete_one))
+        .configure(super::admin_channels::routes);
 }
 
 /// `limit` (50 by default, clamped to 1..=`MAX_PAGE`) and `offset`: whole
@@ -267,6 +273,9 @@ async fn rotate_credentials(
     let corp = CorpId::parse(&path)?;
     let body: RotateBody = parse_body(&state, payload).await?;
     let set = CredentialSet::parse(body.token.as_deref(), body.encoding_aes_key.as_deref())?;
+    if body.previous_token.is_none() {
+        return super::admin_channels::add_credentials(&state, &corp, &set).await;
+    }
     let n = state
         .store
         .rotate_credentials(
@@ -289,7 +298,7 @@ async fn rotate_credentials(
     Ok(HttpResponse::Ok().json(serde_json::json!({"code": 0, "message": "success", "updated": n})))
 }
 
-async fn parse_body<T: for<'de> Deserialize<'de>>(
+pub(super) async fn parse_body<T: for<'de> Deserialize<'de>>(
     state: &AppState,
     payload: web::Payload,
 ) -> Result<T, PuppetApiError> {

@@ -100,7 +100,7 @@ async fn corp_credentials(
 
 /// One log line (inside the handler's span, which carries the corp and
 /// kfId) and the metrics of one callback: outcome and latency.
-fn log_outcome<T>(
+pub(super) fn log_outcome<T>(
     state: &AppState,
     kind: &'static str,
     started: Instant,

@@ -25,6 +25,10 @@ pub enum CallbackError {
     WrongReceiveId,
     #[error("no credentials registered for this corp")]
     UnknownCorp,
+    #[error("no app registered with this appId")]
+    UnknownApp,
+    #[error("this app accepts encrypted pushes only")]
+    EncryptionRequired,
     #[error("store unavailable, retry later")]
     StoreUnavailable(#[source] StoreError),
     #[error("request body not received in time")]
@@ -66,6 +70,8 @@ impl CallbackError {
             Self::BadSignature => "bad_signature",
             Self::WrongReceiveId => "bad_receiveid",
             Self::UnknownCorp => "unknown_corp",
+            Self::UnknownApp => "unknown_app",
+            Self::EncryptionRequired => "encryption_required",
             Self::StoreUnavailable(_) => "store_unavailable",
         }
     }
@@ -77,7 +83,8 @@ impl ResponseError for CallbackError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadSignature | Self::WrongReceiveId => StatusCode::UNAUTHORIZED,
-            Self::UnknownCorp => StatusCode::NOT_FOUND,
+            Self::UnknownCorp | Self::UnknownApp => StatusCode::NOT_FOUND,
+            Self::EncryptionRequired => StatusCode::FORBIDDEN,
             Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::SlowBody => StatusCode::REQUEST_TIMEOUT,
         }

@@ -2,6 +2,7 @@
 
 mod admin;
 mod admin_auth;
+mod admin_channels;
 mod body;
 mod callback;
 mod error;
@@ -13,6 +14,7 @@ mod rate_limit;
 mod schemas;
 mod secret_path;
 mod tokens;
+mod wechat;
 
 use std::sync::Arc;
 
@@ -56,6 +58,7 @@ pub(crate) fn ok() -> actix_web::HttpResponse {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     // WeCom's callbacks first: the hot path matches before any other pattern is tried.
     cfg.configure(callback::routes)
+        .configure(wechat::routes)
         .service(web::resource("/healthz").get(health::healthz))
         .service(web::resource("/readyz").get(health::readyz))
         .service(web::resource("/metrics").get(health::metrics))

@@ -240,7 +240,7 @@ async fn operators_can_rotate_credentials_and_move_a_puppet() {
             app.address
         ))
         .bearer_auth(ADMIN)
-        .json(&serde_json::json!({"token": rotated.token, "encodingAESKey": rotated.key}))
+        .json(&serde_json::json!({"token": rotated.token, "encodingAESKey": rotated.key, "previousToken": corp.token}))
         .send()
         .await
         .unwrap();
@@ -403,6 +403,11 @@ async fn the_openapi_document_covers_the_whole_surface() {
         "/admin/api/puppets/{kfId}",
         "/admin/api/corps",
         "/admin/api/corps/{corpId}/credentials",
+        "/admin/api/corps/{corpId}",
+        "/admin/api/apps",
+        "/admin/api/apps/{appId}",
+        "/admin/api/subscriptions",
+        "/admin/api/subscriptions/{id}",
         "/admin/api/deliveries",
         "/admin/api/deliveries/{id}/redrive",
         "/admin/api/deliveries/redrive",

@@ -15,6 +15,8 @@ pub struct Received {
     pub content_type: String,
     pub delivery_id: String,
     pub attempt: u32,
+    /// Every header, names in lower case.
+    pub headers: std::collections::HashMap<String, String>,
     pub body: Vec<u8>,
 }
 
@@ -34,8 +36,17 @@ impl Received {
             content_type: header("content-type"),
             delivery_id: header("x-wxkf-delivery-id"),
             attempt: header("x-wxkf-attempt").parse().unwrap_or(0),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                .collect(),
             body: body.to_vec(),
         }
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", String::as_str)
     }
 
     pub fn json(&self) -> serde_json::Value {

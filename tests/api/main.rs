@@ -6,6 +6,7 @@
 
 mod admin;
 mod callback;
+mod channels;
 mod cli;
 mod cluster;
 mod crash;

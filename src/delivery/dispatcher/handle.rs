@@ -61,7 +61,9 @@ impl DispatcherHandle {
             for (delivery, slot) in event.into_deliveries().into_iter().zip(slots) {
                 match slot {
                     Some(slot) => slot.deliver(delivery),
-                    None => unclaimed |= delivery.kf_id.is_some() || delivery.subscription_id.is_some(),
+                    None => {
+                        unclaimed |= delivery.kf_id.is_some() || delivery.subscription_id.is_some()
+                    }
                 }
             }
             if unclaimed {
