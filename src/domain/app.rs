@@ -100,13 +100,9 @@ impl App {
                 ))
             }
         };
+        // Without a key as well, every push is refused until one is added
+        // (plaintext 403, encrypted 400); the view shows `encryption: false`.
         let require_encryption = body.require_encryption.unwrap_or(false);
-        if require_encryption && key.is_none() {
-            return Err(FieldError::new(
-                "requireEncryption",
-                "needs an encodingAESKey to decrypt with",
-            ));
-        }
         let name = body.name.unwrap_or_default();
         if name.chars().count() > 256 || name.chars().any(char::is_control) {
             return Err(FieldError::new(
@@ -194,10 +190,6 @@ mod tests {
             (
                 r#"{"kind":"mini_program","token":"abc","encodingAESKey":"short"}"#,
                 "encodingAESKey",
-            ),
-            (
-                r#"{"kind":"mini_program","token":"abc","requireEncryption":true}"#,
-                "requireEncryption",
             ),
         ];
         for (json, field) in cases {

@@ -49,12 +49,11 @@ impl SubscriptionFilter {
             if values.len() > MAX_VALUES {
                 return Err(format!("{name}: at most {MAX_VALUES} values"));
             }
-            if values
-                .iter()
-                .any(|v| v.is_empty() || v.chars().count() > MAX_VALUE_LEN)
-            {
+            if values.iter().any(|v| {
+                v.is_empty() || v.chars().count() > MAX_VALUE_LEN || v.chars().any(char::is_control)
+            }) {
                 return Err(format!(
-                    "{name}: each value 1 to {MAX_VALUE_LEN} characters"
+                    "{name}: each value 1 to {MAX_VALUE_LEN} characters, no control characters"
                 ));
             }
         }

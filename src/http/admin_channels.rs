@@ -42,7 +42,7 @@ async fn changed(state: &AppState) -> Result<(), PuppetApiError> {
     Ok(())
 }
 
-#[utoipa::path(put, path = "/admin/api/apps/{appId}", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), request_body(content = AppBody, content_type = "application/json"), responses((status = 200, description = "The app, without secrets", body = crate::domain::AppView), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(put, path = "/admin/api/apps/{appId}", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), request_body(content = super::schemas::AppRequest, content_type = "application/json"), responses((status = 200, description = "The app, without secrets", body = crate::domain::AppView), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn put_app(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -95,7 +95,7 @@ async fn delete_app(
     Ok(super::ok())
 }
 
-#[utoipa::path(post, path = "/admin/api/subscriptions", tag = "channels", request_body(content = SubscriptionBody, content_type = "application/json"), responses((status = 201, description = "{id, source, endpoint, filter, description, secret}: the secret is shown only here"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(post, path = "/admin/api/subscriptions", tag = "channels", request_body(content = super::schemas::SubscriptionRequest, content_type = "application/json"), responses((status = 201, description = "{id, source, endpoint, filter, description, secret}: the secret is shown only here"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn create_subscription(
     state: web::Data<AppState>,
     payload: web::Payload,
@@ -162,7 +162,7 @@ async fn show_subscription(
     Ok(HttpResponse::Ok().json(subscription.view()))
 }
 
-#[utoipa::path(patch, path = "/admin/api/subscriptions/{id}", tag = "channels", params(("id" = String, Path)), request_body(content = SubscriptionBody, content_type = "application/json"), responses((status = 200, description = "The subscription, without its secret", body = crate::domain::SubscriptionView), (status = 404, description = "Unknown subscription"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(patch, path = "/admin/api/subscriptions/{id}", tag = "channels", params(("id" = String, Path)), request_body(content = super::schemas::SubscriptionPatch, content_type = "application/json"), responses((status = 200, description = "The subscription, without its secret", body = crate::domain::SubscriptionView), (status = 404, description = "Unknown subscription"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn change_subscription(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -256,7 +256,7 @@ pub(super) struct TokenQuery {
 
 /// DELETE `/admin/api/corps/{corpId}/credentials?token=`: remove an
 /// operator-added set.
-#[utoipa::path(delete, path = "/admin/api/corps/{corpId}/credentials", tag = "channels", params(("corpId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$"), ("token" = String, Query)), responses((status = 200, description = "Removed"), (status = 404, description = "No operator-added set with this token"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(delete, path = "/admin/api/corps/{corpId}/credentials", tag = "channels", params(("corpId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$"), ("token" = String, Query, min_length = 1, max_length = 128)), responses((status = 200, description = "Removed"), (status = 404, description = "No operator-added set with this token"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 pub(super) async fn remove_credentials(
     state: web::Data<AppState>,
     path: web::Path<String>,

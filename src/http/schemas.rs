@@ -91,3 +91,81 @@ pub struct CallbackEnvelope {
     #[schema(rename = "AgentID", pattern = r"^[0-9]{1,10}$")]
     agent_id: String,
 }
+
+/// An Official Account or Mini Program (§6.1). Secrets are never shown back.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct AppRequest {
+    kind: crate::domain::AppKind,
+    /// The push signature token (WeChat's rule).
+    #[schema(pattern = r"^[A-Za-z0-9]{3,32}$")]
+    token: String,
+    /// Needed for safe and compatible mode; empty: none.
+    #[schema(rename = "encodingAESKey", pattern = r"^([A-Za-z0-9]{43})?$")]
+    encoding_aes_key: Option<String>,
+    /// Enables access tokens and the API proxy (§6.4); empty: none.
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]{0,128}$")]
+    app_secret: Option<String>,
+    /// Refuse plaintext pushes (403).
+    require_encryption: Option<bool>,
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]{0,256}$")]
+    name: Option<String>,
+}
+
+/// One value of a subscription filter: a WeChat name such as `subscribe`.
+#[derive(ToSchema, serde::Deserialize)]
+#[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]{1,64}$")]
+#[allow(dead_code)]
+pub struct FilterValue(String);
+
+/// Which pushes a subscription takes: each present, non-empty list
+/// restricts that field of the message; all must match.
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[schema(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct FilterRequest {
+    #[schema(max_items = 64, nullable = false)]
+    msg_type: Option<Vec<FilterValue>>,
+    #[schema(max_items = 64, nullable = false)]
+    event: Option<Vec<FilterValue>>,
+    #[schema(max_items = 64, nullable = false)]
+    change_type: Option<Vec<FilterValue>>,
+}
+
+/// A new subscription (§6.3).
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[schema(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct SubscriptionRequest {
+    /// An appId or corpId (need not be known yet).
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
+    source: String,
+    /// Where pushes go, by the rules of a puppet's endpoint.
+    #[schema(
+        max_length = 2048,
+        pattern = r"^https?://[a-z][a-z0-9-]{0,30}(\.[a-z][a-z0-9-]{0,30}){0,3}(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]{0,30}){0,4}$"
+    )]
+    endpoint: String,
+    filter: Option<FilterRequest>,
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]{0,256}$")]
+    description: Option<String>,
+}
+
+/// A change to a subscription: the fields present change.
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[schema(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct SubscriptionPatch {
+    #[schema(
+        max_length = 2048,
+        pattern = r"^https?://[a-z][a-z0-9-]{0,30}(\.[a-z][a-z0-9-]{0,30}){0,3}(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]{0,30}){0,4}$"
+    )]
+    endpoint: Option<String>,
+    filter: Option<FilterRequest>,
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]{0,256}$")]
+    description: Option<String>,
+}

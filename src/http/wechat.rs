@@ -92,6 +92,13 @@ fn required(req: &HttpRequest, name: &'static str) -> Result<String, CallbackErr
         })
 }
 
+/// A signature parameter: missing is unsigned (401), like a wrong one.
+fn signature(req: &HttpRequest, name: &'static str) -> Result<String, CallbackError> {
+    param(req.query_string(), name)
+        .filter(|v| !v.is_empty() && v.len() <= 256)
+        .ok_or(CallbackError::BadSignature)
+}
+
 /// GET: WeChat checks the URL; `signature` over (token, timestamp, nonce),
 /// and `echostr` answered exactly as sent.
 #[utoipa::path(get, path = "/wechat/{appId}", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$"), ("signature" = String, Query, min_length = 1, max_length = 256), ("timestamp" = String, Query, min_length = 1, max_length = 256), ("nonce" = String, Query, min_length = 1, max_length = 256), ("echostr" = String, Query, min_length = 1)), responses((status = 200, description = "echostr as sent, text/plain"), (status = 400, description = "Malformed"), (status = 401, description = "Bad signature"), (status = 404, description = "Unknown app")))]
@@ -136,7 +143,7 @@ fn read_push(app: &App, req: &HttpRequest, body: &[u8]) -> Result<Read, Callback
         if app.require_encryption {
             return Err(CallbackError::EncryptionRequired);
         }
-        let signature = required(req, "signature")?;
+        let signature = signature(req, "signature")?;
         if !wecom::verify_signature(app.token.expose(), &timestamp, &nonce, "", &signature) {
             return Err(CallbackError::BadSignature);
         }
@@ -144,7 +151,7 @@ fn read_push(app: &App, req: &HttpRequest, body: &[u8]) -> Result<Read, Callback
     }
     // Safe and compatible mode: `msg_signature` over the ciphertext is what
     // is verified; the decrypted copy is the message.
-    let msg_signature = required(req, "msg_signature")?;
+    let msg_signature = signature(req, "msg_signature")?;
     let encrypt = outer
         .get("Encrypt")
         .and_then(Value::as_str)
@@ -170,7 +177,7 @@ fn read_push(app: &App, req: &HttpRequest, body: &[u8]) -> Result<Read, Callback
 }
 
 /// POST: a push. Stored durably before `success`.
-#[utoipa::path(post, path = "/wechat/{appId}", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$"), ("signature" = Option<String>, Query, nullable = false), ("timestamp" = String, Query), ("nonce" = String, Query), ("encrypt_type" = Option<String>, Query, nullable = false), ("msg_signature" = Option<String>, Query, nullable = false)), request_body(content = String, content_type = "text/xml"), responses((status = 200, description = "success (stored durably, or the Cloud Run probe)"), (status = 400, description = "Malformed"), (status = 401, description = "Bad signature or receiveid"), (status = 403, description = "Plaintext push to an app that requires encryption"), (status = 404, description = "Unknown app"), (status = 413, description = "Over 64 KiB"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(post, path = "/wechat/{appId}", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$"), ("signature" = Option<String>, Query, nullable = false), ("timestamp" = String, Query, min_length = 1, max_length = 256), ("nonce" = String, Query, min_length = 1, max_length = 256), ("encrypt_type" = Option<String>, Query, nullable = false), ("msg_signature" = Option<String>, Query, nullable = false)), request_body(content = String, content_type = "text/xml"), responses((status = 200, description = "success (stored durably, or the Cloud Run probe)"), (status = 400, description = "Malformed"), (status = 401, description = "Bad signature or receiveid"), (status = 403, description = "Plaintext push to an app that requires encryption"), (status = 404, description = "Unknown app"), (status = 413, description = "Over 64 KiB"), (status = 503, description = "Store unavailable")))]
 #[tracing::instrument(name = "push", skip_all, fields(kind = "wechat", app_id = %path.as_str()))]
 async fn push(
     state: web::Data<AppState>,
