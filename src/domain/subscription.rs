@@ -285,8 +285,13 @@ mod tests {
         };
         assert_eq!(
             long.validate(),
-            Err("filter.event: each value 1 to 64 characters".into())
+            Err("filter.event: each value 1 to 64 characters, no control characters".into())
         );
+        let control = SubscriptionFilter {
+            change_type: vec!["a\u{0}b".into()],
+            ..Default::default()
+        };
+        assert!(control.validate().is_err(), "control characters");
         let many = SubscriptionFilter {
             msg_type: vec!["x".into(); 65],
             ..Default::default()
