@@ -2,6 +2,7 @@
 //! durably, and delivers each to the puppet registered for its kfId.
 
 pub mod cli;
+pub mod cli_channels;
 pub mod clock;
 pub mod config;
 pub mod credentials;

@@ -1,5 +1,6 @@
 use clap::{Parser, Subcommand};
 use wxkf_manager::cli::{self, DeliveriesCommand, PuppetsCommand};
+use wxkf_manager::cli_channels;
 use wxkf_manager::config::Config;
 use wxkf_manager::startup::{open_store, Application};
 
@@ -26,6 +27,12 @@ enum Command {
     /// Accepted callbacks and their delivery.
     #[command(subcommand)]
     Deliveries(DeliveriesCommand),
+    /// Official Accounts and Mini Programs (§6.1).
+    #[command(subcommand)]
+    Apps(cli_channels::AppsCommand),
+    /// Where pushes go (§6.3).
+    #[command(subcommand)]
+    Subscriptions(cli_channels::SubscriptionsCommand),
     /// Act as WeCom against a deployment: URL check and a signed callback.
     Simulate(wxkf_manager::simulate::SimulateArgs),
 }
@@ -64,6 +71,14 @@ async fn main() {
         },
         Command::Deliveries(c) => match open_store(&config).await {
             Ok(store) => cli::deliveries(store, c).await,
+            Err(e) => Err(e),
+        },
+        Command::Apps(c) => match open_store(&config).await {
+            Ok(store) => cli_channels::apps(store, c).await,
+            Err(e) => Err(e),
+        },
+        Command::Subscriptions(c) => match open_store(&config).await {
+            Ok(store) => cli_channels::subscriptions(store, c).await,
             Err(e) => Err(e),
         },
         Command::Simulate(_) => Ok(()),

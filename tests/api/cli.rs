@@ -66,3 +66,88 @@ async fn puppets_and_deliveries_from_the_command_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not registered"));
 }
+
+/// Apps and subscriptions made from the command line are in force on the
+/// running manager within 2 s; secrets come from the environment and are
+/// never printed, but for a subscription's signing secret, once.
+#[tokio::test]
+async fn apps_and_subscriptions_from_the_command_line_reach_the_running_manager() {
+    let app = crate::helpers::spawn_app().await;
+    let crm = crate::fakes::FakePuppet::start().await;
+    let app_id = "wxcli0123456789ab";
+    let out = app.cli_with_env(
+        &[
+            "apps",
+            "put",
+            app_id,
+            "--kind",
+            "official_account",
+            "--name",
+            "Shop",
+        ],
+        &[("WXKF_APP_TOKEN", "cliToken123")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table.starts_with("APPID") && table.contains("official_account"),
+        "{table}"
+    );
+    assert!(!table.contains("cliToken123"));
+
+    let out = app.cli(&[
+        "subscriptions",
+        "create",
+        "--source",
+        app_id,
+        "--endpoint",
+        &crm.url,
+        "--event",
+        "subscribe",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(printed.contains("secret (shown once): whsec_"), "{printed}");
+    let listed = app.cli(&["subscriptions", "list", "--source", app_id, "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert!(!listed.to_string().contains("whsec_"));
+    let apps = String::from_utf8(app.cli(&["apps", "list", "--json"]).stdout).unwrap();
+    assert!(!apps.contains("cliToken123"));
+
+    let (ts, nonce) = ("1700000000", "n1");
+    let signature = wxkf_manager::wecom::sign("cliToken123", ts, nonce, "");
+    let follow = "<xml><FromUserName>o_cli</FromUserName><CreateTime>1700000000</CreateTime>\
+                  <MsgType>event</MsgType><Event>subscribe</Event></xml>";
+    let started = std::time::Instant::now();
+    loop {
+        let resp = app
+            .api
+            .post(format!(
+                "{}/wechat/{app_id}?signature={signature}&timestamp={ts}&nonce={nonce}",
+                app.address
+            ))
+            .body(follow)
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 200 {
+            break;
+        }
+        assert_eq!(resp.status(), 404, "unknown until the manager reads it");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "in force within 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(crm.wait_for(1).await.len(), 1);
+}

@@ -331,9 +331,15 @@ impl TestApp {
 
     /// Run the `wxkf-manager` binary against this app's store.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        self.cli_with_env(args, &[])
+    }
+
+    /// The same, with more environment (secrets the CLI reads from there).
+    pub fn cli_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wxkf-manager"));
         cmd.env_clear()
             .env("DATA_DIR", &self.config.data_dir)
+            .envs(env.iter().copied())
             .args(args);
         if let Some(uri) = &self.config.mongo_uri {
             cmd.env("MONGO_URI", uri.expose());
