@@ -75,6 +75,24 @@ async fn apps_and_subscriptions_from_the_command_line_reach_the_running_manager(
     let app = crate::helpers::spawn_app().await;
     let crm = crate::fakes::FakePuppet::start().await;
     let app_id = "wxcli0123456789ab";
+    // The subscription first: whoever sees the app then sees it too.
+    let out = app.cli(&[
+        "subscriptions",
+        "create",
+        "--source",
+        app_id,
+        "--endpoint",
+        &crm.url,
+        "--event",
+        "subscribe",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(printed.contains("secret (shown once): whsec_"), "{printed}");
     let out = app.cli_with_env(
         &[
             "apps",
@@ -99,23 +117,6 @@ async fn apps_and_subscriptions_from_the_command_line_reach_the_running_manager(
     );
     assert!(!table.contains("cliToken123"));
 
-    let out = app.cli(&[
-        "subscriptions",
-        "create",
-        "--source",
-        app_id,
-        "--endpoint",
-        &crm.url,
-        "--event",
-        "subscribe",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed = String::from_utf8(out.stdout).unwrap();
-    assert!(printed.contains("secret (shown once): whsec_"), "{printed}");
     let listed = app.cli(&["subscriptions", "list", "--source", app_id, "--json"]);
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1);
