@@ -19,6 +19,9 @@ pub const REFRESH: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub struct Directory {
     current: RwLock<Arc<Snapshot>>,
+    /// One refresh at a time: a refresh that read the store before a change
+    /// must not replace, after it, the snapshot of one that read it later.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 /// The configuration at one moment.
@@ -34,6 +37,7 @@ pub struct Snapshot {
 impl Directory {
     /// Read everything again from the store and replace what is held.
     pub async fn refresh(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let _one_at_a_time = self.refreshing.lock().await;
         let mut snapshot = Snapshot::default();
         for app in store.list_apps().await? {
             snapshot

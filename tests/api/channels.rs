@@ -426,22 +426,24 @@ async fn one_push_fans_out_to_each_subscription_with_its_own_retries_and_dead_le
         c.delivery.retry_window = Duration::from_secs(60);
     })
     .await;
-    let (crm, sink, broken) = (
+    let (crm, sink, broken, flaky) = (
+        FakePuppet::start().await,
         FakePuppet::start().await,
         FakePuppet::start().await,
         FakePuppet::start().await,
     );
     broken.fail_with(&[500; 64]);
+    flaky.fail_with(&[503, 500]);
     let wx = WxApp::new();
     app.put_app(&wx, "official_account", json!({})).await;
-    for endpoint in [&crm.url, &sink.url, &broken.url] {
+    for endpoint in [&crm.url, &sink.url, &broken.url, &flaky.url] {
         app.subscribe(&wx.id, endpoint, json!({})).await;
     }
     let (status, _) = app
         .push(&wx.id, &wx.plain_query(), "text/xml", follow_xml("o_fan"))
         .await;
     assert_eq!(status, 200);
-    assert_eq!(app.drain().await, 3, "three deliveries");
+    assert_eq!(app.drain().await, 4, "four deliveries");
     for _ in 0..20 {
         clock.advance(Duration::from_secs(10));
         app.drain().await;
@@ -452,6 +454,21 @@ async fn one_push_fans_out_to_each_subscription_with_its_own_retries_and_dead_le
         "delivered once each"
     );
     assert!(broken.received().len() >= 2, "the failing one was retried");
+    // Failed twice, then delivered: three attempts, one webhook-id.
+    let attempts = flaky.received();
+    assert_eq!(
+        attempts.len(),
+        3,
+        "failed twice then delivered, and not again"
+    );
+    assert!(attempts
+        .iter()
+        .all(|r| r.header("webhook-id") == attempts[0].header("webhook-id")));
+    let numbers: Vec<&str> = attempts
+        .iter()
+        .map(|r| r.header("x-wxkf-attempt"))
+        .collect();
+    assert_eq!(numbers, ["1", "2", "3"]);
     let ids: Vec<String> = [&crm, &sink, &broken]
         .iter()
         .map(|s| s.received()[0].header("webhook-id").to_owned())
@@ -624,4 +641,94 @@ async fn an_app_created_on_one_manager_is_in_force_on_another_within_two_seconds
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(crm.received().len(), 1, "delivered once");
     server.abort();
+}
+
+/// Each filter rule over HTTP: a present list restricts its field, exactly
+/// and case-sensitively; absent or empty matches anything; all present
+/// fields must match.
+#[tokio::test]
+async fn each_subscription_takes_exactly_what_its_filter_says() {
+    let app = spawn_app().await;
+    let wx = WxApp::new();
+    app.put_app(&wx, "official_account", json!({})).await;
+    let filters = [
+        ("all", json!({})),
+        ("empty lists", json!({"msgType": [], "event": []})),
+        ("text only", json!({"msgType": ["text"]})),
+        (
+            "follow or unfollow",
+            json!({"event": ["subscribe", "unsubscribe"]}),
+        ),
+        ("case", json!({"event": ["Subscribe"]})),
+        (
+            "both must match",
+            json!({"msgType": ["text"], "event": ["subscribe"]}),
+        ),
+    ];
+    let mut subscribers = Vec::new();
+    for (name, filter) in &filters {
+        let endpoint = FakePuppet::start().await;
+        app.subscribe(&wx.id, &endpoint.url, filter.clone()).await;
+        subscribers.push((*name, endpoint));
+    }
+    let pushes = [
+        "<xml><FromUserName>o_1</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType><Content>hi</Content><MsgId>11</MsgId></xml>",
+        "<xml><FromUserName>o_1</FromUserName><CreateTime>2</CreateTime><MsgType>event</MsgType><Event>subscribe</Event></xml>",
+        "<xml><FromUserName>o_1</FromUserName><CreateTime>3</CreateTime><MsgType>event</MsgType><Event>unsubscribe</Event></xml>",
+        "<xml><FromUserName>o_1</FromUserName><CreateTime>4</CreateTime><MsgType>event</MsgType><Event>CLICK</Event></xml>",
+    ];
+    for push in pushes {
+        let (status, _) = app
+            .push(&wx.id, &wx.plain_query(), "text/xml", push.into())
+            .await;
+        assert_eq!(status, 200);
+    }
+    let expected = [
+        ("all", 4),
+        ("empty lists", 4),
+        ("text only", 1),
+        ("follow or unfollow", 2),
+        ("case", 0),
+        ("both must match", 0),
+    ];
+    subscribers[0].1.wait_for(4).await;
+    subscribers[1].1.wait_for(4).await;
+    subscribers[3].1.wait_for(2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for ((name, endpoint), (_, count)) in subscribers.iter().zip(expected) {
+        assert_eq!(endpoint.received().len(), count, "{name}");
+    }
+}
+
+/// The seed scenario: a user follows an Official Account; WeChat gets
+/// `success` without waiting for the CRM (which takes 1.5 s to answer),
+/// and the CRM receives the `subscribe` with the user's openid within a
+/// second.
+#[tokio::test]
+async fn a_follower_reaches_the_crm_within_a_second_and_wechat_never_waits_for_it() {
+    let app = spawn_app().await;
+    let crm = FakePuppet::start().await;
+    crm.delay(Duration::from_millis(1500));
+    let wx = WxApp::new();
+    app.put_app(&wx, "official_account", json!({})).await;
+    app.subscribe(&wx.id, &crm.url, json!({"event": ["subscribe"]}))
+        .await;
+    let (query, body) = wx.safe_xml(&follow_xml("o_new_follower"));
+    let sent = std::time::Instant::now();
+    let (status, answer) = app.push(&wx.id, &query, "text/xml", body).await;
+    assert_eq!((status, answer.as_str()), (200, "success"));
+    assert_eq!(
+        crm.answered(),
+        0,
+        "WeChat had its answer before the CRM answered"
+    );
+    let got = crm.wait_for(1).await;
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].at - sent < Duration::from_secs(1),
+        "the CRM had it within a second"
+    );
+    let message = &got[0].json()["message"];
+    assert_eq!(message["Event"], "subscribe");
+    assert_eq!(message["FromUserName"], "o_new_follower");
 }

@@ -17,6 +17,8 @@ pub struct Received {
     pub attempt: u32,
     /// Every header, names in lower case.
     pub headers: std::collections::HashMap<String, String>,
+    /// When it arrived.
+    pub at: std::time::Instant,
     pub body: Vec<u8>,
 }
 
@@ -41,6 +43,7 @@ impl Received {
                 .iter()
                 .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
                 .collect(),
+            at: std::time::Instant::now(),
             body: body.to_vec(),
         }
     }
