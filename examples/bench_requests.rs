@@ -3,7 +3,9 @@
 //! callback made with our own encrypt.
 //!
 //! `bench_requests KIND COUNT CORP TOKEN AES_KEY KF_PREFIX KF_COUNT > file`
-//! KIND: encrypted | decrypted | verify
+//! KIND: encrypted | decrypted | verify | oa-safe (an Official Account's
+//! safe-mode `subscribe` push to `/wechat/CORP`, CORP being the appId; each
+//! from another openid)
 
 use std::io::{BufWriter, Write};
 
@@ -50,8 +52,25 @@ fn main() -> std::io::Result<()> {
                 let sig = sign(token, ts, &nonce, &enc);
                 writeln!(out, "GET\t/callback/{corp}?msg_signature={sig}&timestamp={ts}&nonce={nonce}&echostr={}\t", escape(&enc))?;
             }
+            "oa-safe" => {
+                let inner = format!(
+                    "<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><FromUserName><![CDATA[o_{run}_{i}]]></FromUserName>\
+                     <CreateTime>1700000000</CreateTime><MsgType><![CDATA[event]]></MsgType>\
+                     <Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[]]></EventKey></xml>"
+                );
+                let enc = encrypt(&key, inner.as_bytes(), corp);
+                let msg_sig = sign(token, ts, &nonce, &enc);
+                let sig = sign(token, ts, &nonce, "");
+                let body = format!(
+                    "<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><Encrypt><![CDATA[{enc}]]></Encrypt></xml>"
+                );
+                writeln!(
+                    out,
+                    "POST\t/wechat/{corp}?signature={sig}&timestamp={ts}&nonce={nonce}&openid=o_{i}&encrypt_type=aes&msg_signature={msg_sig}\t{body}"
+                )?;
+            }
             _ => {
-                eprintln!("KIND: encrypted, decrypted or verify");
+                eprintln!("KIND: encrypted, decrypted, verify or oa-safe");
                 std::process::exit(2);
             }
         }

@@ -415,6 +415,12 @@ async fn safe_and_compatible_pushes_in_xml_and_json_are_verified_then_decrypted(
         app.push("wxunknown", "", "application/json", probe).await.0,
         404
     );
+    let xml_probe = "<xml><action>CheckContainerPath</action></xml>".to_owned();
+    assert_eq!(
+        app.push(&wx.id, "", "text/xml", xml_probe).await,
+        (200, "success".into()),
+        "the probe in XML too"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(desk.received().len(), 3, "nothing refused was delivered");
 }
