@@ -1,5 +1,5 @@
 //! What operators configured beyond puppets (apps, subscriptions, corp
-//! credentials they added), held in memory so that accepting a push reads
+//! credentials they added, app keys), held in memory so that accepting a push reads
 //! no store. Replaced as a whole from the store every second (so a change
 //! made through another manager is in force here within 2 s, API.md §6.1)
 //! and at once after a change made through this one.
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::domain::{App, CorpId, CredentialSet, Subscription};
+use crate::domain::{App, AppKey, CorpId, CredentialSet, Subscription};
 use crate::store::{Channels, Store, StoreError};
 
 /// How often every manager re-reads the configuration.
@@ -32,6 +32,8 @@ pub struct Snapshot {
     subscriptions: HashMap<String, Vec<Arc<Subscription>>>,
     by_id: HashMap<String, Arc<Subscription>>,
     operator_sets: HashMap<String, Vec<CredentialSet>>,
+    /// By appId.
+    keys: HashMap<String, Vec<AppKey>>,
 }
 
 impl Directory {
@@ -61,6 +63,13 @@ impl Directory {
                 .entry(corp.as_str().to_owned())
                 .or_default()
                 .push(set);
+        }
+        for key in store.list_app_keys(None).await? {
+            snapshot
+                .keys
+                .entry(key.app_id.as_str().to_owned())
+                .or_default()
+                .push(key);
         }
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
         Ok(())
@@ -111,6 +120,16 @@ impl Snapshot {
             .into_iter()
             .flatten()
             .filter(move |s| s.filter.matches(message))
+    }
+
+    /// Whether `presented` is a live key of this app (§6.4).
+    pub fn app_key_valid(&self, app_id: &str, presented: &str) -> bool {
+        // Every key of the app is compared (no early exit on a match).
+        self.keys
+            .get(app_id)
+            .into_iter()
+            .flatten()
+            .fold(false, |found, key| key.matches(presented) | found)
     }
 
     /// The credential sets an operator added to a corp (§6.2).

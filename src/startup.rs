@@ -160,6 +160,7 @@ impl Application {
             store.clone(),
             upstream.clone(),
             config.access_token_url.clone(),
+            &config.wechat_api_base,
             clock.clone(),
             owner.clone(),
             metrics.clone(),

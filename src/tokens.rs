@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::store::{StoreError, TokenCache, TokenRecord};
 
 /// Errors that mean "this secret/corp/IP is wrong": remembered, not retried.
-const CREDENTIAL_ERRORS: [i64; 4] = [40001, 40013, 40091, 60020];
+const CREDENTIAL_ERRORS: [i64; 6] = [40001, 40013, 40091, 60020, 40125, 40164];
 /// WeCom's "too many calls": remembered briefly.
 const RATE_ERRORS: [i64; 2] = [45009, 45033];
 const CREDENTIAL_ERROR_TTL_MS: i64 = 60_000;
@@ -30,6 +30,38 @@ const LEASE_MS: i64 = 15_000;
 const WAIT_FOR_OTHERS: Duration = Duration::from_secs(5);
 /// `force=1` is honoured at most once a minute per app.
 const FORCE_INTERVAL_MS: i64 = 60_000;
+
+/// Whose token: a WeCom app (corpid and its secret) or an Official Account
+/// or Mini Program (appid and AppSecret, §6.4).
+#[derive(Debug, Clone, Copy)]
+pub enum TokenSource<'a> {
+    Wecom {
+        corpid: &'a str,
+        corpsecret: &'a str,
+    },
+    Wechat {
+        appid: &'a str,
+        secret: &'a str,
+    },
+}
+
+impl TokenSource<'_> {
+    /// The cache key: the secret itself is never stored as a key.
+    fn key(&self) -> String {
+        match *self {
+            Self::Wecom { corpid, corpsecret } => cache_key(corpid, corpsecret),
+            Self::Wechat { appid, secret } => format!(
+                "wx|{appid}:{}",
+                hex::encode(Sha1::digest(secret.as_bytes()))
+            ),
+        }
+    }
+}
+
+/// WeChat allows a forced `stable_token` once per 30 s and 20 times a day per app.
+const WECHAT_FORCE_INTERVAL_MS: i64 = 30_000;
+const WECHAT_FORCES_PER_DAY: u32 = 20;
+const DAY_MS: i64 = 86_400_000;
 
 /// What a caller gets: WeCom's own shape.
 #[derive(Debug, Clone)]
@@ -82,6 +114,8 @@ pub struct TokenService {
     store: Arc<dyn TokenCache>,
     client: reqwest::Client,
     url: String,
+    /// `{WECHAT_API_BASE}/cgi-bin/stable_token`.
+    stable_url: String,
     clock: Arc<dyn Clock>,
     owner: String,
     memory: Mutex<HashMap<String, Cached>>,
@@ -102,6 +136,7 @@ impl TokenService {
         store: Arc<dyn TokenCache>,
         client: reqwest::Client,
         url: String,
+        wechat_api_base: &str,
         clock: Arc<dyn Clock>,
         owner: String,
         metrics: Arc<Metrics>,
@@ -110,6 +145,7 @@ impl TokenService {
             store,
             client,
             url,
+            stable_url: format!("{wechat_api_base}/cgi-bin/stable_token"),
             clock,
             owner,
             memory: Mutex::default(),
@@ -143,20 +179,63 @@ impl TokenService {
         Ok(answer)
     }
 
-    /// A token for this app, from the cache when possible.
+    /// A WeCom app's token, from the cache when possible.
     pub async fn get(
         &self,
         corpid: &str,
         corpsecret: &str,
         force: bool,
     ) -> Result<TokenAnswer, StoreError> {
-        let key = cache_key(corpid, corpsecret);
+        self.get_for(TokenSource::Wecom { corpid, corpsecret }, force)
+            .await
+    }
+
+    /// Whether a forced refresh may happen now: WeCom's at most once a
+    /// minute per app (our rule); WeChat's once per 30 s and 20 a day (its
+    /// own). Marked in the store, so the limits hold across managers.
+    async fn may_force(
+        &self,
+        source: &TokenSource<'_>,
+        key: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        match source {
+            TokenSource::Wecom { .. } => {
+                self.store
+                    .mark_token_forced(key, now, now - FORCE_INTERVAL_MS)
+                    .await
+            }
+            TokenSource::Wechat { .. } => {
+                if !self
+                    .store
+                    .mark_token_forced(key, now, now - WECHAT_FORCE_INTERVAL_MS)
+                    .await?
+                {
+                    return Ok(false);
+                }
+                // One mark per slot of the day: a slot marked once stays marked.
+                let day = now.div_euclid(DAY_MS);
+                for slot in 0..WECHAT_FORCES_PER_DAY {
+                    let slot_key = format!("{key}#forced:{day}:{slot}");
+                    if self.store.mark_token_forced(&slot_key, now, 0).await? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// A token for this source, from the cache when possible; `force` asks
+    /// for a new one (within the source's limits; beyond them the cached one).
+    pub async fn get_for(
+        &self,
+        source: TokenSource<'_>,
+        force: bool,
+    ) -> Result<TokenAnswer, StoreError> {
+        let key = source.key();
         let now = self.clock.now_ms();
-        let forced = force
-            && self
-                .store
-                .mark_token_forced(&key, now, now - FORCE_INTERVAL_MS)
-                .await?;
+        let forced = force && self.may_force(&source, &key, now).await?;
         if forced {
             self.memory
                 .lock()
@@ -187,8 +266,7 @@ impl TokenService {
         // anything fetched no later than it (clock ticks are milliseconds, so
         // "fetched after we asked" could still be the very token refused).
         let refused = forced.then(|| stored.as_ref().map_or(i64::MIN, |c| c.fetched_at));
-        self.refresh(&key, corpid, corpsecret, stored, refused)
-            .await
+        self.refresh(&key, source, stored, refused).await
     }
 
     /// Take the key's lease and ask WeCom, or, while another holder
@@ -196,8 +274,7 @@ impl TokenService {
     async fn refresh(
         &self,
         key: &str,
-        corpid: &str,
-        corpsecret: &str,
+        source: TokenSource<'_>,
         old: Option<Cached>,
         refused: Option<i64>,
     ) -> Result<TokenAnswer, StoreError> {
@@ -220,7 +297,7 @@ impl TokenService {
                     self.remember(key, c.clone());
                     return Ok(c.answer(now));
                 }
-                return self.fetch_and_save(key, corpid, corpsecret).await;
+                return self.fetch_and_save(key, source, refused.is_some()).await;
             }
             if let Some(c) = old.as_ref().filter(|c| c.is_valid(now)) {
                 return Ok(c.answer(now));
@@ -248,10 +325,10 @@ impl TokenService {
     async fn fetch_and_save(
         &self,
         key: &str,
-        corpid: &str,
-        corpsecret: &str,
+        source: TokenSource<'_>,
+        forced: bool,
     ) -> Result<TokenAnswer, StoreError> {
-        let fetched = self.fetch(corpid, corpsecret).await;
+        let fetched = self.fetch(source, forced).await;
         let now = self.clock.now_ms();
         let mut record = TokenRecord {
             fetched_at: now,
@@ -299,14 +376,15 @@ impl TokenService {
         Ok(answer)
     }
 
-    /// One `gettoken`, retried (with backoff) on WeCom's -1 and on network errors.
-    async fn fetch(&self, corpid: &str, corpsecret: &str) -> Upstream {
+    /// One `gettoken` (or `stable_token`), retried (with backoff) on -1 and
+    /// on network errors.
+    async fn fetch(&self, source: TokenSource<'_>, forced: bool) -> Upstream {
         let mut last = Upstream::Unreachable("no attempt".into());
         for attempt in 0..3u32 {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
             }
-            last = self.fetch_once(corpid, corpsecret).await;
+            last = self.fetch_once(source, forced).await;
             let retry = matches!(&last, Upstream::Unreachable(_))
                 || matches!(&last, Upstream::Error { errcode: -1, .. });
             if !retry {
@@ -316,13 +394,26 @@ impl TokenService {
         last
     }
 
-    async fn fetch_once(&self, corpid: &str, corpsecret: &str) -> Upstream {
-        let sent = self
-            .client
-            .get(&self.url)
-            .query(&[("corpid", corpid), ("corpsecret", corpsecret)])
-            .send()
-            .await;
+    async fn fetch_once(&self, source: TokenSource<'_>, forced: bool) -> Upstream {
+        let request = match source {
+            TokenSource::Wecom { corpid, corpsecret } => self
+                .client
+                .get(&self.url)
+                .query(&[("corpid", corpid), ("corpsecret", corpsecret)]),
+            // The stable token: fetching it does not invalidate the one other
+            // holders of the AppSecret use (unless forced).
+            TokenSource::Wechat { appid, secret } => {
+                let body = serde_json::json!({
+                    "grant_type": "client_credential", "appid": appid, "secret": secret,
+                    "force_refresh": forced,
+                });
+                self.client
+                    .post(&self.stable_url)
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+            }
+        };
+        let sent = request.send().await;
         let body: serde_json::Value = match sent {
             Ok(resp) => match resp.bytes().await.map(|b| serde_json::from_slice(&b)) {
                 Ok(Ok(v)) => v,

@@ -16,6 +16,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub access_token_url: String,
     pub wecom_api_base: String,
+    /// Where Official Account and Mini Program API calls go (§6.4).
+    pub wechat_api_base: String,
     pub admin_token: Option<Secret>,
     /// Puppet routes only under `/s/{secret}/puppetWxkfManager/...`.
     pub register_secret: Option<Secret>,
@@ -131,6 +133,7 @@ impl Config {
             data_dir: PathBuf::from("./data"),
             access_token_url: format!("{base}/cgi-bin/gettoken"),
             wecom_api_base: base,
+            wechat_api_base: "https://api.weixin.qq.com".to_owned(),
             admin_token: None,
             register_secret: None,
             secrets_key: None,
@@ -175,6 +178,11 @@ impl Config {
                 .trim_end_matches('/')
                 .to_owned();
             c.access_token_url = format!("{}/cgi-bin/gettoken", c.wecom_api_base);
+        }
+        if let Some(v) = get("WECHAT_API_BASE") {
+            c.wechat_api_base = http_url("WECHAT_API_BASE", &v)?
+                .trim_end_matches('/')
+                .to_owned();
         }
         if let Some(v) = get("ACCESS_TOKEN_URL") {
             c.access_token_url = http_url("ACCESS_TOKEN_URL", &v)?;

@@ -148,6 +148,84 @@ pub struct AppView {
     pub require_encryption: bool,
 }
 
+/// A key an operator issued for one app (§6.4): shown once as `wxk_` +
+/// base64url of 32 random bytes, kept only as its SHA-256.
+#[derive(Debug, Clone)]
+pub struct AppKey {
+    pub id: String,
+    pub app_id: AppId,
+    /// SHA-256 of the key, hex.
+    pub hash: String,
+    pub description: String,
+    pub created_at: i64,
+}
+
+/// A key as operators see it: never the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppKeyView {
+    pub id: String,
+    pub description: String,
+    pub created_at: String,
+}
+
+const KEY_PREFIX: &str = "wxk_";
+
+fn digest(key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
+}
+
+impl AppKey {
+    /// A new key: the record to keep, and the key to show once.
+    pub fn issue(
+        app_id: AppId,
+        description: Option<String>,
+        now: i64,
+    ) -> Result<(Self, Secret), FieldError> {
+        use base64::Engine as _;
+        use rand::RngCore;
+        let description = description.unwrap_or_default();
+        if description.chars().count() > 256 || description.chars().any(char::is_control) {
+            return Err(FieldError::new(
+                "description",
+                "longer than 256 characters or has control characters",
+            ));
+        }
+        let mut raw = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut raw);
+        let key = format!(
+            "{KEY_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        );
+        let record = Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            app_id,
+            hash: digest(&key),
+            description,
+            created_at: now,
+        };
+        Ok((record, Secret::new(key)))
+    }
+
+    /// Whether `presented` is this key (compared as digests, in constant time).
+    pub fn matches(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        digest(presented)
+            .as_bytes()
+            .ct_eq(self.hash.as_bytes())
+            .into()
+    }
+
+    pub fn view(&self) -> AppKeyView {
+        AppKeyView {
+            id: self.id.clone(),
+            description: self.description.clone(),
+            created_at: crate::clock::iso8601(self.created_at),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +255,19 @@ mod tests {
             assert!(!shown.contains(secret));
             assert!(!format!("{app:?}").contains(secret), "Debug shows {secret}");
         }
+    }
+
+    #[test]
+    fn a_key_matches_only_itself_and_is_kept_as_a_digest() {
+        let app = AppId::parse("wx0123456789abcdef").unwrap();
+        let (key, shown) = AppKey::issue(app.clone(), Some("CRM".into()), 0).unwrap();
+        assert!(shown.expose().starts_with("wxk_") && shown.expose().len() > 40);
+        assert!(key.matches(shown.expose()));
+        assert!(!key.hash.contains(shown.expose()));
+        let (other, other_shown) = AppKey::issue(app, None, 0).unwrap();
+        assert!(!key.matches(other_shown.expose()));
+        assert!(!other.matches(shown.expose()));
+        assert!(!key.matches(""));
     }
 
     #[test]

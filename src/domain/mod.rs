@@ -11,7 +11,7 @@ mod subscription;
 
 pub use crate::wecom::EncodingAesKey;
 pub use allow::EndpointAllow;
-pub use app::{App, AppBody, AppKind, AppView};
+pub use app::{App, AppBody, AppKey, AppKeyView, AppKind, AppView};
 pub use endpoint_policy::{EndpointPolicy, EndpointRefusal};
 pub use ids::{AppId, CorpId, EndpointUrl, KfId};
 pub use registration::{CredentialSet, Puppet, RegisterBody, Registration};

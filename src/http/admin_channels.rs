@@ -11,7 +11,9 @@ use super::admin::parse_body;
 use super::error::PuppetApiError;
 use super::puppets::check_endpoint;
 use super::AppState;
-use crate::domain::{App, AppBody, AppId, CorpId, CredentialSet, Subscription, SubscriptionBody};
+use crate::domain::{
+    App, AppBody, AppId, AppKey, CorpId, CredentialSet, Subscription, SubscriptionBody,
+};
 use crate::store::Channels;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -33,6 +35,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .patch(change_subscription)
                 .delete(delete_subscription),
         )
+        .service(
+            web::resource("/apps/{app_id}/keys")
+                .post(issue_key)
+                .get(list_keys),
+        )
+        .service(web::resource("/apps/{app_id}/keys/{id}").delete(revoke_key))
         .service(web::resource("/corps/{corp_id}").get(show_corp));
 }
 
@@ -92,6 +100,68 @@ async fn delete_app(
     }
     changed(&state).await?;
     tracing::info!(app_id = %app_id, "app deleted by an operator");
+    Ok(super::ok())
+}
+
+#[derive(Deserialize)]
+struct KeyBody {
+    description: Option<String>,
+}
+
+async fn known_app(state: &AppState, raw: &str) -> Result<AppId, PuppetApiError> {
+    let app_id = AppId::parse(raw)?;
+    match state.store.get_app(&app_id).await? {
+        Some(_) => Ok(app_id),
+        None => Err(PuppetApiError::NotFound("unknown app")),
+    }
+}
+
+/// Issue a key for downstream systems (§6.4): shown in this answer only.
+#[utoipa::path(post, path = "/admin/api/apps/{appId}/keys", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), request_body(content = super::schemas::KeyRequest, content_type = "application/json"), responses((status = 201, description = "{id, key, description, createdAt}: the key is shown only here"), (status = 404, description = "Unknown app"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+async fn issue_key(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, PuppetApiError> {
+    let app_id = known_app(&state, &path).await?;
+    let body: KeyBody = parse_body(&state, payload).await?;
+    let (key, shown) = AppKey::issue(app_id, body.description, state.clock.now_ms())?;
+    state.store.put_app_key(&key).await?;
+    changed(&state).await?;
+    tracing::info!(app_id = %key.app_id, key_id = %key.id, "app key issued by an operator");
+    let mut answer = serde_json::to_value(key.view()).unwrap_or_default();
+    answer["key"] = shown.expose().into();
+    Ok(HttpResponse::Created().json(answer))
+}
+
+#[utoipa::path(get, path = "/admin/api/apps/{appId}/keys", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), responses((status = 200, description = "{items: [{id, description, createdAt}]}: never a key"), (status = 404, description = "Unknown app"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+async fn list_keys(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, PuppetApiError> {
+    let app_id = known_app(&state, &path).await?;
+    let items: Vec<_> = state
+        .store
+        .list_app_keys(Some(&app_id))
+        .await?
+        .iter()
+        .map(AppKey::view)
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"items": items})))
+}
+
+#[utoipa::path(delete, path = "/admin/api/apps/{appId}/keys/{id}", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$"), ("id" = String, Path)), responses((status = 200, description = "Revoked: in force on every manager within 2 s"), (status = 404, description = "No such key of this app"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+async fn revoke_key(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, PuppetApiError> {
+    let (app, id) = path.into_inner();
+    let app_id = AppId::parse(&app)?;
+    if !state.store.delete_app_key(&app_id, &id).await? {
+        return Err(PuppetApiError::NotFound("no such key of this app"));
+    }
+    changed(&state).await?;
+    tracing::info!(app_id = %app_id, key_id = %id, "app key revoked by an operator");
     Ok(super::ok())
 }
 

@@ -15,6 +15,7 @@ mod schemas;
 mod secret_path;
 mod tokens;
 mod wechat;
+mod wechat_api;
 
 use std::sync::Arc;
 
@@ -58,6 +59,7 @@ pub(crate) fn ok() -> actix_web::HttpResponse {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     // WeCom's callbacks first: the hot path matches before any other pattern is tried.
     cfg.configure(callback::routes)
+        .configure(wechat_api::routes)
         .configure(wechat::routes)
         .service(web::resource("/healthz").get(health::healthz))
         .service(web::resource("/readyz").get(health::readyz))

@@ -46,6 +46,11 @@ use utoipa::OpenApi;
         super::admin_channels::delete_subscription,
         super::admin_channels::show_corp,
         super::admin_channels::remove_credentials,
+        super::admin_channels::issue_key,
+        super::admin_channels::list_keys,
+        super::admin_channels::revoke_key,
+        super::wechat_api::token,
+        super::wechat_api::proxy,
     ),
     components(schemas(crate::store::DeliveryStatus))
 )]

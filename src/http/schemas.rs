@@ -169,3 +169,11 @@ pub struct SubscriptionPatch {
     #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]{0,256}$")]
     description: Option<String>,
 }
+
+/// A new app key (§6.4).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct KeyRequest {
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]{0,256}$")]
+    description: Option<String>,
+}

@@ -10,7 +10,7 @@ use super::AppState;
 use crate::tokens::TokenAnswer;
 
 /// Proxied requests and answers (media included) stay under this.
-const PROXY_BODY_LIMIT: usize = 20 * 1024 * 1024;
+pub(super) const PROXY_BODY_LIMIT: usize = 20 * 1024 * 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/getToken").get(get_token))
@@ -21,11 +21,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
-fn wecom_error(status: StatusCode, errcode: i64, errmsg: &str) -> HttpResponse {
+pub(super) fn wecom_error(status: StatusCode, errcode: i64, errmsg: &str) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({"errcode": errcode, "errmsg": errmsg}))
 }
 
-fn unreachable(e: &reqwest::Error) -> HttpResponse {
+pub(super) fn unreachable(e: &reqwest::Error) -> HttpResponse {
     let why = if e.is_timeout() {
         "timed out"
     } else {
@@ -70,7 +70,7 @@ async fn get_token(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse
 
 /// Only plain API paths are forwarded (no `..`, no empty segments), so the
 /// proxy cannot be steered outside `/cgi-bin/`.
-fn safe_api_path(path: &str) -> bool {
+pub(super) fn safe_api_path(path: &str) -> bool {
     !path.is_empty()
         && path.len() <= 256
         && path.split('/').all(|seg| {
@@ -163,15 +163,15 @@ async fn invalidate_rejected_token(state: &AppState, query: &str, answer: &Answe
 }
 
 /// WeCom's answer, read within a size cap.
-struct Answer {
-    status: StatusCode,
-    content_type: Option<actix_web::http::header::HeaderValue>,
-    body: Vec<u8>,
+pub(super) struct Answer {
+    pub status: StatusCode,
+    pub content_type: Option<actix_web::http::header::HeaderValue>,
+    pub body: Vec<u8>,
 }
 
 impl Answer {
     /// Pass WeCom's status, content type and body back.
-    fn into_response(self) -> HttpResponse {
+    pub(super) fn into_response(self) -> HttpResponse {
         let mut out = HttpResponse::build(self.status);
         if let Some(ct) = self.content_type {
             out.insert_header((actix_web::http::header::CONTENT_TYPE, ct));
@@ -180,7 +180,10 @@ impl Answer {
     }
 }
 
-async fn read_answer(mut resp: reqwest::Response, limit: usize) -> Result<Answer, HttpResponse> {
+pub(super) async fn read_answer(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<Answer, HttpResponse> {
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = resp
         .headers()

@@ -1,4 +1,4 @@
-//! Apps, subscriptions and operator-set corp credentials as records: the
+//! Apps, subscriptions, operator-set corp credentials and app keys as records: the
 //! one mapping between the domain types and what every backend stores, with
 //! the secrets (push token, EncodingAESKey, AppSecret, webhook secret)
 //! sealed with `SECRETS_KEY` like the corps'.
@@ -9,8 +9,8 @@ use serde_json::{json, Map, Value};
 use super::records::{Record, RecordKind, Records};
 use super::{Sealer, StoreError};
 use crate::domain::{
-    App, AppBody, AppId, CorpId, CredentialSet, EndpointUrl, Subscription, SubscriptionFilter,
-    WebhookSecret,
+    App, AppBody, AppId, AppKey, CorpId, CredentialSet, EndpointUrl, Subscription,
+    SubscriptionFilter, WebhookSecret,
 };
 
 /// The typed view of `Records`, for every backend.
@@ -116,6 +116,39 @@ pub trait Channels: Records {
             .iter()
             .map(|r| credentials_from(r, self.sealer()))
             .collect()
+    }
+
+    async fn put_app_key(&self, key: &AppKey) -> Result<(), StoreError> {
+        self.put_record(&Record {
+            kind: RecordKind::AppKey,
+            id: key.id.clone(),
+            source: key.app_id.as_str().to_owned(),
+            body: object(json!({
+                "hash": key.hash,
+                "description": key.description,
+                "createdAt": key.created_at,
+            })),
+            updated_at: key.created_at,
+        })
+        .await
+    }
+
+    /// Keys of one app, or of all, ordered by id (issue order).
+    async fn list_app_keys(&self, app: Option<&AppId>) -> Result<Vec<AppKey>, StoreError> {
+        let records = self
+            .list_records(RecordKind::AppKey, app.map(AppId::as_str))
+            .await?;
+        records.iter().map(app_key_from).collect()
+    }
+
+    /// Revoke one key of an app; `false` if that app has no such key.
+    async fn delete_app_key(&self, app: &AppId, id: &str) -> Result<bool, StoreError> {
+        match self.get_record(RecordKind::AppKey, id).await? {
+            Some(record) if record.source == app.as_str() => {
+                self.delete_record(RecordKind::AppKey, id).await
+            }
+            _ => Ok(false),
+        }
     }
 
     /// The record id of a corp's operator-added set with this token.
@@ -238,6 +271,23 @@ fn subscription_from(record: &Record, sealer: &Sealer) -> Result<Subscription, S
         filter,
         description: text(record, "description").unwrap_or_default().to_owned(),
         secret,
+        created_at: record
+            .body
+            .get("createdAt")
+            .and_then(Value::as_i64)
+            .unwrap_or(record.updated_at),
+    })
+}
+
+fn app_key_from(record: &Record) -> Result<AppKey, StoreError> {
+    Ok(AppKey {
+        id: record.id.clone(),
+        app_id: AppId::parse(&record.source).map_err(|_| corrupt(record, "app id"))?,
+        hash: text(record, "hash")
+            .filter(|h| h.len() == 64)
+            .ok_or_else(|| corrupt(record, "hash"))?
+            .to_owned(),
+        description: text(record, "description").unwrap_or_default().to_owned(),
         created_at: record
             .body
             .get("createdAt")

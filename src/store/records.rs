@@ -1,5 +1,5 @@
 //! What operators configure beyond puppets (apps, subscriptions, corp
-//! credentials set by an operator), stored by every backend the same way: a
+//! credentials set by an operator, app keys), stored by every backend the same way: a
 //! record per (kind, id) with the source it belongs to and a JSON body whose
 //! secret fields are sealed. Backends store records and know nothing of
 //! their shape; `channels.rs` turns them into domain types, once for both.
@@ -14,16 +14,23 @@ pub enum RecordKind {
     App,
     Subscription,
     CorpCredentials,
+    AppKey,
 }
 
 impl RecordKind {
-    pub const ALL: [Self; 3] = [Self::App, Self::Subscription, Self::CorpCredentials];
+    pub const ALL: [Self; 4] = [
+        Self::App,
+        Self::Subscription,
+        Self::CorpCredentials,
+        Self::AppKey,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::App => "app",
             Self::Subscription => "subscription",
             Self::CorpCredentials => "corp_credentials",
+            Self::AppKey => "app_key",
         }
     }
 }

@@ -165,6 +165,21 @@ impl FakeWecom {
                     if received.path.ends_with("/reject") {
                         return HttpResponse::Ok().json(serde_json::json!({"errcode": 42001, "errmsg": "access_token expired"}));
                     }
+                    if received.path == "/cgi-bin/stable_token" {
+                        let asked: serde_json::Value = serde_json::from_slice(&received.body).unwrap_or_default();
+                        if asked["secret"] == "bad" {
+                            return HttpResponse::Ok().json(serde_json::json!({"errcode": 40125, "errmsg": "invalid appsecret"}));
+                        }
+                        return HttpResponse::Ok().json(serde_json::json!({
+                            "access_token": format!("STABLE-{n}"), "expires_in": 7200
+                        }));
+                    }
+                    // WeChat refusing a token: the first one always (`stale-first`), or any (`always-stale`).
+                    let stale = (received.path.ends_with("/stale-first") && received.query.contains("access_token=STABLE-1"))
+                        || received.path.ends_with("/always-stale");
+                    if stale {
+                        return HttpResponse::Ok().json(serde_json::json!({"errcode": 40001, "errmsg": "invalid credential, access_token is invalid or not latest"}));
+                    }
                     if received.path == "/cgi-bin/gettoken" {
                         if received.query.contains("corpsecret=bad") {
                             return HttpResponse::Ok().json(serde_json::json!({"errcode": 40001, "errmsg": "invalid credential"}));

@@ -159,6 +159,7 @@ pub fn test_config(data_dir: &std::path::Path, wecom: &FakeWecom) -> Config {
     config.data_dir = data_dir.to_path_buf();
     config.mongo_uri = test_mongo_uri().map(wxkf_manager::domain::Secret::new);
     config.wecom_api_base = wecom.base.clone();
+    config.wechat_api_base = wecom.base.clone();
     config.access_token_url = format!("{}/cgi-bin/gettoken", wecom.base);
     config.delivery.attempt_timeout = Duration::from_secs(2);
     config.delivery.retry_base = Duration::from_millis(50);

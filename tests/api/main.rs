@@ -21,3 +21,4 @@ mod simulate;
 mod store;
 mod tokens;
 mod upgrade;
+mod wechat_api;

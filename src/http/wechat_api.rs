@@ -1,0 +1,235 @@
+//! Downstream systems call WeChat through the manager (API.md §6.4): one
+//! access token per app, shared by every caller and manager, fetched with
+//! `stable_token` so that other holders of the AppSecret are not
+//! invalidated; and a proxy that adds it. Callers authenticate with a key
+//! an operator issued for the app; they never hold the AppSecret.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::body::{read_limited, BodyError};
+use super::tokens::{read_answer, safe_api_path, unreachable, wecom_error, PROXY_BODY_LIMIT};
+use super::AppState;
+use crate::domain::App;
+use crate::tokens::{TokenAnswer, TokenSource};
+
+/// WeChat's "this access token is not (or no longer) valid".
+const STALE_TOKEN: [i64; 3] = [40001, 40014, 42001];
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/wechat/{app_id}/token").get(token))
+        .service(
+            web::resource("/wechat/{app_id}/api/{path:.*}")
+                .get(proxy)
+                .post(proxy)
+                .put(proxy)
+                .delete(proxy)
+                .patch(proxy),
+        );
+}
+
+/// Why a caller is refused, in WeChat's `{errcode, errmsg}` shape.
+struct Refusal(StatusCode, &'static str);
+
+impl Refusal {
+    fn answer(&self) -> HttpResponse {
+        wecom_error(self.0, i64::from(self.0.as_u16()), self.1)
+    }
+}
+
+/// The app, if the caller holds one of its keys: 404 unknown app, 401 no
+/// key or not one of this app's (before anything goes upstream), 409 no
+/// AppSecret.
+fn authorized(
+    state: &AppState,
+    req: &HttpRequest,
+) -> Result<(std::sync::Arc<App>, String), Refusal> {
+    let app_id = req.match_info().query("app_id");
+    let directory = state.directory.get();
+    let Some(app) = directory.app(app_id).cloned() else {
+        return Err(Refusal(StatusCode::NOT_FOUND, "unknown app"));
+    };
+    let presented = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    if !presented.is_some_and(|k| directory.app_key_valid(app_id, k)) {
+        return Err(Refusal(
+            StatusCode::UNAUTHORIZED,
+            "a key of this app is required (Authorization: Bearer <key>)",
+        ));
+    }
+    let Some(secret) = app.app_secret.as_ref().map(|s| s.expose().to_owned()) else {
+        return Err(Refusal(
+            StatusCode::CONFLICT,
+            "this app has no appSecret registered",
+        ));
+    };
+    Ok((app, secret))
+}
+
+/// The app's token from the shared cache and its seconds left, or the
+/// answer to give instead.
+async fn app_token(
+    state: &AppState,
+    app: &App,
+    secret: &str,
+    force: bool,
+) -> Result<(String, i64), HttpResponse> {
+    let source = TokenSource::Wechat {
+        appid: app.app_id.as_str(),
+        secret,
+    };
+    match state.tokens.get_for(source, force).await {
+        Ok(TokenAnswer::Token {
+            access_token,
+            expires_in,
+        }) => Ok((access_token.expose().to_owned(), expires_in)),
+        Ok(TokenAnswer::WecomError { errcode, errmsg }) => {
+            Err(wecom_error(StatusCode::OK, errcode, &errmsg))
+        }
+        Ok(TokenAnswer::Unavailable { errmsg }) => {
+            tracing::warn!(app_id = %app.app_id, reason = %errmsg, "no access token");
+            Err(wecom_error(StatusCode::BAD_GATEWAY, -1, &errmsg))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "store unavailable for the token cache");
+            Err(wecom_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                -1,
+                "store unavailable, retry later",
+            ))
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/wechat/{appId}/token", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), responses((status = 200, description = "{access_token, expires_in} from the shared cache, or WeChat's {errcode, errmsg}"), (status = 401, description = "No key, or not a key of this app"), (status = 404, description = "Unknown app"), (status = 409, description = "The app has no appSecret"), (status = 502, description = "WeChat unreachable"), (status = 503, description = "Store unavailable")))]
+async fn token(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let (app, secret) = match authorized(&state, &req) {
+        Ok(found) => found,
+        Err(refusal) => return refusal.answer(),
+    };
+    match app_token(&state, &app, &secret, false).await {
+        Ok((token, expires_in)) => HttpResponse::Ok()
+            .json(serde_json::json!({"access_token": token, "expires_in": expires_in})),
+        Err(answer) => answer,
+    }
+}
+
+/// The caller's query without any `access_token`, then ours.
+fn with_token(query: &str, token: &str) -> String {
+    let mut parts: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && p.split('=').next() != Some("access_token"))
+        .collect();
+    let ours = format!("access_token={token}");
+    parts.push(&ours);
+    parts.join("&")
+}
+
+#[utoipa::path(method(get, post, put, delete, patch), path = "/wechat/{appId}/api/{path}", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$"), ("path" = String, Path, description = "WeChat API path: segments of [A-Za-z0-9_.-], none of them . or ..", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}){0,7}$")), responses((status = 200, description = "WeChat's own status, content type and body"), (status = 400, description = "Not a plain API path ({errcode: 40058})"), (status = 401, description = "No key, or not a key of this app"), (status = 404, description = "Unknown app"), (status = 409, description = "The app has no appSecret"), (status = 413, description = "Body over 20 MiB"), (status = 502, description = "WeChat unreachable")))]
+async fn proxy(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let (app, secret) = match authorized(&state, &req) {
+        Ok(found) => found,
+        Err(refusal) => return refusal.answer(),
+    };
+    let path = req.match_info().query("path").to_owned();
+    if !safe_api_path(&path) {
+        return wecom_error(StatusCode::BAD_REQUEST, 40058, "invalid API path");
+    }
+    let Ok(method) = reqwest::Method::from_bytes(req.method().as_str().as_bytes()) else {
+        return wecom_error(StatusCode::METHOD_NOT_ALLOWED, 405, "method not allowed");
+    };
+    let body = if matches!(req.method().as_str(), "GET" | "HEAD") {
+        None
+    } else {
+        match read_limited(payload, PROXY_BODY_LIMIT, state.config.body_timeout).await {
+            Ok(body) => Some(body),
+            Err(BodyError::TooLarge(_)) => {
+                return wecom_error(StatusCode::PAYLOAD_TOO_LARGE, 413, "request body too large")
+            }
+            Err(BodyError::Read) => {
+                return wecom_error(
+                    StatusCode::BAD_REQUEST,
+                    400,
+                    "could not read the request body",
+                )
+            }
+            Err(BodyError::Timeout) => {
+                return wecom_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    408,
+                    "request body not received in time",
+                )
+            }
+        }
+    };
+    let send = |token: String| {
+        let url = format!(
+            "{}/{path}?{}",
+            state.config.wechat_api_base,
+            with_token(req.query_string(), &token)
+        );
+        let mut upstream = state.upstream.request(method.clone(), url);
+        if let Some(ct) = req.headers().get("content-type") {
+            upstream = upstream.header("content-type", ct.as_bytes());
+        }
+        if let Some(body) = &body {
+            upstream = upstream.body(body.clone());
+        }
+        async move {
+            match upstream.send().await {
+                Ok(resp) => read_answer(resp, PROXY_BODY_LIMIT).await,
+                Err(e) => Err(unreachable(&e)),
+            }
+        }
+    };
+    let token = match app_token(&state, &app, &secret, false).await {
+        Ok((token, _)) => token,
+        Err(answer) => return answer,
+    };
+    let answer = match send(token.clone()).await {
+        Ok(answer) => answer,
+        Err(response) => return response,
+    };
+    let errcode = serde_json::from_slice::<serde_json::Value>(&answer.body)
+        .ok()
+        .and_then(|v| v["errcode"].as_i64());
+    if !errcode.is_some_and(|e| STALE_TOKEN.contains(&e)) {
+        return answer.into_response();
+    }
+    // WeChat says the token is stale: a new one (within WeChat's limits on
+    // forced refreshes), and the request once more. Beyond the limits the
+    // cache gives the same token back, and WeChat's answer passes through.
+    match app_token(&state, &app, &secret, true).await {
+        Ok((fresh, _)) if fresh != token => {
+            tracing::info!(app_id = %app.app_id, errcode, "WeChat refused the access token; refreshed it and sent the request again");
+            match send(fresh).await {
+                Ok(again) => again.into_response(),
+                Err(response) => response,
+            }
+        }
+        _ => answer.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_token;
+
+    #[test]
+    fn the_callers_access_token_is_replaced_by_ours() {
+        assert_eq!(with_token("", "T"), "access_token=T");
+        assert_eq!(
+            with_token("access_token=theirs&type=image&access_token=again", "T"),
+            "type=image&access_token=T"
+        );
+    }
+}
