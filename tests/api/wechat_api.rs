@@ -124,8 +124,8 @@ async fn downstream_systems_share_one_stable_token_and_never_see_the_app_secret(
         "no upstream call"
     );
 
-    // Twenty callers at once: one upstream call, one token.
-    let answers = futures_util::future::join_all((0..20).map(|_| {
+    // A hundred callers at once: one upstream call, one token.
+    let answers = futures_util::future::join_all((0..100).map(|_| {
         let request = app
             .api
             .get(format!("{}{token_path}", app.address))
@@ -285,4 +285,148 @@ async fn raw_status(address: &str, request: &str) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
+}
+
+/// Two managers on one MongoDB: callers of both share one upstream call.
+#[tokio::test]
+async fn two_managers_on_one_mongodb_fetch_the_token_once() {
+    let first = spawn_app().await;
+    if first.config().mongo_uri.is_none() {
+        return; // several managers share MongoDB only
+    }
+    let second = first.build_on_same_store(|c| c.port = 0).await.unwrap();
+    let second_base = format!("http://127.0.0.1:{}", second.port());
+    let server = tokio::spawn(second.run_until_stopped());
+    let app_id = first.app_with_secret(Some(SECRET)).await;
+    let (_, key) = first.issue_key(&app_id).await;
+    // The second manager learns of the app and the key within 2 s.
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let bases = [first.address.clone(), second_base];
+    let answers = futures_util::future::join_all((0..40).map(|i| {
+        let request = first
+            .api
+            .get(format!("{}/wechat/{app_id}/token", bases[i % 2]))
+            .bearer_auth(&key);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    }))
+    .await;
+    assert!(
+        answers.iter().all(|a| a["access_token"] == "STABLE-1"),
+        "{answers:?}"
+    );
+    assert_eq!(first.wecom.calls("/cgi-bin/stable_token").len(), 1);
+    server.abort();
+}
+
+/// The seed scenario end to end, with the example bridge
+/// (`examples/crm_bridge.py`) as the CRM: a user follows the account; the
+/// bridge gets the push, checks its signature and welcomes the user through
+/// the proxy; WeChat receives exactly one `message/custom/send` for that
+/// openid, with the shared token, within a second of the push's answer.
+#[tokio::test]
+async fn a_new_follower_is_welcomed_through_the_proxy_within_a_second() {
+    let app = spawn_app().await;
+    let (app_id, push_token) = ("wxfollow0123456789", "pushToken123");
+    let put = app
+        .admin(Method::PUT, &format!("/apps/{app_id}"))
+        .json(&json!({"kind": "official_account", "token": push_token, "appSecret": SECRET}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let (_, key) = app.issue_key(app_id).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let subscription = app
+        .admin(Method::POST, "/subscriptions")
+        .json(
+            &json!({"source": app_id, "endpoint": format!("http://127.0.0.1:{port}/wechat-hook"),
+                      "filter": {"event": ["subscribe"]}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let bridge = Bridge(
+        std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/crm_bridge.py"
+            ))
+            .env("WXKF_MANAGER", &app.address)
+            .env("WXKF_APP_ID", app_id)
+            .env("WXKF_APP_KEY", &key)
+            .env(
+                "WXKF_WEBHOOK_SECRET",
+                subscription["secret"].as_str().unwrap(),
+            )
+            .env("LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs the example"),
+    );
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // WeChat pushes the follow (plaintext mode here; the modes are tested in `channels`).
+    let (ts, nonce) = ("1700000000", "n0nce");
+    let signature = wxkf_manager::wecom::sign(push_token, ts, nonce, "");
+    let follow = "<xml><ToUserName>gh_shop</ToUserName><FromUserName>o_new_follower</FromUserName>\
+                  <CreateTime>1700000000</CreateTime><MsgType>event</MsgType><Event>subscribe</Event></xml>";
+    let resp = app
+        .api
+        .post(format!(
+            "{}/wechat/{app_id}?signature={signature}&timestamp={ts}&nonce={nonce}",
+            app.address
+        ))
+        .body(follow)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "success");
+    let answered = std::time::Instant::now();
+
+    let path = "/cgi-bin/message/custom/send";
+    let mut sends = Vec::new();
+    while answered.elapsed() < std::time::Duration::from_secs(1) {
+        sends = app.wecom.calls(path);
+        if !sends.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(sends.len(), 1, "the welcome reached WeChat within a second");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let sends = app.wecom.calls(path);
+    assert_eq!(sends.len(), 1, "exactly once");
+    assert_eq!(sends[0].query, "access_token=STABLE-1");
+    let message = sends[0].json();
+    assert_eq!(message["touser"], "o_new_follower");
+    assert!(message["text"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("customer number"));
+    drop(bridge);
+}
+
+/// The example's process, stopped with the test.
+struct Bridge(std::process::Child);
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
