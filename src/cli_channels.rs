@@ -9,7 +9,9 @@ use clap::Subcommand;
 
 use crate::cli::{print_json, print_table};
 use crate::clock::{Clock, SystemClock};
-use crate::domain::{App, AppBody, AppId, Subscription, SubscriptionBody, SubscriptionFilter};
+use crate::domain::{
+    App, AppBody, AppId, AppKey, Subscription, SubscriptionBody, SubscriptionFilter,
+};
 use crate::store::{Channels, Store};
 
 #[derive(Subcommand)]
@@ -49,6 +51,22 @@ pub enum AppsCommand {
     },
     Delete {
         app_id: String,
+    },
+    /// Issue a key for downstream systems (§6.4); printed once.
+    IssueKey {
+        app_id: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// An app's keys (never the keys themselves).
+    Keys {
+        app_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    RevokeKey {
+        app_id: String,
+        key_id: String,
     },
 }
 
@@ -152,6 +170,43 @@ pub async fn apps(store: Arc<dyn Store>, command: AppsCommand) -> anyhow::Result
                 anyhow::bail!("no app {app_id}");
             }
             println!("deleted {app_id}");
+            Ok(())
+        }
+        AppsCommand::IssueKey {
+            app_id,
+            description,
+        } => {
+            let app_id = AppId::parse(&app_id)?;
+            if store.get_app(&app_id).await?.is_none() {
+                anyhow::bail!("no app {app_id}");
+            }
+            let (key, shown) = AppKey::issue(app_id, description, SystemClock.now_ms())?;
+            store.put_app_key(&key).await?;
+            println!("key id: {}", key.id);
+            println!("key (shown once): {}", shown.expose());
+            Ok(())
+        }
+        AppsCommand::Keys { app_id, json } => {
+            let keys = store.list_app_keys(Some(&AppId::parse(&app_id)?)).await?;
+            let views: Vec<_> = keys.iter().map(AppKey::view).collect();
+            if json {
+                return print_json(&views);
+            }
+            let rows: Vec<Vec<String>> = views
+                .iter()
+                .map(|v| vec![v.id.clone(), v.created_at.clone(), v.description.clone()])
+                .collect();
+            print_table(&["ID", "CREATED", "DESCRIPTION"], &rows);
+            Ok(())
+        }
+        AppsCommand::RevokeKey { app_id, key_id } => {
+            if !store
+                .delete_app_key(&AppId::parse(&app_id)?, &key_id)
+                .await?
+            {
+                anyhow::bail!("no key {key_id} of app {app_id}");
+            }
+            println!("revoked {key_id}");
             Ok(())
         }
     }

@@ -14,16 +14,24 @@ pub struct SimulateArgs {
     /// The manager's base URL, e.g. http://host:7777
     #[arg(long)]
     pub url: String,
-    #[arg(long)]
-    pub corp_id: String,
+    /// The corp to act as WeCom for (with --kf-id).
+    #[arg(long, required_unless_present = "app_id")]
+    pub corp_id: Option<String>,
+    /// Act as WeChat for this Official Account instead: the URL check and a
+    /// safe-mode `subscribe` push from --openid to `/wechat/{appId}`.
+    #[arg(long, conflicts_with_all = ["corp_id", "kf_id", "decrypted"])]
+    pub app_id: Option<String>,
+    /// The follower of the simulated `subscribe` push.
+    #[arg(long, default_value = "o_simulated_follower")]
+    pub openid: String,
     /// The callback Token configured in WeCom.
     #[arg(long)]
     pub token: String,
     /// The EncodingAESKey configured in WeCom (43 characters).
     #[arg(long)]
     pub aes_key: String,
-    #[arg(long)]
-    pub kf_id: String,
+    #[arg(long, required_unless_present = "app_id")]
+    pub kf_id: Option<String>,
     /// Send the gateway form (`/callback/decrypted/{corpId}`, JSON) instead.
     #[arg(long)]
     pub decrypted: bool,
@@ -56,25 +64,62 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<bool> {
     let nonce = rand::random::<u32>().to_string();
     let sync_token = format!("SIMULATED{}", rand::random::<u64>());
     let mut checks = Vec::new();
+    let (corp_id, kf_id) = (
+        args.corp_id.clone().unwrap_or_default(),
+        args.kf_id.clone().unwrap_or_default(),
+    );
 
-    if args.decrypted {
+    if let Some(app_id) = &args.app_id {
+        let echo = rand::random::<u64>().to_string();
+        let signature = sign(&args.token, &timestamp, &nonce, "");
         let started = Instant::now();
         let sent = client
-            .post(format!("{base}/callback/decrypted/{}", args.corp_id))
+            .get(format!(
+                "{base}/wechat/{app_id}?signature={signature}&timestamp={timestamp}&nonce={nonce}&echostr={echo}"
+            ))
+            .send()
+            .await;
+        checks.push(answer_check("URL check (echostr as sent)", sent, &echo, started).await);
+
+        let inner = format!(
+            "<xml><ToUserName><![CDATA[gh_simulated]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>\
+             <CreateTime>{timestamp}</CreateTime><MsgType><![CDATA[event]]></MsgType>\
+             <Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[]]></EventKey></xml>",
+            openid = args.openid
+        );
+        let encrypted = encrypt(&key, inner.as_bytes(), app_id);
+        let msg_signature = sign(&args.token, &timestamp, &nonce, &encrypted);
+        let started = Instant::now();
+        let sent = client
+            .post(format!(
+                "{base}/wechat/{app_id}?signature={signature}&timestamp={timestamp}&nonce={nonce}\
+                 &openid={openid}&encrypt_type=aes&msg_signature={msg_signature}",
+                openid = escape(&args.openid)
+            ))
+            .header("content-type", "text/xml")
+            .body(format!(
+                "<xml><ToUserName><![CDATA[gh_simulated]]></ToUserName><Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>"
+            ))
+            .send()
+            .await;
+        checks.push(answer_check("safe-mode subscribe push", sent, "success", started).await);
+    } else if args.decrypted {
+        let started = Instant::now();
+        let sent = client
+            .post(format!("{base}/callback/decrypted/{corp_id}"))
             .header("content-type", "application/json")
-            .body(serde_json::json!({"token": sync_token, "openKfId": args.kf_id}).to_string())
+            .body(serde_json::json!({"token": sync_token, "openKfId": kf_id}).to_string())
             .send()
             .await;
         checks.push(answer_check("decrypted callback", sent, "roger", started).await);
     } else {
         let echo = rand::random::<u64>().to_string();
-        let echostr = encrypt(&key, echo.as_bytes(), &args.corp_id);
+        let echostr = encrypt(&key, echo.as_bytes(), &corp_id);
         let signature = sign(&args.token, &timestamp, &nonce, &echostr);
         let started = Instant::now();
         let sent = client
             .get(format!(
-                "{base}/callback/{}?msg_signature={signature}&timestamp={timestamp}&nonce={nonce}&echostr={}",
-                args.corp_id,
+                "{base}/callback/{corp_id}?msg_signature={signature}&timestamp={timestamp}&nonce={nonce}&echostr={}",
                 escape(&echostr)
             ))
             .send()
@@ -85,19 +130,18 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<bool> {
             "<xml><ToUserName><![CDATA[{corp}]]></ToUserName><CreateTime>{timestamp}</CreateTime>\
              <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[kf_msg_or_event]]></Event>\
              <Token><![CDATA[{sync_token}]]></Token><OpenKfId><![CDATA[{kf}]]></OpenKfId></xml>",
-            corp = args.corp_id,
-            kf = args.kf_id
+            corp = corp_id,
+            kf = kf_id
         );
-        let encrypted = encrypt(&key, inner.as_bytes(), &args.corp_id);
+        let encrypted = encrypt(&key, inner.as_bytes(), &corp_id);
         let signature = sign(&args.token, &timestamp, &nonce, &encrypted);
         let started = Instant::now();
         let sent = client
             .post(format!(
-                "{base}/callback/{}?msg_signature={signature}&timestamp={timestamp}&nonce={nonce}",
-                args.corp_id
+                "{base}/callback/{corp_id}?msg_signature={signature}&timestamp={timestamp}&nonce={nonce}"
             ))
             .header("content-type", "text/xml")
-            .body(build_envelope(&args.corp_id, "", &encrypted))
+            .body(build_envelope(&corp_id, "", &encrypted))
             .send()
             .await;
         checks.push(answer_check("encrypted kf_msg_or_event", sent, "success", started).await);

@@ -92,3 +92,50 @@ async fn the_simulator_checks_a_deployment_as_wecom_would() {
     );
     assert!(out.contains("FAIL encrypted kf_msg_or_event"), "{out}");
 }
+
+#[tokio::test]
+async fn the_simulator_checks_an_official_account_push_url_as_wechat_would() {
+    let app = spawn_app().await;
+    let crm = crate::fakes::FakePuppet::start().await;
+    let (app_id, token, key) = (
+        "wxsim0123456789ab",
+        "simToken123",
+        crate::helpers::random_string(43),
+    );
+    app.admin(reqwest::Method::POST, "/subscriptions")
+        .json(&serde_json::json!({"source": app_id, "endpoint": crm.url}))
+        .send()
+        .await
+        .unwrap();
+    let put = app
+        .admin(reqwest::Method::PUT, &format!("/apps/{app_id}"))
+        .json(
+            &serde_json::json!({"kind": "official_account", "token": token, "encodingAESKey": key}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let url = app.address.clone();
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        simulate(&[
+            "--url",
+            &url,
+            "--app-id",
+            app_id,
+            "--token",
+            token,
+            "--aes-key",
+            &key,
+            "--openid",
+            "o_sim",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{out}");
+    assert!(out.contains("ok   URL check (echostr as sent)"), "{out}");
+    assert!(out.contains("ok   safe-mode subscribe push"), "{out}");
+    let got = crm.wait_for(1).await;
+    assert_eq!(got[0].json()["message"]["FromUserName"], "o_sim");
+}
