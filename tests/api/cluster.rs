@@ -60,12 +60,27 @@ async fn three_managers_share_the_work_and_survive_losing_one() {
     // 300 callbacks, round robin; a failed send moves on to the next manager,
     // as a load balancer does. Manager 2 is killed after the first 100.
     let acked = std::sync::Arc::new(std::sync::Mutex::new(HashSet::new()));
+    // What the refused attempts were answered, for the failure message.
+    let refused = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
+        String,
+        usize,
+    >::new()));
     let send_all = |range: std::ops::Range<usize>| {
-        let (acked, client, corp, bases) =
-            (acked.clone(), client.clone(), corp.clone(), bases.clone());
+        let (acked, refused, client, corp, bases) = (
+            acked.clone(),
+            refused.clone(),
+            client.clone(),
+            corp.clone(),
+            bases.clone(),
+        );
         futures_util::stream::iter(range).for_each_concurrent(6, move |i| {
-            let (acked, client, corp, bases) =
-                (acked.clone(), client.clone(), corp.clone(), bases.clone());
+            let (acked, refused, client, corp, bases) = (
+                acked.clone(),
+                refused.clone(),
+                client.clone(),
+                corp.clone(),
+                bases.clone(),
+            );
             async move {
                 let token = format!("T{i:04}");
                 let (query, body) =
@@ -77,12 +92,16 @@ async fn three_managers_share_the_work_and_survive_losing_one() {
                         .body(body.clone())
                         .send()
                         .await;
-                    if let Ok(r) = sent {
-                        if r.status() == 200 {
+                    let outcome = match sent {
+                        Ok(r) if r.status() == 200 => {
                             acked.lock().unwrap().insert(token);
                             return;
                         }
-                    }
+                        Ok(r) => format!("HTTP {}", r.status().as_u16()),
+                        Err(e) if e.is_timeout() => "timed out".to_owned(),
+                        Err(_) => "connection failed".to_owned(),
+                    };
+                    *refused.lock().unwrap().entry(outcome).or_default() += 1;
                 }
             }
         })
@@ -91,7 +110,12 @@ async fn three_managers_share_the_work_and_survive_losing_one() {
     managers[1].kill();
     send_all(100..300).await;
     let acked: HashSet<String> = acked.lock().unwrap().clone();
-    assert_eq!(acked.len(), 300);
+    assert_eq!(
+        acked.len(),
+        300,
+        "refused attempts: {:?}",
+        refused.lock().unwrap()
+    );
 
     let mut delivered = Default::default();
     for _ in 0..600 {
