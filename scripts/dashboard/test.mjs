@@ -47,9 +47,26 @@ try {
     count = await deadCount();
   }
   if (count !== "0") fail("dead count did not drop after re-drive: " + count);
+
+  // Apps: issue a key (shown once), see it listed without itself, revoke it.
+  const app = "#apps tr[data-app-id='wxdashboard012345']";
+  await page.waitForSelector(app, { timeout: 10000 });
+  await page.click(app + " button.issue");
+  await page.waitForSelector("#new-key-value", { timeout: 10000 });
+  const key = (await page.textContent("#new-key-value")).trim();
+  if (!key.startsWith("wxk_")) fail("issued key not shown: " + key);
+  await page.waitForSelector(app + " .key", { timeout: 10000 });
+  if ((await page.textContent(app)).includes(key)) fail("the key is listed, not only shown once");
+  const tokenAnswer = await page.evaluate(async (k) => (await fetch("/wechat/wxdashboard012345/token", { headers: { Authorization: "Bearer " + k } })).status, key);
+  if (tokenAnswer === 401) fail("the issued key is refused");
+  await page.click(app + " .key button.revoke");
+  for (let i = 0; i < 50 && (await page.$(app + " .key")); i++) await page.waitForTimeout(100);
+  if (await page.$(app + " .key")) fail("revoked key still listed");
+  const afterRevoke = await page.evaluate(async (k) => (await fetch("/wechat/wxdashboard012345/token", { headers: { Authorization: "Bearer " + k } })).status, key);
+  if (afterRevoke !== 401) fail("a revoked key is still accepted: " + afterRevoke);
   await page.screenshot({ path: screenshot, fullPage: true });
   puppet.close();
-  console.log("dashboard ok: puppets listed, dead letter shown, re-drive delivered it; screenshot " + screenshot);
+  console.log("dashboard ok: puppets listed, dead letter shown, re-drive delivered it, an app key issued once and revoked; screenshot " + screenshot);
 } finally {
   await browser.close();
 }
