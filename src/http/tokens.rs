@@ -107,25 +107,9 @@ async fn proxy(
         upstream = upstream.header("content-type", ct.as_bytes());
     }
     if req.method() == actix_web::http::Method::POST {
-        match read_limited(payload, PROXY_BODY_LIMIT, state.config.body_timeout).await {
+        match read_proxy_body(&state, payload).await {
             Ok(body) => upstream = upstream.body(body),
-            Err(BodyError::TooLarge(_)) => {
-                return wecom_error(StatusCode::PAYLOAD_TOO_LARGE, 413, "request body too large")
-            }
-            Err(BodyError::Read) => {
-                return wecom_error(
-                    StatusCode::BAD_REQUEST,
-                    400,
-                    "could not read the request body",
-                )
-            }
-            Err(BodyError::Timeout) => {
-                return wecom_error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    408,
-                    "request body not received in time",
-                )
-            }
+            Err(refused) => return refused,
         }
     }
     let answer = match upstream.send().await {
@@ -139,6 +123,31 @@ async fn proxy(
         }
         Err(response) => response,
     }
+}
+
+/// A proxied request's body, within the cap and the body timeout; or the
+/// answer that refuses it, in the WeCom/WeChat error shape.
+pub(super) async fn read_proxy_body(
+    state: &AppState,
+    payload: web::Payload,
+) -> Result<actix_web::web::Bytes, HttpResponse> {
+    read_limited(payload, PROXY_BODY_LIMIT, state.config.body_timeout)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge(_) => {
+                wecom_error(StatusCode::PAYLOAD_TOO_LARGE, 413, "request body too large")
+            }
+            BodyError::Read => wecom_error(
+                StatusCode::BAD_REQUEST,
+                400,
+                "could not read the request body",
+            ),
+            BodyError::Timeout => wecom_error(
+                StatusCode::REQUEST_TIMEOUT,
+                408,
+                "request body not received in time",
+            ),
+        })
 }
 
 /// WeCom says the token we issued is invalid (40014) or expired (42001):

@@ -7,8 +7,9 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::body::{read_limited, BodyError};
-use super::tokens::{read_answer, safe_api_path, unreachable, wecom_error, PROXY_BODY_LIMIT};
+use super::tokens::{
+    read_answer, read_proxy_body, safe_api_path, unreachable, wecom_error, PROXY_BODY_LIMIT,
+};
 use super::AppState;
 use crate::domain::App;
 use crate::tokens::{TokenAnswer, TokenSource};
@@ -150,25 +151,9 @@ async fn proxy(
     let body = if matches!(req.method().as_str(), "GET" | "HEAD") {
         None
     } else {
-        match read_limited(payload, PROXY_BODY_LIMIT, state.config.body_timeout).await {
+        match read_proxy_body(&state, payload).await {
             Ok(body) => Some(body),
-            Err(BodyError::TooLarge(_)) => {
-                return wecom_error(StatusCode::PAYLOAD_TOO_LARGE, 413, "request body too large")
-            }
-            Err(BodyError::Read) => {
-                return wecom_error(
-                    StatusCode::BAD_REQUEST,
-                    400,
-                    "could not read the request body",
-                )
-            }
-            Err(BodyError::Timeout) => {
-                return wecom_error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    408,
-                    "request body not received in time",
-                )
-            }
+            Err(refused) => return refused,
         }
     };
     let send = |token: String| {

@@ -115,13 +115,7 @@ impl Dispatcher {
                 p
             }
             Ok(_) => return AttemptResult::Parked,
-            Err(e) => {
-                let now = self.clock.now_ms();
-                return AttemptResult::Retry {
-                    next_attempt_at: now + self.config.poll_interval.as_millis() as i64,
-                    error: format!("store: {e}"),
-                };
-            }
+            Err(e) => return self.store_retry(&e),
         };
         // The kfId's turn (and for a wake-up, its gap); a fresh wake-up
         // steps aside as soon as a newer one of its kfId arrives.
@@ -141,13 +135,9 @@ impl Dispatcher {
             Passage::Closed => return AttemptResult::Released,
         };
         // Then for a sending slot: a slow puppet holds only its own turns.
-        let Ok(_sending) = self.global.acquire().await else {
+        let Some(_sending) = self.sending_slot(&event.id).await else {
             return AttemptResult::Released;
         };
-        if self.lease_lost(&event.id) {
-            // Another claimer holds it now and sends it; recording fails too.
-            return AttemptResult::Released;
-        }
         let sent = self
             .sender
             .send(event, &puppet.registration.endpoint, event.attempts + 1)
@@ -169,13 +159,7 @@ impl Dispatcher {
                         error: "the subscription was deleted".into(),
                     }
                 }
-                Err(e) => {
-                    return AttemptResult::Retry {
-                        next_attempt_at: self.clock.now_ms()
-                            + self.config.poll_interval.as_millis() as i64,
-                        error: format!("store: {e}"),
-                    }
-                }
+                Err(e) => return self.store_retry(&e),
             },
         };
         let Some(body) = &event.message else {
@@ -183,12 +167,9 @@ impl Dispatcher {
                 error: "the event holds no message for subscribers".into(),
             };
         };
-        let Ok(_sending) = self.global.acquire().await else {
+        let Some(_sending) = self.sending_slot(&event.id).await else {
             return AttemptResult::Released;
         };
-        if self.lease_lost(&event.id) {
-            return AttemptResult::Released;
-        }
         let sent = self
             .sender
             .send_webhook(
@@ -200,6 +181,21 @@ impl Dispatcher {
             )
             .await;
         self.outcome(event, sent)
+    }
+
+    /// A sending slot, unless the lease was lost meanwhile (another claimer
+    /// holds the delivery now and sends it; recording would fail too).
+    async fn sending_slot(&self, id: &str) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let slot = self.global.acquire().await.ok()?;
+        (!self.lease_lost(id)).then_some(slot)
+    }
+
+    /// The store did not answer: try again at the next poll.
+    fn store_retry(&self, e: &crate::store::StoreError) -> AttemptResult {
+        AttemptResult::Retry {
+            next_attempt_at: self.clock.now_ms() + self.config.poll_interval.as_millis() as i64,
+            error: format!("store: {e}"),
+        }
     }
 
     /// Delivered, or what the retry policy makes of a failure.
