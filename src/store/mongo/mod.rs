@@ -22,6 +22,7 @@ use mongodb::options::{ClientOptions, CollectionOptions, IndexOptions, WriteConc
 use mongodb::{Client, Collection, Database, IndexModel};
 
 mod coalesce;
+mod each;
 mod event_docs;
 mod group_commit;
 mod outcomes;

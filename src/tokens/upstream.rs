@@ -1,0 +1,86 @@
+//! The upstream calls of the token cache: WeCom's `gettoken` and WeChat's
+//! `stable_token`, retried on -1 and on network errors, with their outcome
+//! counted by errcode.
+
+use std::time::Duration;
+
+use super::{TokenService, TokenSource};
+use crate::domain::Secret;
+
+impl TokenService {
+    /// One `gettoken` (or `stable_token`), retried (with backoff) on -1 and
+    /// on network errors.
+    pub(super) async fn fetch(&self, source: TokenSource<'_>, forced: bool) -> Upstream {
+        let mut last = Upstream::Unreachable("no attempt".into());
+        for attempt in 0..3u32 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+            last = self.fetch_once(source, forced).await;
+            let retry = matches!(&last, Upstream::Unreachable(_))
+                || matches!(&last, Upstream::Error { errcode: -1, .. });
+            if !retry {
+                break;
+            }
+        }
+        last
+    }
+
+    async fn fetch_once(&self, source: TokenSource<'_>, forced: bool) -> Upstream {
+        let request = match source {
+            TokenSource::Wecom { corpid, corpsecret } => self
+                .client
+                .get(&self.url)
+                .query(&[("corpid", corpid), ("corpsecret", corpsecret)]),
+            // The stable token: fetching it does not invalidate the one other
+            // holders of the AppSecret use (unless forced).
+            TokenSource::Wechat { appid, secret } => {
+                let body = serde_json::json!({
+                    "grant_type": "client_credential", "appid": appid, "secret": secret,
+                    "force_refresh": forced,
+                });
+                self.client
+                    .post(&self.stable_url)
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+            }
+        };
+        let sent = request.send().await;
+        let body: serde_json::Value = match sent {
+            Ok(resp) => match resp.bytes().await.map(|b| serde_json::from_slice(&b)) {
+                Ok(Ok(v)) => v,
+                _ => return Upstream::Unreachable("answer is not JSON".into()),
+            },
+            Err(e) if e.is_timeout() => return Upstream::Unreachable("timed out".into()),
+            Err(_) => return Upstream::Unreachable("connection failed".into()),
+        };
+        let errcode = body["errcode"].as_i64().unwrap_or(0);
+        self.record_upstream(errcode);
+        match (errcode, body["access_token"].as_str()) {
+            (0, Some(token)) if !token.is_empty() => Upstream::Token {
+                token: Secret::new(token),
+                expires_in: body["expires_in"].as_i64().unwrap_or(7200).clamp(1, 86_400),
+            },
+            _ => Upstream::Error {
+                errcode: if errcode == 0 { -1 } else { errcode },
+                errmsg: body["errmsg"]
+                    .as_str()
+                    .unwrap_or("no access_token in WeCom's answer")
+                    .to_owned(),
+            },
+        }
+    }
+
+    fn record_upstream(&self, errcode: i64) {
+        self.metrics
+            .token_upstream
+            .get_or_create(&crate::metrics::ErrcodeLabels { errcode })
+            .inc();
+    }
+}
+
+pub(super) enum Upstream {
+    Token { token: Secret, expires_in: i64 },
+    Error { errcode: i64, errmsg: String },
+    Unreachable(String),
+}
