@@ -3,8 +3,10 @@
 
 pub mod cli;
 pub mod cli_channels;
+pub mod cli_store;
 pub mod clock;
 pub mod config;
+pub mod copy;
 pub mod credentials;
 pub mod delivery;
 pub mod directory;

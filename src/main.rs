@@ -33,6 +33,9 @@ enum Command {
     /// Where pushes go (§6.3).
     #[command(subcommand)]
     Subscriptions(cli_channels::SubscriptionsCommand),
+    /// Move what a store holds to another backend.
+    #[command(subcommand)]
+    Store(wxkf_manager::cli_store::StoreCommand),
     /// Act as WeCom against a deployment: URL check and a signed callback.
     Simulate(wxkf_manager::simulate::SimulateArgs),
 }
@@ -79,6 +82,11 @@ async fn main() {
         },
         Command::Subscriptions(c) => match open_store(&config).await {
             Ok(store) => cli_channels::subscriptions(store, c).await,
+            Err(e) => Err(e),
+        },
+        Command::Store(c) => match wxkf_manager::cli_store::run(&config, c).await {
+            Ok(true) => Ok(()),
+            Ok(false) => std::process::exit(1),
             Err(e) => Err(e),
         },
         Command::Simulate(_) => Ok(()),

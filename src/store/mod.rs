@@ -17,6 +17,7 @@ pub mod records;
 mod seal;
 pub mod sqlite;
 mod token;
+pub mod transfer;
 
 use async_trait::async_trait;
 
@@ -30,6 +31,7 @@ pub use channels::Channels;
 pub use records::{Record, RecordKind, Records};
 pub use seal::Sealer;
 pub use token::TokenRecord;
+pub use transfer::{CopiedDelivery, Page, Transfer};
 
 use crate::domain::{CorpId, CredentialSet, EndpointUrl, KfId, Puppet, Registration};
 
@@ -194,6 +196,9 @@ pub trait TokenCache: Send + Sync {
     /// Drop exactly this token (compare-and-swap on its value): a late
     /// complaint about an old token never discards a newer one.
     async fn invalidate_access_token(&self, token: &str) -> Result<u64, StoreError>;
+
+    /// Every key the cache holds (for `store copy`).
+    async fn token_keys(&self) -> Result<Vec<String>, StoreError>;
 }
 
 /// What operators (admin API, CLI, metrics) read about the queue.
@@ -212,7 +217,9 @@ pub trait OperatorReads: Send + Sync {
 
 /// A whole store: every concern, and a health check.
 #[async_trait]
-pub trait Store: Registrations + Queue + TokenCache + OperatorReads + Records + 'static {
+pub trait Store:
+    Registrations + Queue + TokenCache + OperatorReads + Records + Transfer + 'static
+{
     /// Cheap round trip proving the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 }

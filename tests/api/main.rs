@@ -9,6 +9,7 @@ mod callback;
 mod channels;
 mod cli;
 mod cluster;
+mod copy;
 mod crash;
 mod delivery;
 mod fakes;

@@ -172,7 +172,7 @@ impl MongoStore {
     }
 }
 
-fn binary(bytes: &[u8]) -> Binary {
+pub(super) fn binary(bytes: &[u8]) -> Binary {
     Binary {
         subtype: mongodb::bson::spec::BinarySubtype::Generic,
         bytes: bytes.to_vec(),

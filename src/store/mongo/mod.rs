@@ -31,6 +31,7 @@ mod reads;
 mod records;
 mod registrations;
 mod tokens;
+mod transfer;
 mod upgrade;
 
 use group_commit::MongoGroupWriter;

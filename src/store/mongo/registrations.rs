@@ -91,7 +91,8 @@ impl Registrations for MongoStore {
             .find(filter)
             .sort(doc! {"kfOpenId": 1})
             .skip(offset as u64)
-            .limit(limit as i64)
+            // A negative limit means something else to MongoDB (one batch).
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
             .await?
             .try_collect()
             .await?;

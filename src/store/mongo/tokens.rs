@@ -1,7 +1,8 @@
 //! The shared access-token cache on MongoDB.
 
 use async_trait::async_trait;
-use mongodb::bson::{doc, Bson};
+use futures_util::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
 
 use super::{get_i64, get_str, MongoStore};
 use crate::domain::Secret;
@@ -118,6 +119,21 @@ impl TokenCache for MongoStore {
             Err(StoreError::DuplicateKey) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    async fn token_keys(&self) -> Result<Vec<String>, StoreError> {
+        let found: Vec<Document> = self
+            .tokens
+            .find(doc! {})
+            .sort(doc! {"_id": 1})
+            .projection(doc! {"_id": 1})
+            .await?
+            .try_collect()
+            .await?;
+        Ok(found
+            .iter()
+            .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))
+            .collect())
     }
 
     async fn invalidate_access_token(&self, token: &str) -> Result<u64, StoreError> {

@@ -21,6 +21,7 @@ mod records;
 mod registrations;
 mod statements;
 mod tokens;
+mod transfer;
 
 use crate::store::{DeliveryStatus, PayloadKind, Sealer, Store, StoreError};
 use group_commit::GroupWriter;

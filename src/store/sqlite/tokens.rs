@@ -131,6 +131,15 @@ impl TokenCache for SqliteStore {
         .await
     }
 
+    async fn token_keys(&self) -> Result<Vec<String>, StoreError> {
+        self.run(|c| {
+            let mut stmt = c.prepare("SELECT key FROM access_tokens ORDER BY key")?;
+            let keys = stmt.query_map([], |r| r.get(0))?;
+            Ok(keys.collect::<Result<Vec<String>, _>>()?)
+        })
+        .await
+    }
+
     async fn invalidate_access_token(&self, token: &str) -> Result<u64, StoreError> {
         let fingerprint = self.sealer.fingerprint(token);
         self.run(move |c| {

@@ -1,0 +1,139 @@
+//! `store copy` on MongoDB: event documents exported in `_id` order with all
+//! their deliveries, and deliveries imported one by one into their event
+//! (created on first use, found by its dedup key), without their lease.
+
+use async_trait::async_trait;
+use futures_util::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
+
+use super::event_docs::{binary, elements};
+use super::{get_i64, get_str, now_date, MongoStore};
+use crate::store::transfer::{CopiedDelivery, Page, Transfer};
+use crate::store::{DeliveryStatus, PayloadKind, StoreError};
+
+#[async_trait]
+impl Transfer for MongoStore {
+    async fn export_deliveries(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let filter = match cursor {
+            Some(after) => doc! {"_id": {"$gt": after}},
+            None => doc! {},
+        };
+        let events: Vec<Document> = self
+            .events
+            .find(filter)
+            .sort(doc! {"_id": 1})
+            .limit(limit.max(1) as i64)
+            .await?
+            .try_collect()
+            .await?;
+        let mut deliveries = Vec::new();
+        for event in &events {
+            for element in elements(event) {
+                deliveries.push(copied_from(event, element)?);
+            }
+        }
+        let next = (events.len() >= limit.max(1))
+            .then(|| events.last().map(|e| get_str(e, "_id")))
+            .flatten();
+        Ok(Page { deliveries, next })
+    }
+
+    async fn import_delivery(&self, d: &CopiedDelivery) -> Result<bool, StoreError> {
+        let mut event = doc! {
+            "_id": &d.event_id, "source": &d.source, "kind": d.kind.as_str(),
+            "body": binary(&d.body), "query": &d.query, "seq": self.next_seq(d.received_at),
+            "receivedAt": d.received_at, "deliveries": [],
+        };
+        if let Some(message) = &d.message {
+            event.insert("message", binary(message));
+        }
+        self.events
+            .update_one(
+                doc! {"dedupKey": &d.dedup_key},
+                doc! {"$setOnInsert": event},
+            )
+            .upsert(true)
+            .await?;
+        let mut element = doc! {
+            "id": &d.id, "corpId": &d.corp_id, "coalesce": d.coalesce, "status": d.status.as_str(),
+            "attempts": i64::from(d.attempts), "windowStart": d.window_start,
+            "nextAttemptAt": d.next_attempt_at, "leaseUntil": 0i64, "updatedAt": now_date(d.updated_at),
+        };
+        let optional = [
+            ("kfId", d.kf_id.clone().map(Bson::String)),
+            (
+                "subscriptionId",
+                d.subscription_id.clone().map(Bson::String),
+            ),
+            ("lastError", d.last_error.clone().map(Bson::String)),
+            ("deliveredAt", d.delivered_at.map(Bson::Int64)),
+            ("supersededBy", d.superseded_by.clone().map(Bson::String)),
+        ];
+        for (field, value) in optional {
+            if let Some(value) = value {
+                element.insert(field, value);
+            }
+        }
+        let mut update = doc! {"$push": {"deliveries": element}};
+        self.raise_expiry(&mut update, d.status, d.updated_at);
+        let pushed = self
+            .events
+            .update_one(
+                doc! {"dedupKey": &d.dedup_key, "deliveries.id": {"$ne": &d.id}},
+                update,
+            )
+            .await?;
+        if pushed.modified_count == 0 {
+            return Ok(false);
+        }
+        self.settle(doc! {"dedupKey": &d.dedup_key}).await?;
+        Ok(true)
+    }
+}
+
+fn copied_from(event: &Document, d: &Document) -> Result<CopiedDelivery, StoreError> {
+    let corrupt = |what: &str| {
+        StoreError::Corrupt(format!(
+            "event {:.64}: unknown {what}",
+            get_str(event, "_id")
+        ))
+    };
+    let bytes = |field: &str| match event.get(field) {
+        Some(Bson::Binary(b)) => Some(b.bytes.clone()),
+        Some(Bson::String(s)) => Some(s.clone().into_bytes()),
+        _ => None,
+    };
+    let text = |field: &str| d.get_str(field).ok().map(str::to_owned);
+    let received_at = get_i64(event, "receivedAt").unwrap_or(0);
+    Ok(CopiedDelivery {
+        event_id: get_str(event, "_id"),
+        source: get_str(event, "source"),
+        dedup_key: get_str(event, "dedupKey"),
+        kind: PayloadKind::parse(event.get_str("kind").unwrap_or_default())
+            .ok_or_else(|| corrupt("payload kind"))?,
+        body: bytes("body").unwrap_or_default(),
+        query: get_str(event, "query"),
+        received_at,
+        message: bytes("message"),
+        id: get_str(d, "id"),
+        corp_id: get_str(d, "corpId"),
+        kf_id: text("kfId"),
+        subscription_id: text("subscriptionId"),
+        coalesce: d.get_bool("coalesce").unwrap_or(false),
+        status: DeliveryStatus::parse(d.get_str("status").unwrap_or_default())
+            .ok_or_else(|| corrupt("status"))?,
+        attempts: get_i64(d, "attempts")
+            .unwrap_or(0)
+            .clamp(0, i64::from(u32::MAX)) as u32,
+        window_start: get_i64(d, "windowStart").unwrap_or(received_at),
+        next_attempt_at: get_i64(d, "nextAttemptAt").unwrap_or(0),
+        last_error: text("lastError"),
+        delivered_at: get_i64(d, "deliveredAt"),
+        superseded_by: text("supersededBy"),
+        updated_at: get_i64(d, "updatedAt").unwrap_or(received_at),
+    })
+}

@@ -1,0 +1,58 @@
+//! Moving everything a store keeps to another backend (`store copy`): the
+//! deliveries with their events, in a form both backends export and import.
+//! Registrations, records and tokens move through the traits the server
+//! uses; only the queue needs this, because production never reads a
+//! delivery back whole (superseded-by, last change) nor writes one in a
+//! given state.
+
+use async_trait::async_trait;
+
+use super::{DeliveryStatus, PayloadKind, StoreError};
+
+/// One delivery with its event, as stored (leases are not carried: a copy
+/// is taken by whichever manager starts on it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopiedDelivery {
+    pub event_id: String,
+    pub source: String,
+    pub dedup_key: String,
+    pub kind: PayloadKind,
+    pub body: Vec<u8>,
+    pub query: String,
+    pub received_at: i64,
+    pub message: Option<Vec<u8>>,
+    pub id: String,
+    pub corp_id: String,
+    pub kf_id: Option<String>,
+    pub subscription_id: Option<String>,
+    pub coalesce: bool,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub window_start: i64,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<i64>,
+    pub superseded_by: Option<String>,
+    pub updated_at: i64,
+}
+
+/// A page of an export, and where the next one starts (`None`: the end).
+pub struct Page {
+    pub deliveries: Vec<CopiedDelivery>,
+    pub next: Option<String>,
+}
+
+#[async_trait]
+pub trait Transfer: Send + Sync {
+    /// About `limit` deliveries from `cursor` on (`None`: the start), in an
+    /// order that does not change while nothing is written.
+    async fn export_deliveries(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, StoreError>;
+
+    /// Take one in: its event unless one with its dedup key is there, the
+    /// delivery unless one with its id is there. Whether anything was written.
+    async fn import_delivery(&self, delivery: &CopiedDelivery) -> Result<bool, StoreError>;
+}

@@ -1,0 +1,244 @@
+//! `wxkf-manager store copy` (issue 19): a store holding puppets, operator
+//! credentials, pending, parked and dead deliveries, a cached token, an app
+//! with a subscription and a key, copied from the embedded store to MongoDB
+//! and back; managers started on each copy carry on where the first left.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::fakes::FakePuppet;
+use crate::helpers::{manual_clock, spawn_stepped_app, Corp, TestApp};
+use crate::store::fresh_mongo_uri;
+
+/// The CLI against an embedded store in `data_dir` (and nothing else).
+fn store_copy(data_dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wxkf-manager"))
+        .env_clear()
+        .env("DATA_DIR", data_dir)
+        .args(["store", "copy"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// (kfId, status) of every delivery, sorted.
+async fn states(app: &TestApp) -> Vec<(String, String)> {
+    let mut s: Vec<(String, String)> = app.admin_json("/deliveries?limit=50").await["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["kfId"].as_str().unwrap_or("").to_owned(),
+                d["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    s.sort();
+    s
+}
+
+async fn json_of(app: &TestApp, method: Method, path: &str, body: Value) -> Value {
+    let resp = app.admin(method, path).json(&body).send().await.unwrap();
+    assert!(resp.status().is_success(), "{path}: {}", resp.status());
+    resp.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_embedded_store_moves_to_mongodb_and_back_and_managers_carry_on() {
+    let Some(uri) = fresh_mongo_uri() else { return };
+    let clock = manual_clock();
+    let (a, b, d) = (
+        FakePuppet::start().await,
+        FakePuppet::start().await,
+        FakePuppet::start().await,
+    );
+    let corp = Corp::new("wwcopy");
+    let mut first = spawn_stepped_app(clock.clone(), |c| {
+        c.mongo_uri = None;
+        c.delivery.retry_window = Duration::from_secs(60);
+    })
+    .await;
+    first.register_ok(&corp, "wkcopy-a", &a.url).await;
+    first.register_ok(&corp, "wkcopy-b", &b.url).await;
+    first.register_ok(&corp, "wkcopy-d", &d.url).await;
+    assert_eq!(first.deregister(&corp, "wkcopy-b").await.status(), 200);
+
+    // Dead: D's puppet refuses until the retry window is over.
+    d.fail_with(&[500; 100]);
+    assert_eq!(
+        first.post_kf_event(&corp, "wkcopy-d", "TD").await.status(),
+        200
+    );
+    first.drain().await;
+    clock.advance(Duration::from_secs(61));
+    first.drain().await;
+    // Parked: B is offline.
+    assert_eq!(
+        first.post_kf_event(&corp, "wkcopy-b", "TB").await.status(),
+        200
+    );
+    // Pending: A refuses once, so it waits for its retry.
+    a.fail_with(&[500]);
+    assert_eq!(
+        first.post_kf_event(&corp, "wkcopy-a", "TA").await.status(),
+        200
+    );
+    first.drain().await;
+    let expected = vec![
+        ("wkcopy-a".to_owned(), "pending".to_owned()),
+        ("wkcopy-b".to_owned(), "parked".to_owned()),
+        ("wkcopy-d".to_owned(), "dead".to_owned()),
+    ];
+    assert_eq!(states(&first).await, expected, "the seeded store");
+    let token = first.get_token(&corp).await["access_token"].clone();
+    assert_eq!(token, "TOKEN-1");
+    // Operator credentials, an app with a subscription and a key.
+    let other = Corp::new("wwcopyop");
+    json_of(
+        &first,
+        Method::PUT,
+        "/corps/wwcopyop/credentials",
+        json!({"token": other.token, "encodingAESKey": other.key}),
+    )
+    .await;
+    json_of(
+        &first,
+        Method::PUT,
+        "/apps/wxcopy0123456789",
+        json!({"kind": "official_account", "token": "copyToken1", "appSecret": "s3cret"}),
+    )
+    .await;
+    json_of(
+        &first,
+        Method::POST,
+        "/subscriptions",
+        json!({"source": "wxcopy0123456789", "endpoint": a.url}),
+    )
+    .await;
+    let key = json_of(
+        &first,
+        Method::POST,
+        "/apps/wxcopy0123456789/keys",
+        json!({}),
+    )
+    .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    first.stop().await;
+    let embedded = first.config().data_dir.clone();
+
+    // The copy, twice: the second writes nothing; the counts agree.
+    let (ok, out) = store_copy(&embedded, &["--to", &uri]);
+    assert!(ok, "{out}");
+    assert!(out.contains("embedded -> MongoDB: 11 written"), "{out}");
+    let (ok, out) = store_copy(&embedded, &["--to", &uri]);
+    assert!(
+        ok && out.contains(": 0 written"),
+        "a second run changes nothing: {out}"
+    );
+    let (ok, out) = store_copy(&embedded, &["--to", &uri, "--check"]);
+    assert!(ok, "{out}");
+    assert!(!out.contains("differs"), "{out}");
+
+    // A manager on the copy carries on.
+    let second = spawn_stepped_app(clock.clone(), |c| {
+        c.mongo_uri = Some(wxkf_manager::domain::Secret::new(uri.clone()));
+        c.delivery.retry_window = Duration::from_secs(60);
+    })
+    .await;
+    assert_eq!(
+        states(&second).await,
+        expected,
+        "the same deliveries in the same states"
+    );
+    assert_eq!(second.drain().await, 0, "the pending one is not due yet");
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(second.drain().await, 1, "the pending one, when due");
+    assert_eq!(corp.tokens_in(&a.received()).last().unwrap(), "TA");
+    second.register_ok(&corp, "wkcopy-b", &b.url).await;
+    assert_eq!(
+        second.drain().await,
+        1,
+        "the parked one, when its kfId registers"
+    );
+    assert_eq!(corp.tokens_in(&b.received()), ["TB"]);
+    let dead = second.admin_json("/deliveries?status=dead").await;
+    let dead_id = dead["items"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(dead["items"][0]["lastError"], "puppet answered HTTP 500");
+    d.fail_with(&[]);
+    let redriven = second
+        .admin(Method::POST, &format!("/deliveries/{dead_id}/redrive"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redriven.status(), 200);
+    assert_eq!(second.drain().await, 1, "the dead one, re-driven");
+    assert_eq!(
+        second.get_token(&corp).await["access_token"],
+        token,
+        "the cached token"
+    );
+    assert!(
+        second.wecom.calls("/cgi-bin/gettoken").is_empty(),
+        "without an upstream call"
+    );
+    let hijack = second
+        .register(&Corp::new("wwcopy"), "wkcopy-a", &b.url)
+        .await;
+    assert_eq!(hijack.status(), 409, "a copied kfId cannot be hijacked");
+    let app_token = second
+        .api
+        .get(format!("{}/wechat/wxcopy0123456789/token", second.address))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(app_token.status(), 200, "the app and its key came along");
+    let subscriptions = second
+        .admin_json("/subscriptions?source=wxcopy0123456789")
+        .await;
+    assert_eq!(subscriptions["items"].as_array().unwrap().len(), 1);
+    let corp_sets = second.admin_json("/corps/wwcopyop").await;
+    assert_eq!(corp_sets["credentialSets"], json!([{"from": "operator"}]));
+
+    // And back, into an empty embedded store.
+    let back = tempfile::tempdir().unwrap();
+    let (ok, out) = store_copy(back.path(), &["--from", &uri]);
+    assert!(ok, "{out}");
+    let (ok, out) = store_copy(back.path(), &["--from", &uri, "--check"]);
+    assert!(ok && !out.contains("differs"), "{out}");
+    let back_dir = back.path().to_path_buf();
+    let third = spawn_stepped_app(clock.clone(), move |c| {
+        c.mongo_uri = None;
+        c.data_dir = back_dir;
+    })
+    .await;
+    let mut delivered: Vec<String> = third.admin_json("/deliveries?status=delivered").await
+        ["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kfId"].as_str().unwrap().to_owned())
+        .collect();
+    delivered.sort();
+    assert_eq!(delivered, ["wkcopy-a", "wkcopy-b", "wkcopy-d"]);
+    assert_eq!(third.get_token(&corp).await["access_token"], token);
+    assert!(third.wecom.calls("/cgi-bin/gettoken").is_empty());
+    let hijack = third
+        .register(&Corp::new("wwcopy"), "wkcopy-b", &a.url)
+        .await;
+    assert_eq!(hijack.status(), 409);
+    assert_eq!(third.drain().await, 0, "nothing sent twice");
+}
