@@ -106,8 +106,8 @@ pub async fn copy(
     let mut seen = 0u64;
     loop {
         let page = from.export_deliveries(cursor.as_deref(), PAGE).await?;
-        for delivery in &page.deliveries {
-            let written = to.import_delivery(delivery).await?;
+        let written = to.import_deliveries(&page.deliveries).await?;
+        for (delivery, written) in page.deliveries.iter().zip(written) {
             report.count(
                 format!("deliveries ({})", delivery.status.as_str()),
                 written,
@@ -128,7 +128,9 @@ async fn all_puppets(store: &dyn Store) -> Result<Vec<Puppet>, StoreError> {
     const PUPPETS_PAGE: usize = 1_000;
     let mut all = Vec::new();
     loop {
-        let page = store.list_puppets(None, None, PUPPETS_PAGE, all.len()).await?;
+        let page = store
+            .list_puppets(None, None, PUPPETS_PAGE, all.len())
+            .await?;
         let full = page.len() == PUPPETS_PAGE;
         all.extend(page);
         if !full {

@@ -55,4 +55,17 @@ pub trait Transfer: Send + Sync {
     /// Take one in: its event unless one with its dedup key is there, the
     /// delivery unless one with its id is there. Whether anything was written.
     async fn import_delivery(&self, delivery: &CopiedDelivery) -> Result<bool, StoreError>;
+
+    /// A page at once (as `import_delivery` each, in fewer round trips where
+    /// the backend can); one answer per delivery.
+    async fn import_deliveries(
+        &self,
+        deliveries: &[CopiedDelivery],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut written = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            written.push(self.import_delivery(delivery).await?);
+        }
+        Ok(written)
+    }
 }

@@ -242,3 +242,93 @@ async fn the_embedded_store_moves_to_mongodb_and_back_and_managers_carry_on() {
     assert_eq!(hijack.status(), 409);
     assert_eq!(third.drain().await, 0, "nothing sent twice");
 }
+
+/// A copy interrupted after its first page completes when run again, and a
+/// third run writes nothing; an event with two deliveries arrives whole.
+#[tokio::test]
+async fn an_interrupted_copy_completes_when_run_again() {
+    use wxkf_manager::domain::{CorpId, KfId};
+    use wxkf_manager::store::mongo::MongoStore;
+    use wxkf_manager::store::sqlite::SqliteStore;
+    use wxkf_manager::store::{
+        NewDelivery, NewEvent, PayloadKind, Queue, Retention, Sealer, Store,
+    };
+    let Some(uri) = fresh_mongo_uri() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let sealer = Sealer::new(Some(&[7; 32]));
+    let embedded: std::sync::Arc<dyn Store> =
+        std::sync::Arc::new(SqliteStore::open(dir.path(), sealer.clone()).unwrap());
+    let corp = CorpId::parse("wwpages").unwrap();
+    for i in 0..1_200 {
+        let mut deliveries = vec![NewDelivery::to_puppet(
+            corp.clone(),
+            Some(KfId::parse(&format!("wkpage{}", i % 7)).unwrap()),
+            false,
+        )];
+        if i == 499 {
+            // Two deliveries: their rows straddle the first page's end.
+            deliveries.push(NewDelivery::to_puppet(
+                corp.clone(),
+                Some(KfId::parse("wkpagex").unwrap()),
+                false,
+            ));
+        }
+        let event = NewEvent {
+            id: uuid::Uuid::now_v7().to_string(),
+            source: "wwpages".into(),
+            dedup_key: format!("kf|wwpages|{i}"),
+            kind: PayloadKind::Xml,
+            body: format!("<xml>{i}</xml>").into_bytes(),
+            query: String::new(),
+            received_at: 1_000 + i,
+            message: None,
+            deliveries,
+        };
+        embedded.insert_event(&event).await.unwrap();
+    }
+    let retention = Retention {
+        finished: Duration::from_secs(3 * 24 * 3600),
+        dead: Duration::from_secs(30 * 24 * 3600),
+    };
+    let mongo: std::sync::Arc<dyn Store> =
+        std::sync::Arc::new(MongoStore::connect(&uri, retention, sealer).await.unwrap());
+    // "Interrupted": only the first page went over.
+    let first = embedded.export_deliveries(None, 500).await.unwrap();
+    mongo.import_deliveries(&first.deliveries).await.unwrap();
+    let report = wxkf_manager::copy::copy(embedded.as_ref(), mongo.as_ref(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        report.0["deliveries (pending)"],
+        (701, 500),
+        "the rest copied, the first page kept"
+    );
+    let counts = |s: std::sync::Arc<dyn Store>| async move {
+        wxkf_manager::copy::counts(s.as_ref()).await.unwrap()
+    };
+    assert_eq!(counts(embedded.clone()).await, counts(mongo.clone()).await);
+    let again = wxkf_manager::copy::copy(embedded.as_ref(), mongo.as_ref(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(again.written(), 0, "{again:?}");
+    let twin = mongo
+        .list_deliveries(&wxkf_manager::store::DeliveryFilter {
+            status: None,
+            corp_id: None,
+            kf_id: Some("wkpagex".into()),
+            limit: 10,
+            offset: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(twin.len(), 1);
+    let sibling = first
+        .deliveries
+        .iter()
+        .find(|d| d.event_id == twin[0].event_id)
+        .map(|d| d.id.clone());
+    assert!(
+        sibling.is_some(),
+        "both deliveries of the straddling event under one event"
+    );
+}

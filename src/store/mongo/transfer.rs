@@ -2,6 +2,8 @@
 //! their deliveries, and deliveries imported one by one into their event
 //! (created on first use, found by its dedup key), without their lease.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
@@ -43,42 +45,14 @@ impl Transfer for MongoStore {
     }
 
     async fn import_delivery(&self, d: &CopiedDelivery) -> Result<bool, StoreError> {
-        let mut event = doc! {
-            "_id": &d.event_id, "source": &d.source, "kind": d.kind.as_str(),
-            "body": binary(&d.body), "query": &d.query, "seq": self.next_seq(d.received_at),
-            "receivedAt": d.received_at, "deliveries": [],
-        };
-        if let Some(message) = &d.message {
-            event.insert("message", binary(message));
-        }
         self.events
             .update_one(
                 doc! {"dedupKey": &d.dedup_key},
-                doc! {"$setOnInsert": event},
+                doc! {"$setOnInsert": self.event_of(d, Vec::new())},
             )
             .upsert(true)
             .await?;
-        let mut element = doc! {
-            "id": &d.id, "corpId": &d.corp_id, "coalesce": d.coalesce, "status": d.status.as_str(),
-            "attempts": i64::from(d.attempts), "windowStart": d.window_start,
-            "nextAttemptAt": d.next_attempt_at, "leaseUntil": 0i64, "updatedAt": now_date(d.updated_at),
-        };
-        let optional = [
-            ("kfId", d.kf_id.clone().map(Bson::String)),
-            (
-                "subscriptionId",
-                d.subscription_id.clone().map(Bson::String),
-            ),
-            ("lastError", d.last_error.clone().map(Bson::String)),
-            ("deliveredAt", d.delivered_at.map(Bson::Int64)),
-            ("supersededBy", d.superseded_by.clone().map(Bson::String)),
-        ];
-        for (field, value) in optional {
-            if let Some(value) = value {
-                element.insert(field, value);
-            }
-        }
-        let mut update = doc! {"$push": {"deliveries": element}};
+        let mut update = doc! {"$push": {"deliveries": element_of(d)}};
         self.raise_expiry(&mut update, d.status, d.updated_at);
         let pushed = self
             .events
@@ -93,6 +67,131 @@ impl Transfer for MongoStore {
         self.settle(doc! {"dedupKey": &d.dedup_key}).await?;
         Ok(true)
     }
+
+    /// Events not there yet go in whole, with one `insert_many` for the
+    /// page; a delivery of an event already there (a rerun, or an event
+    /// whose deliveries span two pages) goes one by one.
+    async fn import_deliveries(
+        &self,
+        deliveries: &[CopiedDelivery],
+    ) -> Result<Vec<bool>, StoreError> {
+        let keys: Vec<&str> = deliveries.iter().map(|d| d.dedup_key.as_str()).collect();
+        let found: Vec<Document> = self
+            .events
+            .find(doc! {"dedupKey": {"$in": &keys}})
+            .projection(doc! {"dedupKey": 1, "deliveries.id": 1})
+            .await?
+            .try_collect()
+            .await?;
+        let present: HashSet<String> = found.iter().map(|e| get_str(e, "dedupKey")).collect();
+        // Deliveries already there (a rerun): nothing to write.
+        let there: HashSet<String> = found
+            .iter()
+            .flat_map(elements)
+            .map(|d| get_str(d, "id"))
+            .collect();
+        // New events, each with all of its deliveries in this page.
+        let mut fresh: Vec<(&str, Vec<&CopiedDelivery>)> = Vec::new();
+        for d in deliveries
+            .iter()
+            .filter(|d| !present.contains(&d.dedup_key))
+        {
+            match fresh.iter_mut().find(|(k, _)| *k == d.dedup_key) {
+                Some((_, members)) => members.push(d),
+                None => fresh.push((&d.dedup_key, vec![d])),
+            }
+        }
+        let documents: Vec<Document> = fresh
+            .iter()
+            .map(|(_, members)| {
+                let mut event =
+                    self.event_of(members[0], members.iter().map(|d| element_of(d)).collect());
+                event.insert("dedupKey", members[0].dedup_key.as_str());
+                let horizons: Option<Vec<i64>> = members
+                    .iter()
+                    .map(|d| self.retention.expires_at(d.status, d.updated_at))
+                    .collect();
+                if let Some(latest) = horizons.and_then(|h| h.into_iter().max()) {
+                    event.insert("expireAt", now_date(latest));
+                }
+                event
+            })
+            .collect();
+        let mut inserted: HashSet<String> = HashSet::new();
+        if !documents.is_empty() {
+            match self.events.insert_many(documents).ordered(false).await {
+                Ok(_) => inserted.extend(fresh.iter().map(|(k, _)| (*k).to_owned())),
+                // Some landed meanwhile (another copy): those go one by one below.
+                Err(e) => {
+                    let failed: HashSet<usize> = match &*e.kind {
+                        mongodb::error::ErrorKind::InsertMany(f)
+                            if f.write_concern_error.is_none() =>
+                        {
+                            f.write_errors.iter().flatten().map(|w| w.index).collect()
+                        }
+                        _ => return Err(e.into()),
+                    };
+                    for (i, (key, _)) in fresh.iter().enumerate() {
+                        if !failed.contains(&i) {
+                            inserted.insert((*key).to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        let mut written = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            written.push(if inserted.contains(&d.dedup_key) {
+                true
+            } else if there.contains(&d.id) {
+                false
+            } else {
+                self.import_delivery(d).await?
+            });
+        }
+        Ok(written)
+    }
+}
+
+impl MongoStore {
+    /// The event document of a copied delivery (its dedup key comes from
+    /// the filter or is added by the caller).
+    fn event_of(&self, d: &CopiedDelivery, deliveries: Vec<Document>) -> Document {
+        let mut event = doc! {
+            "_id": &d.event_id, "source": &d.source, "kind": d.kind.as_str(),
+            "body": binary(&d.body), "query": &d.query, "seq": self.next_seq(d.received_at),
+            "receivedAt": d.received_at, "deliveries": deliveries,
+        };
+        if let Some(message) = &d.message {
+            event.insert("message", binary(message));
+        }
+        event
+    }
+}
+
+/// A delivery element as the queue keeps it, without a lease.
+fn element_of(d: &CopiedDelivery) -> Document {
+    let mut element = doc! {
+        "id": &d.id, "corpId": &d.corp_id, "coalesce": d.coalesce, "status": d.status.as_str(),
+        "attempts": i64::from(d.attempts), "windowStart": d.window_start,
+        "nextAttemptAt": d.next_attempt_at, "leaseUntil": 0i64, "updatedAt": now_date(d.updated_at),
+    };
+    let optional = [
+        ("kfId", d.kf_id.clone().map(Bson::String)),
+        (
+            "subscriptionId",
+            d.subscription_id.clone().map(Bson::String),
+        ),
+        ("lastError", d.last_error.clone().map(Bson::String)),
+        ("deliveredAt", d.delivered_at.map(Bson::Int64)),
+        ("supersededBy", d.superseded_by.clone().map(Bson::String)),
+    ];
+    for (field, value) in optional {
+        if let Some(value) = value {
+            element.insert(field, value);
+        }
+    }
+    element
 }
 
 fn copied_from(event: &Document, d: &Document) -> Result<CopiedDelivery, StoreError> {

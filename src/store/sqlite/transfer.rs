@@ -48,46 +48,58 @@ impl Transfer for SqliteStore {
     }
 
     async fn import_delivery(&self, d: &CopiedDelivery) -> Result<bool, StoreError> {
-        let d = d.clone();
+        Ok(self.import_deliveries(std::slice::from_ref(d)).await?[0])
+    }
+
+    /// One transaction for the page.
+    async fn import_deliveries(
+        &self,
+        deliveries: &[CopiedDelivery],
+    ) -> Result<Vec<bool>, StoreError> {
+        let deliveries = deliveries.to_vec();
         self.run(move |c| {
             let tx = c.transaction()?;
-            tx.execute(
-                "INSERT INTO events (id, source, dedup_key, kind, body, query, received_at, deliveries_left, message)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8) ON CONFLICT (dedup_key) DO NOTHING",
-                params![d.event_id, d.source, d.dedup_key, d.kind.as_str(), d.body, d.query, d.received_at, d.message],
-            )?;
-            let event_seq: i64 = tx.query_row(
-                "SELECT seq FROM events WHERE dedup_key = ?1",
-                [&d.dedup_key],
-                |r| r.get(0),
-            )?;
-            let known: Option<i64> = tx
-                .query_row("SELECT seq FROM deliveries WHERE id = ?1", [&d.id], |r| r.get(0))
-                .optional()?;
-            if known.is_some() {
-                tx.commit()?;
-                return Ok(false);
-            }
-            tx.execute(
-                "INSERT INTO deliveries (id, event_seq, corp_id, kf_id, subscription_id, coalesce, status, attempts,
-                                         window_start, next_attempt_at, lease_owner, lease_until, claim_id,
-                                         last_error, delivered_at, superseded_by, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, 0, NULL, ?11, ?12, ?13, ?14)",
-                params![
-                    d.id, event_seq, d.corp_id, d.kf_id, d.subscription_id, d.coalesce, d.status.as_str(),
-                    d.attempts, d.window_start, d.next_attempt_at, d.last_error, d.delivered_at,
-                    d.superseded_by, d.updated_at
-                ],
-            )?;
-            tx.execute(
-                "UPDATE events SET deliveries_left = deliveries_left + 1 WHERE seq = ?1",
-                [event_seq],
-            )?;
+            let written = deliveries
+                .iter()
+                .map(|d| import_one(&tx, d))
+                .collect::<Result<Vec<bool>, StoreError>>()?;
             tx.commit()?;
-            Ok(true)
+            Ok(written)
         })
         .await
     }
+}
+
+fn import_one(tx: &rusqlite::Transaction<'_>, d: &CopiedDelivery) -> Result<bool, StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO events (id, source, dedup_key, kind, body, query, received_at, deliveries_left, message)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8) ON CONFLICT (dedup_key) DO NOTHING",
+    )?
+    .execute(params![d.event_id, d.source, d.dedup_key, d.kind.as_str(), d.body, d.query, d.received_at, d.message])?;
+    let event_seq: i64 = tx
+        .prepare_cached("SELECT seq FROM events WHERE dedup_key = ?1")?
+        .query_row([&d.dedup_key], |r| r.get(0))?;
+    let known: Option<i64> = tx
+        .prepare_cached("SELECT seq FROM deliveries WHERE id = ?1")?
+        .query_row([&d.id], |r| r.get(0))
+        .optional()?;
+    if known.is_some() {
+        return Ok(false);
+    }
+    tx.prepare_cached(
+        "INSERT INTO deliveries (id, event_seq, corp_id, kf_id, subscription_id, coalesce, status, attempts,
+                                 window_start, next_attempt_at, lease_owner, lease_until, claim_id,
+                                 last_error, delivered_at, superseded_by, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, 0, NULL, ?11, ?12, ?13, ?14)",
+    )?
+    .execute(params![
+        d.id, event_seq, d.corp_id, d.kf_id, d.subscription_id, d.coalesce, d.status.as_str(),
+        d.attempts, d.window_start, d.next_attempt_at, d.last_error, d.delivered_at,
+        d.superseded_by, d.updated_at
+    ])?;
+    tx.prepare_cached("UPDATE events SET deliveries_left = deliveries_left + 1 WHERE seq = ?1")?
+        .execute([event_seq])?;
+    Ok(true)
 }
 
 fn copied_from_row(row: &Row<'_>) -> rusqlite::Result<CopiedDelivery> {
