@@ -250,9 +250,7 @@ async fn an_interrupted_copy_completes_when_run_again() {
     use wxkf_manager::domain::{CorpId, KfId};
     use wxkf_manager::store::mongo::MongoStore;
     use wxkf_manager::store::sqlite::SqliteStore;
-    use wxkf_manager::store::{
-        NewDelivery, NewEvent, PayloadKind, Queue, Retention, Sealer, Store,
-    };
+    use wxkf_manager::store::{NewDelivery, NewEvent, PayloadKind, Retention, Sealer, Store};
     let Some(uri) = fresh_mongo_uri() else { return };
     let dir = tempfile::tempdir().unwrap();
     let sealer = Sealer::new(Some(&[7; 32]));
