@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use futures_util::TryStreamExt;
+
 use crate::domain::Puppet;
 use crate::store::{RecordKind, Store, StoreError};
 
@@ -102,23 +104,18 @@ pub async fn copy(
         }
         report.count("tokens", !same);
     }
-    let mut cursor: Option<String> = None;
+    let mut batches = from.export_deliveries(PAGE);
     let mut seen = 0u64;
-    loop {
-        let page = from.export_deliveries(cursor.as_deref(), PAGE).await?;
-        let written = to.import_deliveries(&page.deliveries).await?;
-        for (delivery, written) in page.deliveries.iter().zip(written) {
+    while let Some(batch) = batches.try_next().await? {
+        let written = to.import_deliveries(&batch).await?;
+        for (delivery, written) in batch.iter().zip(written) {
             report.count(
                 format!("deliveries ({})", delivery.status.as_str()),
                 written,
             );
         }
-        seen += page.deliveries.len() as u64;
+        seen += batch.len() as u64;
         progress(seen);
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
     }
     Ok(report)
 }
@@ -151,17 +148,12 @@ pub async fn counts(store: &dyn Store) -> Result<Counts, StoreError> {
         counts.insert(kind.as_str().to_owned(), n);
     }
     counts.insert("tokens".into(), store.token_keys().await?.len() as u64);
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = store.export_deliveries(cursor.as_deref(), PAGE).await?;
-        for delivery in &page.deliveries {
+    let mut batches = store.export_deliveries(PAGE);
+    while let Some(batch) = batches.try_next().await? {
+        for delivery in &batch {
             *counts
                 .entry(format!("deliveries ({})", delivery.status.as_str()))
                 .or_default() += 1;
-        }
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
         }
     }
     Ok(counts)

@@ -31,7 +31,7 @@ pub use channels::Channels;
 pub use records::{Record, RecordKind, Records};
 pub use seal::Sealer;
 pub use token::TokenRecord;
-pub use transfer::{CopiedDelivery, Page, Transfer};
+pub use transfer::{Batches, CopiedDelivery, Transfer};
 
 use crate::domain::{CorpId, CredentialSet, EndpointUrl, KfId, Puppet, Registration};
 

@@ -6,6 +6,7 @@
 //! given state.
 
 use async_trait::async_trait;
+use futures_util::stream::BoxStream;
 
 use super::{DeliveryStatus, PayloadKind, StoreError};
 
@@ -36,21 +37,15 @@ pub struct CopiedDelivery {
     pub updated_at: i64,
 }
 
-/// A page of an export, and where the next one starts (`None`: the end).
-pub struct Page {
-    pub deliveries: Vec<CopiedDelivery>,
-    pub next: Option<String>,
-}
+/// An export: batches of deliveries, as the backend reads them.
+pub type Batches<'a> = BoxStream<'a, Result<Vec<CopiedDelivery>, StoreError>>;
 
 #[async_trait]
 pub trait Transfer: Send + Sync {
-    /// About `limit` deliveries from `cursor` on (`None`: the start), in an
-    /// order that does not change while nothing is written.
-    async fn export_deliveries(
-        &self,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> Result<Page, StoreError>;
+    /// Every delivery, in batches of about `batch`, in an order that does
+    /// not change while nothing is written (one read of the store, not one
+    /// query per batch: a test server sorts again for each query).
+    fn export_deliveries(&self, batch: usize) -> Batches<'_>;
 
     /// Take one in: its event unless one with its dedup key is there, the
     /// delivery unless one with its id is there. Whether anything was written.

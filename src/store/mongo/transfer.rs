@@ -5,43 +5,58 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use mongodb::bson::{doc, Bson, Document};
 
 use super::event_docs::{binary, elements};
 use super::{get_i64, get_str, now_date, MongoStore};
-use crate::store::transfer::{CopiedDelivery, Page, Transfer};
+use crate::store::transfer::{Batches, CopiedDelivery, Transfer};
 use crate::store::{DeliveryStatus, PayloadKind, StoreError};
 
 #[async_trait]
 impl Transfer for MongoStore {
-    async fn export_deliveries(
-        &self,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> Result<Page, StoreError> {
-        let filter = match cursor {
-            Some(after) => doc! {"_id": {"$gt": after}},
-            None => doc! {},
-        };
-        let events: Vec<Document> = self
-            .events
-            .find(filter)
-            .sort(doc! {"_id": 1})
-            .limit(limit.max(1) as i64)
-            .await?
-            .try_collect()
-            .await?;
-        let mut deliveries = Vec::new();
-        for event in &events {
-            for element in elements(event) {
-                deliveries.push(copied_from(event, element)?);
-            }
+    /// One `find` in `_id` order, read in batches of events.
+    fn export_deliveries(&self, batch: usize) -> Batches<'_> {
+        enum State {
+            Start,
+            Reading(Box<mongodb::Cursor<Document>>),
+            Done,
         }
-        let next = (events.len() >= limit.max(1))
-            .then(|| events.last().map(|e| get_str(e, "_id")))
-            .flatten();
-        Ok(Page { deliveries, next })
+        let batch = batch.max(1);
+        futures_util::stream::try_unfold(State::Start, move |state| async move {
+            let mut cursor = match state {
+                State::Done => return Ok(None),
+                State::Start => {
+                    self.events
+                        .find(doc! {})
+                        .sort(doc! {"_id": 1})
+                        .batch_size(u32::try_from(batch).unwrap_or(u32::MAX))
+                        .await?
+                }
+                State::Reading(cursor) => *cursor,
+            };
+            let mut deliveries = Vec::new();
+            let mut events = 0;
+            while events < batch {
+                let Some(event) = cursor.try_next().await? else {
+                    break;
+                };
+                events += 1;
+                for element in elements(&event) {
+                    deliveries.push(copied_from(&event, element)?);
+                }
+            }
+            if events == 0 {
+                return Ok(None);
+            }
+            let next = if events == batch {
+                State::Reading(Box::new(cursor))
+            } else {
+                State::Done
+            };
+            Ok(Some((deliveries, next)))
+        })
+        .boxed()
     }
 
     async fn import_delivery(&self, d: &CopiedDelivery) -> Result<bool, StoreError> {

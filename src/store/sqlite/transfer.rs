@@ -5,46 +5,28 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::SqliteStore;
-use crate::store::transfer::{CopiedDelivery, Page, Transfer};
+use futures_util::StreamExt;
+
+use crate::store::transfer::{Batches, CopiedDelivery, Transfer};
 use crate::store::StoreError;
 
 #[async_trait]
 impl Transfer for SqliteStore {
-    async fn export_deliveries(
-        &self,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> Result<Page, StoreError> {
-        let after: i64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
-        self.run(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT d.seq AS seq, e.id AS event_id, e.source AS source, e.dedup_key AS dedup_key,
-                        e.kind AS kind, e.body AS body, e.query AS query, e.received_at AS received_at,
-                        e.message AS message, d.id AS id, d.corp_id AS corp_id, d.kf_id AS kf_id,
-                        d.subscription_id AS subscription_id, d.coalesce AS coalesce, d.status AS status,
-                        d.attempts AS attempts, d.window_start AS window_start,
-                        d.next_attempt_at AS next_attempt_at, d.last_error AS last_error,
-                        d.delivered_at AS delivered_at, d.superseded_by AS superseded_by,
-                        d.updated_at AS updated_at
-                 FROM deliveries d JOIN events e ON e.seq = d.event_seq
-                 WHERE d.seq > ?1 ORDER BY d.seq LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![after, limit as i64], |row| {
-                Ok((row.get::<_, i64>("seq")?, copied_from_row(row)?))
-            })?;
-            let mut deliveries = Vec::new();
-            let mut last = None;
-            for row in rows {
-                let (seq, delivery) = row?;
-                last = Some(seq);
-                deliveries.push(delivery);
+    /// Pages of the deliveries' primary key, each a range scan.
+    fn export_deliveries(&self, batch: usize) -> Batches<'_> {
+        let batch = batch.max(1);
+        futures_util::stream::try_unfold(Some(0i64), move |after| async move {
+            let Some(after) = after else {
+                return Ok(None);
+            };
+            let (deliveries, last) = self.export_page(after, batch).await?;
+            if deliveries.is_empty() {
+                return Ok(None);
             }
-            let next = (deliveries.len() == limit)
-                .then(|| last.map(|s| s.to_string()))
-                .flatten();
-            Ok(Page { deliveries, next })
+            let next = (deliveries.len() == batch).then_some(last);
+            Ok(Some((deliveries, next)))
         })
-        .await
+        .boxed()
     }
 
     async fn import_delivery(&self, d: &CopiedDelivery) -> Result<bool, StoreError> {
@@ -65,6 +47,43 @@ impl Transfer for SqliteStore {
                 .collect::<Result<Vec<bool>, StoreError>>()?;
             tx.commit()?;
             Ok(written)
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// Up to `limit` deliveries after `after` (a `deliveries.seq`), and the
+    /// last one's seq.
+    async fn export_page(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<(Vec<CopiedDelivery>, i64), StoreError> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT d.seq AS seq, e.id AS event_id, e.source AS source, e.dedup_key AS dedup_key,
+                        e.kind AS kind, e.body AS body, e.query AS query, e.received_at AS received_at,
+                        e.message AS message, d.id AS id, d.corp_id AS corp_id, d.kf_id AS kf_id,
+                        d.subscription_id AS subscription_id, d.coalesce AS coalesce, d.status AS status,
+                        d.attempts AS attempts, d.window_start AS window_start,
+                        d.next_attempt_at AS next_attempt_at, d.last_error AS last_error,
+                        d.delivered_at AS delivered_at, d.superseded_by AS superseded_by,
+                        d.updated_at AS updated_at
+                 FROM deliveries d JOIN events e ON e.seq = d.event_seq
+                 WHERE d.seq > ?1 ORDER BY d.seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit as i64], |row| {
+                Ok((row.get::<_, i64>("seq")?, copied_from_row(row)?))
+            })?;
+            let mut deliveries = Vec::new();
+            let mut last = after;
+            for row in rows {
+                let (seq, delivery) = row?;
+                last = seq;
+                deliveries.push(delivery);
+            }
+            Ok((deliveries, last))
         })
         .await
     }
