@@ -95,12 +95,12 @@ async fn the_embedded_store_moves_to_mongodb_and_back_and_managers_carry_on() {
         200
     );
     first.drain().await;
-    let expected = vec![
+    let seeded = vec![
         ("wkcopy-a".to_owned(), "pending".to_owned()),
         ("wkcopy-b".to_owned(), "parked".to_owned()),
         ("wkcopy-d".to_owned(), "dead".to_owned()),
     ];
-    assert_eq!(states(&first).await, expected, "the seeded store");
+    assert_eq!(states(&first).await, seeded, "the seeded store");
     let token = first.get_token(&corp).await["access_token"].clone();
     assert_eq!(token, "TOKEN-1");
     // Operator credentials, an app with a subscription and a key.
@@ -152,95 +152,152 @@ async fn the_embedded_store_moves_to_mongodb_and_back_and_managers_carry_on() {
     assert!(ok, "{out}");
     assert!(!out.contains("differs"), "{out}");
 
-    // A manager on the copy carries on.
-    let second = spawn_stepped_app(clock.clone(), |c| {
-        c.mongo_uri = Some(wxkf_manager::domain::Secret::new(uri.clone()));
-        c.delivery.retry_window = Duration::from_secs(60);
-    })
-    .await;
-    assert_eq!(
-        states(&second).await,
-        expected,
-        "the same deliveries in the same states"
-    );
-    assert_eq!(second.drain().await, 0, "the pending one is not due yet");
-    clock.advance(Duration::from_secs(1));
-    assert_eq!(second.drain().await, 1, "the pending one, when due");
-    assert_eq!(corp.tokens_in(&a.received()).last().unwrap(), "TA");
-    second.register_ok(&corp, "wkcopy-b", &b.url).await;
-    assert_eq!(
-        second.drain().await,
-        1,
-        "the parked one, when its kfId registers"
-    );
-    assert_eq!(corp.tokens_in(&b.received()), ["TB"]);
-    let dead = second.admin_json("/deliveries?status=dead").await;
-    let dead_id = dead["items"][0]["id"].as_str().unwrap().to_owned();
-    assert_eq!(dead["items"][0]["lastError"], "puppet answered HTTP 500");
-    d.fail_with(&[]);
-    let redriven = second
-        .admin(Method::POST, &format!("/deliveries/{dead_id}/redrive"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(redriven.status(), 200);
-    assert_eq!(second.drain().await, 1, "the dead one, re-driven");
-    assert_eq!(
-        second.get_token(&corp).await["access_token"],
-        token,
-        "the cached token"
-    );
-    assert!(
-        second.wecom.calls("/cgi-bin/gettoken").is_empty(),
-        "without an upstream call"
-    );
-    let hijack = second
-        .register(&Corp::new("wwcopy"), "wkcopy-a", &b.url)
-        .await;
-    assert_eq!(hijack.status(), 409, "a copied kfId cannot be hijacked");
-    let app_token = second
-        .api
-        .get(format!("{}/wechat/wxcopy0123456789/token", second.address))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(app_token.status(), 200, "the app and its key came along");
-    let subscriptions = second
-        .admin_json("/subscriptions?source=wxcopy0123456789")
-        .await;
-    assert_eq!(subscriptions["items"].as_array().unwrap().len(), 1);
-    let corp_sets = second.admin_json("/corps/wwcopyop").await;
-    assert_eq!(corp_sets["credentialSets"], json!([{"from": "operator"}]));
-
-    // And back, into an empty embedded store.
+    // And back, into an empty embedded store, before anything moves on.
     let back = tempfile::tempdir().unwrap();
     let (ok, out) = store_copy(back.path(), &["--from", &uri]);
     assert!(ok, "{out}");
     let (ok, out) = store_copy(back.path(), &["--from", &uri, "--check"]);
     assert!(ok && !out.contains("differs"), "{out}");
+
+    // A manager on each copy carries on where the first left, on a clock
+    // set to the moment of the copy.
+    let seeds = Seeds {
+        corp,
+        token,
+        key,
+        a,
+        b,
+        d,
+    };
+    let at_copy = wxkf_manager::clock::Clock::now_ms(clock.as_ref());
+    let on_mongo = {
+        let uri = uri.clone();
+        move |c: &mut wxkf_manager::config::Config| {
+            c.mongo_uri = Some(wxkf_manager::domain::Secret::new(uri));
+            c.delivery.retry_window = Duration::from_secs(60);
+        }
+    };
+    carries_on("MongoDB copy", &seeds, at_copy, on_mongo).await;
     let back_dir = back.path().to_path_buf();
-    let third = spawn_stepped_app(clock.clone(), move |c| {
+    carries_on("embedded copy of it", &seeds, at_copy, move |c| {
         c.mongo_uri = None;
         c.data_dir = back_dir;
+        c.delivery.retry_window = Duration::from_secs(60);
     })
     .await;
-    let mut delivered: Vec<String> = third.admin_json("/deliveries?status=delivered").await
-        ["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["kfId"].as_str().unwrap().to_owned())
-        .collect();
-    delivered.sort();
-    assert_eq!(delivered, ["wkcopy-a", "wkcopy-b", "wkcopy-d"]);
-    assert_eq!(third.get_token(&corp).await["access_token"], token);
-    assert!(third.wecom.calls("/cgi-bin/gettoken").is_empty());
-    let hijack = third
-        .register(&Corp::new("wwcopy"), "wkcopy-b", &a.url)
+}
+
+/// What the first manager left, for the checks on each copy.
+struct Seeds {
+    corp: Corp,
+    token: Value,
+    key: String,
+    a: FakePuppet,
+    b: FakePuppet,
+    d: FakePuppet,
+}
+
+/// A manager started on a copy: the pending delivery goes when due, the
+/// parked one when its kfId registers, the dead one is listed and can be
+/// re-driven; the cached token is answered without an upstream call; a
+/// copied kfId cannot be hijacked; the app, its subscription and key, and
+/// the operator credentials came along.
+async fn carries_on(
+    name: &str,
+    seeds: &Seeds,
+    at_copy: i64,
+    adjust: impl FnOnce(&mut wxkf_manager::config::Config),
+) {
+    let clock = std::sync::Arc::new(crate::helpers::ManualClock(at_copy.into()));
+    let mut app = spawn_stepped_app(clock.clone(), adjust).await;
+    let Seeds {
+        corp,
+        token,
+        key,
+        a,
+        b,
+        d,
+    } = seeds;
+    let expected = vec![
+        ("wkcopy-a".to_owned(), "pending".to_owned()),
+        ("wkcopy-b".to_owned(), "parked".to_owned()),
+        ("wkcopy-d".to_owned(), "dead".to_owned()),
+    ];
+    assert_eq!(
+        states(&app).await,
+        expected,
+        "{name}: the same deliveries in the same states"
+    );
+    assert_eq!(
+        app.drain().await,
+        0,
+        "{name}: the pending one is not due yet"
+    );
+    a.fail_with(&[]);
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(app.drain().await, 1, "{name}: the pending one, when due");
+    assert_eq!(corp.tokens_in(&a.received()).last().unwrap(), "TA");
+    app.register_ok(corp, "wkcopy-b", &b.url).await;
+    assert_eq!(
+        app.drain().await,
+        1,
+        "{name}: the parked one, when its kfId registers"
+    );
+    assert_eq!(corp.tokens_in(&b.received()).last().unwrap(), "TB");
+    let dead = app.admin_json("/deliveries?status=dead").await;
+    let dead_id = dead["items"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(dead["items"][0]["lastError"], "puppet answered HTTP 500");
+    d.fail_with(&[]);
+    let redriven = app
+        .admin(Method::POST, &format!("/deliveries/{dead_id}/redrive"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redriven.status(), 200);
+    assert_eq!(app.drain().await, 1, "{name}: the dead one, re-driven");
+    assert_eq!(corp.tokens_in(&d.received()).last().unwrap(), "TD");
+    assert_eq!(
+        &app.get_token(corp).await["access_token"],
+        token,
+        "{name}: the cached token"
+    );
+    assert!(
+        app.wecom.calls("/cgi-bin/gettoken").is_empty(),
+        "{name}: without an upstream call"
+    );
+    let hijack = app.register(&Corp::new("wwcopy"), "wkcopy-a", &b.url).await;
+    assert_eq!(
+        hijack.status(),
+        409,
+        "{name}: a copied kfId cannot be hijacked"
+    );
+    let app_token = app
+        .api
+        .get(format!("{}/wechat/wxcopy0123456789/token", app.address))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        app_token.status(),
+        200,
+        "{name}: the app and its key came along"
+    );
+    let subscriptions = app
+        .admin_json("/subscriptions?source=wxcopy0123456789")
         .await;
-    assert_eq!(hijack.status(), 409);
-    assert_eq!(third.drain().await, 0, "nothing sent twice");
+    assert_eq!(
+        subscriptions["items"].as_array().unwrap().len(),
+        1,
+        "{name}"
+    );
+    let corp_sets = app.admin_json("/corps/wwcopyop").await;
+    assert_eq!(
+        corp_sets["credentialSets"],
+        json!([{"from": "operator"}]),
+        "{name}"
+    );
+    app.stop().await;
 }
 
 /// A copy interrupted after its first page completes when run again, and a
