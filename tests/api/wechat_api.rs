@@ -200,8 +200,13 @@ async fn the_proxy_adds_the_token_and_refreshes_it_once_when_wechat_says_it_is_s
         welcome
     );
 
-    // A media upload: the multipart body and its content type pass unchanged.
-    let multipart = "--b0undary\r\nContent-Disposition: form-data; name=\"media\"; filename=\"a.jpg\"\r\n\r\nJPEG\r\n--b0undary--\r\n";
+    // A media upload: the multipart body (binary: a JPEG's first bytes and
+    // every byte value) and its content type pass unchanged, byte for byte.
+    let mut multipart =
+        b"--b0undary\r\nContent-Disposition: form-data; name=\"media\"; filename=\"a.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n\xFF\xD8\xFF\xE0"
+            .to_vec();
+    multipart.extend(0u8..=255);
+    multipart.extend_from_slice(b"\r\n--b0undary--\r\n");
     let resp = app
         .with_key(
             Method::POST,
@@ -210,16 +215,19 @@ async fn the_proxy_adds_the_token_and_refreshes_it_once_when_wechat_says_it_is_s
         )
         .await
         .header("content-type", "multipart/form-data; boundary=b0undary")
-        .body(multipart)
+        .body(multipart.clone())
         .send()
         .await
         .unwrap();
-    let echoed: Value = resp.json().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let upload = app.wecom.calls("/cgi-bin/media/upload");
+    assert_eq!(upload.len(), 1);
     assert_eq!(
-        echoed["content_type"],
+        upload[0].content_type,
         "multipart/form-data; boundary=b0undary"
     );
-    assert_eq!(echoed["body"], multipart);
+    assert_eq!(upload[0].body, multipart, "byte for byte");
+    assert_eq!(upload[0].query, "type=image&access_token=STABLE-1");
 
     // Out of the API base: refused, nothing sent (a raw request: an HTTP
     // client would resolve the dots itself).
