@@ -13,6 +13,7 @@ use super::query::param;
 use super::AppState;
 use crate::delivery::fan_out::{fan_out, Origin};
 use crate::delivery::identity::{decrypted_dedup_key, dedup_key};
+use crate::directory::Snapshot;
 use crate::domain::{CorpId, CredentialSet, KfId};
 use crate::store::{InsertOutcome, NewDelivery, NewEvent, PayloadKind};
 use crate::wecom::{self, MAX_XML_BYTES};
@@ -78,11 +79,11 @@ fn corp_from_path(raw: &str) -> Result<CorpId, CallbackError> {
 /// an operator added (§6.2).
 async fn corp_credentials(
     state: &AppState,
+    directory: &Snapshot,
     corp: &CorpId,
 ) -> Result<std::sync::Arc<[CredentialSet]>, CallbackError> {
     let mut sets = state.credentials.get(state.store.as_ref(), corp).await?;
-    let added = state.directory.get();
-    let added = added.operator_sets(corp);
+    let added = directory.operator_sets(corp);
     if !added.is_empty() {
         let mut all = sets.to_vec();
         for set in added {
@@ -140,7 +141,7 @@ async fn verify_url(
         let echostr = param(req.query_string(), "echostr")
             .filter(|v| !v.is_empty())
             .ok_or_else(|| CallbackError::BadRequest("query parameter echostr missing".into()))?;
-        let sets = corp_credentials(&state, &corp).await?;
+        let sets = corp_credentials(&state, &state.directory.get(), &corp).await?;
         let set = query.signer(&sets, &echostr)?;
         let plain = wecom::decrypt(&set.key, &echostr, corp.as_str())?;
         Ok(HttpResponse::Ok()
@@ -165,7 +166,9 @@ async fn encrypted(
     let result = async {
         let corp = corp_from_path(&path)?;
         let query = SignedQuery::from_request(&req)?;
-        let sets = corp_credentials(&state, &corp).await?;
+        // One snapshot of what operators configured, for the whole callback.
+        let directory = state.directory.get();
+        let sets = corp_credentials(&state, &directory, &corp).await?;
         let body = read_limited(payload, MAX_XML_BYTES, state.config.body_timeout).await?;
         let envelope = wecom::parse_envelope(&body)?;
         let crypto_started = Instant::now();
@@ -184,7 +187,6 @@ async fn encrypted(
             tracing::Span::current().record("kf_id", kf.as_str());
         }
         let coalesce = message.is_kf_msg_or_event() && state.config.delivery.coalesce;
-        let directory = state.directory.get();
         // Every field, for subscribers and for the identity of events other
         // than wake-ups; a wake-up nobody subscribed to skips the work.
         let fields = (!message.is_kf_msg_or_event() || directory.has_subscriptions(corp.as_str()))
@@ -199,9 +201,7 @@ async fn encrypted(
             source_kind: "wecom",
             received_at,
         };
-        let puppet = kf_id
-            .clone()
-            .map(|kf| NewDelivery::to_puppet(corp.clone(), Some(kf), coalesce));
+        let puppet = kf_id.map(|kf| NewDelivery::to_puppet(corp.clone(), Some(kf), coalesce));
         let routed = fan_out(&directory, &origin, fields.as_ref(), puppet);
         let event = NewEvent {
             dedup_key: dedup_key(&corp, &message, fields.as_ref()),
@@ -259,7 +259,7 @@ async fn decrypted(
     let started = Instant::now();
     let result = async {
         let corp = corp_from_path(&path)?;
-        corp_credentials(&state, &corp).await?;
+        corp_credentials(&state, &state.directory.get(), &corp).await?;
         let body = read_limited(payload, 16 * 1024, state.config.body_timeout).await?;
         let parsed: DecryptedBody = serde_json::from_slice(&body)
             .map_err(|_| CallbackError::BadRequest("body is not JSON {token, openKfId}".into()))?;
