@@ -25,6 +25,11 @@ pub struct StatusLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrcodeLabels {
     pub errcode: i64,
 }
@@ -41,6 +46,8 @@ pub struct Metrics {
     pub token_hits: Counter,
     pub token_misses: Counter,
     pub token_upstream: Family<ErrcodeLabels, Counter>,
+    pub puppets_unreachable: Counter,
+    pub store_write_failures: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -58,6 +65,8 @@ impl Default for Metrics {
             token_hits: Counter::default(),
             token_misses: Counter::default(),
             token_upstream: Family::default(),
+            puppets_unreachable: Counter::default(),
+            store_write_failures: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -109,6 +118,16 @@ impl Default for Metrics {
             "token_upstream_calls",
             "gettoken calls to WeCom, by errcode",
             m.token_upstream.clone(),
+        );
+        registry.register(
+            "puppets_marked_offline",
+            "Puppets marked offline after repeated connection failures",
+            m.puppets_unreachable.clone(),
+        );
+        registry.register(
+            "store_write_failures",
+            "Writes the store refused, by reason (disk_full, unavailable, other)",
+            m.store_write_failures.clone(),
         );
         Self { registry, ..m }
     }

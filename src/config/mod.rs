@@ -64,6 +64,9 @@ pub struct DeliveryConfig {
     pub retry_window: Duration,
     pub max_concurrent: usize,
     pub max_per_puppet: usize,
+    /// Consecutive connection failures after which a puppet is marked
+    /// offline and its wake-ups park until it registers (0: never).
+    pub offline_after: u32,
     /// Fallback poll interval when no notification arrives.
     pub poll_interval: Duration,
     /// Delivered and superseded events are kept this long (≥ the 24 h dedup window).
@@ -87,6 +90,7 @@ impl Default for DeliveryConfig {
             retry_window: Duration::from_secs(24 * 3600),
             max_concurrent: 1024,
             max_per_puppet: 8,
+            offline_after: 3,
             poll_interval: Duration::from_secs(1),
             retention: Duration::from_secs(3 * 24 * 3600),
             dead_retention: Duration::from_secs(30 * 24 * 3600),
@@ -259,6 +263,10 @@ impl Config {
         }
         if let Some(v) = get("DELIVERY_PER_PUPPET") {
             d.max_per_puppet = count("DELIVERY_PER_PUPPET", &v, 10_000)?;
+        }
+        if let Some(v) = get("PUPPET_OFFLINE_AFTER") {
+            d.offline_after = u32::try_from(number("PUPPET_OFFLINE_AFTER", &v)?)
+                .map_err(|_| bad("PUPPET_OFFLINE_AFTER", "too large"))?;
         }
         if let Some(v) = get("COALESCE_WAKEUPS") {
             d.coalesce = match v.as_str() {

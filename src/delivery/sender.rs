@@ -16,6 +16,9 @@ pub const ATTEMPT_HEADER: &str = "X-Wxkf-Attempt";
 pub struct SendFailure {
     pub error: String,
     pub retry_after: Option<Duration>,
+    /// No connection could be made (refused, reset before an answer, or the
+    /// connect timed out): what a stopped container looks like.
+    pub unreachable: bool,
 }
 
 #[derive(Clone)]
@@ -95,6 +98,7 @@ impl Sender {
             .map_err(|refusal| SendFailure {
                 error: format!("endpoint refused: {refusal}"),
                 retry_after: None,
+                unreachable: false,
             })
     }
 }
@@ -102,9 +106,13 @@ impl Sender {
 /// Send, and read what the answer means: any 2xx delivered; a 429 or 503
 /// may say when to come back.
 async fn post(request: reqwest::RequestBuilder, who: &str) -> Result<(), SendFailure> {
-    let response = request.send().await.map_err(|e| SendFailure {
-        error: describe(&e),
-        retry_after: None,
+    let response = request.send().await.map_err(|e| {
+        let error = describe(&e);
+        SendFailure {
+            unreachable: e.is_connect() && refusal(&e).is_none(),
+            error,
+            retry_after: None,
+        }
     })?;
     let status = response.status();
     if status.is_success() {
@@ -119,17 +127,26 @@ async fn post(request: reqwest::RequestBuilder, who: &str) -> Result<(), SendFai
     Err(SendFailure {
         error: format!("{who} answered HTTP {}", status.as_u16()),
         retry_after,
+        unreachable: false,
     })
+}
+
+/// The endpoint policy's refusal, when the guard refused the connection.
+fn refusal(e: &reqwest::Error) -> Option<&EndpointRefusal> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(refusal) = c.downcast_ref::<EndpointRefusal>() {
+            return Some(refusal);
+        }
+        cause = c.source();
+    }
+    None
 }
 
 fn describe(e: &reqwest::Error) -> String {
     // A refusal by the guard arrives as a connect error; say which and why.
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if let Some(refusal) = c.downcast_ref::<EndpointRefusal>() {
-            return format!("endpoint refused: {refusal}");
-        }
-        cause = c.source();
+    if let Some(refusal) = refusal(e) {
+        return format!("endpoint refused: {refusal}");
     }
     if e.is_timeout() {
         "timed out".to_owned()

@@ -51,6 +51,18 @@ pub trait Registrations: Send + Sync {
         now: i64,
     ) -> Result<bool, StoreError>;
 
+    /// Mark offline a puppet that delivery could not reach, unless it
+    /// registered again since `registered_at` (its last registration when the
+    /// failures began) or is offline already. `true` when this call took it
+    /// offline.
+    async fn set_unreachable(
+        &self,
+        kf_id: &KfId,
+        corp_id: &CorpId,
+        registered_at: Option<i64>,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
     /// Distinct (token, EncodingAESKey) pairs of a corp's registrations, online or not.
     async fn corp_credentials(&self, corp_id: &CorpId) -> Result<Vec<CredentialSet>, StoreError>;
 

@@ -13,6 +13,7 @@ mod copy;
 mod crash;
 mod delivery;
 mod fakes;
+mod faults;
 mod helpers;
 mod mongo;
 mod puppets;

@@ -142,7 +142,74 @@ impl Dispatcher {
             .sender
             .send(event, &puppet.registration.endpoint, event.attempts + 1)
             .await;
+        if self.gone_offline(&kf, &puppet, &sent).await {
+            return AttemptResult::Parked;
+        }
         self.outcome(event, sent)
+    }
+
+    /// Count a puppet's consecutive connection failures; at `offline_after`
+    /// it is marked offline (a container stopped without deregistering), so
+    /// that its wake-ups park and coalesce until it registers again rather
+    /// than retrying one by one. True when this delivery should park.
+    async fn gone_offline(
+        &self,
+        kf: &KfId,
+        puppet: &Puppet,
+        sent: &Result<(), SendFailure>,
+    ) -> bool {
+        let failures = {
+            let mut counts = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+            match sent {
+                Err(failure) if failure.unreachable => {
+                    let count = counts.entry(kf.as_str().to_owned()).or_insert(0);
+                    *count += 1;
+                    *count
+                }
+                _ => {
+                    counts.remove(kf.as_str());
+                    return false;
+                }
+            }
+        };
+        let limit = self.config.offline_after;
+        if limit == 0 || failures < limit {
+            return false;
+        }
+        let marked = self
+            .store
+            .set_unreachable(
+                kf,
+                &puppet.registration.corp_id,
+                puppet.last_online_at,
+                self.clock.now_ms(),
+            )
+            .await;
+        self.routes.forget(kf.as_str());
+        match marked {
+            Ok(true) => {
+                self.unreachable
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(kf.as_str());
+                self.metrics.puppets_unreachable.inc();
+                tracing::warn!(
+                    kf_id = %kf, corp_id = %puppet.registration.corp_id, failures,
+                    "puppet unreachable: marked offline; its wake-ups wait parked until it registers"
+                );
+                true
+            }
+            // Offline already (another delivery or manager marked it): park
+            // too. Registered again meanwhile: retry, the next attempt reads it.
+            Ok(false) => matches!(
+                self.store.get_puppet(kf).await,
+                Ok(Some(p)) if !p.online
+            ),
+            Err(e) => {
+                tracing::warn!(kf_id = %kf, error = %e, "could not mark an unreachable puppet offline");
+                false
+            }
+        }
     }
 
     /// A subscription's delivery: no gate (a subscriber takes what comes),

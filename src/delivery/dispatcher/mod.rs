@@ -82,6 +82,8 @@ pub struct Dispatcher {
     /// Deliveries taken and not yet recorded, with their leases: renewed
     /// while they wait, so a long wait never lets another claimer send them.
     held: Mutex<HashMap<String, Held>>,
+    /// Consecutive connection failures per kfId (reset by any answer).
+    unreachable: Mutex<HashMap<String, u32>>,
     routes: Arc<RouteCache>,
     /// Subscriptions (and the rest of what operators configured).
     directory: Arc<Directory>,
@@ -111,6 +113,7 @@ impl Dispatcher {
             taken: Arc::new(Semaphore::new(TAKEN_MAX)),
             gate: KfGate::new(config.max_per_puppet, config.wakeup_gap),
             held: Mutex::new(HashMap::new()),
+            unreachable: Mutex::new(HashMap::new()),
             config,
             owner,
             clock,

@@ -57,6 +57,28 @@ impl Registrations for MongoStore {
         Ok(r.matched_count > 0)
     }
 
+    async fn set_unreachable(
+        &self,
+        kf_id: &KfId,
+        corp_id: &CorpId,
+        registered_at: Option<i64>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut filter =
+            doc! {"kfOpenId": kf_id.as_str(), "corpId": corp_id.as_str(), "online": true};
+        if let Some(at) = registered_at {
+            filter.insert("lastOnlineDate", now_date(at));
+        }
+        let r = self
+            .puppets
+            .update_one(
+                filter,
+                doc! {"$set": {"online": false, "offlineSince": now_date(now), "updatedAt": now_date(now)}},
+            )
+            .await?;
+        Ok(r.modified_count > 0)
+    }
+
     async fn corp_credentials(&self, corp_id: &CorpId) -> Result<Vec<CredentialSet>, StoreError> {
         let rows = self
             .stored_credentials(doc! {"corpId": corp_id.as_str()})

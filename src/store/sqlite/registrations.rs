@@ -68,6 +68,26 @@ impl Registrations for SqliteStore {
         .await
     }
 
+    async fn set_unreachable(
+        &self,
+        kf_id: &KfId,
+        corp_id: &CorpId,
+        registered_at: Option<i64>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let (kf, corp) = (kf_id.as_str().to_owned(), corp_id.as_str().to_owned());
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE puppets SET online = 0, offline_since = ?3, updated_at = ?3
+                 WHERE kf_id = ?1 AND corp_id = ?2 AND online = 1
+                   AND (?4 IS NULL OR last_online_at = ?4)",
+                params![kf, corp, now, registered_at],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
     async fn corp_credentials(&self, corp_id: &CorpId) -> Result<Vec<CredentialSet>, StoreError> {
         let rows = self
             .stored_credentials(Some(corp_id.as_str().to_owned()))
