@@ -64,6 +64,9 @@ pub struct DeliveryConfig {
     pub retry_window: Duration,
     pub max_concurrent: usize,
     pub max_per_puppet: usize,
+    /// Concurrent sends to one subscription (every event goes to a
+    /// subscriber, so more than to a puppet, whose wake-ups coalesce).
+    pub max_per_subscription: usize,
     /// Consecutive connection failures after which a puppet is marked
     /// offline and its wake-ups park until it registers (0: never).
     pub offline_after: u32,
@@ -90,6 +93,7 @@ impl Default for DeliveryConfig {
             retry_window: Duration::from_secs(24 * 3600),
             max_concurrent: 1024,
             max_per_puppet: 8,
+            max_per_subscription: 32,
             offline_after: 3,
             poll_interval: Duration::from_secs(1),
             retention: Duration::from_secs(3 * 24 * 3600),
@@ -263,6 +267,9 @@ impl Config {
         }
         if let Some(v) = get("DELIVERY_PER_PUPPET") {
             d.max_per_puppet = count("DELIVERY_PER_PUPPET", &v, 10_000)?;
+        }
+        if let Some(v) = get("DELIVERY_PER_SUBSCRIPTION") {
+            d.max_per_subscription = count("DELIVERY_PER_SUBSCRIPTION", &v, 10_000)?;
         }
         if let Some(v) = get("PUPPET_OFFLINE_AFTER") {
             d.offline_after = u32::try_from(number("PUPPET_OFFLINE_AFTER", &v)?)

@@ -10,6 +10,7 @@ pub mod identity;
 mod policy;
 mod routes;
 pub mod sender;
+mod slots;
 pub mod webhook;
 
 pub use dispatcher::{Dispatcher, DispatcherHandle, Step};

@@ -15,14 +15,14 @@ use crate::helpers::{
 };
 
 /// An Official Account or Mini Program as WeChat knows it.
-struct WxApp {
-    id: String,
+pub struct WxApp {
+    pub id: String,
     token: String,
     key: String,
 }
 
 impl WxApp {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             id: format!("wx{}", random_string(16).to_lowercase()),
             token: random_string(32),
@@ -39,7 +39,7 @@ impl WxApp {
     }
 
     /// The plaintext-mode query: `signature` over (token, timestamp, nonce).
-    fn plain_query(&self) -> String {
+    pub fn plain_query(&self) -> String {
         let (ts, nonce) = ("1700000000", random_string(8));
         let signature = sign(&self.token, ts, &nonce, "");
         format!("signature={signature}&timestamp={ts}&nonce={nonce}&openid=o_user")
@@ -70,7 +70,7 @@ impl WxApp {
     }
 }
 
-fn follow_xml(user: &str) -> String {
+pub fn follow_xml(user: &str) -> String {
     format!(
         "<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[{user}]]></FromUserName>\
          <CreateTime>1700000000</CreateTime><MsgType><![CDATA[event]]></MsgType>\
@@ -79,7 +79,7 @@ fn follow_xml(user: &str) -> String {
 }
 
 impl TestApp {
-    async fn push(
+    pub async fn push(
         &self,
         app: &str,
         query: &str,
@@ -97,7 +97,7 @@ impl TestApp {
         text(resp).await
     }
 
-    async fn put_app(&self, app: &WxApp, kind: &str, extra: Value) -> Value {
+    pub async fn put_app(&self, app: &WxApp, kind: &str, extra: Value) -> Value {
         let resp = self
             .admin(Method::PUT, &format!("/apps/{}", app.id))
             .json(&app.body(kind, extra))
@@ -109,7 +109,7 @@ impl TestApp {
     }
 
     /// Create a subscription; returns (id, secret).
-    async fn subscribe(&self, source: &str, endpoint: &str, filter: Value) -> (String, String) {
+    pub async fn subscribe(&self, source: &str, endpoint: &str, filter: Value) -> (String, String) {
         let resp = self
             .admin(Method::POST, "/subscriptions")
             .json(&json!({"source": source, "endpoint": endpoint, "filter": filter}))

@@ -2,10 +2,17 @@
 //! systems that misbehave, a database that stalls, a disk that fills.
 
 use std::ops::AsyncFnMut;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::channels::{follow_xml, WxApp};
 use crate::fakes::FakePuppet;
-use crate::helpers::{spawn_app, Corp, TestApp};
+use crate::helpers::{spawn_app, spawn_app_with, Corp, TestApp};
 
 /// An address where nothing listens any more: a stopped container.
 fn vanished_endpoint() -> String {
@@ -101,5 +108,221 @@ async fn a_puppet_that_vanished_is_shown_offline_and_its_wake_ups_park_until_it_
     assert!(
         metrics.contains("wxkf_puppets_marked_offline_total 1"),
         "{metrics}"
+    );
+}
+
+/// How a downstream endpoint misbehaves.
+#[derive(Clone, Copy, Debug)]
+enum Misbehaviour {
+    /// Reads the request and never answers.
+    NeverAnswers,
+    /// Answers 500 with a 100 MB body.
+    HugeBody,
+    /// Trickles its status line and headers a byte a second.
+    TrickledHeaders,
+    /// Redirects to another endpoint.
+    Redirects,
+    /// Accepts the connection and resets it.
+    Resets,
+}
+
+/// A raw TCP endpoint that misbehaves as told; keeps the most body bytes it
+/// managed to write on one connection (the manager reads none of a
+/// failure's body: only what the sockets' buffers take goes out).
+struct BadEndpoint {
+    url: String,
+    written: Arc<AtomicUsize>,
+}
+
+impl BadEndpoint {
+    async fn start(how: Misbehaviour, redirect_to: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let written = Arc::new(AtomicUsize::new(0));
+        let counter = written.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (counter, redirect_to) = (counter.clone(), redirect_to.clone());
+                tokio::spawn(misbehave(stream, how, counter, redirect_to));
+            }
+        });
+        Self { url, written }
+    }
+}
+
+async fn misbehave(
+    mut stream: TcpStream,
+    how: Misbehaviour,
+    written: Arc<AtomicUsize>,
+    redirect_to: String,
+) {
+    if !matches!(how, Misbehaviour::Resets) {
+        read_request(&mut stream).await;
+    }
+    match how {
+        Misbehaviour::NeverAnswers => tokio::time::sleep(Duration::from_secs(3600)).await,
+        Misbehaviour::HugeBody => {
+            let head = "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 104857600\r\n\r\n";
+            if stream.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = vec![b'x'; 64 * 1024];
+            for sent in 1..=1600 {
+                if stream.write_all(&chunk).await.is_err() {
+                    return;
+                }
+                written.fetch_max(sent * chunk.len(), Ordering::Relaxed);
+            }
+        }
+        Misbehaviour::TrickledHeaders => {
+            for byte in b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n" {
+                if stream.write_all(&[*byte]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        Misbehaviour::Redirects => {
+            let answer = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nlocation: {redirect_to}\r\ncontent-length: 0\r\n\r\n"
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+        Misbehaviour::Resets => {
+            // Linger zero: closing sends RST, not FIN (and does not block).
+            #[allow(deprecated)]
+            let _ = stream.set_linger(Some(Duration::ZERO));
+        }
+    }
+}
+
+/// Read one request (head and a content-length body).
+async fn read_request(stream: &mut TcpStream) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let Ok(n) = stream.read(&mut chunk).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if buf.len() >= end + 4 + length {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn misbehaving_endpoints_are_bounded_and_do_not_delay_the_others() {
+    let app = spawn_app_with(|c| {
+        c.delivery.attempt_timeout = Duration::from_secs(2);
+        c.delivery.retry_window = Duration::from_secs(3);
+        // Few global slots, so that the bad endpoints taking them all would
+        // show; their shares (5 x 2) leave room for the others.
+        c.delivery.max_concurrent = 16;
+        c.delivery.max_per_subscription = 2;
+    })
+    .await;
+    let good = FakePuppet::start().await;
+    let kinds = [
+        Misbehaviour::NeverAnswers,
+        Misbehaviour::HugeBody,
+        Misbehaviour::TrickledHeaders,
+        Misbehaviour::Redirects,
+        Misbehaviour::Resets,
+    ];
+    let mut bad = Vec::new();
+    for how in kinds {
+        bad.push(BadEndpoint::start(how, format!("{}/redirected", good.url)).await);
+    }
+    let wx = WxApp::new();
+    app.put_app(&wx, "official_account", json!({})).await;
+    let mut subscriptions = Vec::new();
+    for endpoint in &bad {
+        subscriptions.push(app.subscribe(&wx.id, &endpoint.url, json!({})).await.0);
+    }
+    app.subscribe(&wx.id, &good.url, json!({})).await;
+
+    // 12 pushes, one every 100 ms: each goes to the five and to the good
+    // one. Latency counts from the acknowledgement (the store's own speed
+    // is not what this measures).
+    let pushes = 12;
+    let mut acked_at = Vec::new();
+    for i in 0..pushes {
+        let query = wx.plain_query();
+        let (status, _) = app
+            .push(&wx.id, &query, "text/xml", follow_xml(&format!("o_{i}")))
+            .await;
+        acked_at.push(Instant::now());
+        assert_eq!(status, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = good.wait_for(pushes).await;
+    assert_eq!(got.len(), pushes, "the good endpoint got every push");
+    let mut latencies: Vec<Duration> = got
+        .iter()
+        .map(|r| {
+            let user = r.json()["message"]["FromUserName"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let i: usize = user.trim_start_matches("o_").parse().unwrap();
+            r.at.saturating_duration_since(acked_at[i])
+        })
+        .collect();
+    latencies.sort();
+    let worst = latencies[latencies.len() - 1];
+    assert!(
+        worst < Duration::from_secs(1),
+        "the good endpoint waited for the bad ones: latencies {latencies:?}"
+    );
+
+    // Each bad endpoint's events end as dead letters, each with its error.
+    let dead = eventually(Duration::from_secs(30), async || {
+        let dead = app.admin_json("/deliveries?status=dead&limit=500").await["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        (dead.len() == pushes * kinds.len()).then_some(dead)
+    })
+    .await
+    .expect("every delivery to a bad endpoint is a dead letter within 30 s");
+    for (how, subscription) in kinds.iter().zip(&subscriptions) {
+        let errors: Vec<&str> = dead
+            .iter()
+            .filter(|d| d["subscriptionId"] == subscription.as_str())
+            .map(|d| d["lastError"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(errors.len(), pushes, "{how:?}");
+        let expected = match how {
+            Misbehaviour::NeverAnswers | Misbehaviour::TrickledHeaders => "timed out",
+            Misbehaviour::HugeBody => "subscriber answered HTTP 500",
+            Misbehaviour::Redirects => "subscriber answered HTTP 307",
+            Misbehaviour::Resets => "request failed",
+        };
+        assert!(
+            errors.iter().all(|e| e.starts_with(expected)),
+            "{how:?}: {errors:?}"
+        );
+    }
+    assert!(
+        !good.received().iter().any(|r| r.path == "/redirected"),
+        "a redirect is never followed"
+    );
+    let huge = bad[1].written.load(Ordering::Relaxed);
+    assert!(
+        huge < 16 * 1024 * 1024,
+        "a 100 MB body is not read: at most {huge} bytes went out on one connection"
     );
 }

@@ -234,6 +234,10 @@ impl Dispatcher {
                 error: "the event holds no message for subscribers".into(),
             };
         };
+        // This subscriber's share first, then a global slot.
+        let Some(_share) = self.subscription_slots.acquire(id).await else {
+            return AttemptResult::Released;
+        };
         let Some(_sending) = self.sending_slot(&event.id).await else {
             return AttemptResult::Released;
         };

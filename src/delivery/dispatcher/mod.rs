@@ -35,6 +35,7 @@ use finish::Finished;
 
 use super::gate::KfGate;
 use super::routes::RouteCache;
+use super::slots::SubscriptionSlots;
 use super::{RetryPolicy, Sender};
 use crate::clock::Clock;
 use crate::config::DeliveryConfig;
@@ -76,7 +77,13 @@ pub struct Dispatcher {
     wake: Arc<Notify>,
     /// Concurrent sends, over all puppets.
     global: Arc<Semaphore>,
+    /// Concurrent sends per subscription (the gate bounds each kfId).
+    subscription_slots: SubscriptionSlots,
+    /// Claimed deliveries held (a backlog being worked through).
     taken: Arc<Semaphore>,
+    /// Handed-over deliveries held: new events never queue behind a
+    /// backlog the claim loop is holding.
+    fresh_taken: Arc<Semaphore>,
     /// Per (corp, kfId): turns, the wake-up gap, newest-wins.
     gate: KfGate,
     /// Deliveries taken and not yet recorded, with their leases: renewed
@@ -110,7 +117,9 @@ impl Dispatcher {
             sender,
             policy: RetryPolicy::from(&config),
             global: Arc::new(Semaphore::new(config.max_concurrent)),
+            subscription_slots: SubscriptionSlots::new(config.max_per_subscription),
             taken: Arc::new(Semaphore::new(TAKEN_MAX)),
+            fresh_taken: Arc::new(Semaphore::new(FRESH_QUEUE)),
             gate: KfGate::new(config.max_per_puppet, config.wakeup_gap),
             held: Mutex::new(HashMap::new()),
             unreachable: Mutex::new(HashMap::new()),
@@ -223,6 +232,7 @@ impl Dispatcher {
             }
             while in_flight.try_join_next().is_some() {}
             self.gate.prune();
+            self.subscription_slots.prune();
             let now = self.clock.now_ms();
             if now - last_renewal >= self.config.poll_interval.as_millis() as i64 {
                 last_renewal = now;
@@ -308,7 +318,7 @@ impl Dispatcher {
             while in_flight.try_join_next().is_some() {}
             self.note_newest(&event);
             let permit = tokio::select! {
-                permit = self.taken.clone().acquire_owned() => permit,
+                permit = self.fresh_taken.clone().acquire_owned() => permit,
                 _ = shutdown.changed() => continue,
             };
             let Ok(permit) = permit else { break };
