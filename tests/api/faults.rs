@@ -13,6 +13,8 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::channels::{follow_xml, WxApp};
 use crate::fakes::FakePuppet;
 use crate::helpers::{spawn_app, spawn_app_with, Corp, TestApp};
+use crate::mongo::OwnMongo;
+use crate::store::fresh_mongo_uri;
 
 /// An address where nothing listens any more: a stopped container.
 fn vanished_endpoint() -> String {
@@ -325,4 +327,174 @@ async fn misbehaving_endpoints_are_bounded_and_do_not_delay_the_others() {
         huge < 16 * 1024 * 1024,
         "a 100 MB body is not read: at most {huge} bytes went out on one connection"
     );
+}
+
+/// Callbacks from four senders, each one after another with its own
+/// tokens, while `during` runs: (token, status, time to answer) of each.
+async fn callbacks_while<F: std::future::Future<Output = ()>>(
+    app: &TestApp,
+    corp: &Corp,
+    kf: &str,
+    prefix: &str,
+    during: F,
+) -> Vec<(String, u16, Duration)> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let senders: Vec<_> = (0..4)
+        .map(|lane| {
+            let (app_url, api, corp, kf, stop) = (
+                app.address.clone(),
+                app.api.clone(),
+                corp.clone(),
+                kf.to_owned(),
+                stop.clone(),
+            );
+            let prefix = format!("{prefix}{lane}");
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let token = format!("{prefix}-{i:04}");
+                    let (query, body) = corp.seal(&corp.kf_event_xml(&kf, &token));
+                    let started = Instant::now();
+                    let status = api
+                        .post(format!("{app_url}/callback/{}?{query}", corp.id))
+                        .body(body)
+                        .timeout(Duration::from_secs(30))
+                        .send()
+                        .await
+                        .map_or(0, |r| r.status().as_u16());
+                    answers.push((token, status, started.elapsed()));
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                answers
+            })
+        })
+        .collect();
+    during.await;
+    stop.store(true, Ordering::Relaxed);
+    let mut answers = Vec::new();
+    for sender in senders {
+        answers.extend(sender.await.unwrap());
+    }
+    answers
+}
+
+/// Every answer came within WeChat's 5 s; what was acknowledged is
+/// delivered (within `within`); the tokens acknowledged.
+async fn acknowledged_are_delivered(
+    answers: &[(String, u16, Duration)],
+    puppet: &FakePuppet,
+    corp: &Corp,
+    within: Duration,
+) -> usize {
+    let slowest = answers.iter().map(|a| a.2).max().unwrap();
+    assert!(
+        slowest < Duration::from_secs(5),
+        "an answer took {slowest:?}: WeChat would have given up"
+    );
+    assert!(
+        answers.iter().all(|a| a.1 == 200 || a.1 == 503),
+        "only 200 or 503: {:?}",
+        answers
+            .iter()
+            .filter(|a| a.1 != 200 && a.1 != 503)
+            .collect::<Vec<_>>()
+    );
+    let acked: Vec<&String> = answers
+        .iter()
+        .filter(|a| a.1 == 200)
+        .map(|a| &a.0)
+        .collect();
+    let delivered = eventually(within, async || {
+        let got: std::collections::HashSet<String> =
+            corp.tokens_in(&puppet.received()).into_iter().collect();
+        acked.iter().all(|t| got.contains(*t)).then_some(got)
+    })
+    .await;
+    assert!(
+        delivered.is_some(),
+        "acknowledged callbacks not delivered: {:?}",
+        {
+            let got: std::collections::HashSet<String> =
+                corp.tokens_in(&puppet.received()).into_iter().collect();
+            acked
+                .iter()
+                .filter(|t| !got.contains(**t))
+                .collect::<Vec<_>>()
+        }
+    );
+    acked.len()
+}
+
+#[tokio::test]
+async fn a_database_that_stalls_or_dies_mid_batch_costs_no_acknowledged_callback() {
+    if fresh_mongo_uri().is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let db = OwnMongo::start(port, tempfile::tempdir().unwrap());
+    db.wait_listening().await;
+    let uri = format!("mongodb://127.0.0.1:{port}/stall");
+    let app = spawn_app_with(move |c| {
+        c.mongo_uri = Some(wxkf_manager::domain::Secret::new(uri));
+        // Every acknowledged token is looked for at the puppet: no coalescing.
+        c.delivery.coalesce = false;
+    })
+    .await;
+    let puppet = FakePuppet::start().await;
+    let corp = Corp::new("wwstall");
+    app.register_ok(&corp, "wkstall", &puppet.url).await;
+
+    // 1. SIGSTOP for 10 s under load, then SIGCONT.
+    let answers = callbacks_while(&app, &corp, "wkstall", "stop", async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        db.signal("STOP");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        db.signal("CONT");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    })
+    .await;
+    let refused = answers.iter().filter(|a| a.1 == 503).count();
+    assert!(refused > 0, "the stall was answered 503");
+    let acked = acknowledged_are_delivered(&answers, &puppet, &corp, Duration::from_secs(30)).await;
+    assert!(acked > 0);
+    eprintln!(
+        "stall: {} callbacks, {acked} acknowledged, {refused} answered 503, slowest {:?}",
+        answers.len(),
+        answers.iter().map(|a| a.2).max().unwrap()
+    );
+
+    // 2. Killed (SIGKILL) in the middle of the traffic, restarted on its
+    // data 2 s later.
+    let mut db = Some(db);
+    let answers = callbacks_while(&app, &corp, "wkstall", "kill", async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (port, dir) = db.take().unwrap().kill();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let restarted = OwnMongo::start(port, dir);
+        restarted.wait_listening().await;
+        db = Some(restarted);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    })
+    .await;
+    let refused = answers.iter().filter(|a| a.1 == 503).count();
+    assert!(refused > 0, "the outage was answered 503");
+    let acked = acknowledged_are_delivered(&answers, &puppet, &corp, Duration::from_secs(30)).await;
+    assert!(
+        answers.iter().rev().take(4).all(|a| a.1 == 200),
+        "accepting again after the restart"
+    );
+    eprintln!(
+        "kill: {} callbacks, {acked} acknowledged, {refused} answered 503, slowest {:?}",
+        answers.len(),
+        answers.iter().map(|a| a.2).max().unwrap()
+    );
+    if let Some(db) = db {
+        let _ = db.kill();
+    }
 }

@@ -68,14 +68,14 @@ async fn registrations_of_the_old_manager_route_callbacks() {
 }
 
 /// A SecantusDB server of our own, to kill and restart.
-struct OwnMongo {
+pub struct OwnMongo {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
 }
 
 impl OwnMongo {
-    fn start(port: u16, dir: tempfile::TempDir) -> Self {
+    pub fn start(port: u16, dir: tempfile::TempDir) -> Self {
         let bin =
             std::env::var("WXKF_SECANTUS_BIN").expect("WXKF_SECANTUS_BIN (set by scripts/test)");
         let child = Command::new(bin)
@@ -95,7 +95,7 @@ impl OwnMongo {
         Self { child, port, dir }
     }
 
-    async fn wait_listening(&self) {
+    pub async fn wait_listening(&self) {
         for _ in 0..100 {
             if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
                 .await
@@ -108,7 +108,17 @@ impl OwnMongo {
         panic!("test MongoDB did not start");
     }
 
-    fn kill(mut self) -> (u16, tempfile::TempDir) {
+    /// Send a signal (`STOP`, `CONT`) to the server process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill(1)");
+        assert!(status.success(), "kill -{name}");
+    }
+
+    pub fn kill(mut self) -> (u16, tempfile::TempDir) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         (self.port, self.dir)

@@ -8,6 +8,10 @@ use tokio::sync::{mpsc, Notify};
 use crate::delivery::routes::RouteCache;
 use crate::store::{Delivery, InsertOutcome, Lease, NewEvent, Queue, StoreError};
 
+/// How long an acknowledgement waits for the store: WeChat and WeCom give
+/// a push 5 s, so a stalled store is answered 503 (they resend) well within.
+pub const ACCEPT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// What request handlers hold: a way to wake the dispatcher.
 #[derive(Clone)]
 pub struct DispatcherHandle {
@@ -43,8 +47,23 @@ impl DispatcherHandle {
     /// routable delivery is stored already claimed by this manager when the
     /// in-memory queue has room (then handed over without a claim round
     /// trip); otherwise unclaimed, for the claim loop. Returns once the
-    /// write is durable.
-    pub async fn enqueue(&self, mut event: NewEvent) -> Result<InsertOutcome, StoreError> {
+    /// write is durable, or `Unavailable` after `ACCEPT_DEADLINE`: a store
+    /// that stalls gets the sender's retry (503) in time, while the write
+    /// goes on and, if it lands, hands its deliveries over all the same.
+    pub async fn enqueue(&self, event: NewEvent) -> Result<InsertOutcome, StoreError> {
+        let me = self.clone();
+        let write = tokio::spawn(async move { me.store_and_hand_over(event).await });
+        match tokio::time::timeout(ACCEPT_DEADLINE, write).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(failed)) => Err(StoreError::Other(format!("the write stopped: {failed}"))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "the store did not answer within {} s",
+                ACCEPT_DEADLINE.as_secs()
+            ))),
+        }
+    }
+
+    async fn store_and_hand_over(&self, mut event: NewEvent) -> Result<InsertOutcome, StoreError> {
         let mut slots: Vec<Option<FreshSlot>> = Vec::with_capacity(event.deliveries.len());
         for delivery in &mut event.deliveries {
             let slot = if delivery.routed() {
