@@ -174,6 +174,12 @@ impl Application {
             metrics.clone(),
             directory.clone(),
         ));
+        if config.mongo_uri.is_none() {
+            dispatcher
+                .handle()
+                .write_health()
+                .watch_space(config.data_dir.clone());
+        }
         // Before the server accepts anything (see `take_back_claims`).
         dispatcher.take_back_claims().await;
 

@@ -13,10 +13,15 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The store answers"), (status = 503, description = "The store is unreachable")))]
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The store answers"), (status = 503, description = "The store is unreachable, or cannot write (a full disk): the body says why")))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) => HttpResponse::Ok().content_type("text/plain").body("ready"),
+        Ok(Ok(())) => match state.dispatcher.write_health().refusing() {
+            None => HttpResponse::Ok().content_type("text/plain").body("ready"),
+            Some(why) => HttpResponse::ServiceUnavailable()
+                .content_type("text/plain")
+                .body(why),
+        },
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: store unavailable");
             HttpResponse::ServiceUnavailable()

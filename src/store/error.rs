@@ -9,6 +9,10 @@ pub enum StoreError {
     /// answers 503 so that the sender retries.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store has no room to write (the disk is full); answered like
+    /// `Unavailable`, and `/readyz` says so until space returns.
+    #[error("store cannot write, disk full: {0}")]
+    DiskFull(String),
     /// Stored data that does not parse (a corrupt or foreign document).
     #[error("corrupt record: {0}")]
     Corrupt(String),

@@ -18,6 +18,7 @@ mod seal;
 pub mod sqlite;
 mod token;
 pub mod transfer;
+mod write_health;
 
 use async_trait::async_trait;
 
@@ -32,6 +33,7 @@ pub use records::{Record, RecordKind, Records};
 pub use seal::Sealer;
 pub use token::TokenRecord;
 pub use transfer::{Batches, CopiedDelivery, Transfer};
+pub use write_health::WriteHealth;
 
 use crate::domain::{CorpId, CredentialSet, EndpointUrl, KfId, Puppet, Registration};
 

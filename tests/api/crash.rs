@@ -37,7 +37,27 @@ impl ManagerProcess {
         mongo_uri: Option<&str>,
         extra: &[(&str, &str)],
     ) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wxkf-manager"));
+        Self::start_within(&[], port, data_dir, mongo_uri, extra)
+    }
+
+    /// Start the binary through `wrapper` (a command that ends by running
+    /// its last argument, the binary's path), e.g. in a namespace of its own.
+    pub fn start_within(
+        wrapper: &[&str],
+        port: u16,
+        data_dir: &std::path::Path,
+        mongo_uri: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        let binary = env!("CARGO_BIN_EXE_wxkf-manager");
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(binary),
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(binary);
+                cmd
+            }
+        };
         cmd.env_clear()
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string())
@@ -67,6 +87,10 @@ impl ManagerProcess {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("manager did not become healthy");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn kill(&mut self) {

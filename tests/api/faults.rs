@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::channels::{follow_xml, WxApp};
+use crate::crash::ManagerProcess;
 use crate::fakes::FakePuppet;
 use crate::helpers::{spawn_app, spawn_app_with, Corp, TestApp};
 use crate::mongo::OwnMongo;
@@ -497,4 +498,198 @@ async fn a_database_that_stalls_or_dies_mid_batch_costs_no_acknowledged_callback
     if let Some(db) = db {
         let _ = db.kill();
     }
+}
+
+/// How to run a command in a mount namespace of its own here: as root, or
+/// as a user mapped to root in a user namespace; `None` when neither works.
+fn private_mount_namespace() -> Option<Vec<&'static str>> {
+    let attempts: [&[&'static str]; 2] = [
+        &["unshare", "--mount", "--propagation", "private"],
+        &[
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "--propagation",
+            "private",
+        ],
+    ];
+    attempts.into_iter().find_map(|prefix| {
+        let ok = std::process::Command::new(prefix[0])
+            .args(&prefix[1..])
+            .args(["sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| prefix.to_vec())
+    })
+}
+
+/// Fill the filesystem holding `dir` (as the manager process sees it) with
+/// one file, until it refuses.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while file.write_all(&chunk).is_ok() {}
+    let _ = file.sync_all();
+    path
+}
+
+#[tokio::test]
+async fn a_full_disk_is_503_with_the_reason_and_recovers_when_space_returns() {
+    if crate::helpers::test_mongo_uri().is_some() {
+        return; // the embedded store's disk; the MongoDB run has its own faults
+    }
+    let Some(namespace) = private_mount_namespace() else {
+        eprintln!("SKIPPED: no mount namespace here (unshare); a full disk is not tested");
+        return;
+    };
+    // The manager in a mount namespace of its own, its DATA_DIR a 8 MiB tmpfs.
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut wrapper = namespace.clone();
+    wrapper.extend([
+        "sh",
+        "-c",
+        "mount -t tmpfs -o size=8m tmpfs \"$DATA_DIR\" && exec \"$0\"",
+    ]);
+    let path = std::env::var("PATH").unwrap_or_default();
+    let manager =
+        ManagerProcess::start_within(&wrapper, port, dir.path(), None, &[("PATH", path.as_str())]);
+    let base = format!("http://127.0.0.1:{port}");
+    manager.wait_healthy(&base).await;
+    // Its DATA_DIR as the manager sees it (the tmpfs is in its namespace).
+    let seen = std::path::PathBuf::from(format!("/proc/{}/root", manager.pid()))
+        .join(dir.path().strip_prefix("/").unwrap());
+    assert!(seen.join("wxkf-manager.sqlite3").exists());
+
+    let http = reqwest::Client::new();
+    let corp = Corp::new("wwfull");
+    let puppet = FakePuppet::start().await;
+    let register = serde_json::json!({
+        "kfId": "wkfull", "kfName": "", "endpoint": puppet.url, "corpId": corp.id,
+        "corpSecret": corp.secret, "token": corp.token, "encodingAESKey": corp.key,
+    });
+    let post = |token: String| {
+        let (query, body) = corp.seal(&corp.kf_event_xml("wkfull", &token));
+        let request = http
+            .post(format!("{base}/callback/{}?{query}", corp.id))
+            .body(body);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let status = |path: &'static str| {
+        let request = http.get(format!("{base}{path}"));
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let ok = http
+        .post(format!("{base}/puppetWxkfManager/register"))
+        .json(&register)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    // The puppet goes away: what is accepted waits in the store.
+    let gone = http
+        .post(format!("{base}/puppetWxkfManager/deregister"))
+        .json(&serde_json::json!({"kfId": "wkfull", "corpId": corp.id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 200);
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        let token = format!("before-{i:03}");
+        assert_eq!(post(token.clone()).await, 200);
+        acked.push(token);
+    }
+
+    // The disk fills up (another process's file takes the last byte).
+    let filler = fill(&seen);
+    let mut refused = 0;
+    for i in 0..2000 {
+        let token = format!("full-{i:04}");
+        match post(token.clone()).await {
+            200 => acked.push(token),
+            503 => {
+                refused += 1;
+                if refused == 20 {
+                    break;
+                }
+            }
+            other => panic!("a full disk answered {other}"),
+        }
+    }
+    assert_eq!(
+        refused, 20,
+        "a full disk is answered 503, so that WeChat resends"
+    );
+    let (code, why) = status("/readyz").await;
+    assert_eq!(code, 503);
+    assert!(why.contains("disk full"), "readyz says why: {why}");
+    let (_, metrics) = status("/metrics").await;
+    let counted = metrics
+        .lines()
+        .find(|l| l.starts_with("wxkf_store_write_failures_total{reason=\"disk_full\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(
+        counted.is_some_and(|n| n >= 20.0),
+        "each refused write is counted: {counted:?}"
+    );
+
+    // Space returns: ready again without a restart, and accepting.
+    std::fs::remove_file(filler).unwrap();
+    let ready = eventually(Duration::from_secs(5), async || {
+        (status("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "ready again once space returns");
+    assert_eq!(post("after".to_owned()).await, 200);
+    acked.push("after".to_owned());
+
+    // Nothing acknowledged was lost: the puppet comes back and gets it all.
+    let ok = http
+        .post(format!("{base}/puppetWxkfManager/register"))
+        .json(&register)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let delivered = |got: &[crate::fakes::Received]| -> std::collections::HashSet<String> {
+        corp.tokens_in(got).into_iter().collect()
+    };
+    let _ = eventually(Duration::from_secs(20), async || {
+        let got = delivered(&puppet.received());
+        acked.iter().all(|t| got.contains(t)).then_some(())
+    })
+    .await;
+    let got = delivered(&puppet.received());
+    let lost: Vec<&String> = acked.iter().filter(|t| !got.contains(*t)).collect();
+    assert!(lost.is_empty(), "acknowledged and lost: {lost:?}");
+    // And the database is sound (checked on a copy: SQLite resolves the
+    // /proc/<pid>/root link to this namespace's root).
+    let copy = tempfile::tempdir().unwrap();
+    for file in ["wxkf-manager.sqlite3", "wxkf-manager.sqlite3-wal"] {
+        if seen.join(file).exists() {
+            std::fs::copy(seen.join(file), copy.path().join(file)).unwrap();
+        }
+    }
+    let db = rusqlite::Connection::open(copy.path().join("wxkf-manager.sqlite3")).unwrap();
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    eprintln!(
+        "full disk: {} acknowledged before and during, 20 refused with 503",
+        acked.len()
+    );
 }

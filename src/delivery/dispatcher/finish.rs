@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{Dispatcher, FINISH_GATHER, MAX_FINISH_BATCH};
+use crate::domain::{CorpId, KfId};
 use crate::store::{AttemptResult, Delivery, StoreError};
 
 /// First pause before recording outcomes again after the store was unavailable.
@@ -46,7 +47,10 @@ impl Dispatcher {
             // A store that is briefly unreachable gets two more tries: an
             // outcome not recorded is sent again once its lease runs out.
             for wait in [RECORD_RETRY, RECORD_RETRY * 4] {
-                if !matches!(outcome, Err(StoreError::Unavailable(_))) {
+                if !matches!(
+                    outcome,
+                    Err(StoreError::Unavailable(_) | StoreError::DiskFull(_))
+                ) {
                     break;
                 }
                 tokio::time::sleep(wait).await;
@@ -61,11 +65,18 @@ impl Dispatcher {
             match outcome {
                 Ok(recorded) if recorded.len() == batch.len() => {
                     let mut count = 0;
+                    let mut parked = std::collections::BTreeSet::new();
                     for (f, recorded) in batch.iter().zip(recorded) {
                         self.record_metrics(&f.event, &f.result, now);
                         log_outcome(&f.event, &f.result, recorded, now);
                         count += usize::from(recorded);
+                        if recorded && f.result == AttemptResult::Parked {
+                            if let Some(kf) = &f.event.kf_id {
+                                parked.insert((f.event.corp_id.clone(), kf.clone()));
+                            }
+                        }
                     }
+                    self.wake_if_registered_meanwhile(parked).await;
                     count
                 }
                 Ok(recorded) => {
@@ -83,6 +94,33 @@ impl Dispatcher {
                         "could not record delivery outcomes; their leases will expire and they will be retried"
                     );
                     0
+                }
+            }
+        }
+    }
+
+    /// A kfId that registered while its delivery was being parked: the
+    /// registration's wake-up may have come before the parking was
+    /// recorded, so wake its parked deliveries again.
+    async fn wake_if_registered_meanwhile(
+        &self,
+        parked: std::collections::BTreeSet<(String, String)>,
+    ) {
+        for (corp, kf) in parked {
+            let (Ok(corp_id), Ok(kf_id)) = (CorpId::parse(&corp), KfId::parse(&kf)) else {
+                continue;
+            };
+            let online = matches!(
+                self.store.get_puppet(&kf_id).await,
+                Ok(Some(p)) if p.online && p.registration.corp_id == corp_id
+            );
+            if online {
+                let woken = self
+                    .store
+                    .wake_kf(&corp_id, &kf_id, self.clock.now_ms())
+                    .await;
+                if matches!(woken, Ok(n) if n > 0) {
+                    self.wake.notify_one();
                 }
             }
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Notify};
 
 use crate::delivery::routes::RouteCache;
-use crate::store::{Delivery, InsertOutcome, Lease, NewEvent, Queue, StoreError};
+use crate::store::{Delivery, InsertOutcome, Lease, NewEvent, Queue, StoreError, WriteHealth};
 
 /// How long an acknowledgement waits for the store: WeChat and WeCom give
 /// a push 5 s, so a stalled store is answered 503 (they resend) well within.
@@ -21,6 +21,7 @@ pub struct DispatcherHandle {
     pub(super) owner: String,
     pub(super) lease_ms: i64,
     pub(super) queue: Arc<dyn Queue>,
+    pub(super) health: Arc<WriteHealth>,
 }
 
 /// A place in the in-memory queue, taken before the write: an event stored
@@ -53,14 +54,21 @@ impl DispatcherHandle {
     pub async fn enqueue(&self, event: NewEvent) -> Result<InsertOutcome, StoreError> {
         let me = self.clone();
         let write = tokio::spawn(async move { me.store_and_hand_over(event).await });
-        match tokio::time::timeout(ACCEPT_DEADLINE, write).await {
+        let written = match tokio::time::timeout(ACCEPT_DEADLINE, write).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(failed)) => Err(StoreError::Other(format!("the write stopped: {failed}"))),
             Err(_) => Err(StoreError::Unavailable(format!(
                 "the store did not answer within {} s",
                 ACCEPT_DEADLINE.as_secs()
             ))),
-        }
+        };
+        self.health.note(&written);
+        written
+    }
+
+    /// Whether accepting writes land (for `/readyz`).
+    pub fn write_health(&self) -> &WriteHealth {
+        &self.health
     }
 
     async fn store_and_hand_over(&self, mut event: NewEvent) -> Result<InsertOutcome, StoreError> {

@@ -41,7 +41,7 @@ use crate::clock::Clock;
 use crate::config::DeliveryConfig;
 use crate::directory::Directory;
 use crate::metrics::Metrics;
-use crate::store::{Claim, Delivery, Retention, Store};
+use crate::store::{Claim, Delivery, Retention, Store, WriteHealth};
 
 const MAX_BATCH: usize = 64;
 const MAX_FINISH_BATCH: usize = 512;
@@ -96,6 +96,8 @@ pub struct Dispatcher {
     directory: Arc<Directory>,
     metrics: Arc<Metrics>,
     fresh: mpsc::Sender<Delivery>,
+    /// What accepting writes last came to (a full disk).
+    health: Arc<WriteHealth>,
     fresh_rx: Mutex<Option<mpsc::Receiver<Delivery>>>,
 }
 
@@ -129,6 +131,7 @@ impl Dispatcher {
             wake: Arc::new(Notify::new()),
             routes: Arc::new(RouteCache::default()),
             directory,
+            health: Arc::new(WriteHealth::new(metrics.clone())),
             metrics,
         }
     }
@@ -141,6 +144,7 @@ impl Dispatcher {
             owner: self.owner.clone(),
             lease_ms: self.config.lease().as_millis() as i64,
             queue: self.store.clone(),
+            health: self.health.clone(),
         }
     }
 

@@ -127,8 +127,13 @@ fn answer<T>(
         Ok(results) => replies.zip(results).for_each(|(reply, result)| {
             let _ = reply.send(result);
         }),
+        // A full disk is named as such (`/readyz` says so); any other
+        // failure of the batch is the store being unavailable to each caller.
         Err(e) => replies.for_each(|reply| {
-            let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
+            let _ = reply.send(Err(match &e {
+                StoreError::DiskFull(_) => e.clone(),
+                other => StoreError::Unavailable(other.to_string()),
+            }));
         }),
     }
 }

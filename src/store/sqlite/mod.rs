@@ -92,12 +92,14 @@ impl From<rusqlite::Error> for StoreError {
             {
                 StoreError::DuplicateKey
             }
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
+                StoreError::DiskFull(e.to_string())
+            }
             rusqlite::Error::SqliteFailure(f, _)
                 if matches!(
                     f.code,
                     rusqlite::ErrorCode::DatabaseBusy
                         | rusqlite::ErrorCode::DatabaseLocked
-                        | rusqlite::ErrorCode::DiskFull
                         | rusqlite::ErrorCode::CannotOpen
                         | rusqlite::ErrorCode::SystemIoFailure
                 ) =>
