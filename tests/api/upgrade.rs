@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 
+use crate::crash::ManagerProcess;
 use crate::fakes::FakePuppet;
 use crate::helpers::{manual_clock, spawn_stepped_app, test_mongo_uri, Corp};
 use wxkf_manager::clock::Clock;
@@ -331,4 +332,208 @@ async fn a_store_of_the_previous_release_is_carried_forward_and_delivered() {
         .collect();
     delivered.sort();
     assert_eq!(delivered, [PENDING, PARKED, DEAD, DELIVERED]);
+}
+
+/// Many more events of the previous release's shape (delivered ones), so
+/// that carrying them forward takes long enough to be interrupted.
+fn bulk_sqlite(dir: &Path, corp: &Corp, n: i64) {
+    let c = rusqlite::Connection::open(dir.join("wxkf-manager.sqlite3")).unwrap();
+    c.execute(
+        "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?2)
+         INSERT INTO events (id, corp_id, kf_id, dedup_key, kind, body, query, coalesce, status,
+                             attempts, received_at, window_start, next_attempt_at, last_error,
+                             delivered_at, updated_at, lease_owner, lease_until, claim_id)
+         SELECT printf('bulk-%08d', i), ?1, 'wkup-bulk', printf('kf|%s|wkup-bulk|B%08d', ?1, i),
+                'xml', zeroblob(300), 'q', 1, 'delivered', 1, 1700000000000, 1700000000000,
+                1700000000000, NULL, 1700000000001, 1700000000001, NULL, 0, NULL
+         FROM k",
+        rusqlite::params![corp.id, n],
+    )
+    .unwrap();
+}
+
+async fn bulk_mongo(uri: &str, corp: &Corp, n: i64) {
+    use mongodb::bson::{doc, DateTime, Document};
+    let db = mongodb::Client::with_uri_str(uri)
+        .await
+        .unwrap()
+        .default_database()
+        .unwrap();
+    let docs: Vec<Document> = (0..n)
+        .map(|i| {
+            doc! {
+                "_id": format!("bulk-{i:08}"), "corpId": &corp.id, "kfId": "wkup-bulk",
+                "dedupKey": format!("kf|{}|wkup-bulk|B{i:08}", corp.id), "kind": "xml",
+                "body": "", "query": "q", "coalesce": true, "status": "delivered", "attempts": 1i64,
+                "seq": 1_700_000_000_000_000i64 + i, "receivedAt": 1_700_000_000_000i64,
+                "windowStart": 1_700_000_000_000i64, "nextAttemptAt": 1_700_000_000_000i64,
+                "deliveredAt": 1_700_000_000_001i64, "leaseUntil": 0i64,
+                "updatedAt": DateTime::from_millis(1_700_000_000_001),
+                "expireAt": DateTime::from_millis(4_000_000_000_000),
+            }
+        })
+        .collect();
+    for chunk in docs.chunks(1000) {
+        db.collection::<Document>("wxkf_events")
+            .insert_many(chunk.to_vec())
+            .await
+            .unwrap();
+    }
+}
+
+/// The embedded store's applied migrations and event rows.
+fn sqlite_state(dir: &Path) -> (Vec<i64>, i64) {
+    let c = rusqlite::Connection::open(dir.join("wxkf-manager.sqlite3")).unwrap();
+    let versions = c
+        .prepare("SELECT version FROM schema_migrations ORDER BY version")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<Vec<i64>, _>>()
+        .unwrap();
+    let events = c
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    (versions, events)
+}
+
+#[tokio::test]
+async fn a_migration_interrupted_by_a_kill_is_finished_by_the_next_start() {
+    let corp = Corp::new("wwupkill");
+    let dir = tempfile::tempdir().unwrap();
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let base = |port: u16| format!("http://127.0.0.1:{port}");
+    let start = 1_700_000_000_000;
+    match test_mongo_uri() {
+        None => {
+            let n = 300_000;
+            previous_sqlite(dir.path(), &corp, "http://127.0.0.1:9", start);
+            bulk_sqlite(dir.path(), &corp, n);
+            // Killed while migrating (the rows are being carried forward).
+            let p = port();
+            let mut first = ManagerProcess::start(p, dir.path(), None);
+            let wal = dir.path().join("wxkf-manager.sqlite3-wal");
+            for _ in 0..1000 {
+                // The migration's transaction spills its pages into the WAL.
+                if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 4 << 20) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            first.kill();
+            let (versions, events) = sqlite_state(dir.path());
+            assert_eq!(
+                versions,
+                [1, 2, 3],
+                "killed before the migration committed: none of it is applied"
+            );
+            assert_eq!(events, n + 4);
+            // The next start applies 4 and 5, once each, and loses nothing.
+            let p = port();
+            let mut second = ManagerProcess::start(p, dir.path(), None);
+            second.wait_healthy(&base(p)).await;
+            second.kill();
+            let c = rusqlite::Connection::open(dir.path().join("wxkf-manager.sqlite3")).unwrap();
+            let versions: Vec<i64> = c
+                .prepare("SELECT version FROM schema_migrations ORDER BY version")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(versions, [1, 2, 3, 4, 5]);
+            let (events, deliveries): (i64, i64) = c
+                .query_row(
+                    "SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM deliveries)",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            assert_eq!(
+                (events, deliveries),
+                (n + 4, n + 4),
+                "one delivery per event"
+            );
+        }
+        Some(uri) => {
+            use mongodb::bson::{doc, Document};
+            let n = 1_000;
+            previous_mongo(&uri, &corp, "http://127.0.0.1:9", start).await;
+            bulk_mongo(&uri, &corp, n).await;
+            let db = mongodb::Client::with_uri_str(&uri)
+                .await
+                .unwrap()
+                .default_database()
+                .unwrap();
+            let events = db.collection::<Document>("wxkf_events");
+            let converted = || events.count_documents(doc! {"deliveries": {"$exists": true}});
+            // Killed half-way through carrying the documents forward.
+            let p = port();
+            let mut first = ManagerProcess::start(p, dir.path(), Some(&uri));
+            for _ in 0..600 {
+                if converted().await.unwrap() > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            first.kill();
+            let part = converted().await.unwrap();
+            assert!(
+                part > 0 && part < n as u64 + 4,
+                "killed half-way: {part} of {} converted",
+                n + 4
+            );
+            // Two managers start together on the half-done database.
+            let (p1, p2) = (port(), port());
+            let mut one = ManagerProcess::start(p1, dir.path(), Some(&uri));
+            let other_dir = tempfile::tempdir().unwrap();
+            let mut two = ManagerProcess::start(p2, other_dir.path(), Some(&uri));
+            // Converting thousands of documents on the Python test server
+            // takes a while: wait for both to answer, up to four minutes.
+            for p in [p1, p2] {
+                let mut up = false;
+                for _ in 0..2400 {
+                    if reqwest::get(format!("{}/healthz", base(p)))
+                        .await
+                        .is_ok_and(|r| r.status() == 200)
+                    {
+                        up = true;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                assert!(up, "a manager on the half-migrated database started");
+            }
+            one.kill();
+            two.kill();
+            let left = events
+                .count_documents(doc! {"deliveries": {"$exists": false}})
+                .await
+                .unwrap();
+            assert_eq!(left, 0, "every document carried forward");
+            assert!(converted().await.unwrap() >= n as u64, "none lost");
+            let doubled = events
+                .count_documents(doc! {"deliveries.1": {"$exists": true}})
+                .await
+                .unwrap();
+            assert_eq!(doubled, 0, "each converted once: one delivery per event");
+            let records = db.collection::<Document>("wxkf_migrations");
+            for version in 1..=4i64 {
+                assert_eq!(
+                    records
+                        .count_documents(doc! {"_id": version})
+                        .await
+                        .unwrap(),
+                    1,
+                    "migration {version} recorded once"
+                );
+            }
+        }
+    }
 }
