@@ -8,16 +8,8 @@ use futures_util::StreamExt;
 
 use crate::crash::{delivered_tokens, ManagerProcess};
 use crate::fakes::{FakePuppet, FakeWecom};
-use crate::helpers::Corp;
+use crate::helpers::{free_port, Corp};
 use crate::store::fresh_mongo_uri;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test]
 async fn three_managers_share_the_work_and_survive_losing_one() {

@@ -111,11 +111,7 @@ async fn a_killed_manager_loses_no_acknowledged_callback() {
     let corp = Corp::new("wwcrash");
     let data_dir = tempfile::tempdir().unwrap();
     let mongo = test_mongo_uri();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut manager = ManagerProcess::start(port, data_dir.path(), mongo.as_deref());
     manager.wait_healthy(&base).await;

@@ -433,11 +433,7 @@ async fn a_database_that_stalls_or_dies_mid_batch_costs_no_acknowledged_callback
     if fresh_mongo_uri().is_none() {
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let db = OwnMongo::start(port, tempfile::tempdir().unwrap());
     db.wait_listening().await;
     let uri = format!("mongodb://127.0.0.1:{port}/stall");
@@ -549,11 +545,7 @@ async fn a_full_disk_is_503_with_the_reason_and_recovers_when_space_returns() {
     };
     // The manager in a mount namespace of its own, its DATA_DIR a 8 MiB tmpfs.
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let mut wrapper = namespace.clone();
     wrapper.extend([
         "sh",
@@ -591,13 +583,13 @@ async fn a_full_disk_is_503_with_the_reason_and_recovers_when_space_returns() {
             (r.status().as_u16(), r.text().await.unwrap())
         }
     };
-    let ok = http
-        .post(format!("{base}/puppetWxkfManager/register"))
-        .json(&register)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200);
+    let register = || {
+        let request = http
+            .post(format!("{base}/puppetWxkfManager/register"))
+            .json(&register);
+        async move { assert_eq!(request.send().await.unwrap().status(), 200) }
+    };
+    register().await;
     // The puppet goes away: what is accepted waits in the store.
     let gone = http
         .post(format!("{base}/puppetWxkfManager/deregister"))
@@ -657,13 +649,7 @@ async fn a_full_disk_is_503_with_the_reason_and_recovers_when_space_returns() {
     acked.push("after".to_owned());
 
     // Nothing acknowledged was lost: the puppet comes back and gets it all.
-    let ok = http
-        .post(format!("{base}/puppetWxkfManager/register"))
-        .json(&register)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200);
+    register().await;
     let delivered = |got: &[crate::fakes::Received]| -> std::collections::HashSet<String> {
         corp.tokens_in(got).into_iter().collect()
     };

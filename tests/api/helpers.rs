@@ -13,6 +13,15 @@ use wxkf_manager::wecom::{build_envelope, encrypt, sign, EncodingAesKey};
 
 use crate::fakes::FakeWecom;
 
+/// A port nothing listens on now (for a process the test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn random_string(len: usize) -> String {
     Alphanumeric.sample_string(&mut rand::thread_rng(), len)
 }

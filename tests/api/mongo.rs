@@ -130,11 +130,7 @@ async fn a_database_outage_is_503_and_recovers_without_a_restart() {
     if fresh_mongo_uri().is_none() {
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let db = OwnMongo::start(port, tempfile::tempdir().unwrap());
     db.wait_listening().await;
     let app = app_on(&format!("mongodb://127.0.0.1:{port}/outage")).await;

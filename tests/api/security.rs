@@ -332,11 +332,7 @@ async fn secrets_never_reach_logs_responses_or_metrics() {
     let puppet = FakePuppet::start().await;
     let corp = Corp::new("wwleak");
     let data_dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let admin = "admin-token-leak-test-0123456789";
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wxkf-manager"));

@@ -401,13 +401,7 @@ fn sqlite_state(dir: &Path) -> (Vec<i64>, i64) {
 async fn a_migration_interrupted_by_a_kill_is_finished_by_the_next_start() {
     let corp = Corp::new("wwupkill");
     let dir = tempfile::tempdir().unwrap();
-    let port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
+    let port = crate::helpers::free_port;
     let base = |port: u16| format!("http://127.0.0.1:{port}");
     let start = 1_700_000_000_000;
     match test_mongo_uri() {

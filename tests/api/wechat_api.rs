@@ -343,11 +343,7 @@ async fn a_new_follower_is_welcomed_through_the_proxy_within_a_second() {
         .unwrap();
     assert_eq!(put.status(), 200);
     let (_, key) = app.issue_key(app_id).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let subscription = app
         .admin(Method::POST, "/subscriptions")
         .json(
