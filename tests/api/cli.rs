@@ -6,7 +6,12 @@ use crate::helpers::{spawn_app_with, Corp};
 
 #[tokio::test]
 async fn puppets_and_deliveries_from_the_command_line() {
-    let app = spawn_app_with(|c| c.delivery.retry_window = Duration::from_millis(200)).await;
+    let app = spawn_app_with(|c| {
+        c.delivery.retry_window = Duration::from_millis(200);
+        // The refused endpoint must stay online: its event ends dead, not parked.
+        c.delivery.offline_after = 0;
+    })
+    .await;
     let corp = Corp::new("wwcli");
     app.register_ok(&corp, "wkcli-one", "http://127.0.0.1:9")
         .await;
