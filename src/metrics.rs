@@ -47,6 +47,7 @@ pub struct Metrics {
     pub token_misses: Counter,
     pub token_upstream: Family<ErrcodeLabels, Counter>,
     pub puppets_unreachable: Counter,
+    pub claim_seconds: Histogram,
     pub store_write_failures: Family<ReasonLabels, Counter>,
 }
 
@@ -66,6 +67,8 @@ impl Default for Metrics {
             token_misses: Counter::default(),
             token_upstream: Family::default(),
             puppets_unreachable: Counter::default(),
+            // 50 µs .. ~3 s
+            claim_seconds: Histogram::new(exponential_buckets(0.000_05, 2.5, 13)),
             store_write_failures: Family::default(),
             registry: Registry::default(),
         };
@@ -123,6 +126,11 @@ impl Default for Metrics {
             "puppets_marked_offline",
             "Puppets marked offline after repeated connection failures",
             m.puppets_unreachable.clone(),
+        );
+        registry.register(
+            "claim_seconds",
+            "One claim of due deliveries from the store",
+            m.claim_seconds.clone(),
         );
         registry.register(
             "store_write_failures",

@@ -30,6 +30,11 @@ impl WxApp {
         }
     }
 
+    /// The PUT body for this app, of `kind`.
+    pub fn app_body(&self, kind: &str) -> Value {
+        self.body(kind, json!({}))
+    }
+
     fn body(&self, kind: &str, extra: Value) -> Value {
         let mut body = json!({"kind": kind, "token": self.token, "encodingAESKey": self.key});
         for (k, v) in extra.as_object().unwrap() {

@@ -5,6 +5,7 @@
 //! or `mongo`, which needs `MONGO_URI`); `scripts/test` runs the suite on both.
 
 mod admin;
+mod backlog;
 mod callback;
 mod channels;
 mod cli;

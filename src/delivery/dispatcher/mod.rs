@@ -350,7 +350,12 @@ impl Dispatcher {
             now,
             lease_until,
         };
-        self.store.claim_due(&claim, batch).await.map_err(|e| {
+        let started = std::time::Instant::now();
+        let claimed = self.store.claim_due(&claim, batch).await;
+        self.metrics
+            .claim_seconds
+            .observe(started.elapsed().as_secs_f64());
+        claimed.map_err(|e| {
             tracing::warn!(error = %e, "claiming due deliveries failed");
         })
     }
