@@ -54,6 +54,11 @@ const DEDUP_KEY_COLUMN: &str = "events.dedup_key";
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// A second connection for scans that operators and scrapes ask for
+    /// (queue depths over the whole table): WAL lets it read beside the
+    /// writer, so a scrape over a million waiting events never holds up a
+    /// claim or an acknowledgement.
+    reader: Arc<Mutex<Connection>>,
     sealer: Sealer,
     /// Accepted callbacks go through group commit.
     writer: GroupWriter,
@@ -152,9 +157,13 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let conn = Arc::new(Mutex::new(conn));
         start_checkpointer(&path, Arc::downgrade(&conn))?;
+        let reader = Connection::open(&path)?;
+        reader.pragma_update(None, "query_only", "ON")?;
+        reader.busy_timeout(std::time::Duration::from_secs(5))?;
         let store = Self {
             writer: GroupWriter::start(conn.clone(), finish_one)?,
             conn,
+            reader: Arc::new(Mutex::new(reader)),
             sealer,
         };
         store.migrate_blocking()?;
@@ -206,6 +215,23 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || {
             let mut conn = store.lock()?;
             f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Other(format!("store task failed: {e}")))?
+    }
+
+    /// Run a read on the reader connection (see `reader`).
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader
+                .lock()
+                .map_err(|_| StoreError::Other("reader mutex poisoned".into()))?;
+            f(&conn)
         })
         .await
         .map_err(|e| StoreError::Other(format!("store task failed: {e}")))?

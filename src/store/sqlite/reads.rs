@@ -56,7 +56,7 @@ impl OperatorReads for SqliteStore {
     }
 
     async fn queue_stats(&self) -> Result<Vec<(DeliveryStatus, u64, Option<i64>)>, StoreError> {
-        self.run(|c| {
+        self.read(|c| {
             let mut stmt = c.prepare_cached(&SQL.queue_stats)?;
             let rows = stmt.query_map([], |r| {
                 Ok((
