@@ -250,6 +250,16 @@ async fn change_subscription(
         .put_subscription(&subscription, state.clock.now_ms())
         .await?;
     changed(&state).await?;
+    if new_endpoint {
+        // What waited in backoff for the old endpoint goes to the new one now.
+        let woken = state
+            .store
+            .wake_subscription(&subscription.id, state.clock.now_ms())
+            .await?;
+        if woken > 0 {
+            state.dispatcher.wake();
+        }
+    }
     tracing::info!(subscription_id = %subscription.id, "subscription changed by an operator");
     Ok(HttpResponse::Ok().json(subscription.view()))
 }

@@ -147,6 +147,10 @@ pub trait Queue: Send + Sync {
     /// Make a kfId's waiting events (parked or in backoff) due now.
     async fn wake_kf(&self, corp_id: &CorpId, kf_id: &KfId, now: i64) -> Result<u64, StoreError>;
 
+    /// Make a subscription's deliveries waiting in backoff due now (an
+    /// operator pointed it at a working endpoint).
+    async fn wake_subscription(&self, id: &str, now: i64) -> Result<u64, StoreError>;
+
     /// Drop every lease held by `owner` (a restarted instance takes back its
     /// own interrupted claims at once).
     async fn release_claims(&self, owner: &str) -> Result<u64, StoreError>;

@@ -20,7 +20,7 @@ use crate::fakes::FakePuppet;
 use crate::helpers::{free_port, test_mongo_uri, Corp, ADMIN_TOKEN};
 
 /// Offline kfIds the wake-ups are for.
-const KFS: usize = 20;
+const KFS: usize = 200;
 
 /// One process's resident memory now and at its peak (KiB), from /proc.
 fn memory_kib(pid: u32) -> (u64, u64) {
@@ -308,5 +308,119 @@ async fn a_backlog_keeps_memory_claims_and_restart_flat_and_a_puppet_coming_back
         "restart with {sent} waiting: ready in {:.0} ms, peak RSS {peak_after} KiB; the puppet got its newest wake-up {:.0} ms after registering",
         ms(ready_in),
         ms(arrived)
+    );
+}
+
+#[tokio::test]
+async fn a_subscriber_coming_back_drains_its_backlog_at_its_own_pace_while_others_keep_theirs() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        // Unreachable for long: each delivery waits 10 min after failing.
+        c.delivery.retry_base = Duration::from_secs(600);
+        c.delivery.retry_cap = Duration::from_secs(600);
+        c.delivery.max_per_subscription = 4;
+    })
+    .await;
+    let (crm, sink) = (WxApp::new(), WxApp::new());
+    for wx in [&crm, &sink] {
+        app.put_app(wx, "official_account", json!({})).await;
+    }
+    let refused = format!("http://127.0.0.1:{}/hook", free_port());
+    let (subscription, _) = app.subscribe(&crm.id, &refused, json!({})).await;
+    let other = FakePuppet::start().await;
+    app.subscribe(&sink.id, &other.url, json!({})).await;
+
+    // 400 follows pile up for the unreachable CRM.
+    let backlog = 400;
+    let statuses: Vec<u16> = futures_util::stream::iter(0..backlog)
+        .map(|i| {
+            let (app, crm) = (&app, &crm);
+            async move {
+                app.push(
+                    &crm.id,
+                    &crm.plain_query(),
+                    "text/xml",
+                    follow_xml(&format!("o_{i}")),
+                )
+                .await
+                .0
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 200));
+    let failed_once = crate::faults::eventually(Duration::from_secs(20), async || {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        text.contains(&format!(
+            "wxkf_deliveries_total{{outcome=\"failed\"}} {backlog}"
+        ))
+        .then_some(())
+    })
+    .await;
+    assert!(
+        failed_once.is_some(),
+        "each failed once and waits in backoff"
+    );
+
+    // The CRM comes back at a new address, answering in 20 ms: an operator
+    // points the subscription there and its backlog goes at once, four at a
+    // time, while the other subscriber keeps getting its own pushes.
+    let back = FakePuppet::start().await;
+    back.delay(Duration::from_millis(20));
+    let started = Instant::now();
+    let r = app
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/subscriptions/{subscription}"),
+        )
+        .json(&json!({"endpoint": back.url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut acked_at = Vec::new();
+    for i in 0..20 {
+        let (status, _) = app
+            .push(
+                &sink.id,
+                &sink.plain_query(),
+                "text/xml",
+                follow_xml(&format!("s_{i}")),
+            )
+            .await;
+        assert_eq!(status, 200);
+        acked_at.push(Instant::now());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = other.wait_for(20).await;
+    let worst = got
+        .iter()
+        .map(|r| {
+            let user = r.json()["message"]["FromUserName"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let i: usize = user.trim_start_matches("s_").parse().unwrap();
+            r.at.saturating_duration_since(acked_at[i])
+        })
+        .max()
+        .unwrap();
+    assert!(
+        worst < Duration::from_millis(500),
+        "the other subscriber waited for the drain: {worst:?}"
+    );
+    let drained = crate::faults::eventually(Duration::from_secs(60), async || {
+        (back.answered() >= backlog).then_some(started.elapsed())
+    })
+    .await
+    .expect("the backlog drains");
+    // Four at a time, 20 ms each: at least 400 / 4 x 20 ms = 2 s.
+    assert!(
+        drained >= Duration::from_secs(2),
+        "drained faster than its share allows: {drained:?}"
+    );
+    assert_eq!(back.received().len(), backlog, "each once");
+    eprintln!(
+        "subscriber back: {backlog} drained in {drained:?} at four at a time; the other subscriber's worst latency {worst:?}"
     );
 }

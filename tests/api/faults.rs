@@ -26,7 +26,10 @@ fn vanished_endpoint() -> String {
 }
 
 /// Poll `check` every 50 ms for up to `within`; the last value it returned.
-async fn eventually<T>(within: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> Option<T> {
+pub async fn eventually<T>(
+    within: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> Option<T> {
     let until = tokio::time::Instant::now() + within;
     loop {
         if let Some(v) = check().await {

@@ -169,6 +169,21 @@ impl Queue for MongoStore {
         Ok(r.modified_count)
     }
 
+    async fn wake_subscription(&self, id: &str, now: i64) -> Result<u64, StoreError> {
+        let each = Each(doc! {
+            "subscriptionId": id,
+            "status": DeliveryStatus::Pending.as_str(),
+            "nextAttemptAt": {"$gt": now},
+        });
+        let r = each
+            .update_many(
+                &self.events,
+                doc! {"$set": each_field(doc! {"nextAttemptAt": now, "updatedAt": now_date(now)})},
+            )
+            .await?;
+        Ok(r.modified_count)
+    }
+
     async fn release_claims(&self, owner: &str) -> Result<u64, StoreError> {
         let each = Each(doc! {"leaseOwner": owner});
         let r = each

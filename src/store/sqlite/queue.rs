@@ -84,6 +84,15 @@ impl Queue for SqliteStore {
         .await
     }
 
+    async fn wake_subscription(&self, id: &str, now: i64) -> Result<u64, StoreError> {
+        let id = id.to_owned();
+        self.run(move |c| {
+            let n = c.execute(&SQL.wake_subscription, params![id, now])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn release_claims(&self, owner: &str) -> Result<u64, StoreError> {
         let owner = owner.to_owned();
         self.run(move |c| {

@@ -42,6 +42,7 @@ pub(super) struct QueueSql {
     pub finish_dead: String,
     pub finish_parked: String,
     pub finish_released: String,
+    pub wake_subscription: String,
     pub finish_superseded: String,
     pub kf_summary: String,
     pub queue_stats: String,
@@ -71,6 +72,10 @@ pub(super) static SQL: LazyLock<QueueSql> = LazyLock::new(|| {
         wake_kf: format!(
             "UPDATE deliveries SET status = {pending}, next_attempt_at = ?3, updated_at = ?3
              WHERE corp_id = ?1 AND kf_id = ?2 AND status IN ({waiting})"
+        ),
+        wake_subscription: format!(
+            "UPDATE deliveries SET next_attempt_at = ?2, updated_at = ?2
+             WHERE subscription_id = ?1 AND status = {pending} AND next_attempt_at > ?2"
         ),
         next_due_at: format!(
             "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = {pending} AND lease_until = 0"
