@@ -19,7 +19,12 @@ const TTL: Duration = Duration::from_secs(2);
 #[derive(Default)]
 pub struct RouteCache {
     online: Mutex<HashMap<String, (Puppet, Instant)>>,
+    /// kfIds registered or deregistered here lately, and when.
+    changed: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a registration counts as recent (`changed_within`).
+const RECENT: Duration = Duration::from_secs(10);
 
 impl RouteCache {
     pub fn get(&self, kf_id: &str) -> Option<Puppet> {
@@ -43,5 +48,19 @@ impl RouteCache {
     pub fn forget(&self, kf_id: &str) {
         let mut map = self.online.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(kf_id);
+    }
+
+    /// A registration or deregistration of this kfId went through here.
+    pub fn registration_changed(&self, kf_id: &str) {
+        self.forget(kf_id);
+        let mut changed = self.changed.lock().unwrap_or_else(|p| p.into_inner());
+        changed.retain(|_, at| at.elapsed() < RECENT);
+        changed.insert(kf_id.to_owned(), Instant::now());
+    }
+
+    /// Whether this kfId's registration changed here within the last 10 s.
+    pub fn changed_lately(&self, kf_id: &str) -> bool {
+        let changed = self.changed.lock().unwrap_or_else(|p| p.into_inner());
+        changed.get(kf_id).is_some_and(|at| at.elapsed() < RECENT)
     }
 }

@@ -121,6 +121,6 @@ impl DispatcherHandle {
 
     /// A kfId registered or deregistered here: stop using what we knew of it.
     pub fn registration_changed(&self, kf_id: &str) {
-        self.routes.forget(kf_id);
+        self.routes.registration_changed(kf_id);
     }
 }
