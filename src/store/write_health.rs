@@ -6,6 +6,7 @@
 //! reaches it.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -20,6 +21,9 @@ pub struct WriteHealth {
     metrics: Arc<Metrics>,
     /// The embedded store's directory, whose free space is watched.
     dir: OnceLock<PathBuf>,
+    /// Whether `full` holds a state: the acknowledgement path checks this
+    /// without taking the lock.
+    is_full: AtomicBool,
     full: Mutex<Option<Full>>,
 }
 
@@ -33,6 +37,7 @@ impl WriteHealth {
         Self {
             metrics,
             dir: OnceLock::new(),
+            is_full: AtomicBool::new(false),
             full: Mutex::new(None),
         }
     }
@@ -46,7 +51,7 @@ impl WriteHealth {
     pub fn note<T>(&self, written: &Result<T, StoreError>) {
         let reason = match written {
             Ok(_) => {
-                if self.lock().take().is_some() {
+                if self.is_full.load(Ordering::Relaxed) && self.clear() {
                     tracing::info!("the store writes again: accepting callbacks");
                 }
                 return;
@@ -68,6 +73,7 @@ impl WriteHealth {
                     since: Instant::now(),
                     free_then,
                 });
+                self.is_full.store(true, Ordering::Relaxed);
             }
         }
     }
@@ -83,6 +89,7 @@ impl WriteHealth {
         };
         if room_back {
             *full = None;
+            self.is_full.store(false, Ordering::Relaxed);
             tracing::info!(free_bytes = free, "space returned to the data directory");
             return None;
         }
@@ -91,6 +98,13 @@ impl WriteHealth {
             "disk full for {} s: the store cannot write and callbacks are answered 503{free}",
             since.elapsed().as_secs()
         ))
+    }
+
+    /// Leave the full state; true when it was full.
+    fn clear(&self) -> bool {
+        let mut full = self.lock();
+        self.is_full.store(false, Ordering::Relaxed);
+        full.take().is_some()
     }
 
     fn free(&self) -> Option<u64> {

@@ -396,16 +396,8 @@ async fn a_subscriber_coming_back_drains_its_backlog_at_its_own_pace_while_other
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let got = other.wait_for(20).await;
-    let worst = got
-        .iter()
-        .map(|r| {
-            let user = r.json()["message"]["FromUserName"]
-                .as_str()
-                .unwrap()
-                .to_owned();
-            let i: usize = user.trim_start_matches("s_").parse().unwrap();
-            r.at.saturating_duration_since(acked_at[i])
-        })
+    let worst = crate::faults::since_acknowledged(&got, &acked_at, "s_")
+        .into_iter()
         .max()
         .unwrap();
     assert!(

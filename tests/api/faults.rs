@@ -12,10 +12,25 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::channels::{follow_xml, WxApp};
 use crate::crash::ManagerProcess;
-use crate::fakes::FakePuppet;
+use crate::fakes::{FakePuppet, Received};
 use crate::helpers::{spawn_app, spawn_app_with, Corp, TestApp};
 use crate::mongo::OwnMongo;
 use crate::store::fresh_mongo_uri;
+
+/// How long after its push was acknowledged each follow reached a
+/// subscriber: follower `{prefix}{i}` was acknowledged at `acked_at[i]`.
+pub fn since_acknowledged(got: &[Received], acked_at: &[Instant], prefix: &str) -> Vec<Duration> {
+    got.iter()
+        .map(|r| {
+            let user = r.json()["message"]["FromUserName"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let i: usize = user.trim_start_matches(prefix).parse().unwrap();
+            r.at.saturating_duration_since(acked_at[i])
+        })
+        .collect()
+}
 
 /// An address where nothing listens any more: a stopped container.
 fn vanished_endpoint() -> String {
@@ -276,17 +291,7 @@ async fn misbehaving_endpoints_are_bounded_and_do_not_delay_the_others() {
     }
     let got = good.wait_for(pushes).await;
     assert_eq!(got.len(), pushes, "the good endpoint got every push");
-    let mut latencies: Vec<Duration> = got
-        .iter()
-        .map(|r| {
-            let user = r.json()["message"]["FromUserName"]
-                .as_str()
-                .unwrap()
-                .to_owned();
-            let i: usize = user.trim_start_matches("o_").parse().unwrap();
-            r.at.saturating_duration_since(acked_at[i])
-        })
-        .collect();
+    let mut latencies = since_acknowledged(&got, &acked_at, "o_");
     latencies.sort();
     let worst = latencies[latencies.len() - 1];
     assert!(
