@@ -67,6 +67,10 @@ pub struct DeliveryConfig {
     /// Concurrent sends to one subscription (every event goes to a
     /// subscriber, so more than to a puppet, whose wake-ups coalesce).
     pub max_per_subscription: usize,
+    /// Claimed deliveries held in memory at once (waiting for their turn or
+    /// being sent): bounds what a backlog costs; each subscription holds
+    /// at most four per sending slot of it.
+    pub max_claimed: usize,
     /// Consecutive connection failures after which a puppet is marked
     /// offline and its wake-ups park until it registers (0: never).
     pub offline_after: u32,
@@ -94,6 +98,7 @@ impl Default for DeliveryConfig {
             max_concurrent: 1024,
             max_per_puppet: 8,
             max_per_subscription: 32,
+            max_claimed: 8192,
             offline_after: 3,
             poll_interval: Duration::from_secs(1),
             retention: Duration::from_secs(3 * 24 * 3600),
@@ -270,6 +275,9 @@ impl Config {
         }
         if let Some(v) = get("DELIVERY_PER_SUBSCRIPTION") {
             d.max_per_subscription = count("DELIVERY_PER_SUBSCRIPTION", &v, 10_000)?;
+        }
+        if let Some(v) = get("DELIVERY_MAX_CLAIMED") {
+            d.max_claimed = count("DELIVERY_MAX_CLAIMED", &v, 1_000_000)?;
         }
         if let Some(v) = get("PUPPET_OFFLINE_AFTER") {
             d.offline_after = u32::try_from(number("PUPPET_OFFLINE_AFTER", &v)?)

@@ -1,16 +1,41 @@
-//! Sending slots per subscription: a subscriber that hangs, trickles or
-//! drains a long backlog holds at most `per` of the global slots, so every
-//! other endpoint's deliveries keep going at their own pace. (Puppets get the
-//! same bound from their kfId's gate.)
+//! A subscription's share: a subscriber that hangs, trickles or drains a
+//! long backlog holds at most `per` of the global sending slots and
+//! `per * CLAIMED_PER_SLOT` claimed deliveries, so every other endpoint's
+//! deliveries keep going at their own pace. (Puppets get the same bound on
+//! sending from their kfId's gate.)
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// Claimed deliveries a subscription may hold per sending slot: enough to
+/// keep its slots busy between claims, not enough to fill the claims.
+const CLAIMED_PER_SLOT: usize = 4;
+
 pub struct SubscriptionSlots {
     per: usize,
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Claimed deliveries held per subscription (taken, not yet finished).
+    claimed: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One claimed delivery of a subscription, held until dropped.
+pub struct ClaimedShare {
+    subscription: String,
+    claimed: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for ClaimedShare {
+    fn drop(&mut self) {
+        let mut claimed = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = claimed.get_mut(&self.subscription) {
+            *n -= 1;
+            if *n == 0 {
+                claimed.remove(&self.subscription);
+            }
+        }
+    }
 }
 
 impl SubscriptionSlots {
@@ -18,7 +43,35 @@ impl SubscriptionSlots {
         Self {
             per: per.max(1),
             slots: Mutex::new(HashMap::new()),
+            claimed: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// Count a claimed delivery of `subscription` until the share is dropped.
+    pub fn hold_claimed(&self, subscription: &str) -> ClaimedShare {
+        *self
+            .claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(subscription.to_owned())
+            .or_insert(0) += 1;
+        ClaimedShare {
+            subscription: subscription.to_owned(),
+            claimed: self.claimed.clone(),
+        }
+    }
+
+    /// Subscriptions holding their whole claimed share: the next claim
+    /// takes none of theirs.
+    pub fn claimed_in_full(&self) -> Vec<String> {
+        let share = self.per * CLAIMED_PER_SLOT;
+        self.claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, n)| **n >= share)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Wait for one of this subscription's slots.
@@ -63,5 +116,24 @@ mod tests {
             1,
             "only `a` is still held"
         );
+    }
+
+    #[test]
+    fn a_subscription_holding_its_claimed_share_is_skipped_until_one_finishes() {
+        let slots = SubscriptionSlots::new(2);
+        let mut held: Vec<ClaimedShare> = (0..2 * CLAIMED_PER_SLOT - 1)
+            .map(|_| slots.hold_claimed("a"))
+            .collect();
+        let _b = slots.hold_claimed("b");
+        assert!(slots.claimed_in_full().is_empty(), "one short of the share");
+        held.push(slots.hold_claimed("a"));
+        assert_eq!(slots.claimed_in_full(), ["a"]);
+        held.pop();
+        assert!(
+            slots.claimed_in_full().is_empty(),
+            "one finished: room again"
+        );
+        held.clear();
+        assert_eq!(slots.claimed.lock().unwrap().len(), 1, "only `b` counted");
     }
 }

@@ -315,6 +315,21 @@ pub struct Claim {
     pub owner: String,
     pub now: i64,
     pub lease_until: i64,
+    /// Subscriptions this claimer already holds its share of: none of their
+    /// deliveries is taken this time, so a subscriber draining a long
+    /// backlog leaves the rest of the claim to everyone else's.
+    pub skip: Vec<String>,
+}
+
+impl Claim {
+    pub fn new(owner: &str, now: i64, lease_until: i64) -> Self {
+        Self {
+            owner: owner.to_owned(),
+            now,
+            lease_until,
+            skip: Vec::new(),
+        }
+    }
 }
 
 /// Which events an operator lists; newest first.

@@ -115,9 +115,12 @@ pub trait Queue: Send + Sync {
     /// key is not stored and reported as a duplicate.
     async fn insert_event(&self, event: &NewEvent) -> Result<InsertOutcome, StoreError>;
 
-    /// Lease up to `limit` due events for `claim.owner`. For coalescible
-    /// events the newest waiting sibling of the same (corp, kf) is leased in
-    /// place of older ones, which become `superseded`.
+    /// Lease up to `limit` due events for `claim.owner`, the earliest due
+    /// first, each subscription (and the puppets together) a lane of its
+    /// own: the lanes in `claim.skip` give none, so one lane's backlog
+    /// cannot fill the claims of the others. For coalescible events the
+    /// newest waiting sibling of the same (corp, kf) is leased in place of
+    /// older ones, which become `superseded`.
     async fn claim_due(&self, claim: &Claim, limit: usize) -> Result<Vec<Delivery>, StoreError>;
 
     /// Record the end of an attempt. Matches the claim id: a worker whose
@@ -143,6 +146,13 @@ pub trait Queue: Send + Sync {
         }
         Ok(recorded)
     }
+
+    /// After wake-ups of these (corp, kfId) parked: the newest waiting,
+    /// unleased wake-up of each stands for its older ones, which become
+    /// `superseded` (the rule `claim_due` applies), so that a kfId whose
+    /// puppet is away keeps one waiting wake-up, not one per callback.
+    /// Returns how many were superseded.
+    async fn coalesce_parked(&self, kfs: &[(String, String)], now: i64) -> Result<u64, StoreError>;
 
     /// Make a kfId's waiting events (parked or in backoff) due now.
     async fn wake_kf(&self, corp_id: &CorpId, kf_id: &KfId, now: i64) -> Result<u64, StoreError>;

@@ -360,14 +360,7 @@ async fn a_delivery_waiting_longer_than_its_lease_keeps_it() {
         tokio::time::sleep(Duration::from_millis(400)).await;
         let now = clock.now_ms();
         let taken = intruder
-            .claim_due(
-                &Claim {
-                    owner: "intruder".into(),
-                    now,
-                    lease_until: now + 60_000,
-                },
-                100,
-            )
+            .claim_due(&Claim::new("intruder", now, now + 60_000), 100)
             .await
             .unwrap();
         assert!(

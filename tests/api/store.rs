@@ -114,11 +114,7 @@ fn event(corp: &str, kf: &str, token: &str, at: i64) -> NewEvent {
 }
 
 fn claim(owner: &str, now: i64) -> Claim {
-    Claim {
-        owner: owner.into(),
-        now,
-        lease_until: now + 30_000,
-    }
+    Claim::new(owner, now, now + 30_000)
 }
 
 #[tokio::test]
@@ -412,6 +408,153 @@ async fn the_newest_wake_up_supersedes_older_ones() {
                 "{name}"
             );
         }
+    }
+}
+
+/// Wake-ups handed over at insert (stored already leased) park one by one
+/// while their puppet is away; after each parking the newest waiting one
+/// stands for the older ones, so one waits per kfId. One still in flight
+/// (leased) is left alone, and so is another kfId's.
+#[tokio::test]
+async fn parked_wake_ups_keep_only_the_newest_waiting() {
+    use wxkf_manager::store::Lease;
+    for (name, store) in backends().await.stores {
+        let leased = |e: &mut NewEvent, i: usize| {
+            e.deliveries[0].lease = Some(Lease {
+                owner: "a".into(),
+                until: 30_000,
+                claim_id: format!("fresh-{name}-{i}"),
+            });
+        };
+        let mut events: Vec<NewEvent> = (0..4)
+            .map(|i| event("wwcp", "wkcp", &format!("T{i}"), 1_000 + i as i64))
+            .collect();
+        let mut other = event("wwcp", "wkcpother", "X", 1_000);
+        leased(&mut other, 9);
+        store.insert_event(&other).await.unwrap();
+        for (i, e) in events.iter_mut().enumerate() {
+            leased(e, i);
+            store.insert_event(e).await.unwrap();
+        }
+        let kfs = [("wwcp".to_owned(), "wkcp".to_owned())];
+        let status = |i: usize| {
+            let (store, id) = (store.clone(), events[i].id.clone());
+            async move { store.get_delivery(&id).await.unwrap().unwrap() }
+        };
+        // T0, T2 and the other kfId's park (out of order); T1 and T3 are in flight.
+        for (id, claim_id) in [(0, 0), (2, 2)]
+            .map(|(i, c)| (events[i].id.clone(), format!("fresh-{name}-{c}")))
+            .into_iter()
+            .chain([(other.id.clone(), format!("fresh-{name}-9"))])
+        {
+            let parked = store
+                .finish_attempt(&id, &claim_id, &AttemptResult::Parked, 2_000)
+                .await
+                .unwrap();
+            assert!(parked, "{name}");
+        }
+        assert_eq!(
+            store.coalesce_parked(&kfs, 2_000).await.unwrap(),
+            1,
+            "{name}: T2 stands for T0"
+        );
+        let older = status(0).await;
+        assert_eq!(older.status, DeliveryStatus::Superseded, "{name}");
+        assert_eq!(
+            status(1).await.status,
+            DeliveryStatus::Pending,
+            "{name}: in flight"
+        );
+        assert_eq!(status(2).await.status, DeliveryStatus::Parked, "{name}");
+        let other_now = store.get_delivery(&other.id).await.unwrap().unwrap();
+        assert_eq!(
+            other_now.status,
+            DeliveryStatus::Parked,
+            "{name}: its own kfId"
+        );
+
+        // T1 parks after T2 (an older one finishing late): T2 still stands.
+        store
+            .finish_attempt(
+                &events[1].id,
+                &format!("fresh-{name}-1"),
+                &AttemptResult::Parked,
+                3_000,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.coalesce_parked(&kfs, 3_000).await.unwrap(),
+            1,
+            "{name}"
+        );
+        assert_eq!(status(1).await.status, DeliveryStatus::Superseded, "{name}");
+        assert_eq!(status(2).await.status, DeliveryStatus::Parked, "{name}");
+
+        // The puppet comes back: of what parked, only the newest is woken.
+        let (corp, kf) = (CorpId::parse("wwcp").unwrap(), KfId::parse("wkcp").unwrap());
+        store.wake_kf(&corp, &kf, 4_000).await.unwrap();
+        assert_eq!(status(2).await.status, DeliveryStatus::Pending, "{name}");
+        for i in [0, 1] {
+            assert_eq!(status(i).await.status, DeliveryStatus::Superseded, "{name}");
+        }
+    }
+}
+
+/// Claims take the earliest due first, lane by lane: a subscription the
+/// claimer holds its share of gives none, and the other lanes (another
+/// subscription, the puppets) are taken as if it had no backlog.
+#[tokio::test]
+async fn a_claim_skips_the_lanes_it_is_told_to_and_takes_the_others() {
+    use wxkf_manager::store::NewDelivery;
+    let to = |subscription: &str, token: &str, at: i64| {
+        let mut e = event("wwlane", "wklane", token, at);
+        e.deliveries = vec![NewDelivery::to_subscription(
+            CorpId::parse("wwlane").unwrap(),
+            subscription,
+        )];
+        e
+    };
+    for (name, store) in backends().await.stores {
+        let mut backlog = Vec::new();
+        for i in 0..10 {
+            let e = to("sub-a", &format!("A{i}"), 1_000 + i);
+            store.insert_event(&e).await.unwrap();
+            backlog.push(e.deliveries[0].id.clone());
+        }
+        let mut others = Vec::new();
+        for (i, e) in [to("sub-b", "B0", 2_000), to("sub-b", "B1", 2_001)]
+            .into_iter()
+            .chain([event("wwlane", "wklane", "P0", 3_000)])
+            .enumerate()
+        {
+            store.insert_event(&e).await.unwrap();
+            others.push((i, e.deliveries[0].id.clone()));
+        }
+        let ids = |got: &[wxkf_manager::store::Delivery]| {
+            let mut ids: Vec<String> = got.iter().map(|d| d.id.clone()).collect();
+            ids.sort();
+            ids
+        };
+        // The earliest due first, whichever lane.
+        let got = store.claim_due(&claim("a", 5_000), 4).await.unwrap();
+        let mut want = backlog[..4].to_vec();
+        want.sort();
+        assert_eq!(ids(&got), want, "{name}: the earliest due");
+        // `sub-a` held in full: the other lanes, though due later.
+        let mut skipping = claim("a", 5_000);
+        skipping.skip = vec!["sub-a".into()];
+        let got = store.claim_due(&skipping, 4).await.unwrap();
+        let mut want: Vec<String> = others.iter().map(|(_, id)| id.clone()).collect();
+        want.sort();
+        assert_eq!(ids(&got), want, "{name}: none of sub-a's");
+        assert_eq!(
+            store.next_due_at().await.unwrap(),
+            Some(1_004),
+            "{name}: sub-a's next, unleased"
+        );
+        let got = store.claim_due(&claim("a", 5_000), 10).await.unwrap();
+        assert_eq!(got.len(), 6, "{name}: the rest of sub-a's");
     }
 }
 

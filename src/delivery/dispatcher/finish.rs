@@ -76,6 +76,7 @@ impl Dispatcher {
                             }
                         }
                     }
+                    self.coalesce_parked(&batch, now).await;
                     self.wake_if_registered_meanwhile(parked).await;
                     count
                 }
@@ -96,6 +97,31 @@ impl Dispatcher {
                     0
                 }
             }
+        }
+    }
+
+    /// Wake-ups that parked leave one waiting per kfId: the newest stands
+    /// for the older ones (as it would when claimed), so a puppet away for
+    /// long comes back to one wake-up, not to a pile to wake and supersede.
+    async fn coalesce_parked(&self, batch: &[Finished], now: i64) {
+        let mut kfs: Vec<(String, String)> = batch
+            .iter()
+            .filter(|f| f.result == AttemptResult::Parked && f.event.coalesce)
+            .filter_map(|f| Some((f.event.corp_id.clone(), f.event.kf_id.clone()?)))
+            .collect();
+        if kfs.is_empty() {
+            return;
+        }
+        kfs.sort_unstable();
+        kfs.dedup();
+        match self.store.coalesce_parked(&kfs, now).await {
+            Ok(n) => tracing::debug!(
+                kf_ids = kfs.len(),
+                superseded = n,
+                "parked wake-ups coalesced"
+            ),
+            // Not lost: they are coalesced when claimed, or by the next parking.
+            Err(e) => tracing::warn!(error = %e, "could not coalesce parked wake-ups"),
         }
     }
 

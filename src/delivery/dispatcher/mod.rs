@@ -48,9 +48,6 @@ const MAX_FINISH_BATCH: usize = 512;
 const FINISH_GATHER: Duration = Duration::from_millis(20);
 const FINISH_QUEUE: usize = 4096;
 const FRESH_QUEUE: usize = 4096;
-/// Events taken from the queues and not yet finished: waiting for their
-/// puppet's turn or being sent. Bounds the memory a slow puppet can hold.
-const TAKEN_MAX: usize = 8192;
 /// How long a partial batch waits for more before the next claim.
 const CLAIM_GATHER: Duration = Duration::from_millis(5);
 const PURGE_EVERY_MS: i64 = 10 * 60 * 1000;
@@ -79,7 +76,9 @@ pub struct Dispatcher {
     global: Arc<Semaphore>,
     /// Concurrent sends per subscription (the gate bounds each kfId).
     subscription_slots: SubscriptionSlots,
-    /// Claimed deliveries held (a backlog being worked through).
+    /// Claimed deliveries held (a backlog being worked through): taken
+    /// from the queue and not yet finished, waiting for their turn or being
+    /// sent; `max_claimed` bounds the memory a slow endpoint can hold.
     taken: Arc<Semaphore>,
     /// Handed-over deliveries held: new events never queue behind a
     /// backlog the claim loop is holding.
@@ -120,7 +119,7 @@ impl Dispatcher {
             policy: RetryPolicy::from(&config),
             global: Arc::new(Semaphore::new(config.max_concurrent)),
             subscription_slots: SubscriptionSlots::new(config.max_per_subscription),
-            taken: Arc::new(Semaphore::new(TAKEN_MAX)),
+            taken: Arc::new(Semaphore::new(config.max_claimed.max(1))),
             fresh_taken: Arc::new(Semaphore::new(FRESH_QUEUE)),
             gate: KfGate::new(config.max_per_puppet, config.wakeup_gap),
             held: Mutex::new(HashMap::new()),
@@ -256,10 +255,14 @@ impl Dispatcher {
                 let Ok(permit) = self.taken.clone().acquire_owned().await else {
                     break;
                 };
+                let share = event
+                    .subscription_id
+                    .as_deref()
+                    .map(|s| self.subscription_slots.hold_claimed(s));
                 let (me, finished) = (self.clone(), finished.clone());
                 in_flight.spawn(async move {
                     me.deliver(event, finished, false, lease_until).await;
-                    drop(permit);
+                    drop((permit, share));
                 });
             }
             if claimed_count == batch {
@@ -346,9 +349,8 @@ impl Dispatcher {
 
     async fn claim(&self, now: i64, lease_until: i64, batch: usize) -> Result<Vec<Delivery>, ()> {
         let claim = Claim {
-            owner: self.owner.clone(),
-            now,
-            lease_until,
+            skip: self.subscription_slots.claimed_in_full(),
+            ..Claim::new(&self.owner, now, lease_until)
         };
         let started = std::time::Instant::now();
         let claimed = self.store.claim_due(&claim, batch).await;

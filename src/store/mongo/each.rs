@@ -106,7 +106,7 @@ impl Each {
     /// Whether one delivery element (as read back) meets the condition: the
     /// same condition the query used, checked again in memory on the
     /// elements of the documents it found (a document found for one
-    /// matching delivery holds others). Knows equality, `$in` and `$lte`;
+    /// matching delivery holds others). Knows equality, `$in`, `$nin` and `$lte`;
     /// anything else does not match.
     pub fn holds(&self, element: &Document) -> bool {
         self.0.iter().all(|(field, wanted)| {
@@ -114,6 +114,7 @@ impl Each {
             match wanted {
                 Bson::Document(op) => op.iter().all(|(name, arg)| match (name.as_str(), arg) {
                     ("$in", Bson::Array(options)) => options.contains(value),
+                    ("$nin", Bson::Array(options)) => !options.contains(value),
                     ("$lte", limit) => match (bson_i64(value), bson_i64(limit)) {
                         (Some(v), Some(l)) => v <= l,
                         _ => false,

@@ -142,10 +142,10 @@ impl MongoStore {
     }
 
     /// Deliveries that can be leased: waiting and unleased.
-    pub(super) fn leasable(claim: &Claim) -> Each {
+    pub(super) fn leasable(now: i64) -> Each {
         Each(doc! {
             "status": {"$in": statuses(DeliveryStatus::waiting())},
-            "leaseUntil": {"$lte": claim.now},
+            "leaseUntil": {"$lte": now},
         })
     }
 

@@ -67,6 +67,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../../../migrations/mongo/0004_channels.json"),
     ),
+    (5, include_str!("../../../migrations/mongo/0005_lanes.json")),
 ];
 
 pub struct MongoStore {

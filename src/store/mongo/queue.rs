@@ -27,28 +27,39 @@ impl Queue for MongoStore {
             "nextAttemptAt": {"$lte": claim.now},
             "leaseUntil": {"$lte": claim.now},
         });
-        let candidates: Vec<Document> = self
-            .events
-            .find(due.matching())
-            .sort(doc! {"deliveries.nextAttemptAt": 1, "seq": 1})
-            .limit(limit as i64)
-            .projection(doc! {"_id": 1, "deliveries": 1})
-            .await?
-            .try_collect()
-            .await?;
+        // Up to `limit` from each lane not skipped, then the earliest due of all.
+        let mut candidates: Vec<(i64, i64, Document)> = Vec::new();
+        for lane in self.lanes(&claim.skip).await? {
+            let in_lane = due.clone().with("subscriptionId", lane);
+            let found: Vec<Document> = self
+                .events
+                .find(in_lane.matching())
+                .sort(doc! {"deliveries.nextAttemptAt": 1, "seq": 1})
+                .limit(limit as i64)
+                .projection(doc! {"seq": 1, "deliveries": 1})
+                .await?
+                .try_collect()
+                .await?;
+            for event in &found {
+                let seq = get_i64(event, "seq").unwrap_or(0);
+                candidates.extend(
+                    elements(event)
+                        .filter(|d| in_lane.holds(d))
+                        .map(|d| (get_i64(d, "nextAttemptAt").unwrap_or(0), seq, d.clone())),
+                );
+            }
+        }
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
+        candidates.sort_unstable_by_key(|c| (c.0, c.1));
+        candidates.truncate(limit);
         // One claim id for the whole batch: the finishing update matches
         // (delivery id, claim id), which is still unique per lease.
         let batch = format!("{BATCH_CLAIM}{}", uuid::Uuid::new_v4());
         let mut singles: Vec<String> = Vec::new();
         let mut wake_ups: Vec<(String, String)> = Vec::new();
-        for element in candidates
-            .iter()
-            .flat_map(elements)
-            .filter(|d| due.holds(d))
-        {
+        for (_, _, element) in &candidates {
             match (element.get_str("kfId"), element.get_bool("coalesce")) {
                 (Ok(kf), Ok(true)) => {
                     let key = (get_str(element, "corpId"), kf.to_owned());
@@ -60,7 +71,7 @@ impl Queue for MongoStore {
             }
         }
         if !singles.is_empty() {
-            let each = Self::leasable(claim).with("id", doc! {"$in": singles});
+            let each = Self::leasable(claim.now).with("id", doc! {"$in": singles});
             each.update_many(&self.events, Self::lease_update(claim, &batch))
                 .await?;
         }
@@ -156,6 +167,14 @@ impl Queue for MongoStore {
             self.settle(doc! {"deliveries.id": {"$in": ids}}).await?;
         }
         Ok(recorded)
+    }
+
+    async fn coalesce_parked(&self, kfs: &[(String, String)], now: i64) -> Result<u64, StoreError> {
+        let mut superseded = 0;
+        for (corp, kf) in kfs {
+            superseded += self.coalesce_wake_ups(corp, kf, now).await?;
+        }
+        Ok(superseded)
     }
 
     async fn wake_kf(&self, corp_id: &CorpId, kf_id: &KfId, now: i64) -> Result<u64, StoreError> {

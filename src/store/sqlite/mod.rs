@@ -46,6 +46,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../../migrations/sqlite/0005_channels.sql"),
     ),
+    (6, include_str!("../../../migrations/sqlite/0006_lanes.sql")),
 ];
 
 /// How SQLite names the unique column that identifies a resend.

@@ -21,29 +21,29 @@ impl Queue for SqliteStore {
         let claim = claim.clone();
         self.run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let candidates: Vec<(i64, String, Option<String>, bool)> = {
-                let mut stmt = tx.prepare_cached(&SQL.claim_candidates)?;
-                let rows = stmt.query_map(params![claim.now, limit as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?;
-                rows.collect::<Result<_, _>>()?
-            };
+            // Up to `limit` from each lane not skipped, then the earliest due of all.
+            let mut candidates: Vec<(i64, i64, String, Option<String>, bool)> = Vec::new();
+            {
+                let mut stmt = tx.prepare_cached(&SQL.lane_candidates)?;
+                for lane in lanes(&tx)?
+                    .into_iter()
+                    .filter(|l| !l.as_ref().is_some_and(|id| claim.skip.contains(id)))
+                {
+                    let rows = stmt.query_map(params![claim.now, limit as i64, lane], |r| {
+                        Ok((r.get(4)?, r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })?;
+                    candidates.extend(rows.collect::<Result<Vec<_>, _>>()?);
+                }
+            }
+            candidates.sort_unstable_by_key(|c| (c.0, c.1));
+            candidates.truncate(limit);
             let mut leased = Vec::new();
-            for (seq, corp, kf, coalesce) in candidates {
+            for (_, seq, corp, kf, coalesce) in candidates {
                 let target = match (&kf, coalesce) {
-                    (Some(kf), true) => {
-                        // The newest waiting wake-up of this kfId stands for all older ones.
-                        let newest: Option<i64> =
-                            tx.prepare_cached(&SQL.newest_waiting_wake_up)?
-                                .query_row(params![corp, kf, claim.now], |r| r.get(0))?;
-                        let Some(newest) = newest else { continue };
-                        let newest_id: String = tx
-                            .prepare_cached("SELECT id FROM deliveries WHERE seq = ?1")?
-                            .query_row([newest], |r| r.get(0))?;
-                        tx.prepare_cached(&SQL.supersede_older_wake_ups)?
-                            .execute(params![corp, kf, claim.now, newest_id, newest])?;
-                        newest
-                    }
+                    (Some(kf), true) => match coalesce_wake_ups(&tx, &corp, kf, claim.now)? {
+                        Some((newest, _)) => newest,
+                        None => continue,
+                    },
                     _ => seq,
                 };
                 if let Some(event) = lease(&tx, target, &claim)? {
@@ -73,6 +73,20 @@ impl Queue for SqliteStore {
         now: i64,
     ) -> Result<Vec<bool>, StoreError> {
         self.writer.finish(items.to_vec(), now).await
+    }
+
+    async fn coalesce_parked(&self, kfs: &[(String, String)], now: i64) -> Result<u64, StoreError> {
+        let kfs = kfs.to_vec();
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let mut superseded = 0;
+            for (corp, kf) in &kfs {
+                superseded += coalesce_wake_ups(&tx, corp, kf, now)?.map_or(0, |(_, n)| n);
+            }
+            tx.commit()?;
+            Ok(superseded)
+        })
+        .await
     }
 
     async fn wake_kf(&self, corp_id: &CorpId, kf_id: &KfId, now: i64) -> Result<u64, StoreError> {
@@ -132,8 +146,18 @@ impl Queue for SqliteStore {
     }
 
     async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
-        self.run(|c| Ok(c.query_row(&SQL.next_due_at, [], |r| r.get(0))?))
-            .await
+        self.run(|c| {
+            let mut next = None;
+            let mut stmt = c.prepare_cached(&SQL.next_due_at)?;
+            for lane in lanes(c)? {
+                let due: Option<i64> = stmt.query_row([lane], |r| r.get(0)).optional()?;
+                if let Some(due) = due {
+                    next = Some(next.map_or(due, |n: i64| n.min(due)));
+                }
+            }
+            Ok(next)
+        })
+        .await
     }
 
     async fn redrive(&self, id: &str, now: i64) -> Result<bool, StoreError> {
@@ -236,6 +260,42 @@ pub(super) fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
         delivered_at: row.get("delivered_at")?,
         claim_id: row.get("claim_id")?,
     })
+}
+
+/// The claim lanes with pending deliveries: the puppets' (`None`) and each
+/// subscription's.
+fn lanes(c: &Connection) -> Result<Vec<Option<String>>, StoreError> {
+    let mut stmt = c.prepare_cached(&SQL.lanes)?;
+    let subscriptions = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    let mut lanes = vec![None];
+    for id in subscriptions {
+        lanes.push(Some(id?));
+    }
+    Ok(lanes)
+}
+
+/// The newest waiting, unleased wake-up of a kfId stands for the older
+/// ones, which become `superseded` by it. Returns the newest's seq and how
+/// many it superseded; `None` when none waits.
+fn coalesce_wake_ups(
+    tx: &Connection,
+    corp: &str,
+    kf: &str,
+    now: i64,
+) -> Result<Option<(i64, u64)>, StoreError> {
+    let newest: Option<i64> = tx
+        .prepare_cached(&SQL.newest_waiting_wake_up)?
+        .query_row(params![corp, kf, now], |r| r.get(0))?;
+    let Some(newest) = newest else {
+        return Ok(None);
+    };
+    let newest_id: String = tx
+        .prepare_cached("SELECT id FROM deliveries WHERE seq = ?1")?
+        .query_row([newest], |r| r.get(0))?;
+    let superseded = tx
+        .prepare_cached(&SQL.supersede_older_wake_ups)?
+        .execute(params![corp, kf, now, newest_id, newest])?;
+    Ok(Some((newest, superseded as u64)))
 }
 
 /// Record one attempt's outcome, guarded by its claim id.

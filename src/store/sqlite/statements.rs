@@ -29,7 +29,8 @@ fn finish(set: &str) -> String {
 }
 
 pub(super) struct QueueSql {
-    pub claim_candidates: String,
+    pub lanes: String,
+    pub lane_candidates: String,
     pub newest_waiting_wake_up: String,
     pub supersede_older_wake_ups: String,
     pub wake_kf: String,
@@ -54,9 +55,24 @@ pub(super) static SQL: LazyLock<QueueSql> = LazyLock::new(|| {
     let (pending, parked, dead) = (lit(Pending), lit(Parked), lit(Dead));
     let redrivable = list([Dead, Parked]);
     QueueSql {
-        claim_candidates: format!(
-            "SELECT seq, corp_id, kf_id, coalesce FROM deliveries
-             WHERE status = {pending} AND next_attempt_at <= ?1 AND lease_until <= ?1
+        // The subscriptions with pending deliveries, one index seek each
+        // (migration 6's index leads with status and subscription).
+        lanes: format!(
+            "WITH RECURSIVE lane(id) AS (
+               SELECT (SELECT MIN(subscription_id) FROM deliveries
+                       WHERE status = {pending} AND subscription_id IS NOT NULL)
+               UNION ALL
+               SELECT (SELECT MIN(subscription_id) FROM deliveries
+                       WHERE status = {pending} AND subscription_id > lane.id)
+               FROM lane WHERE lane.id IS NOT NULL
+             )
+             SELECT id FROM lane WHERE id IS NOT NULL"
+        ),
+        // `?3`: the subscription, or NULL for the puppets' lane.
+        lane_candidates: format!(
+            "SELECT seq, corp_id, kf_id, coalesce, next_attempt_at FROM deliveries
+             WHERE status = {pending} AND subscription_id IS ?3
+               AND next_attempt_at <= ?1 AND lease_until <= ?1
              ORDER BY next_attempt_at, seq LIMIT ?2"
         ),
         newest_waiting_wake_up: format!(
@@ -78,7 +94,9 @@ pub(super) static SQL: LazyLock<QueueSql> = LazyLock::new(|| {
              WHERE subscription_id = ?1 AND status = {pending} AND next_attempt_at > ?2"
         ),
         next_due_at: format!(
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = {pending} AND lease_until = 0"
+            "SELECT next_attempt_at FROM deliveries
+             WHERE status = {pending} AND subscription_id IS ?1 AND lease_until = 0
+             ORDER BY next_attempt_at LIMIT 1"
         ),
         redrive: format!(
             "UPDATE deliveries SET status = {pending}, next_attempt_at = ?2, window_start = ?2, updated_at = ?2
