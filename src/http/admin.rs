@@ -211,7 +211,7 @@ async fn delete_puppet(
         return Err(PuppetApiError::NotFound("kfId is not registered"));
     };
     state.store.delete_puppet(&kf).await?;
-    state.dispatcher.registration_changed(kf.as_str());
+    state.dispatcher.registration_changed(kf.as_str(), false);
     state
         .credentials
         .reload_corp(state.store.as_ref(), &puppet.registration.corp_id)
@@ -243,7 +243,7 @@ async fn move_puppet(
     {
         return Err(PuppetApiError::NotFound("kfId is not registered"));
     }
-    state.dispatcher.registration_changed(kf.as_str());
+    state.dispatcher.registration_changed(kf.as_str(), false);
     tracing::info!(kf_id = %kf, endpoint = endpoint.as_str(), "puppet moved by an operator");
     Ok(super::ok())
 }

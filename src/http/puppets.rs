@@ -91,7 +91,9 @@ async fn register(
         .credentials
         .reload_corp(state.store.as_ref(), &reg.corp_id)
         .await?;
-    state.dispatcher.registration_changed(reg.kf_id.as_str());
+    state
+        .dispatcher
+        .registration_changed(reg.kf_id.as_str(), true);
     let woken = state.store.wake_kf(&reg.corp_id, &reg.kf_id, now).await?;
     state.dispatcher.wake();
     tracing::info!(
@@ -133,7 +135,7 @@ async fn deregister(
             "kfId is not registered under this corpId",
         ));
     }
-    state.dispatcher.registration_changed(kf_id.as_str());
+    state.dispatcher.registration_changed(kf_id.as_str(), false);
     tracing::info!("puppet deregistered");
     Ok(super::ok())
 }

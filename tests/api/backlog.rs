@@ -9,7 +9,7 @@
 //! WXKF_BACKLOG=1000000 cargo test --release --test api backlog:: -- --nocapture
 //! ```
 //!
-//! (`WXKF_BACKLOG_KFS` spreads the wake-ups over more kfIds than 20.)
+//! (`WXKF_BACKLOG_KFS` spreads the wake-ups over another number of kfIds than 200.)
 
 use std::time::{Duration, Instant};
 
@@ -21,12 +21,12 @@ use crate::crash::ManagerProcess;
 use crate::fakes::FakePuppet;
 use crate::helpers::{free_port, test_mongo_uri, Corp, ADMIN_TOKEN};
 
-/// Offline kfIds the wake-ups are for (`WXKF_BACKLOG_KFS`, 20 unless set).
+/// Offline kfIds the wake-ups are for (`WXKF_BACKLOG_KFS`, 200 unless set).
 fn kfs() -> usize {
     std::env::var("WXKF_BACKLOG_KFS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20)
+        .unwrap_or(200)
 }
 
 /// One process's resident memory now and at its peak (KiB), from /proc.

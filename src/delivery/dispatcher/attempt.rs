@@ -107,7 +107,7 @@ impl Dispatcher {
         let cached = self.routes.get(kf.as_str()).filter(|p| routable(p));
         let puppet = match cached {
             Some(p) => Ok(Some(p)),
-            None => self.store.get_puppet(&kf).await,
+            None => self.routes.read(self.store.as_ref(), &kf).await,
         };
         let puppet = match puppet {
             Ok(Some(p)) if routable(&p) => {

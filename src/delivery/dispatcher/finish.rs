@@ -127,15 +127,16 @@ impl Dispatcher {
 
     /// A kfId that registered here while its delivery was being parked:
     /// the registration's wake-up may have come before the parking was
-    /// recorded, so wake its parked deliveries again. Only kfIds whose
-    /// registration changed lately are looked up (parking is frequent while
-    /// puppets are away; a store read for each would slow every outcome).
+    /// recorded, so wake its parked deliveries again. Only kfIds registered
+    /// here lately and not deregistered since are looked up (parking is
+    /// frequent while puppets are away; a store read for each would slow
+    /// every outcome).
     async fn wake_if_registered_meanwhile(
         &self,
         parked: std::collections::BTreeSet<(String, String)>,
     ) {
         for (corp, kf) in parked {
-            if !self.routes.changed_lately(&kf) {
+            if !self.routes.registered_lately(&kf) {
                 continue;
             }
             let (Ok(corp_id), Ok(kf_id)) = (CorpId::parse(&corp), KfId::parse(&kf)) else {

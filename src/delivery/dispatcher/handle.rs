@@ -119,8 +119,9 @@ impl DispatcherHandle {
         self.wake.notify_one();
     }
 
-    /// A kfId registered or deregistered here: stop using what we knew of it.
-    pub fn registration_changed(&self, kf_id: &str) {
-        self.routes.registration_changed(kf_id);
+    /// A kfId registered (`online`), deregistered or moved here: stop using
+    /// what we knew of it.
+    pub fn registration_changed(&self, kf_id: &str, online: bool) {
+        self.routes.registration_changed(kf_id, online);
     }
 }

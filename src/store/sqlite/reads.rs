@@ -56,7 +56,7 @@ impl OperatorReads for SqliteStore {
     }
 
     async fn queue_stats(&self) -> Result<Vec<(DeliveryStatus, u64, Option<i64>)>, StoreError> {
-        self.read(|c| {
+        self.scan(|c| {
             let mut stmt = c.prepare_cached(&SQL.queue_stats)?;
             let rows = stmt.query_map([], |r| {
                 Ok((

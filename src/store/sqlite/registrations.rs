@@ -14,12 +14,14 @@ impl Registrations for SqliteStore {
     async fn get_puppet(&self, kf_id: &KfId) -> Result<Option<Puppet>, StoreError> {
         let kf = kf_id.as_str().to_owned();
         let sealer = self.sealer.clone();
-        self.run(move |c| {
-            c.query_row("SELECT * FROM puppets WHERE kf_id = ?1", [kf], |r| {
-                puppet_from_row(r, &sealer)
-            })
-            .optional()?
-            .transpose()
+        // On the reader connection: deliveries look puppets up often (a
+        // puppet that is away, once per wake-up), and on the main connection
+        // each lookup would wait its turn beside the group commit's writes.
+        self.look_up(move |c| {
+            c.prepare_cached("SELECT * FROM puppets WHERE kf_id = ?1")?
+                .query_row([kf], |r| puppet_from_row(r, &sealer))
+                .optional()?
+                .transpose()
         })
         .await
     }
