@@ -30,6 +30,11 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    pub command: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrcodeLabels {
     pub errcode: i64,
 }
@@ -49,6 +54,10 @@ pub struct Metrics {
     pub puppets_unreachable: Counter,
     pub claim_seconds: Histogram,
     pub store_write_failures: Family<ReasonLabels, Counter>,
+    /// MongoDB commands sent since start, by command name, and the
+    /// documents they wrote (`MONGO_COMMAND_COUNTS`), set at each scrape.
+    pub store_commands: Family<CommandLabels, Gauge>,
+    pub store_documents_written: Family<CommandLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -70,6 +79,8 @@ impl Default for Metrics {
             // 50 µs .. ~3 s
             claim_seconds: Histogram::new(exponential_buckets(0.000_05, 2.5, 13)),
             store_write_failures: Family::default(),
+            store_commands: Family::default(),
+            store_documents_written: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -136,6 +147,16 @@ impl Default for Metrics {
             "store_write_failures",
             "Writes the store refused, by reason (disk_full, unavailable, other)",
             m.store_write_failures.clone(),
+        );
+        registry.register(
+            "mongo_commands",
+            "MongoDB commands sent since start, by command (MONGO_COMMAND_COUNTS)",
+            m.store_commands.clone(),
+        );
+        registry.register(
+            "mongo_documents_written",
+            "Documents MongoDB commands wrote since start, by command (MONGO_COMMAND_COUNTS)",
+            m.store_documents_written.clone(),
         );
         Self { registry, ..m }
     }

@@ -39,13 +39,16 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let sealer = store::Sealer::new(config.secrets_key.as_ref().map(|k| &k.0));
     match &config.mongo_uri {
         Some(uri) => Ok(Arc::new(
-            store::mongo::MongoStore::connect(
+            store::mongo::MongoStore::connect_counting(
                 uri.expose(),
                 store::Retention {
                     finished: config.delivery.retention,
                     dead: config.delivery.dead_retention,
                 },
                 sealer,
+                config
+                    .mongo_command_counts
+                    .then(|| Arc::new(store::mongo::CommandCounts::default())),
             )
             .await
             .context("MONGO_URI: cannot use the MongoDB store")?,

@@ -13,6 +13,9 @@ pub struct Config {
     pub port: u16,
     /// `None`: the embedded store under `data_dir`.
     pub mongo_uri: Option<Secret>,
+    /// Count every MongoDB command (the driver's command monitoring) for
+    /// `/metrics`: what a benchmark reads per accepted callback.
+    pub mongo_command_counts: bool,
     pub data_dir: PathBuf,
     pub access_token_url: String,
     pub wecom_api_base: String,
@@ -143,6 +146,7 @@ impl Config {
             host: IpAddr::from([0, 0, 0, 0]),
             port: 7777,
             mongo_uri: None,
+            mongo_command_counts: false,
             data_dir: PathBuf::from("./data"),
             access_token_url: format!("{base}/cgi-bin/gettoken"),
             wecom_api_base: base,
@@ -182,6 +186,13 @@ impl Config {
                 ));
             }
             c.mongo_uri = Some(Secret::new(v));
+        }
+        if let Some(v) = get("MONGO_COMMAND_COUNTS") {
+            c.mongo_command_counts = match v.as_str() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(bad("MONGO_COMMAND_COUNTS", "must be true or false")),
+            };
         }
         if let Some(v) = get("DATA_DIR") {
             c.data_dir = PathBuf::from(v);

@@ -3,9 +3,11 @@
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 
 use super::AppState;
-use crate::metrics::StatusLabels;
+use crate::metrics::{CommandLabels, StatusLabels};
 use crate::store::DeliveryStatus;
 
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process answers")))]
@@ -66,6 +68,14 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             }
         }
         _ => tracing::warn!("metrics: queue depth unavailable (store did not answer)"),
+    }
+    for (command, count) in state.store.command_counts() {
+        let labels = CommandLabels { command };
+        let set = |family: &Family<CommandLabels, Gauge>, n: u64| {
+            family.get_or_create(&labels).set(n as i64);
+        };
+        set(&state.metrics.store_commands, count.commands);
+        set(&state.metrics.store_documents_written, count.written);
     }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

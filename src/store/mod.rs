@@ -243,6 +243,14 @@ pub trait OperatorReads: Send + Sync {
     async fn queue_stats(&self) -> Result<Vec<(DeliveryStatus, u64, Option<i64>)>, StoreError>;
 }
 
+/// Commands of one name sent to a database server so far, and the
+/// documents they wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommandCount {
+    pub commands: u64,
+    pub written: u64,
+}
+
 /// A whole store: every concern, and a health check.
 #[async_trait]
 pub trait Store:
@@ -250,4 +258,10 @@ pub trait Store:
 {
     /// Cheap round trip proving the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Commands sent to a database server so far, by name, with the
+    /// documents they wrote (MongoDB with `MONGO_COMMAND_COUNTS`; else none).
+    fn command_counts(&self) -> Vec<(String, CommandCount)> {
+        Vec::new()
+    }
 }

@@ -264,6 +264,45 @@ async fn operators_can_rotate_credentials_and_move_a_puppet() {
     assert!(old_home.received().is_empty());
 }
 
+/// With `MONGO_COMMAND_COUNTS`, `/metrics` shows what the manager asked of
+/// MongoDB: the benchmark's commands and documents per accepted callback.
+/// The embedded store sends no commands and shows none.
+#[tokio::test]
+async fn mongo_commands_and_the_documents_they_wrote_are_counted_when_asked() {
+    let app = crate::helpers::spawn_app_with(|c| c.mongo_command_counts = true).await;
+    let puppet = FakePuppet::start().await;
+    let corp = Corp::new("wwcommands");
+    for i in 0..5 {
+        app.register_ok(&corp, &format!("wkc{i}"), &puppet.url)
+            .await;
+    }
+    for i in 0..5 {
+        app.post_kf_event(&corp, &format!("wkc{i}"), &format!("T{i}"))
+            .await;
+    }
+    puppet.wait_for(5).await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let value = |name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    if crate::helpers::test_mongo_uri().is_none() {
+        assert!(!text.contains("wxkf_mongo_commands{"), "{text}");
+        return;
+    }
+    let inserts = value("wxkf_mongo_commands{command=\"insert\"} ").expect("inserts counted");
+    let inserted = value("wxkf_mongo_documents_written{command=\"insert\"} ").unwrap();
+    assert!(inserts >= 1.0, "{text}");
+    // Five events, each one document (its delivery inside), plus whatever
+    // the registrations and migrations inserted.
+    assert!(inserted >= 5.0, "{text}");
+    assert!(
+        value("wxkf_mongo_commands{command=\"find\"} ").is_some(),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn metrics_count_callbacks_by_outcome() {
     let app = spawn_app().await;

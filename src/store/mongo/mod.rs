@@ -13,6 +13,7 @@
 //! callbacks that arrive together share one `insert_many` (see `mongo_group`).
 
 use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,6 +23,7 @@ use mongodb::options::{ClientOptions, CollectionOptions, IndexOptions, WriteConc
 use mongodb::{Client, Collection, Database, IndexModel};
 
 mod coalesce;
+mod commands;
 mod each;
 mod event_docs;
 mod group_commit;
@@ -36,7 +38,7 @@ mod upgrade;
 
 use group_commit::MongoGroupWriter;
 
-use crate::store::{DeliveryStatus, Retention, Sealer, Store, StoreError};
+use crate::store::{CommandCount, DeliveryStatus, Retention, Sealer, Store, StoreError};
 
 const PUPPETS: &str = "wxkfpuppets";
 const EVENTS: &str = "wxkf_events";
@@ -81,7 +83,11 @@ pub struct MongoStore {
     sealer: Sealer,
     /// Accepted callbacks go through group commit.
     writer: MongoGroupWriter,
+    /// Commands sent, when counted (`MONGO_COMMAND_COUNTS`).
+    counts: Option<Arc<CommandCounts>>,
 }
+
+pub use commands::CommandCounts;
 
 impl From<mongodb::error::Error> for StoreError {
     fn from(e: mongodb::error::Error) -> Self {
@@ -123,6 +129,16 @@ impl MongoStore {
         retention: Retention,
         sealer: Sealer,
     ) -> Result<Self, StoreError> {
+        Self::connect_counting(uri, retention, sealer, None).await
+    }
+
+    /// `connect`, counting every command sent into `counts` when given.
+    pub async fn connect_counting(
+        uri: &str,
+        retention: Retention,
+        sealer: Sealer,
+        counts: Option<Arc<CommandCounts>>,
+    ) -> Result<Self, StoreError> {
         let mut options = ClientOptions::parse(uri)
             .await
             .map_err(|e| StoreError::Other(format!("invalid MongoDB URI: {}", e.kind)))?;
@@ -141,6 +157,7 @@ impl MongoStore {
             .clone()
             .filter(|wc| wc.journal.is_some() || wc.w.is_some())
             .unwrap_or_else(|| WriteConcern::builder().journal(true).build());
+        options.command_event_handler = counts.as_ref().map(CommandCounts::handler);
         let client = Client::with_options(options)?;
         let db = client.default_database().ok_or_else(|| {
             StoreError::Other("MONGO_URI has no database name in its path".into())
@@ -175,6 +192,7 @@ impl MongoStore {
             retention,
             last_seq: AtomicI64::new(0),
             sealer,
+            counts,
         };
         store.migrate().await?;
         store.check_secrets_key().await?;
@@ -291,6 +309,13 @@ impl Store for MongoStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.db.run_command(doc! {"ping": 1}).await?;
         Ok(())
+    }
+
+    fn command_counts(&self) -> Vec<(String, CommandCount)> {
+        self.counts
+            .as_ref()
+            .map(|c| c.snapshot())
+            .unwrap_or_default()
     }
 }
 
