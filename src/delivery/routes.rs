@@ -12,8 +12,8 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-
 use std::time::{Duration, Instant};
+
 use tokio::sync::OnceCell;
 
 use crate::domain::{KfId, Puppet};

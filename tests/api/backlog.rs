@@ -388,35 +388,26 @@ async fn a_subscriber_coming_back_drains_its_backlog_at_its_own_pace_while_other
     // The CRM comes back at a new address, answering in 20 ms: an operator
     // points the subscription there and its backlog goes at once, four at a
     // time, while the other subscriber keeps getting its own pushes.
+    let point = |subscription: &str, endpoint: &str| {
+        let request = app
+            .admin(
+                reqwest::Method::PATCH,
+                &format!("/subscriptions/{subscription}"),
+            )
+            .json(&json!({"endpoint": endpoint}));
+        async move { assert_eq!(request.send().await.unwrap().status(), 200) }
+    };
     let back = FakePuppet::start().await;
     back.delay(Duration::from_millis(20));
     let started = Instant::now();
-    let r = app
-        .admin(
-            reqwest::Method::PATCH,
-            &format!("/subscriptions/{subscription}"),
-        )
-        .json(&json!({"endpoint": back.url}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    point(&subscription, &back.url).await;
     // The desk comes back a moment later: its 20 are due after all of the
     // CRM's, yet go at once, while the CRM is still draining (it holds only
     // its share of the claims, 16 of 64).
     tokio::time::sleep(Duration::from_millis(100)).await;
     let desk_back = FakePuppet::start().await;
     let desk_started = Instant::now();
-    let r = app
-        .admin(
-            reqwest::Method::PATCH,
-            &format!("/subscriptions/{desk_subscription}"),
-        )
-        .json(&json!({"endpoint": desk_back.url}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    point(&desk_subscription, &desk_back.url).await;
     desk_back.wait_for(20).await;
     let desk_drained = desk_started.elapsed();
     let crm_meanwhile = back.answered();

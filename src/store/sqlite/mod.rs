@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, Weak};
 use async_trait::async_trait;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ValueRef};
 use rusqlite::{Connection, OptionalExtension};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 mod group_commit;
 mod queue;
@@ -55,19 +55,16 @@ const DEDUP_KEY_COLUMN: &str = "events.dedup_key";
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
-    /// One store call at a time on `conn` waits in a blocking thread; the
-    /// rest wait here, as tasks. (Found by the backlog test: with 200 kfIds
-    /// parking at once, calls queued on the mutex in 260 blocking threads.)
-    turn: Arc<Semaphore>,
-    /// Read-only connections beside the writer (WAL readers never wait for
-    /// it): `scans` for what operators and scrapes ask for (queue depths
+    /// Claims, outcomes, registrations; shared with the group writer.
+    main: SharedConnection,
+    /// Read-only connections beside it (WAL readers never wait for the
+    /// writer): `scans` for what operators and scrapes ask for (queue depths
     /// over the whole table), so a scrape over a million waiting events
     /// never holds up a claim or an acknowledgement; `lookups` for the
     /// registration reads deliveries make, so they neither wait behind the
     /// group commit's writes nor behind a scan.
-    scans: ReadConnection,
-    lookups: ReadConnection,
+    scans: SharedConnection,
+    lookups: SharedConnection,
     sealer: Sealer,
     /// Accepted callbacks go through group commit.
     writer: GroupWriter,
@@ -127,13 +124,6 @@ impl From<rusqlite::Error> for StoreError {
 
 /// Copy the WAL back into the database from a thread and connection of its
 /// own, so that a group commit never pays for it. Stops with the store.
-async fn take_turn(turn: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, StoreError> {
-    turn.clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| StoreError::Other("store closed".into()))
-}
-
 fn start_checkpointer(path: &Path, store: Weak<Mutex<Connection>>) -> Result<(), StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(1))?;
@@ -171,14 +161,13 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let conn = Arc::new(Mutex::new(conn));
-        start_checkpointer(&path, Arc::downgrade(&conn))?;
+        let main = SharedConnection::new(conn);
+        start_checkpointer(&path, Arc::downgrade(&main.conn))?;
         let store = Self {
-            writer: GroupWriter::start(conn.clone(), finish_one)?,
-            conn,
-            turn: Arc::new(Semaphore::new(1)),
-            scans: ReadConnection::open(&path)?,
-            lookups: ReadConnection::open(&path)?,
+            writer: GroupWriter::start(main.conn.clone(), finish_one)?,
+            main,
+            scans: SharedConnection::reader(&path)?,
+            lookups: SharedConnection::reader(&path)?,
             sealer,
         };
         store.migrate_blocking()?;
@@ -216,6 +205,64 @@ impl SqliteStore {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+        self.main.lock()
+    }
+
+    /// Run on the main connection.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.main.run(f).await
+    }
+
+    /// Run a scan on the `scans` connection.
+    async fn scan<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.scans.run(move |c| f(c)).await
+    }
+
+    /// Run a point read on the `lookups` connection.
+    async fn look_up<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.lookups.run(move |c| f(c)).await
+    }
+}
+
+/// A connection used by one store call at a time: that call waits in a
+/// blocking thread, the rest wait for their turn as tasks. (Found by the
+/// backlog test: with 200 kfIds parking at once, calls queued on the mutex
+/// in 260 blocking threads.)
+#[derive(Clone)]
+struct SharedConnection {
+    conn: Arc<Mutex<Connection>>,
+    turn: Arc<Semaphore>,
+}
+
+impl SharedConnection {
+    fn new(conn: Connection) -> Self {
+        Self {
+            conn: Arc::new(Mutex::new(conn)),
+            turn: Arc::new(Semaphore::new(1)),
+        }
+    }
+
+    /// A read-only connection to the store at `path`.
+    fn reader(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "query_only", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Self::new(conn))
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
         self.conn
             .lock()
             .map_err(|_| StoreError::Other("connection mutex poisoned".into()))
@@ -226,67 +273,15 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let turn = take_turn(&self.turn).await?;
-        let store = self.clone();
+        let turn = self
+            .turn
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Other("store closed".into()))?;
+        let shared = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = store.lock()?;
-            let done = f(&mut conn);
-            drop(turn);
-            done
-        })
-        .await
-        .map_err(|e| StoreError::Other(format!("store task failed: {e}")))?
-    }
-
-    /// Run a scan on the `scans` connection.
-    async fn scan<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.scans.run(f).await
-    }
-
-    /// Run a point read on the `lookups` connection.
-    async fn look_up<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.lookups.run(f).await
-    }
-}
-
-/// A read-only connection, used by one call at a time.
-#[derive(Clone)]
-struct ReadConnection {
-    conn: Arc<Mutex<Connection>>,
-    turn: Arc<Semaphore>,
-}
-
-impl ReadConnection {
-    fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "query_only", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            turn: Arc::new(Semaphore::new(1)),
-        })
-    }
-
-    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        let turn = take_turn(&self.turn).await?;
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = conn
-                .lock()
-                .map_err(|_| StoreError::Other("reader mutex poisoned".into()))?;
-            let done = f(&conn);
+            let done = f(&mut *shared.lock()?);
             drop(turn);
             done
         })
