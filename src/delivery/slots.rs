@@ -1,26 +1,29 @@
 //! A subscription's share: a subscriber that hangs, trickles or drains a
 //! long backlog holds at most `per` of the global sending slots and
-//! `per * CLAIMED_PER_SLOT` claimed deliveries, so every other endpoint's
-//! deliveries keep going at their own pace. (Puppets get the same bound on
-//! sending from their kfId's gate.)
+//! `per * HELD_PER_SLOT` deliveries in memory (handed over or claimed), so
+//! every other endpoint's deliveries keep going at their own pace and a
+//! subscriber that cannot keep up costs memory for its share only; the
+//! rest waits in the store. (Puppets get the same bound on sending from
+//! their kfId's gate.)
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Claimed deliveries a subscription may hold per sending slot: enough to
-/// keep its slots busy between claims, not enough to fill the claims.
-const CLAIMED_PER_SLOT: usize = 4;
+/// Deliveries a subscription may hold in memory per sending slot: enough
+/// to keep its slots busy between claims, not enough to fill the claims.
+const HELD_PER_SLOT: usize = 4;
 
 pub struct SubscriptionSlots {
     per: usize,
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
-    /// Claimed deliveries held per subscription (taken, not yet finished).
+    /// Deliveries held per subscription (handed over or claimed, not yet
+    /// finished).
     claimed: Arc<Mutex<HashMap<String, usize>>>,
 }
 
-/// One claimed delivery of a subscription, held until dropped.
+/// One delivery of a subscription held in memory, counted until dropped.
 pub struct ClaimedShare {
     subscription: String,
     claimed: Arc<Mutex<HashMap<String, usize>>>,
@@ -47,24 +50,37 @@ impl SubscriptionSlots {
         }
     }
 
-    /// Count a claimed delivery of `subscription` until the share is dropped.
+    /// Count a claimed delivery of `subscription` until the share is
+    /// dropped (claims skip a subscription holding its share, so a claim
+    /// adds at most one batch beyond it).
     pub fn hold_claimed(&self, subscription: &str) -> ClaimedShare {
-        *self
-            .claimed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(subscription.to_owned())
-            .or_insert(0) += 1;
-        ClaimedShare {
-            subscription: subscription.to_owned(),
-            claimed: self.claimed.clone(),
-        }
+        self.hold(subscription, usize::MAX)
+            .expect("no limit to exceed")
     }
 
-    /// Subscriptions holding their whole claimed share: the next claim
-    /// takes none of theirs.
+    /// Count a delivery about to be handed over, unless `subscription`
+    /// holds its whole share already (then it waits in the store).
+    pub fn try_hold(&self, subscription: &str) -> Option<ClaimedShare> {
+        self.hold(subscription, self.per * HELD_PER_SLOT)
+    }
+
+    fn hold(&self, subscription: &str, limit: usize) -> Option<ClaimedShare> {
+        let mut claimed = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
+        let held = claimed.entry(subscription.to_owned()).or_insert(0);
+        if *held >= limit {
+            return None;
+        }
+        *held += 1;
+        Some(ClaimedShare {
+            subscription: subscription.to_owned(),
+            claimed: self.claimed.clone(),
+        })
+    }
+
+    /// Subscriptions holding their whole share: the next claim takes none
+    /// of theirs.
     pub fn claimed_in_full(&self) -> Vec<String> {
-        let share = self.per * CLAIMED_PER_SLOT;
+        let share = self.per * HELD_PER_SLOT;
         self.claimed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -119,20 +135,27 @@ mod tests {
     }
 
     #[test]
-    fn a_subscription_holding_its_claimed_share_is_skipped_until_one_finishes() {
+    fn a_subscription_holding_its_share_is_skipped_and_handed_no_more_until_one_finishes() {
         let slots = SubscriptionSlots::new(2);
-        let mut held: Vec<ClaimedShare> = (0..2 * CLAIMED_PER_SLOT - 1)
+        let mut held: Vec<ClaimedShare> = (0..2 * HELD_PER_SLOT - 1)
             .map(|_| slots.hold_claimed("a"))
             .collect();
         let _b = slots.hold_claimed("b");
         assert!(slots.claimed_in_full().is_empty(), "one short of the share");
         held.push(slots.hold_claimed("a"));
         assert_eq!(slots.claimed_in_full(), ["a"]);
+        assert!(
+            slots.try_hold("a").is_none(),
+            "no hand-over beyond the share"
+        );
+        held.extend(slots.try_hold("b"));
+        held.pop();
         held.pop();
         assert!(
             slots.claimed_in_full().is_empty(),
             "one finished: room again"
         );
+        held.extend(slots.try_hold("a"));
         held.clear();
         assert_eq!(slots.claimed.lock().unwrap().len(), 1, "only `b` counted");
     }

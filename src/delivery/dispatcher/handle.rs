@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Notify};
 
 use crate::delivery::routes::RouteCache;
+use crate::delivery::slots::{ClaimedShare, SubscriptionSlots};
 use crate::store::{Delivery, InsertOutcome, Lease, NewEvent, Queue, StoreError, WriteHealth};
 
 /// How long an acknowledgement waits for the store: WeChat and WeCom give
@@ -17,18 +18,27 @@ pub const ACCEPT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(
 pub struct DispatcherHandle {
     pub(super) wake: Arc<Notify>,
     pub(super) routes: Arc<RouteCache>,
-    pub(super) fresh: mpsc::Sender<Delivery>,
+    pub(super) fresh: mpsc::Sender<Handed>,
+    pub(super) subscriptions: Arc<SubscriptionSlots>,
     pub(super) owner: String,
     pub(super) lease_ms: i64,
     pub(super) queue: Arc<dyn Queue>,
     pub(super) health: Arc<WriteHealth>,
 }
 
+/// A delivery handed over in memory, with its subscription's share of
+/// memory (held until it is finished).
+pub(super) struct Handed {
+    pub delivery: Delivery,
+    pub share: Option<ClaimedShare>,
+}
+
 /// A place in the in-memory queue, taken before the write: an event stored
 /// as claimed by this manager is then sure to reach the dispatcher.
 struct FreshSlot {
-    permit: mpsc::OwnedPermit<Delivery>,
+    permit: mpsc::OwnedPermit<Handed>,
     lease: Lease,
+    share: Option<ClaimedShare>,
 }
 
 impl FreshSlot {
@@ -39,7 +49,10 @@ impl FreshSlot {
 
     /// Hand the stored delivery over.
     fn deliver(self, delivery: Delivery) {
-        self.permit.send(delivery);
+        self.permit.send(Handed {
+            delivery,
+            share: self.share,
+        });
     }
 }
 
@@ -75,7 +88,7 @@ impl DispatcherHandle {
         let mut slots: Vec<Option<FreshSlot>> = Vec::with_capacity(event.deliveries.len());
         for delivery in &mut event.deliveries {
             let slot = if delivery.routed() {
-                self.reserve(event.received_at)
+                self.reserve(event.received_at, delivery.subscription_id.as_deref())
             } else {
                 None
             };
@@ -101,10 +114,16 @@ impl DispatcherHandle {
     }
 
     /// A slot for an event about to be stored, or `None` when the queue is
-    /// full (or the dispatcher stopped): then store it unclaimed and `wake`.
-    fn reserve(&self, now: i64) -> Option<FreshSlot> {
+    /// full, its subscription holds its share of memory already, or the
+    /// dispatcher stopped: then store it unclaimed and `wake`.
+    fn reserve(&self, now: i64, subscription: Option<&str>) -> Option<FreshSlot> {
+        let share = match subscription {
+            Some(id) => Some(self.subscriptions.try_hold(id)?),
+            None => None,
+        };
         let permit = self.fresh.clone().try_reserve_owned().ok()?;
         Some(FreshSlot {
+            share,
             permit,
             lease: Lease {
                 owner: self.owner.clone(),

@@ -30,6 +30,8 @@ mod handle;
 
 pub use handle::DispatcherHandle;
 
+use handle::Handed;
+
 use attempt::Held;
 use finish::Finished;
 
@@ -75,7 +77,7 @@ pub struct Dispatcher {
     /// Concurrent sends, over all puppets.
     global: Arc<Semaphore>,
     /// Concurrent sends per subscription (the gate bounds each kfId).
-    subscription_slots: SubscriptionSlots,
+    subscription_slots: Arc<SubscriptionSlots>,
     /// Claimed deliveries held (a backlog being worked through): taken
     /// from the queue and not yet finished, waiting for their turn or being
     /// sent; `max_claimed` bounds the memory a slow endpoint can hold.
@@ -94,10 +96,10 @@ pub struct Dispatcher {
     /// Subscriptions (and the rest of what operators configured).
     directory: Arc<Directory>,
     metrics: Arc<Metrics>,
-    fresh: mpsc::Sender<Delivery>,
+    fresh: mpsc::Sender<Handed>,
     /// What accepting writes last came to (a full disk).
     health: Arc<WriteHealth>,
-    fresh_rx: Mutex<Option<mpsc::Receiver<Delivery>>>,
+    fresh_rx: Mutex<Option<mpsc::Receiver<Handed>>>,
 }
 
 impl Dispatcher {
@@ -118,7 +120,7 @@ impl Dispatcher {
             sender,
             policy: RetryPolicy::from(&config),
             global: Arc::new(Semaphore::new(config.max_concurrent)),
-            subscription_slots: SubscriptionSlots::new(config.max_per_subscription),
+            subscription_slots: Arc::new(SubscriptionSlots::new(config.max_per_subscription)),
             taken: Arc::new(Semaphore::new(config.max_claimed.max(1))),
             fresh_taken: Arc::new(Semaphore::new(FRESH_QUEUE)),
             gate: KfGate::new(config.max_per_puppet, config.wakeup_gap),
@@ -140,6 +142,7 @@ impl Dispatcher {
             wake: self.wake.clone(),
             routes: self.routes.clone(),
             fresh: self.fresh.clone(),
+            subscriptions: self.subscription_slots.clone(),
             owner: self.owner.clone(),
             lease_ms: self.config.lease().as_millis() as i64,
             queue: self.store.clone(),
@@ -152,6 +155,7 @@ impl Dispatcher {
     /// attempt all of it, and record the outcomes in one write.
     pub async fn step(self: &Arc<Self>) -> Step {
         let mut taken: Vec<(Delivery, bool, i64)> = Vec::new();
+        let mut _shares = Vec::new();
         let lease = self.lease_ms();
         if let Some(fresh) = self
             .fresh_rx
@@ -159,7 +163,12 @@ impl Dispatcher {
             .unwrap_or_else(|p| p.into_inner())
             .as_mut()
         {
-            while let Ok(event) = fresh.try_recv() {
+            while let Ok(Handed {
+                delivery: event,
+                share,
+            }) = fresh.try_recv()
+            {
+                _shares.push(share);
                 self.note_newest(&event);
                 let until = event.received_at + lease;
                 taken.push((event, true, until));
@@ -308,7 +317,7 @@ impl Dispatcher {
     /// next start takes it back (another manager, when its lease expires).
     async fn fresh_loop(
         self: Arc<Self>,
-        mut fresh: mpsc::Receiver<Delivery>,
+        mut fresh: mpsc::Receiver<Handed>,
         finished: mpsc::Sender<Finished>,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -321,7 +330,13 @@ impl Dispatcher {
                 event = fresh.recv() => event,
                 _ = shutdown.changed() => continue,
             };
-            let Some(event) = event else { break };
+            let Some(Handed {
+                delivery: event,
+                share,
+            }) = event
+            else {
+                break;
+            };
             while in_flight.try_join_next().is_some() {}
             self.note_newest(&event);
             let permit = tokio::select! {
@@ -333,7 +348,7 @@ impl Dispatcher {
             in_flight.spawn(async move {
                 let lease_until = event.received_at + me.lease_ms();
                 me.deliver(event, finished, true, lease_until).await;
-                drop(permit);
+                drop((permit, share));
             });
         }
         self.finish_in_flight(in_flight).await;
