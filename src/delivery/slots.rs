@@ -20,22 +20,22 @@ pub struct SubscriptionSlots {
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Deliveries held per subscription (handed over or claimed, not yet
     /// finished).
-    claimed: Arc<Mutex<HashMap<String, usize>>>,
+    held: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 /// One delivery of a subscription held in memory, counted until dropped.
-pub struct ClaimedShare {
+pub struct HeldShare {
     subscription: String,
-    claimed: Arc<Mutex<HashMap<String, usize>>>,
+    held: Arc<Mutex<HashMap<String, usize>>>,
 }
 
-impl Drop for ClaimedShare {
+impl Drop for HeldShare {
     fn drop(&mut self) {
-        let mut claimed = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = claimed.get_mut(&self.subscription) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.subscription) {
             *n -= 1;
             if *n == 0 {
-                claimed.remove(&self.subscription);
+                held.remove(&self.subscription);
             }
         }
     }
@@ -46,42 +46,42 @@ impl SubscriptionSlots {
         Self {
             per: per.max(1),
             slots: Mutex::new(HashMap::new()),
-            claimed: Arc::new(Mutex::new(HashMap::new())),
+            held: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
     /// Count a claimed delivery of `subscription` until the share is
     /// dropped (claims skip a subscription holding its share, so a claim
     /// adds at most one batch beyond it).
-    pub fn hold_claimed(&self, subscription: &str) -> ClaimedShare {
+    pub fn hold_claimed(&self, subscription: &str) -> HeldShare {
         self.hold(subscription, usize::MAX)
             .expect("no limit to exceed")
     }
 
     /// Count a delivery about to be handed over, unless `subscription`
     /// holds its whole share already (then it waits in the store).
-    pub fn try_hold(&self, subscription: &str) -> Option<ClaimedShare> {
+    pub fn try_hold(&self, subscription: &str) -> Option<HeldShare> {
         self.hold(subscription, self.per * HELD_PER_SLOT)
     }
 
-    fn hold(&self, subscription: &str, limit: usize) -> Option<ClaimedShare> {
-        let mut claimed = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
-        let held = claimed.entry(subscription.to_owned()).or_insert(0);
-        if *held >= limit {
+    fn hold(&self, subscription: &str, limit: usize) -> Option<HeldShare> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let count = held.entry(subscription.to_owned()).or_insert(0);
+        if *count >= limit {
             return None;
         }
-        *held += 1;
-        Some(ClaimedShare {
+        *count += 1;
+        Some(HeldShare {
             subscription: subscription.to_owned(),
-            claimed: self.claimed.clone(),
+            held: self.held.clone(),
         })
     }
 
     /// Subscriptions holding their whole share: the next claim takes none
     /// of theirs.
-    pub fn claimed_in_full(&self) -> Vec<String> {
+    pub fn held_in_full(&self) -> Vec<String> {
         let share = self.per * HELD_PER_SLOT;
-        self.claimed
+        self.held
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
@@ -137,13 +137,13 @@ mod tests {
     #[test]
     fn a_subscription_holding_its_share_is_skipped_and_handed_no_more_until_one_finishes() {
         let slots = SubscriptionSlots::new(2);
-        let mut held: Vec<ClaimedShare> = (0..2 * HELD_PER_SLOT - 1)
+        let mut held: Vec<HeldShare> = (0..2 * HELD_PER_SLOT - 1)
             .map(|_| slots.hold_claimed("a"))
             .collect();
         let _b = slots.hold_claimed("b");
-        assert!(slots.claimed_in_full().is_empty(), "one short of the share");
+        assert!(slots.held_in_full().is_empty(), "one short of the share");
         held.push(slots.hold_claimed("a"));
-        assert_eq!(slots.claimed_in_full(), ["a"]);
+        assert_eq!(slots.held_in_full(), ["a"]);
         assert!(
             slots.try_hold("a").is_none(),
             "no hand-over beyond the share"
@@ -151,12 +151,9 @@ mod tests {
         held.extend(slots.try_hold("b"));
         held.pop();
         held.pop();
-        assert!(
-            slots.claimed_in_full().is_empty(),
-            "one finished: room again"
-        );
+        assert!(slots.held_in_full().is_empty(), "one finished: room again");
         held.extend(slots.try_hold("a"));
         held.clear();
-        assert_eq!(slots.claimed.lock().unwrap().len(), 1, "only `b` counted");
+        assert_eq!(slots.held.lock().unwrap().len(), 1, "only `b` counted");
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Notify};
 
 use crate::delivery::routes::RouteCache;
-use crate::delivery::slots::{ClaimedShare, SubscriptionSlots};
+use crate::delivery::slots::{HeldShare, SubscriptionSlots};
 use crate::store::{Delivery, InsertOutcome, Lease, NewEvent, Queue, StoreError, WriteHealth};
 
 /// How long an acknowledgement waits for the store: WeChat and WeCom give
@@ -30,7 +30,7 @@ pub struct DispatcherHandle {
 /// memory (held until it is finished).
 pub(super) struct Handed {
     pub delivery: Delivery,
-    pub share: Option<ClaimedShare>,
+    pub share: Option<HeldShare>,
 }
 
 /// A place in the in-memory queue, taken before the write: an event stored
@@ -38,7 +38,7 @@ pub(super) struct Handed {
 struct FreshSlot {
     permit: mpsc::OwnedPermit<Handed>,
     lease: Lease,
-    share: Option<ClaimedShare>,
+    share: Option<HeldShare>,
 }
 
 impl FreshSlot {

@@ -76,7 +76,8 @@ pub struct Dispatcher {
     wake: Arc<Notify>,
     /// Concurrent sends, over all puppets.
     global: Arc<Semaphore>,
-    /// Concurrent sends per subscription (the gate bounds each kfId).
+    /// Per subscription: concurrent sends, and deliveries held in memory
+    /// (the gate bounds each kfId's sends).
     subscription_slots: Arc<SubscriptionSlots>,
     /// Claimed deliveries held (a backlog being worked through): taken
     /// from the queue and not yet finished, waiting for their turn or being
@@ -364,7 +365,7 @@ impl Dispatcher {
 
     async fn claim(&self, now: i64, lease_until: i64, batch: usize) -> Result<Vec<Delivery>, ()> {
         let claim = Claim {
-            skip: self.subscription_slots.claimed_in_full(),
+            skip: self.subscription_slots.held_in_full(),
             ..Claim::new(&self.owner, now, lease_until)
         };
         let started = std::time::Instant::now();
