@@ -54,27 +54,29 @@ impl SubscriptionSlots {
     /// dropped (claims skip a subscription holding its share, so a claim
     /// adds at most one batch beyond it).
     pub fn hold_claimed(&self, subscription: &str) -> HeldShare {
-        self.hold(subscription, usize::MAX)
-            .expect("no limit to exceed")
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        self.count(&mut held, subscription)
     }
 
     /// Count a delivery about to be handed over, unless `subscription`
     /// holds its whole share already (then it waits in the store).
     pub fn try_hold(&self, subscription: &str) -> Option<HeldShare> {
-        self.hold(subscription, self.per * HELD_PER_SLOT)
-    }
-
-    fn hold(&self, subscription: &str, limit: usize) -> Option<HeldShare> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let count = held.entry(subscription.to_owned()).or_insert(0);
-        if *count >= limit {
+        if held
+            .get(subscription)
+            .is_some_and(|n| *n >= self.per * HELD_PER_SLOT)
+        {
             return None;
         }
-        *count += 1;
-        Some(HeldShare {
+        Some(self.count(&mut held, subscription))
+    }
+
+    fn count(&self, held: &mut HashMap<String, usize>, subscription: &str) -> HeldShare {
+        *held.entry(subscription.to_owned()).or_insert(0) += 1;
+        HeldShare {
             subscription: subscription.to_owned(),
             held: self.held.clone(),
-        })
+        }
     }
 
     /// Subscriptions holding their whole share: the next claim takes none
