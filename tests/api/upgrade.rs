@@ -428,7 +428,7 @@ async fn a_migration_interrupted_by_a_kill_is_finished_by_the_next_start() {
                 "killed before the migration committed: none of it is applied"
             );
             assert_eq!(events, n + 4);
-            // The next start applies 4 to 6, once each, and loses nothing.
+            // The next start applies 4 to 7, once each, and loses nothing.
             let p = port();
             let mut second = ManagerProcess::start(p, dir.path(), None);
             second.wait_healthy(&base(p)).await;
@@ -441,7 +441,7 @@ async fn a_migration_interrupted_by_a_kill_is_finished_by_the_next_start() {
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();
-            assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+            assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
             let (events, deliveries): (i64, i64) = c
                 .query_row(
                     "SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM deliveries)",

@@ -48,6 +48,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../../migrations/sqlite/0005_channels.sql"),
     ),
     (6, include_str!("../../../migrations/sqlite/0006_lanes.sql")),
+    (
+        7,
+        include_str!("../../../migrations/sqlite/0007_no_kf_history_index.sql"),
+    ),
 ];
 
 /// How SQLite names the unique column that identifies a resend.
