@@ -102,7 +102,7 @@ fn signature(req: &HttpRequest, name: &'static str) -> Result<String, CallbackEr
 /// GET: WeChat checks the URL; `signature` over (token, timestamp, nonce),
 /// and `echostr` answered exactly as sent.
 #[utoipa::path(get, path = "/wechat/{appId}", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$"), ("signature" = String, Query, min_length = 1, max_length = 256), ("timestamp" = String, Query, min_length = 1, max_length = 256), ("nonce" = String, Query, min_length = 1, max_length = 256), ("echostr" = String, Query, min_length = 1)), responses((status = 200, description = "echostr as sent, text/plain"), (status = 400, description = "Malformed"), (status = 401, description = "Bad signature"), (status = 404, description = "Unknown app")))]
-#[tracing::instrument(name = "push", skip_all, fields(kind = "verify_url", app_id = %path.as_str()))]
+#[tracing::instrument(name = "push", level = "debug", skip_all, fields(kind = "verify_url", app_id = %path.as_str()))]
 async fn verify_url(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -178,7 +178,7 @@ fn read_push(app: &App, req: &HttpRequest, body: &[u8]) -> Result<Read, Callback
 
 /// POST: a push. Stored durably before `success`.
 #[utoipa::path(post, path = "/wechat/{appId}", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$"), ("signature" = Option<String>, Query, nullable = false), ("timestamp" = String, Query, min_length = 1, max_length = 256), ("nonce" = String, Query, min_length = 1, max_length = 256), ("encrypt_type" = Option<String>, Query, nullable = false), ("msg_signature" = Option<String>, Query, nullable = false)), request_body(content = String, content_type = "text/xml"), responses((status = 200, description = "success (stored durably, or the Cloud Run probe)"), (status = 400, description = "Malformed"), (status = 401, description = "Bad signature or receiveid"), (status = 403, description = "Plaintext push to an app that requires encryption"), (status = 404, description = "Unknown app"), (status = 413, description = "Over 64 KiB"), (status = 503, description = "Store unavailable")))]
-#[tracing::instrument(name = "push", skip_all, fields(kind = "wechat", app_id = %path.as_str()))]
+#[tracing::instrument(name = "push", level = "debug", skip_all, fields(kind = "wechat", app_id = %path.as_str()))]
 async fn push(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -221,6 +221,7 @@ async fn push(
     super::callback::log_outcome(
         &state,
         "wechat",
+        &path,
         started,
         &result,
         |outcome| match outcome {
