@@ -149,8 +149,12 @@ impl Application {
             EndpointPolicy::new(config.delivery.endpoint_allow.clone()),
             resolver,
         );
-        let sender = Sender::new(config.delivery.attempt_timeout, endpoint_guard.clone())
-            .context("building the delivery HTTP client")?;
+        let sender = Sender::new(
+            config.delivery.attempt_timeout,
+            config.delivery.max_concurrent,
+            endpoint_guard.clone(),
+        )
+        .context("building the delivery HTTP client")?;
         let owner = instance_id(&config)?;
         let upstream = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))

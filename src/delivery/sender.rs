@@ -28,7 +28,16 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn new(timeout: Duration, guard: EndpointGuard) -> Result<Self, reqwest::Error> {
+    /// `max_concurrent`: the most attempts in flight at once, and so the
+    /// most connections one host can use; that many stay open when idle, so
+    /// that endpoints sharing a host (subscriptions of one system, puppets on
+    /// one machine) do not open a new connection for each attempt. A
+    /// connection idle for 90 s is closed.
+    pub fn new(
+        timeout: Duration,
+        max_concurrent: usize,
+        guard: EndpointGuard,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             // Every address a name resolves to passes the endpoint policy.
             .dns_resolver(std::sync::Arc::new(guard.clone()))
@@ -36,7 +45,8 @@ impl Sender {
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             // A puppet endpoint is where events go; a redirect would send them elsewhere.
             .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(32)
+            .pool_max_idle_per_host(max_concurrent)
+            .pool_idle_timeout(Duration::from_secs(90))
             .build()?;
         Ok(Self { client, guard })
     }
