@@ -442,6 +442,15 @@ async fn a_migration_interrupted_by_a_kill_is_finished_by_the_next_start() {
                 .collect::<Result<_, _>>()
                 .unwrap();
             assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
+            // Version 7 dropped the per-kfId history index nothing read.
+            let by_kf: i64 = c
+                .query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'deliveries_by_kf'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(by_kf, 0, "deliveries_by_kf is gone after the upgrade");
             let (events, deliveries): (i64, i64) = c
                 .query_row(
                     "SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM deliveries)",
