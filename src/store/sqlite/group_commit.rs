@@ -1,14 +1,16 @@
 //! Group commit for the embedded store: accepted callbacks that arrive
 //! together are written in one transaction, so one fsync covers many
-//! acknowledgements. Each caller is answered only when the transaction that
-//! holds its record has committed: no acknowledgement before its write.
+//! acknowledgements. Each caller is answered only once the transaction that
+//! holds its record is on disk: no acknowledgement before its write.
 //!
 //! One writer thread drains whatever is queued (up to `MAX_BATCH` jobs),
 //! takes the store's connection, inserts each row (a duplicate fails only its
 //! own statement, not the batch) and records the delivery outcomes queued
-//! beside them, commits with `synchronous=FULL` (the rest of the store runs
-//! with NORMAL), then answers every caller. One thread for both hot writers
-//! means they never wait for each other's lock.
+//! beside them, commits, and hands the batch's answers to the WAL sync
+//! thread (`wal_sync`), which sends them once an fsync of the WAL that began
+//! after the commit has returned. The writer does not wait for the disk: it
+//! builds the next batch while the last one is synced. One thread for both
+//! hot writers means they never wait for each other's lock.
 
 use std::sync::{Arc, Mutex};
 
@@ -16,6 +18,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::KfId;
+use super::wal_sync::WalSyncer;
 use crate::store::{AttemptResult, InsertOutcome, NewEvent, StoreError};
 
 const MAX_BATCH: usize = 512;
@@ -42,11 +45,15 @@ pub struct GroupWriter {
 
 impl GroupWriter {
     /// Start the writer thread on the store's connection.
-    pub fn start(conn: Arc<Mutex<Connection>>, finish: FinishFn) -> Result<Self, StoreError> {
+    pub fn start(
+        conn: Arc<Mutex<Connection>>,
+        finish: FinishFn,
+        syncer: WalSyncer,
+    ) -> Result<Self, StoreError> {
         let (queue, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("sqlite-group-commit".into())
-            .spawn(move || run(conn, rx, finish))
+            .spawn(move || run(conn, rx, finish, syncer))
             .map_err(|e| StoreError::Other(format!("cannot start the writer thread: {e}")))?;
         Ok(Self { queue })
     }
@@ -74,7 +81,12 @@ impl GroupWriter {
     }
 }
 
-fn run(conn: Arc<Mutex<Connection>>, mut rx: mpsc::Receiver<Job>, finish: FinishFn) {
+fn run(
+    conn: Arc<Mutex<Connection>>,
+    mut rx: mpsc::Receiver<Job>,
+    finish: FinishFn,
+    syncer: WalSyncer,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut inserts = Vec::new();
         let mut finishes = Vec::new();
@@ -89,32 +101,41 @@ fn run(conn: Arc<Mutex<Connection>>, mut rx: mpsc::Receiver<Job>, finish: Finish
                 Err(_) => break,
             }
         }
-        let Ok(mut conn) = conn.lock() else {
-            let poisoned = || StoreError::Other("connection mutex poisoned".into());
-            inserts
-                .into_iter()
-                .for_each(|(_, r)| drop(r.send(Err(poisoned()))));
-            finishes
-                .into_iter()
-                .for_each(|(_, _, r)| drop(r.send(Err(poisoned()))));
-            continue;
+        // One transaction for both: fewer commits, and the pages a batch
+        // shares (the table's tail, hot index pages) are written once.
+        let written = match syncer.failure() {
+            Some(refused) => Err(refused),
+            None => conn
+                .lock()
+                .map_err(|_| StoreError::Other("connection mutex poisoned".into()))
+                .and_then(|mut conn| {
+                    in_transaction(&mut conn, |tx| {
+                        let inserted: Vec<_> =
+                            inserts.iter().map(|(event, _)| insert(tx, event)).collect();
+                        let finished: Vec<_> = finishes
+                            .iter()
+                            .map(|(outcomes, now, _)| {
+                                outcomes.iter().map(|o| finish(tx, o, *now)).collect()
+                            })
+                            .collect();
+                        Ok((inserted, finished))
+                    })
+                }),
         };
-        // One durable transaction for both: fewer commits, and the pages a
-        // batch shares (the table's tail, hot index pages) are written once.
-        let written = durably(&mut conn, |tx| {
-            let inserted: Vec<_> = inserts.iter().map(|(event, _)| insert(tx, event)).collect();
-            let finished: Vec<_> = finishes
-                .iter()
-                .map(|(outcomes, now, _)| outcomes.iter().map(|o| finish(tx, o, *now)).collect())
-                .collect();
-            Ok((inserted, finished))
-        });
-        let (inserted, finished) = match written {
-            Ok((inserted, finished)) => (Ok(inserted), Ok(finished)),
-            Err(e) => (Err(e.clone()), Err(e)),
-        };
-        answer(inserts.into_iter().map(|(_, reply)| reply), inserted);
-        answer(finishes.into_iter().map(|(_, _, reply)| reply), finished);
+        match written {
+            Ok((inserted, finished)) => syncer.after_sync(Box::new(move |synced| {
+                let (inserted, finished) = match synced {
+                    Ok(()) => (Ok(inserted), Ok(finished)),
+                    Err(e) => (Err(e.clone()), Err(e)),
+                };
+                answer(inserts.into_iter().map(|(_, reply)| reply), inserted);
+                answer(finishes.into_iter().map(|(_, _, reply)| reply), finished);
+            })),
+            Err(e) => {
+                answer(inserts.into_iter().map(|(_, r)| r), Err(e.clone()));
+                answer(finishes.into_iter().map(|(_, _, r)| r), Err(e));
+            }
+        }
     }
 }
 
@@ -136,17 +157,6 @@ fn answer<T>(
             }));
         }),
     }
-}
-
-/// One transaction committed with `synchronous=FULL` (fsync of the WAL).
-fn durably<T>(
-    conn: &mut Connection,
-    work: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    let written = in_transaction(conn, work);
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    written
 }
 
 fn in_transaction<T>(

@@ -1,6 +1,7 @@
 //! The embedded store: SQLite (bundled) in WAL mode; accepted callbacks are
-//! group-committed with `synchronous=FULL`, so an acknowledged callback
-//! survives a crash of the process or of the machine.
+//! group-committed and answered once an fsync of the WAL has followed their
+//! commit (`wal_sync`), so an acknowledged callback survives a crash of the
+//! process or of the machine.
 //!
 //! One connection behind a mutex, used from the blocking pool and by the
 //! group-commit writer: SQLite serialises writers anyway, and a single
@@ -23,6 +24,7 @@ mod registrations;
 mod statements;
 mod tokens;
 mod transfer;
+mod wal_sync;
 
 use crate::store::{DeliveryStatus, PayloadKind, Sealer, Store, StoreError};
 use group_commit::GroupWriter;
@@ -185,17 +187,23 @@ impl SqliteStore {
         // Checkpoints run beside the writer (`start_checkpointer`); this is
         // only the safety net should that thread ever fall far behind.
         conn.pragma_update(None, "wal_autocheckpoint", 20_000)?;
-        // Accepted callbacks are written by the group writer with FULL. This
-        // connection keeps delivery state and registrations: NORMAL survives a
-        // crash of the process; after a power loss a just-finished delivery may
-        // be repeated (at least once) and a just-made registration redone.
+        // Accepted callbacks and delivery outcomes are answered by the group
+        // writer after an fsync of the WAL (`wal_sync`). The other writes on
+        // this connection (claims, registrations) rely on NORMAL: they survive
+        // a crash of the process; after a power loss a just-claimed delivery
+        // may be claimed again (at least once) and a just-made registration
+        // redone.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let main = SharedConnection::new(conn);
         start_checkpointer(&path, Arc::downgrade(&main.conn))?;
         let store = Self {
-            writer: GroupWriter::start(main.conn.clone(), finish_one)?,
+            writer: GroupWriter::start(
+                main.conn.clone(),
+                finish_one,
+                wal_sync::WalSyncer::start(&path)?,
+            )?,
             main,
             scans: SharedConnection::reader(&path)?,
             lookups: SharedConnection::reader(&path)?,
