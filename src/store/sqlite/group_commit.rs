@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::KfId;
 use super::wal_sync::WalSyncer;
+use crate::domain::KfId;
 use crate::store::{AttemptResult, InsertOutcome, NewEvent, StoreError};
 
 const MAX_BATCH: usize = 512;

@@ -56,7 +56,9 @@ impl WalSyncer {
 
     /// Why writes are refused, once a sync has failed.
     pub fn failure(&self) -> Option<StoreError> {
-        self.failure.get().map(|why| StoreError::Unavailable(why.clone()))
+        self.failure
+            .get()
+            .map(|why| StoreError::Unavailable(why.clone()))
     }
 }
 
