@@ -122,19 +122,19 @@ fn run(
                     })
                 }),
         };
+        let respond = move |written: Result<_, StoreError>| {
+            let (inserted, finished) = match written {
+                Ok((inserted, finished)) => (Ok(inserted), Ok(finished)),
+                Err(e) => (Err(e.clone()), Err(e)),
+            };
+            answer(inserts.into_iter().map(|(_, reply)| reply), inserted);
+            answer(finishes.into_iter().map(|(_, _, reply)| reply), finished);
+        };
         match written {
-            Ok((inserted, finished)) => syncer.after_sync(Box::new(move |synced| {
-                let (inserted, finished) = match synced {
-                    Ok(()) => (Ok(inserted), Ok(finished)),
-                    Err(e) => (Err(e.clone()), Err(e)),
-                };
-                answer(inserts.into_iter().map(|(_, reply)| reply), inserted);
-                answer(finishes.into_iter().map(|(_, _, reply)| reply), finished);
-            })),
-            Err(e) => {
-                answer(inserts.into_iter().map(|(_, r)| r), Err(e.clone()));
-                answer(finishes.into_iter().map(|(_, _, r)| r), Err(e));
+            Ok(results) => {
+                syncer.after_sync(Box::new(move |synced| respond(synced.map(|()| results))))
             }
+            Err(e) => respond(Err(e)),
         }
     }
 }
