@@ -88,29 +88,19 @@ async fn main() -> anyhow::Result<()> {
 #[async_trait::async_trait]
 trait HotWrites: Send + Sync {
     async fn insert(&self, event: NewEvent) -> anyhow::Result<InsertOutcome>;
-    async fn finish(
-        &self,
-        delivery: String,
-        claim: String,
-        result: AttemptResult,
-    ) -> anyhow::Result<bool>;
+    async fn finish(&self, outcome: Outcome) -> anyhow::Result<bool>;
 }
+
+/// A delivery's id, the claim that holds it, how its attempt ended.
+type Outcome = (String, String, AttemptResult);
 
 #[async_trait::async_trait]
 impl HotWrites for SqliteStore {
     async fn insert(&self, event: NewEvent) -> anyhow::Result<InsertOutcome> {
         Ok(self.insert_event(&event).await?)
     }
-    async fn finish(
-        &self,
-        delivery: String,
-        claim: String,
-        result: AttemptResult,
-    ) -> anyhow::Result<bool> {
-        let now = now_ms();
-        let done = self
-            .finish_attempts(&[(delivery, claim, result)], now)
-            .await?;
+    async fn finish(&self, outcome: Outcome) -> anyhow::Result<bool> {
+        let done = self.finish_attempts(&[outcome], now_ms()).await?;
         Ok(done.first().copied().unwrap_or(false))
     }
 }
@@ -133,7 +123,7 @@ async fn one_callback(store: &dyn HotWrites, i: usize) -> anyhow::Result<()> {
             by: uuid::Uuid::now_v7().to_string(),
         }
     };
-    if !store.finish(delivery, claim, result).await? {
+    if !store.finish((delivery, claim, result)).await? {
         bail!("the outcome of callback {i} found no claim");
     }
     Ok(())
@@ -235,12 +225,7 @@ impl Usage {
 /// One write waiting in a group writer's queue.
 enum Op {
     Insert(NewEvent, oneshot::Sender<anyhow::Result<InsertOutcome>>),
-    Finish(
-        String,
-        String,
-        AttemptResult,
-        oneshot::Sender<anyhow::Result<bool>>,
-    ),
+    Finish(Outcome, oneshot::Sender<anyhow::Result<bool>>),
 }
 
 /// An engine a group writer drives: applies a batch, then makes it durable.
@@ -315,14 +300,9 @@ impl HotWrites for GroupWriter {
         self.queue.send(Op::Insert(event, to))?;
         answer.await?
     }
-    async fn finish(
-        &self,
-        delivery: String,
-        claim: String,
-        result: AttemptResult,
-    ) -> anyhow::Result<bool> {
+    async fn finish(&self, outcome: Outcome) -> anyhow::Result<bool> {
         let (to, answer) = oneshot::channel();
-        self.queue.send(Op::Finish(delivery, claim, result, to))?;
+        self.queue.send(Op::Finish(outcome, to))?;
         answer.await?
     }
 }
@@ -466,7 +446,7 @@ impl Engine for FjallEngine {
                     }
                     answers.push(Answer::Inserted(InsertOutcome::Stored));
                 }
-                Op::Finish(id, claim, result, _) => {
+                Op::Finish((id, claim, result), _) => {
                     answers.push(Answer::Finished(
                         self.finish(&mut batch, &fresh, id, claim, result)?,
                     ));
@@ -596,7 +576,7 @@ impl Engine for LogEngine {
                     self.buffer.extend_from_slice(&record.0);
                     answers.push(Answer::Inserted(InsertOutcome::Stored));
                 }
-                Op::Finish(id, claim, result, _) => {
+                Op::Finish((id, claim, result), _) => {
                     if self.claims.get(id) != Some(claim) {
                         answers.push(Answer::Finished(false));
                         continue;
