@@ -34,6 +34,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
+use wxkf_manager::clock::{Clock, SystemClock};
 use wxkf_manager::domain::{CorpId, KfId};
 use wxkf_manager::store::sqlite::SqliteStore;
 use wxkf_manager::store::{
@@ -179,9 +180,7 @@ fn callback(i: usize) -> anyhow::Result<NewEvent> {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemClock.now_ms()
 }
 
 /// What the process used: CPU of all its threads, bytes it had written to
@@ -269,26 +268,34 @@ impl GroupWriter {
     }
 }
 
+/// Each op's answer, in order, or the batch's error to all.
 fn answer(batch: Vec<Op>, outcome: anyhow::Result<Vec<Answer>>) {
     match outcome {
-        Ok(answers) => {
-            for (op, answer) in batch.into_iter().zip(answers) {
-                match (op, answer) {
-                    (Op::Insert(_, to), Answer::Inserted(o)) => drop(to.send(Ok(o))),
-                    (Op::Finish(.., to), Answer::Finished(f)) => drop(to.send(Ok(f))),
-                    (Op::Insert(_, to), _) => drop(to.send(Err(anyhow::anyhow!("mismatch")))),
-                    (Op::Finish(.., to), _) => drop(to.send(Err(anyhow::anyhow!("mismatch")))),
-                }
-            }
-        }
+        Ok(answers) => batch
+            .into_iter()
+            .zip(answers)
+            .for_each(|(op, answer)| op.reply(Ok(answer))),
         Err(e) => {
             let e = e.to_string();
-            for op in batch {
-                match op {
-                    Op::Insert(_, to) => drop(to.send(Err(anyhow::anyhow!(e.clone())))),
-                    Op::Finish(.., to) => drop(to.send(Err(anyhow::anyhow!(e.clone())))),
-                }
-            }
+            batch
+                .into_iter()
+                .for_each(|op| op.reply(Err(anyhow::anyhow!(e.clone()))));
+        }
+    }
+}
+
+impl Op {
+    fn reply(self, answer: anyhow::Result<Answer>) {
+        let mismatch = || anyhow::anyhow!("an engine answered another kind of write");
+        match self {
+            Op::Insert(_, to) => drop(to.send(answer.and_then(|a| match a {
+                Answer::Inserted(outcome) => Ok(outcome),
+                Answer::Finished(_) => Err(mismatch()),
+            }))),
+            Op::Finish(_, to) => drop(to.send(answer.and_then(|a| match a {
+                Answer::Finished(done) => Ok(done),
+                Answer::Inserted(_) => Err(mismatch()),
+            }))),
         }
     }
 }
@@ -347,22 +354,33 @@ fn event_record(e: &NewEvent) -> Vec<u8> {
 /// updated at, superseded by.
 fn delivery_record(
     seq: u64,
-    d: &NewDelivery,
+    (corp, kf): (&[u8], &[u8]),
     status: DeliveryStatus,
-    claim: &str,
+    claim: &[u8],
     at: i64,
     by: &str,
 ) -> Vec<u8> {
     Fields::default()
         .put(&seq.to_be_bytes())
-        .put(d.corp_id.as_str().as_bytes())
-        .put(d.kf_id.as_ref().map_or("", |k| k.as_str()).as_bytes())
+        .put(corp)
+        .put(kf)
         .put(status.as_str().as_bytes())
-        .put(claim.as_bytes())
+        .put(claim)
         .put(&at.to_be_bytes())
         .put(&at.to_be_bytes())
         .put(by.as_bytes())
         .0
+}
+
+/// Where a delivery goes: its corp and kfId.
+fn target(d: &NewDelivery) -> (&[u8], &[u8]) {
+    let kf = d.kf_id.as_ref().map_or("", |k| k.as_str());
+    (d.corp_id.as_str().as_bytes(), kf.as_bytes())
+}
+
+/// The claim a delivery is stored with.
+fn claim_of(d: &NewDelivery) -> &str {
+    d.lease.as_ref().map_or("", |l| l.claim_id.as_str())
 }
 
 /// The keys of the two indexes the SQLite schema keeps for a delivery: due
@@ -371,7 +389,7 @@ fn due_key(status: &[u8], at: i64, seq: u64) -> Vec<u8> {
     [status, b"|puppets|", &at.to_be_bytes(), &seq.to_be_bytes()].concat()
 }
 
-fn waiting_key(corp: &[u8], kf: &[u8], seq: u64) -> Vec<u8> {
+fn waiting_key((corp, kf): (&[u8], &[u8]), seq: u64) -> Vec<u8> {
     [corp, b"|", kf, b"|", &seq.to_be_bytes()].concat()
 }
 
@@ -407,8 +425,6 @@ impl Engine for FjallEngine {
     fn apply(&mut self, ops: &[&Op]) -> anyhow::Result<Vec<Answer>> {
         let mut batch = self.db.batch();
         let mut keys_in_batch = HashSet::new();
-        // Deliveries written in this batch, which a read of the tree would not see yet.
-        let mut fresh: HashMap<&str, (u64, &NewDelivery, &str)> = HashMap::new();
         let mut answers = Vec::with_capacity(ops.len());
         for op in ops {
             match op {
@@ -424,31 +440,25 @@ impl Engine for FjallEngine {
                     batch.insert(&self.events, seq.to_be_bytes(), event_record(e));
                     batch.insert(&self.dedup, e.dedup_key.as_str(), seq.to_be_bytes());
                     for d in &e.deliveries {
-                        let claim = d.lease.as_ref().map_or("", |l| l.claim_id.as_str());
                         let pending = DeliveryStatus::Pending;
+                        let claim = claim_of(d).as_bytes();
                         batch.insert(
                             &self.deliveries,
                             d.id.as_str(),
-                            delivery_record(seq, d, pending, claim, e.received_at, ""),
+                            delivery_record(seq, target(d), pending, claim, e.received_at, ""),
                         );
                         batch.insert(
                             &self.due,
                             due_key(pending.as_str().as_bytes(), e.received_at, seq),
                             d.id.as_str(),
                         );
-                        let kf = d.kf_id.as_ref().map_or("", |k| k.as_str());
-                        batch.insert(
-                            &self.waiting,
-                            waiting_key(d.corp_id.as_str().as_bytes(), kf.as_bytes(), seq),
-                            d.id.as_str(),
-                        );
-                        fresh.insert(d.id.as_str(), (seq, d, claim));
+                        batch.insert(&self.waiting, waiting_key(target(d), seq), d.id.as_str());
                     }
                     answers.push(Answer::Inserted(InsertOutcome::Stored));
                 }
                 Op::Finish((id, claim, result), _) => {
                     answers.push(Answer::Finished(
-                        self.finish(&mut batch, &fresh, id, claim, result)?,
+                        self.finish(&mut batch, id, claim, result)?,
                     ));
                 }
             }
@@ -465,36 +475,22 @@ impl Engine for FjallEngine {
 
 impl FjallEngine {
     /// Moves a delivery out of pending, if `claim` still holds it: rewrites
-    /// its row and both index entries, as SQLite's UPDATE does.
+    /// its row and both index entries, as SQLite's UPDATE does. Its insert
+    /// is in an earlier batch: a caller records an outcome only once its
+    /// insert was answered.
     fn finish(
         &self,
         batch: &mut fjall::OwnedWriteBatch,
-        fresh: &HashMap<&str, (u64, &NewDelivery, &str)>,
         id: &str,
         claim: &str,
         result: &AttemptResult,
     ) -> anyhow::Result<bool> {
-        let stored = self.deliveries.get(id)?;
-        let (seq, corp, kf, held, at) = match (fresh.get(id), &stored) {
-            (Some((seq, d, held)), _) => (
-                *seq,
-                d.corp_id.as_str().as_bytes().to_vec(),
-                d.kf_id
-                    .as_ref()
-                    .map_or("", |k| k.as_str())
-                    .as_bytes()
-                    .to_vec(),
-                held.as_bytes().to_vec(),
-                now_ms(),
-            ),
-            (None, Some(row)) => {
-                let f = split_fields(row);
-                let seq = u64::from_be_bytes(f[0].try_into()?);
-                let at = i64::from_be_bytes(f[5].try_into()?);
-                (seq, f[1].to_vec(), f[2].to_vec(), f[4].to_vec(), at)
-            }
-            (None, None) => return Ok(false),
+        let Some(row) = self.deliveries.get(id)? else {
+            return Ok(false);
         };
+        let f = split_fields(&row);
+        let (seq, corp, kf, held) = (u64::from_be_bytes(f[0].try_into()?), f[1], f[2], f[4]);
+        let due_at = i64::from_be_bytes(f[5].try_into()?);
         if held != claim.as_bytes() {
             return Ok(false);
         }
@@ -503,23 +499,15 @@ impl FjallEngine {
             other => (other.status().unwrap_or(DeliveryStatus::Pending), ""),
         };
         let now = now_ms();
-        let row = Fields::default()
-            .put(&seq.to_be_bytes())
-            .put(&corp)
-            .put(&kf)
-            .put(status.as_str().as_bytes())
-            .put(b"")
-            .put(&now.to_be_bytes())
-            .put(&now.to_be_bytes())
-            .put(by.as_bytes())
-            .0;
-        batch.insert(&self.deliveries, id, row);
-        batch.remove(
-            &self.due,
-            due_key(DeliveryStatus::Pending.as_str().as_bytes(), at, seq),
+        let pending = DeliveryStatus::Pending.as_str().as_bytes();
+        batch.insert(
+            &self.deliveries,
+            id,
+            delivery_record(seq, (corp, kf), status, b"", now, by),
         );
+        batch.remove(&self.due, due_key(pending, due_at, seq));
         batch.insert(&self.due, due_key(status.as_str().as_bytes(), now, seq), id);
-        batch.remove(&self.waiting, waiting_key(&corp, &kf, seq));
+        batch.remove(&self.waiting, waiting_key((corp, kf), seq));
         Ok(true)
     }
 }
@@ -561,12 +549,13 @@ impl Engine for LogEngine {
                     }
                     let mut record = Fields::default().put(b"E").put(&event_record(e));
                     for d in &e.deliveries {
-                        let claim = d.lease.as_ref().map_or("", |l| l.claim_id.as_str());
+                        let pending = DeliveryStatus::Pending;
+                        let claim = claim_of(d);
                         let row = delivery_record(
                             0,
-                            d,
-                            DeliveryStatus::Pending,
-                            claim,
+                            target(d),
+                            pending,
+                            claim.as_bytes(),
                             e.received_at,
                             "",
                         );
