@@ -83,7 +83,7 @@ const PREFIX: &str = "whsec_";
 impl WebhookSecret {
     pub fn generate() -> Self {
         let mut key = vec![0u8; 32];
-        rand::thread_rng().fill_bytes(&mut key);
+        rand::rng().fill_bytes(&mut key);
         Self(key)
     }
 

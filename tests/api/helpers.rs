@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::distributions::{Alphanumeric, DistString};
+use rand::distr::{Alphanumeric, SampleString};
 use wxkf_manager::clock::Clock;
 use wxkf_manager::config::Config;
 use wxkf_manager::delivery::{HostResolver, SystemResolver};
@@ -23,7 +23,7 @@ pub fn free_port() -> u16 {
 }
 
 pub fn random_string(len: usize) -> String {
-    Alphanumeric.sample_string(&mut rand::thread_rng(), len)
+    Alphanumeric.sample_string(&mut rand::rng(), len)
 }
 
 /// A corp's callback credentials, as WeCom and its puppets know them.
