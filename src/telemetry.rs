@@ -10,8 +10,11 @@ use tracing_subscriber::{fmt, EnvFilter, Layer};
 
 /// Install the global subscriber. Keep the returned guards alive for the
 /// life of the program: dropping them flushes the writers.
+/// The log filter's variable (read here, not by `config`).
+pub const LOG_FILTER: &str = "RUST_LOG";
+
 pub fn init(log_path: Option<&Path>) -> Vec<WorkerGuard> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env(LOG_FILTER).unwrap_or_else(|_| EnvFilter::new("info"));
     let mut guards = Vec::new();
     let (stdout, guard) = tracing_appender::non_blocking(std::io::stdout());
     guards.push(guard);

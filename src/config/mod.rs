@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::domain::Secret;
+pub use crate::delivery::DeliveryConfig;
+use crate::domain::{EndpointAllow, Secret};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -52,71 +53,6 @@ impl Default for RegistrationLimits {
             per_minute: Some(600),
             max_kf_per_corp: 1000,
         }
-    }
-}
-
-/// How accepted events are delivered to puppets.
-#[derive(Debug, Clone)]
-pub struct DeliveryConfig {
-    /// Per-attempt HTTP timeout.
-    pub attempt_timeout: Duration,
-    /// First retry delay; doubles each attempt up to `retry_cap`.
-    pub retry_base: Duration,
-    pub retry_cap: Duration,
-    /// After this long since acceptance a failing event becomes a dead letter.
-    pub retry_window: Duration,
-    pub max_concurrent: usize,
-    pub max_per_puppet: usize,
-    /// Concurrent sends to one subscription (every event goes to a
-    /// subscriber, so more than to a puppet, whose wake-ups coalesce).
-    pub max_per_subscription: usize,
-    /// Claimed deliveries held in memory at once (waiting for their turn or
-    /// being sent): bounds what a backlog costs; each subscription holds
-    /// at most four per sending slot of it.
-    pub max_claimed: usize,
-    /// Consecutive connection failures after which a puppet is marked
-    /// offline and its wake-ups park until it registers (0: never).
-    pub offline_after: u32,
-    /// Fallback poll interval when no notification arrives.
-    pub poll_interval: Duration,
-    /// Delivered and superseded events are kept this long (≥ the 24 h dedup window).
-    pub retention: Duration,
-    pub dead_retention: Duration,
-    /// Deliver only the newest of several waiting wake-ups of one kfId.
-    pub coalesce: bool,
-    /// Least time between two wake-ups sent to one kfId; the ones arriving
-    /// meanwhile collapse into the newest (zero: no gap).
-    pub wakeup_gap: Duration,
-    /// Where deliveries may go (CIDRs and host names); `None`: anywhere.
-    pub endpoint_allow: Option<crate::domain::EndpointAllow>,
-}
-
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        Self {
-            attempt_timeout: Duration::from_secs(10),
-            retry_base: Duration::from_secs(1),
-            retry_cap: Duration::from_secs(600),
-            retry_window: Duration::from_secs(24 * 3600),
-            max_concurrent: 1024,
-            max_per_puppet: 8,
-            max_per_subscription: 32,
-            max_claimed: 8192,
-            offline_after: 3,
-            poll_interval: Duration::from_secs(1),
-            retention: Duration::from_secs(3 * 24 * 3600),
-            dead_retention: Duration::from_secs(30 * 24 * 3600),
-            coalesce: true,
-            wakeup_gap: Duration::from_millis(50),
-            endpoint_allow: None,
-        }
-    }
-}
-
-impl DeliveryConfig {
-    /// A lease outlives an attempt by a safe margin.
-    pub fn lease(&self) -> Duration {
-        self.attempt_timeout * 2 + Duration::from_secs(5)
     }
 }
 
@@ -167,154 +103,111 @@ impl Config {
     }
 
     /// Parse from any key lookup (the environment, or a map in tests).
+    /// Every variable is read exactly once, here, one line each; the table in
+    /// `docs/configuration.md` is checked against the names read.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let env = Env(get);
         let mut c = Self::defaults();
-        if let Some(v) = get("HOST") {
-            c.host = v.parse().map_err(|_| bad("HOST", "not an IP address"))?;
-        }
-        if let Some(v) = get("PORT") {
-            c.port = v
-                .parse()
-                .map_err(|_| bad("PORT", "not a port number (0-65535)"))?;
-        }
-        if let Some(v) = get("MONGO_URI") {
-            if !(v.starts_with("mongodb://") || v.starts_with("mongodb+srv://")) {
-                return Err(bad(
-                    "MONGO_URI",
-                    "must start with mongodb:// or mongodb+srv://",
-                ));
-            }
-            c.mongo_uri = Some(Secret::new(v));
-        }
-        if let Some(v) = get("MONGO_COMMAND_COUNTS") {
-            c.mongo_command_counts = match v.as_str() {
-                "true" => true,
-                "false" => false,
-                _ => return Err(bad("MONGO_COMMAND_COUNTS", "must be true or false")),
-            };
-        }
-        if let Some(v) = get("DATA_DIR") {
-            c.data_dir = PathBuf::from(v);
-        }
-        if let Some(v) = get("WECOM_API_BASE") {
-            c.wecom_api_base = http_url("WECOM_API_BASE", &v)?
-                .trim_end_matches('/')
-                .to_owned();
-            c.access_token_url = format!("{}/cgi-bin/gettoken", c.wecom_api_base);
-        }
-        if let Some(v) = get("WECHAT_API_BASE") {
-            c.wechat_api_base = http_url("WECHAT_API_BASE", &v)?
-                .trim_end_matches('/')
-                .to_owned();
-        }
-        if let Some(v) = get("ACCESS_TOKEN_URL") {
-            c.access_token_url = http_url("ACCESS_TOKEN_URL", &v)?;
-        }
-        if let Some(v) = get("ADMIN_TOKEN") {
-            if v.len() < 16 {
-                return Err(bad("ADMIN_TOKEN", "must be at least 16 characters"));
-            }
-            c.admin_token = Some(Secret::new(v));
-        }
-        if let Some(v) = get("REGISTER_SECRET") {
-            if v.len() < 16
-                || !v
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(bad(
-                    "REGISTER_SECRET",
-                    "must be at least 16 characters of [A-Za-z0-9_-]",
-                ));
-            }
-            c.register_secret = Some(Secret::new(v));
-        }
-        if let Some(v) = get("SECRETS_KEY") {
-            use base64::Engine;
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(v.trim())
-                .map_err(|_| bad("SECRETS_KEY", "not base64"))?;
-            let key: [u8; 32] = bytes
-                .try_into()
-                .map_err(|_| bad("SECRETS_KEY", "must be 32 bytes (44 base64 characters)"))?;
-            c.secrets_key = Some(SecretsKey(key));
-        }
-        if let Some(v) = get("ENDPOINT_ALLOW") {
-            c.delivery.endpoint_allow = Some(
-                crate::domain::EndpointAllow::parse(&v)
-                    .map_err(|reason| bad("ENDPOINT_ALLOW", &reason))?,
-            );
-        }
-        if let Some(v) = get("REGISTER_RATE_PER_MINUTE") {
-            let n = number("REGISTER_RATE_PER_MINUTE", &v)?;
-            c.registration.per_minute = match u32::try_from(n) {
-                Ok(0) => None,
-                Ok(n) => Some(n),
-                Err(_) => return Err(bad("REGISTER_RATE_PER_MINUTE", "too large")),
-            };
-        }
-        if let Some(v) = get("MAX_KF_PER_CORP") {
-            c.registration.max_kf_per_corp = match number("MAX_KF_PER_CORP", &v)? {
-                0 => return Err(bad("MAX_KF_PER_CORP", "must be at least 1")),
-                n => n,
-            };
-        }
-        c.log_path = get("LOG_PATH").map(PathBuf::from);
-        c.instance_id = get("INSTANCE_ID");
         let d = &mut c.delivery;
-        if let Some(v) = get("DELIVERY_TIMEOUT_MS") {
-            d.attempt_timeout = Duration::from_millis(positive("DELIVERY_TIMEOUT_MS", &v)?);
+
+        env.set("HOST", &mut c.host, |v| {
+            v.parse().map_err(|_| "not an IP address".into())
+        })?;
+        env.set("PORT", &mut c.port, |v| {
+            v.parse().map_err(|_| "not a port number (0-65535)".into())
+        })?;
+        c.mongo_uri = env.read("MONGO_URI", mongo_uri)?;
+        env.set("MONGO_COMMAND_COUNTS", &mut c.mongo_command_counts, flag)?;
+        env.set("DATA_DIR", &mut c.data_dir, |v| Ok(PathBuf::from(v)))?;
+        if let Some(base) = env.read("WECOM_API_BASE", api_base)? {
+            c.access_token_url = format!("{base}/cgi-bin/gettoken");
+            c.wecom_api_base = base;
         }
-        if let Some(v) = get("RETRY_BASE_MS") {
-            d.retry_base = Duration::from_millis(positive("RETRY_BASE_MS", &v)?);
-        }
-        if let Some(v) = get("RETRY_CAP_MS") {
-            d.retry_cap = Duration::from_millis(positive("RETRY_CAP_MS", &v)?);
-        }
+        env.set("WECHAT_API_BASE", &mut c.wechat_api_base, api_base)?;
+        env.set("ACCESS_TOKEN_URL", &mut c.access_token_url, http_url)?;
+        c.admin_token = env.read("ADMIN_TOKEN", admin_token)?;
+        c.register_secret = env.read("REGISTER_SECRET", register_secret)?;
+        c.secrets_key = env.read("SECRETS_KEY", secrets_key)?;
+        d.endpoint_allow = env.read("ENDPOINT_ALLOW", EndpointAllow::parse)?;
+        c.registration.per_minute =
+            match env.read("REGISTER_RATE_PER_MINUTE", whole(0, u32::MAX))? {
+                Some(0) => None,
+                Some(n) => Some(n as u32),
+                None => c.registration.per_minute,
+            };
+        env.set(
+            "MAX_KF_PER_CORP",
+            &mut c.registration.max_kf_per_corp,
+            whole(1, u64::MAX),
+        )?;
+        c.log_path = env.read("LOG_PATH", |v| Ok(PathBuf::from(v)))?;
+        c.instance_id = env.read("INSTANCE_ID", |v| Ok(v.to_owned()))?;
+        env.set("DELIVERY_TIMEOUT_MS", &mut d.attempt_timeout, millis(1))?;
+        env.set("RETRY_BASE_MS", &mut d.retry_base, millis(1))?;
+        env.set("RETRY_CAP_MS", &mut d.retry_cap, millis(1))?;
         if d.retry_cap < d.retry_base {
             return Err(bad("RETRY_CAP_MS", "must not be below RETRY_BASE_MS"));
         }
-        if let Some(v) = get("RETRY_WINDOW_SECS") {
-            d.retry_window = Duration::from_secs(positive("RETRY_WINDOW_SECS", &v)?);
-        }
-        if let Some(v) = get("DELIVERY_CONCURRENCY") {
-            d.max_concurrent = count("DELIVERY_CONCURRENCY", &v, 1_000_000)?;
-        }
-        if let Some(v) = get("DELIVERY_PER_PUPPET") {
-            d.max_per_puppet = count("DELIVERY_PER_PUPPET", &v, 10_000)?;
-        }
-        if let Some(v) = get("DELIVERY_PER_SUBSCRIPTION") {
-            d.max_per_subscription = count("DELIVERY_PER_SUBSCRIPTION", &v, 10_000)?;
-        }
-        if let Some(v) = get("DELIVERY_MAX_CLAIMED") {
-            d.max_claimed = count("DELIVERY_MAX_CLAIMED", &v, 1_000_000)?;
-        }
-        if let Some(v) = get("PUPPET_OFFLINE_AFTER") {
-            d.offline_after = u32::try_from(number("PUPPET_OFFLINE_AFTER", &v)?)
-                .map_err(|_| bad("PUPPET_OFFLINE_AFTER", "too large"))?;
-        }
-        if let Some(v) = get("COALESCE_WAKEUPS") {
-            d.coalesce = match v.as_str() {
-                "1" | "true" | "on" => true,
-                "0" | "false" | "off" => false,
-                _ => return Err(bad("COALESCE_WAKEUPS", "must be true or false")),
-            };
-        }
-        if let Some(v) = get("WAKEUP_GAP_MS") {
-            d.wakeup_gap = millis("WAKEUP_GAP_MS", &v)?;
-        }
-        if let Some(v) = get("RETENTION_HOURS") {
-            let hours = number("RETENTION_HOURS", &v)?;
-            if hours < 24 {
-                return Err(bad(
-                    "RETENTION_HOURS",
-                    "must be at least 24 (the dedup window)",
-                ));
+        env.set("RETRY_WINDOW_SECS", &mut d.retry_window, |v| {
+            whole(1, u64::MAX)(v).map(Duration::from_secs)
+        })?;
+        env.set(
+            "DELIVERY_CONCURRENCY",
+            &mut d.max_concurrent,
+            count(1_000_000),
+        )?;
+        env.set("DELIVERY_PER_PUPPET", &mut d.max_per_puppet, count(10_000))?;
+        env.set(
+            "DELIVERY_PER_SUBSCRIPTION",
+            &mut d.max_per_subscription,
+            count(10_000),
+        )?;
+        env.set("DELIVERY_MAX_CLAIMED", &mut d.max_claimed, count(1_000_000))?;
+        env.set("PUPPET_OFFLINE_AFTER", &mut d.offline_after, |v| {
+            whole(0, u32::MAX)(v).map(|n| n as u32)
+        })?;
+        env.set("COALESCE_WAKEUPS", &mut d.coalesce, flag)?;
+        env.set("WAKEUP_GAP_MS", &mut d.wakeup_gap, millis(0))?;
+        env.set("RETENTION_HOURS", &mut d.retention, |v| {
+            match whole(0, u64::MAX / 3600)(v)? {
+                hours if hours < 24 => Err("must be at least 24 (the dedup window)".into()),
+                hours => Ok(Duration::from_secs(hours * 3600)),
             }
-            d.retention = Duration::from_secs(hours * 3600);
-        }
+        })?;
         Ok(c)
+    }
+}
+
+/// The lookup as the reader sees it: a value that is empty or only blanks is
+/// unset, and every error names its variable.
+struct Env<F>(F);
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    /// The variable parsed, or `None` when it is unset.
+    fn read<T>(
+        &self,
+        var: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        match (self.0)(var).filter(|v| !v.trim().is_empty()) {
+            None => Ok(None),
+            Some(v) => parse(&v)
+                .map(Some)
+                .map_err(|reason| ConfigError { var, reason }),
+        }
+    }
+
+    /// The variable parsed into `slot`, which keeps its default when unset.
+    fn set<T>(
+        &self,
+        var: &'static str,
+        slot: &mut T,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<(), ConfigError> {
+        if let Some(value) = self.read(var, parse)? {
+            *slot = value;
+        }
+        Ok(())
     }
 }
 
@@ -325,37 +218,82 @@ fn bad(var: &'static str, reason: &str) -> ConfigError {
     }
 }
 
-fn http_url(var: &'static str, v: &str) -> Result<String, ConfigError> {
+fn flag(v: &str) -> Result<bool, String> {
+    match v {
+        "1" | "true" | "on" => Ok(true),
+        "0" | "false" | "off" => Ok(false),
+        _ => Err("must be true or false".into()),
+    }
+}
+
+/// A whole number within `min..=max`; zero, where `min` is 1, would stop
+/// delivery or retry at once, so it is refused rather than raised.
+fn whole(min: u64, max: impl Into<u64>) -> impl Fn(&str) -> Result<u64, String> {
+    let max = max.into();
+    move |v| match v.parse::<u64>() {
+        Err(_) => Err("not a whole number".into()),
+        Ok(n) if n < min => Err(format!("must be at least {min}")),
+        Ok(n) if n > max && max >= u64::from(u32::MAX) => Err("too large".into()),
+        Ok(n) if n > max => Err(format!("must be at most {max}")),
+        Ok(n) => Ok(n),
+    }
+}
+
+/// A count of slots between 1 and `max` (a semaphore's size).
+fn count(max: u64) -> impl Fn(&str) -> Result<usize, String> {
+    move |v| whole(1, max)(v).map(|n| n as usize)
+}
+
+fn millis(min: u64) -> impl Fn(&str) -> Result<Duration, String> {
+    move |v| whole(min, u64::MAX)(v).map(Duration::from_millis)
+}
+
+fn http_url(v: &str) -> Result<String, String> {
     match url::Url::parse(v) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
             Ok(v.to_owned())
         }
-        _ => Err(bad(var, "not an http(s) URL")),
+        _ => Err("not an http(s) URL".into()),
     }
 }
 
-fn number(var: &'static str, v: &str) -> Result<u64, ConfigError> {
-    v.parse().map_err(|_| bad(var, "not a whole number"))
+/// An API origin, without the trailing slash paths are joined to.
+fn api_base(v: &str) -> Result<String, String> {
+    http_url(v).map(|u| u.trim_end_matches('/').to_owned())
 }
 
-/// A whole number of at least 1 (zero would stop delivery or retry at once).
-fn positive(var: &'static str, v: &str) -> Result<u64, ConfigError> {
-    match number(var, v)? {
-        0 => Err(bad(var, "must be at least 1")),
-        n => Ok(n),
+fn mongo_uri(v: &str) -> Result<Secret, String> {
+    if v.starts_with("mongodb://") || v.starts_with("mongodb+srv://") {
+        Ok(Secret::new(v.to_owned()))
+    } else {
+        Err("must start with mongodb:// or mongodb+srv://".into())
     }
 }
 
-/// A count between 1 and `max` (a semaphore's size).
-fn count(var: &'static str, v: &str, max: u64) -> Result<usize, ConfigError> {
-    match positive(var, v)? {
-        n if n > max => Err(bad(var, &format!("must be at most {max}"))),
-        n => Ok(n as usize),
+fn admin_token(v: &str) -> Result<Secret, String> {
+    if v.len() < 16 {
+        return Err("must be at least 16 characters".into());
     }
+    Ok(Secret::new(v.to_owned()))
 }
 
-fn millis(var: &'static str, v: &str) -> Result<Duration, ConfigError> {
-    number(var, v).map(Duration::from_millis)
+fn register_secret(v: &str) -> Result<Secret, String> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    if v.len() < 16 || !v.bytes().all(allowed) {
+        return Err("must be at least 16 characters of [A-Za-z0-9_-]".into());
+    }
+    Ok(Secret::new(v.to_owned()))
+}
+
+fn secrets_key(v: &str) -> Result<SecretsKey, String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v.trim())
+        .map_err(|_| "not base64".to_owned())?;
+    let key: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| "must be 32 bytes (44 base64 characters)".to_owned())?;
+    Ok(SecretsKey(key))
 }
 
 #[cfg(test)]

@@ -125,3 +125,54 @@ fn debug_output_does_not_show_secrets() {
     assert!(!printed.contains("admin-token-very-secret"));
     assert!(!printed.contains("pw@h"));
 }
+
+/// The names `Config::from_lookup` asks for, the log filter's, and the
+/// command line's environment fallbacks: everything the program reads.
+fn variables_the_code_reads() -> std::collections::BTreeSet<String> {
+    use clap::Subcommand;
+    let asked = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    Config::from_lookup(|k| {
+        asked.borrow_mut().insert(k.to_owned());
+        None
+    })
+    .unwrap();
+    let mut names = asked.into_inner();
+    names.insert(crate::telemetry::LOG_FILTER.to_owned());
+    let cli = crate::cli_channels::AppsCommand::augment_subcommands(clap::Command::new("apps"));
+    let mut commands = vec![cli];
+    while let Some(command) = commands.pop() {
+        for arg in command.get_arguments() {
+            if let Some(env) = arg.get_env() {
+                names.insert(env.to_string_lossy().into_owned());
+            }
+        }
+        commands.extend(command.get_subcommands().cloned());
+    }
+    names
+}
+
+/// The variables `docs/configuration.md` documents: the first cell of every
+/// table row that is a `NAME` in backticks.
+fn variables_the_table_names() -> std::collections::BTreeSet<String> {
+    include_str!("../../docs/configuration.md")
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `")?.split_once('`'))
+        .map(|(name, _)| name.to_owned())
+        .collect()
+}
+
+#[test]
+fn the_configuration_table_names_every_variable_the_code_reads() {
+    let read = variables_the_code_reads();
+    let documented = variables_the_table_names();
+    let undocumented: Vec<_> = read.difference(&documented).collect();
+    let not_read: Vec<_> = documented.difference(&read).collect();
+    assert!(
+        undocumented.is_empty() && not_read.is_empty(),
+        "docs/configuration.md and the code disagree: read but not in the table {undocumented:?}, \
+         in the table but never read {not_read:?}"
+    );
+    // The table is not empty by accident (a changed row format would make
+    // both sides look alike only if the code read nothing either).
+    assert!(read.contains("PORT") && read.contains("WXKF_APP_SECRET") && read.len() > 30);
+}

@@ -10,6 +10,7 @@ pub mod identity;
 mod policy;
 mod routes;
 pub mod sender;
+mod settings;
 mod slots;
 pub mod webhook;
 
@@ -17,3 +18,4 @@ pub use dispatcher::{Dispatcher, DispatcherHandle, Step};
 pub use guard::{EndpointGuard, HostResolver, SystemResolver};
 pub use policy::RetryPolicy;
 pub use sender::{SendFailure, Sender};
+pub use settings::DeliveryConfig;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::config::DeliveryConfig;
+use crate::delivery::DeliveryConfig;
 use crate::store::AttemptResult;
 
 #[derive(Debug, Clone)]

@@ -40,7 +40,7 @@ use super::routes::RouteCache;
 use super::slots::SubscriptionSlots;
 use super::{RetryPolicy, Sender};
 use crate::clock::Clock;
-use crate::config::DeliveryConfig;
+use crate::delivery::DeliveryConfig;
 use crate::directory::Directory;
 use crate::metrics::Metrics;
 use crate::store::{Claim, Delivery, Retention, Store, WriteHealth};
