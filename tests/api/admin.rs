@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use crate::fakes::FakePuppet;
+use crate::support::FakePuppet;
 use reqwest::Method;
 
-use crate::helpers::{
+use crate::support::{
     manual_clock, spawn_app, spawn_app_with, spawn_stepped_app, Corp, ADMIN_TOKEN as ADMIN,
 };
 
@@ -146,7 +146,7 @@ async fn a_dead_letter_keeps_its_error_and_is_delivered_when_re_driven() {
     );
 }
 
-async fn admin_get(app: &crate::helpers::TestApp, path: &str) -> (u16, String) {
+async fn admin_get(app: &crate::support::TestApp, path: &str) -> (u16, String) {
     let resp = app
         .api
         .get(format!("{}/admin/api{path}", app.address))
@@ -269,7 +269,7 @@ async fn operators_can_rotate_credentials_and_move_a_puppet() {
 /// The embedded store sends no commands and shows none.
 #[tokio::test]
 async fn mongo_commands_and_the_documents_they_wrote_are_counted_when_asked() {
-    let app = crate::helpers::spawn_app_with(|c| c.mongo_command_counts = true).await;
+    let app = crate::support::spawn_app_with(|c| c.mongo_command_counts = true).await;
     let puppet = FakePuppet::start().await;
     let corp = Corp::new("wwcommands");
     for i in 0..5 {
@@ -287,7 +287,7 @@ async fn mongo_commands_and_the_documents_they_wrote_are_counted_when_asked() {
             .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.trim().parse().ok())
     };
-    if crate::helpers::test_mongo_uri().is_none() {
+    if crate::support::test_mongo_uri().is_none() {
         assert!(!text.contains("wxkf_mongo_commands{"), "{text}");
         return;
     }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::fakes::FakePuppet;
-use crate::helpers::{manual_clock, random_string, spawn_app, spawn_stepped_app, text, Corp};
+use crate::support::FakePuppet;
+use crate::support::{manual_clock, random_string, spawn_app, spawn_stepped_app, text, Corp};
 
 /// The weworkapi_python vector A1 credentials.
 fn vector_a_corp() -> Corp {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{spawn_app_with, Corp};
+use crate::support::{spawn_app_with, Corp};
 
 #[tokio::test]
 async fn puppets_and_deliveries_from_the_command_line() {
@@ -77,8 +77,8 @@ async fn puppets_and_deliveries_from_the_command_line() {
 /// never printed, but for a subscription's signing secret, once.
 #[tokio::test]
 async fn apps_and_subscriptions_from_the_command_line_reach_the_running_manager() {
-    let app = crate::helpers::spawn_app().await;
-    let crm = crate::fakes::FakePuppet::start().await;
+    let app = crate::support::spawn_app().await;
+    let crm = crate::support::FakePuppet::start().await;
     let app_id = "wxcli0123456789ab";
     // The subscription first: whoever sees the app then sees it too.
     let out = app.cli(&[

@@ -3,10 +3,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::fakes::FakePuppet;
+use crate::support::FakePuppet;
 use wxkf_manager::clock::Clock;
 
-use crate::helpers::{manual_clock, spawn_app, spawn_app_with, spawn_stepped_app, Corp};
+use crate::support::{manual_clock, spawn_app, spawn_app_with, spawn_stepped_app, Corp};
 
 // These tests drive delivery round by round (`step`, `drain`) on a clock
 // they move: what they assert does not depend on timing, and "nothing more
@@ -331,8 +331,8 @@ async fn a_burst_of_wake_ups_reaches_a_fast_puppet_as_a_few_ending_with_the_newe
 #[tokio::test]
 async fn a_delivery_waiting_longer_than_its_lease_keeps_it() {
     use wxkf_manager::store::Claim;
-    let clock = crate::helpers::manual_clock();
-    let app = crate::helpers::spawn_app_with_clock(clock.clone(), |c| {
+    let clock = crate::support::manual_clock();
+    let app = crate::support::spawn_app_with_clock(clock.clone(), |c| {
         c.delivery.coalesce = false;
         c.delivery.max_per_puppet = 1;
     })

@@ -1,22 +1,22 @@
-//! The integration tests: the real server over real sockets, with fake
-//! puppets and a fake WeCom as in-test HTTP servers.
+//! The fast tier of the integration tests: the real server over real
+//! sockets, with fake puppets and a fake WeCom as in-test HTTP servers.
+//! `cargo test` runs it on the embedded store in about a minute; the slow
+//! tier (crash, cluster, backlog, faults) is the `slow` binary.
 //!
 //! The store backend is chosen by `WXKF_TEST_STORE` (`sqlite`, the default,
-//! or `mongo`, which needs `MONGO_URI`); `scripts/test` runs the suite on both.
+//! or `mongo`, which needs `MONGO_URI`); `scripts/test` runs both tiers on
+//! both. Tests that need MongoDB whatever the backend are ignored unless
+//! run with `--include-ignored` (see `support::backend`).
+
+#[path = "../support/mod.rs"]
+mod support;
 
 mod admin;
-mod backlog;
 mod callback;
 mod channels;
 mod cli;
-mod cluster;
 mod copy;
-mod crash;
 mod delivery;
-mod fakes;
-mod faults;
-mod helpers;
-mod mongo;
 mod puppets;
 mod secure_defaults;
 mod security;

@@ -1,7 +1,7 @@
 //! Puppet registration: register, deregister, puppetWxkfInfo.
 
-use crate::fakes::FakePuppet;
-use crate::helpers::{random_string, spawn_app, text, Corp};
+use crate::support::FakePuppet;
+use crate::support::{random_string, spawn_app, text, Corp};
 
 #[tokio::test]
 async fn register_answers_the_old_shape_and_info_shows_no_secret() {

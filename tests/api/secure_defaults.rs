@@ -11,8 +11,8 @@ use reqwest::Method;
 use wxkf_manager::domain::{EndpointAllow, EndpointUrl, KfId};
 use wxkf_manager::startup::{open_store, Seams};
 
-use crate::fakes::FakePuppet;
-use crate::helpers::{spawn_app_with, spawn_app_with_seams, Corp, FakeDns, TestApp};
+use crate::support::FakePuppet;
+use crate::support::{spawn_app_with, spawn_app_with_seams, Corp, FakeDns, TestApp};
 
 /// Every refused kind of address, as a URL host and as an address.
 const REFUSED: [(&str, &str); 7] = [
@@ -220,7 +220,7 @@ async fn a_stored_endpoint_in_a_refused_range_is_not_delivered_to() {
 
 #[tokio::test]
 async fn register_and_deregister_are_rate_limited_per_client_address() {
-    let clock = crate::helpers::manual_clock();
+    let clock = crate::support::manual_clock();
     let seams = Seams {
         clock: clock.clone(),
         ..Seams::default()

@@ -9,8 +9,8 @@ use aes::cipher::{block_padding::NoPadding, BlockEncryptMut, KeyIvInit};
 use base64::Engine;
 use wxkf_manager::wecom::{build_envelope, encrypt, sign, EncodingAesKey};
 
-use crate::fakes::{FakePuppet, FakeWecom};
-use crate::helpers::{spawn_app, spawn_app_with, url_escape, Corp, TestApp};
+use crate::support::{spawn_app, spawn_app_with, url_escape, Corp, TestApp};
+use crate::support::{FakePuppet, FakeWecom};
 
 /// Encrypt an already padded plaintext, to forge bad padding and lengths.
 fn encrypt_raw(corp: &Corp, plain: &[u8]) -> String {
@@ -332,7 +332,7 @@ async fn secrets_never_reach_logs_responses_or_metrics() {
     let puppet = FakePuppet::start().await;
     let corp = Corp::new("wwleak");
     let data_dir = tempfile::tempdir().unwrap();
-    let port = crate::helpers::free_port();
+    let port = crate::support::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let admin = "admin-token-leak-test-0123456789";
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wxkf-manager"));
@@ -345,7 +345,7 @@ async fn secrets_never_reach_logs_responses_or_metrics() {
         .env("ADMIN_TOKEN", admin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if let Some(uri) = crate::helpers::test_mongo_uri() {
+    if let Some(uri) = crate::support::test_mongo_uri() {
         cmd.env("MONGO_URI", uri);
     }
     let mut child = cmd.spawn().unwrap();

@@ -1,6 +1,6 @@
 //! The simulator against our own server.
 
-use crate::helpers::{spawn_app, Corp};
+use crate::support::{spawn_app, Corp};
 
 fn simulate(args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wxkf-manager"))
@@ -17,7 +17,7 @@ fn simulate(args: &[&str]) -> (bool, String) {
 #[tokio::test]
 async fn the_simulator_checks_a_deployment_as_wecom_would() {
     let app = spawn_app().await;
-    let puppet = crate::fakes::FakePuppet::start().await;
+    let puppet = crate::support::FakePuppet::start().await;
     let corp = Corp::new("wwsim");
     app.register_ok(&corp, "wksim", &puppet.url).await;
     let (url, token, key) = (app.address.clone(), corp.token.clone(), corp.key.clone());
@@ -96,11 +96,11 @@ async fn the_simulator_checks_a_deployment_as_wecom_would() {
 #[tokio::test]
 async fn the_simulator_checks_an_official_account_push_url_as_wechat_would() {
     let app = spawn_app().await;
-    let crm = crate::fakes::FakePuppet::start().await;
+    let crm = crate::support::FakePuppet::start().await;
     let (app_id, token, key) = (
         "wxsim0123456789ab",
         "simToken123",
-        crate::helpers::random_string(43),
+        crate::support::random_string(43),
     );
     app.admin(reqwest::Method::POST, "/subscriptions")
         .json(&serde_json::json!({"source": app_id, "endpoint": crm.url}))

@@ -1,6 +1,6 @@
-//! The store contract, run against both backends, each test on its own
-//! database. Without `MONGO_URI` these fail (they must not pass silently)
-//! unless `WXKF_SKIP_MONGO=1`.
+//! The store contract, run against the backend under test (the embedded
+//! store, or MongoDB when `WXKF_TEST_STORE=mongo`; `scripts/test` runs
+//! both), each test on its own database.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use wxkf_manager::store::{
     Sealer, Store,
 };
 
-use crate::helpers::{random_string, with_database, Corp};
+use crate::support::{random_string, require_mongo, test_mongo_uri, Corp};
 
 pub struct Backends {
     pub stores: Vec<(&'static str, Arc<dyn Store>)>,
@@ -30,18 +30,6 @@ const RETENTION: Retention = Retention {
 /// reads or compares a secret is exercised through encryption.
 fn sealer() -> Sealer {
     Sealer::new(Some(&[42; 32]))
-}
-
-/// A fresh MongoDB database URI, or `None` when explicitly skipped.
-pub fn fresh_mongo_uri() -> Option<String> {
-    match std::env::var("MONGO_URI") {
-        Ok(uri) => Some(with_database(&uri, &format!("s-{}", uuid::Uuid::new_v4().simple()))),
-        Err(_) if std::env::var("WXKF_SKIP_MONGO").as_deref() == Ok("1") => None,
-        Err(_) => panic!(
-            "MongoDB store tests need MONGO_URI. Run scripts/test (it starts a MongoDB-wire test server), \
-             or set WXKF_SKIP_MONGO=1 to skip them explicitly."
-        ),
-    }
 }
 
 /// The contract's times are small numbers (1970): the server's TTL monitor,
@@ -63,18 +51,23 @@ async fn without_ttl_sweeps(uri: &str) {
 
 pub async fn backends() -> Backends {
     let dir = tempfile::tempdir().unwrap();
-    let mut stores: Vec<(&'static str, Arc<dyn Store>)> = vec![(
-        "sqlite",
-        Arc::new(SqliteStore::open(dir.path(), sealer()).unwrap()),
-    )];
-    if let Some(uri) = fresh_mongo_uri() {
-        let store = MongoStore::connect(&uri, RETENTION, sealer())
-            .await
-            .unwrap();
-        without_ttl_sweeps(&uri).await;
-        stores.push(("mongo", Arc::new(store)));
+    let store: (&'static str, Arc<dyn Store>) = match test_mongo_uri() {
+        Some(uri) => {
+            let store = MongoStore::connect(&uri, RETENTION, sealer())
+                .await
+                .unwrap();
+            without_ttl_sweeps(&uri).await;
+            ("mongo", Arc::new(store))
+        }
+        None => (
+            "sqlite",
+            Arc::new(SqliteStore::open(dir.path(), sealer()).unwrap()),
+        ),
+    };
+    Backends {
+        stores: vec![store],
+        _dir: dir,
     }
-    Backends { stores, _dir: dir }
 }
 
 fn registration(corp: &Corp, kf: &str, endpoint: &str) -> Registration {
@@ -587,7 +580,7 @@ async fn leases_expire_and_an_instance_takes_back_its_own_claims() {
 }
 
 #[tokio::test]
-async fn migrations_run_once_and_two_managers_can_start_together() {
+async fn migrations_run_once_on_the_embedded_store() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = SqliteStore::open(dir.path(), sealer()).unwrap();
     assert_eq!(
@@ -595,7 +588,12 @@ async fn migrations_run_once_and_two_managers_can_start_together() {
         0,
         "already applied at open"
     );
-    let Some(uri) = fresh_mongo_uri() else { return };
+}
+
+#[tokio::test]
+#[ignore = "needs MongoDB: scripts/test runs it (MONGO_URI, --include-ignored)"]
+async fn two_managers_can_start_together_on_one_mongodb_and_migrate_once() {
+    let uri = require_mongo();
     let (a, b) = tokio::join!(
         MongoStore::connect(&uri, RETENTION, sealer()),
         MongoStore::connect(&uri, RETENTION, sealer())
@@ -830,17 +828,17 @@ async fn a_mixed_batch_of_outcomes_is_recorded_and_a_stale_claim_is_refused() {
 async fn a_row_with_an_unknown_status_is_corrupt_not_coerced() {
     use wxkf_manager::store::{DeliveryFilter, StoreError};
     let dir = tempfile::tempdir().unwrap();
-    let mut stores: Vec<(&str, Arc<dyn Store>)> = vec![(
-        "sqlite",
-        Arc::new(SqliteStore::open(dir.path(), sealer()).unwrap()),
-    )];
-    let mongo_uri = fresh_mongo_uri();
-    if let Some(uri) = &mongo_uri {
-        stores.push((
+    let mongo_uri = test_mongo_uri();
+    let stores: Vec<(&str, Arc<dyn Store>)> = match &mongo_uri {
+        Some(uri) => vec![(
             "mongo",
             Arc::new(MongoStore::connect(uri, RETENTION, sealer()).await.unwrap()),
-        ));
-    }
+        )],
+        None => vec![(
+            "sqlite",
+            Arc::new(SqliteStore::open(dir.path(), sealer()).unwrap()),
+        )],
+    };
     for (name, store) in stores {
         let e = event("wwcorrupt", "wkcorrupt", "T", 1_000);
         store.insert_event(&e).await.unwrap();

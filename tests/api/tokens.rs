@@ -1,6 +1,6 @@
 //! getToken and the WeCom API proxy against a fake WeCom.
 
-use crate::helpers::{spawn_app, spawn_app_with};
+use crate::support::{require_mongo, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn get_token_forwards_the_query_and_returns_wecom_shape() {
@@ -96,7 +96,7 @@ async fn wecom_down_is_a_wecom_shaped_error_not_a_hang() {
     assert_eq!(resp.status(), 502);
 }
 
-async fn token_of(app: &crate::helpers::TestApp, query: &str) -> serde_json::Value {
+async fn token_of(app: &crate::support::TestApp, query: &str) -> serde_json::Value {
     app.get(&format!("/puppetWxkfManager/getToken?{query}"))
         .await
         .json()
@@ -147,9 +147,9 @@ async fn a_restarted_manager_serves_the_stored_token() {
 
 #[tokio::test]
 async fn a_token_is_refreshed_before_it_expires() {
-    let clock = std::sync::Arc::new(crate::helpers::ManualClock::default());
+    let clock = std::sync::Arc::new(crate::support::ManualClock::default());
     clock.advance(std::time::Duration::from_secs(1_700_000_000));
-    let app = crate::helpers::spawn_app_with_clock(clock.clone(), |_| {}).await;
+    let app = crate::support::spawn_app_with_clock(clock.clone(), |_| {}).await;
     assert_eq!(
         token_of(&app, "corpid=ww1&corpsecret=s").await["access_token"],
         "TOKEN-1"
@@ -220,9 +220,9 @@ async fn force_refreshes_at_most_once_a_minute() {
 async fn force_replaces_a_token_fetched_in_the_same_millisecond() {
     // The clock does not move: the refused token and the forced request
     // share one timestamp, and the refused token must still not come back.
-    let clock = std::sync::Arc::new(crate::helpers::ManualClock::default());
+    let clock = std::sync::Arc::new(crate::support::ManualClock::default());
     clock.advance(std::time::Duration::from_secs(1_700_000_000));
-    let app = crate::helpers::spawn_app_with_clock(clock, |_| {}).await;
+    let app = crate::support::spawn_app_with_clock(clock, |_| {}).await;
     token_of(&app, "corpid=ww1&corpsecret=s").await;
     assert_eq!(
         token_of(&app, "corpid=ww1&corpsecret=s&force=1").await["access_token"],
@@ -246,10 +246,9 @@ async fn a_bad_secret_burst_costs_one_upstream_call() {
 }
 
 #[tokio::test]
+#[ignore = "needs MongoDB: scripts/test runs it (MONGO_URI, --include-ignored)"]
 async fn two_managers_on_one_mongodb_share_one_token_fetch() {
-    let Some(uri) = crate::store::fresh_mongo_uri() else {
-        return;
-    };
+    let uri = require_mongo();
     let a = spawn_app_with({
         let uri = uri.clone();
         move |c| c.mongo_uri = Some(wxkf_manager::domain::Secret::new(uri))

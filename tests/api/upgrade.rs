@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use reqwest::Method;
 
-use crate::crash::ManagerProcess;
-use crate::fakes::FakePuppet;
-use crate::helpers::{manual_clock, spawn_stepped_app, test_mongo_uri, Corp};
+use crate::support::FakePuppet;
+use crate::support::ManagerProcess;
+use crate::support::{manual_clock, spawn_stepped_app, test_mongo_uri, Corp};
 use wxkf_manager::clock::Clock;
 
 /// What the previous release held for one event.
@@ -401,7 +401,7 @@ fn sqlite_state(dir: &Path) -> (Vec<i64>, i64) {
 async fn a_migration_interrupted_by_a_kill_is_finished_by_the_next_start() {
     let corp = Corp::new("wwupkill");
     let dir = tempfile::tempdir().unwrap();
-    let port = crate::helpers::free_port;
+    let port = crate::support::free_port;
     let base = |port: u16| format!("http://127.0.0.1:{port}");
     let start = 1_700_000_000_000;
     match test_mongo_uri() {

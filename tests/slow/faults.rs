@@ -1,7 +1,6 @@
 //! Faults production brings (issue 17): puppets that vanish, downstream
 //! systems that misbehave, a database that stalls, a disk that fills.
 
-use std::ops::AsyncFnMut;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,27 +9,10 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::channels::{follow_xml, WxApp};
-use crate::crash::ManagerProcess;
-use crate::fakes::{FakePuppet, Received};
-use crate::helpers::{spawn_app, spawn_app_with, Corp, TestApp};
-use crate::mongo::OwnMongo;
-use crate::store::fresh_mongo_uri;
-
-/// How long after its push was acknowledged each follow reached a
-/// subscriber: follower `{prefix}{i}` was acknowledged at `acked_at[i]`.
-pub fn since_acknowledged(got: &[Received], acked_at: &[Instant], prefix: &str) -> Vec<Duration> {
-    got.iter()
-        .map(|r| {
-            let user = r.json()["message"]["FromUserName"]
-                .as_str()
-                .unwrap()
-                .to_owned();
-            let i: usize = user.trim_start_matches(prefix).parse().unwrap();
-            r.at.saturating_duration_since(acked_at[i])
-        })
-        .collect()
-}
+use crate::support::{
+    eventually, follow_xml, require_mongo, since_acknowledged, spawn_app, spawn_app_with, Corp,
+    FakePuppet, ManagerProcess, OwnMongo, TestApp, WxApp,
+};
 
 /// An address where nothing listens any more: a stopped container.
 fn vanished_endpoint() -> String {
@@ -38,23 +20,6 @@ fn vanished_endpoint() -> String {
     let port = listener.local_addr().unwrap().port();
     drop(listener);
     format!("http://127.0.0.1:{port}")
-}
-
-/// Poll `check` every 50 ms for up to `within`; the last value it returned.
-pub async fn eventually<T>(
-    within: Duration,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> Option<T> {
-    let until = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return Some(v);
-        }
-        if tokio::time::Instant::now() > until {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn deliveries_of(app: &TestApp, kf: &str) -> Vec<serde_json::Value> {
@@ -437,11 +402,10 @@ async fn acknowledged_are_delivered(
 }
 
 #[tokio::test]
+#[ignore = "needs MongoDB: scripts/test runs it (MONGO_URI, --include-ignored)"]
 async fn a_database_that_stalls_or_dies_mid_batch_costs_no_acknowledged_callback() {
-    if fresh_mongo_uri().is_none() {
-        return;
-    }
-    let port = crate::helpers::free_port();
+    require_mongo();
+    let port = crate::support::free_port();
     let db = OwnMongo::start(port, tempfile::tempdir().unwrap());
     db.wait_listening().await;
     let uri = format!("mongodb://127.0.0.1:{port}/stall");
@@ -542,18 +506,17 @@ fn fill(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+/// The embedded store's disk, whatever the backend under test. Ignored in
+/// plain `cargo test`: it needs a private mount namespace, which
+/// `scripts/test` checks for and then runs it (`--ignored`).
 #[tokio::test]
+#[ignore = "needs a private mount namespace (unshare): scripts/test runs it where one can be made"]
 async fn a_full_disk_is_503_with_the_reason_and_recovers_when_space_returns() {
-    if crate::helpers::test_mongo_uri().is_some() {
-        return; // the embedded store's disk; the MongoDB run has its own faults
-    }
-    let Some(namespace) = private_mount_namespace() else {
-        eprintln!("SKIPPED: no mount namespace here (unshare); a full disk is not tested");
-        return;
-    };
+    let namespace = private_mount_namespace()
+        .expect("no private mount namespace here (unshare): a full disk cannot be made");
     // The manager in a mount namespace of its own, its DATA_DIR a 8 MiB tmpfs.
     let dir = tempfile::tempdir().unwrap();
-    let port = crate::helpers::free_port();
+    let port = crate::support::free_port();
     let mut wrapper = namespace.clone();
     wrapper.extend([
         "sh",
@@ -658,7 +621,7 @@ async fn a_full_disk_is_503_with_the_reason_and_recovers_when_space_returns() {
 
     // Nothing acknowledged was lost: the puppet comes back and gets it all.
     register().await;
-    let delivered = |got: &[crate::fakes::Received]| -> std::collections::HashSet<String> {
+    let delivered = |got: &[crate::support::Received]| -> std::collections::HashSet<String> {
         corp.tokens_in(got).into_iter().collect()
     };
     let _ = eventually(Duration::from_secs(20), async || {

@@ -7,20 +7,11 @@ use std::time::Duration;
 use rand::distr::{Alphanumeric, SampleString};
 use wxkf_manager::clock::Clock;
 use wxkf_manager::config::Config;
-use wxkf_manager::delivery::{HostResolver, SystemResolver};
+use wxkf_manager::delivery::SystemResolver;
 use wxkf_manager::startup::{Application, Seams};
 use wxkf_manager::wecom::{build_envelope, encrypt, sign, EncodingAesKey};
 
-use crate::fakes::FakeWecom;
-
-/// A port nothing listens on now (for a process the test starts).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use super::{test_mongo_uri, FakeWecom, ManualClock};
 
 pub fn random_string(len: usize) -> String {
     Alphanumeric.sample_string(&mut rand::rng(), len)
@@ -84,7 +75,7 @@ impl Corp {
     }
 
     /// The sync tokens of delivered requests, in the order they arrived.
-    pub fn tokens_in(&self, received: &[crate::fakes::Received]) -> Vec<String> {
+    pub fn tokens_in(&self, received: &[super::Received]) -> Vec<String> {
         received.iter().map(|r| self.token_in(&r.body)).collect()
     }
 
@@ -121,40 +112,6 @@ pub struct TestApp {
     seams: Seams,
     data_dir: Arc<tempfile::TempDir>,
     dispatcher: Arc<wxkf_manager::delivery::Dispatcher>,
-}
-
-/// The backend under test: `WXKF_TEST_STORE=mongo` uses `MONGO_URI` with a
-/// fresh database per app.
-pub fn test_mongo_uri() -> Option<String> {
-    match std::env::var("WXKF_TEST_STORE").as_deref() {
-        Ok("mongo") => {
-            let base = std::env::var("MONGO_URI").expect(
-                "WXKF_TEST_STORE=mongo needs MONGO_URI; run scripts/test, which starts a MongoDB-wire test server",
-            );
-            Some(with_database(
-                &base,
-                &format!("t-{}", uuid::Uuid::new_v4().simple()),
-            ))
-        }
-        _ => None,
-    }
-}
-
-/// Replace the database name in a MongoDB URI.
-pub fn with_database(uri: &str, db: &str) -> String {
-    let (main, query) = uri
-        .split_once('?')
-        .map_or((uri, None), |(m, q)| (m, Some(q)));
-    let scheme_end = main.find("://").map_or(0, |i| i + 3);
-    let host_end = main[scheme_end..]
-        .find('/')
-        .map_or(main.len(), |i| scheme_end + i);
-    let mut out = format!("{}/{db}", &main[..host_end]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
 }
 
 /// The admin token every test app is started with (see `TestApp::admin`).
@@ -194,48 +151,6 @@ pub async fn spawn_app_with_seams(seams: Seams, adjust: impl FnOnce(&mut Config)
     launch(config, wecom, Arc::new(data_dir), seams).await
 }
 
-/// A resolver the test controls: names map to the addresses set last.
-#[derive(Default)]
-pub struct FakeDns(std::sync::Mutex<std::collections::HashMap<String, Vec<std::net::IpAddr>>>);
-
-impl FakeDns {
-    pub fn set(&self, name: &str, address: &str) {
-        self.0
-            .lock()
-            .unwrap()
-            .insert(name.to_owned(), vec![address.parse().unwrap()]);
-    }
-}
-
-impl HostResolver for FakeDns {
-    fn lookup<'a>(
-        &'a self,
-        host: &'a str,
-    ) -> futures_util::future::BoxFuture<'a, std::io::Result<Vec<std::net::IpAddr>>> {
-        let found = self.0.lock().unwrap().get(host).cloned();
-        Box::pin(async move {
-            found.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such name"))
-        })
-    }
-}
-
-/// A clock the test moves by hand.
-#[derive(Default)]
-pub struct ManualClock(pub std::sync::atomic::AtomicI64);
-
-impl ManualClock {
-    pub fn advance(&self, by: Duration) {
-        self.0
-            .fetch_add(by.as_millis() as i64, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
 /// An app whose deliveries happen only in `step` / `drain`, on a clock the
 /// test moves: delivery tests without sleeps.
 pub async fn spawn_stepped_app(
@@ -248,18 +163,6 @@ pub async fn spawn_stepped_app(
         ..Seams::default()
     };
     spawn_app_with_seams(seams, adjust).await
-}
-
-/// A manual clock starting at the real time (whole seconds). Not a fixed
-/// date: MongoDB's TTL monitor sweeps by the real clock, so documents
-/// stamped years in the past would vanish during a test.
-pub fn manual_clock() -> Arc<ManualClock> {
-    let clock = Arc::new(ManualClock::default());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    clock.advance(Duration::from_secs(now.as_secs()));
-    clock
 }
 
 pub async fn spawn_app_with_clock(

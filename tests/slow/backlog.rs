@@ -6,7 +6,7 @@
 //! The suite runs it with 20,000 waiting events; the full size:
 //!
 //! ```text
-//! WXKF_BACKLOG=1000000 cargo test --release --test api backlog:: -- --nocapture
+//! WXKF_BACKLOG=1000000 cargo test --release --test slow backlog:: -- --nocapture
 //! ```
 //!
 //! (`WXKF_BACKLOG_KFS` spreads the wake-ups over another number of kfIds than 200.)
@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::json;
 
-use crate::channels::{follow_xml, WxApp};
-use crate::crash::ManagerProcess;
-use crate::fakes::FakePuppet;
-use crate::helpers::{free_port, test_mongo_uri, Corp, ADMIN_TOKEN};
+use crate::support::FakePuppet;
+use crate::support::ManagerProcess;
+use crate::support::{follow_xml, WxApp};
+use crate::support::{free_port, Corp, ADMIN_TOKEN};
 
 /// Offline kfIds the wake-ups are for (`WXKF_BACKLOG_KFS`, 200 unless set).
 fn kfs() -> usize {
@@ -185,9 +185,6 @@ fn ms(d: Duration) -> f64 {
 #[tokio::test]
 async fn a_backlog_keeps_memory_claims_and_restart_flat_and_a_puppet_coming_back_gets_its_newest_wake_up(
 ) {
-    if test_mongo_uri().is_some() {
-        return; // the embedded store's backlog; see the module comment
-    }
     let size: usize = std::env::var("WXKF_BACKLOG")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -332,7 +329,7 @@ async fn a_backlog_keeps_memory_claims_and_restart_flat_and_a_puppet_coming_back
 
 #[tokio::test]
 async fn a_subscriber_coming_back_drains_its_backlog_at_its_own_pace_while_others_keep_theirs() {
-    let app = crate::helpers::spawn_app_with(|c| {
+    let app = crate::support::spawn_app_with(|c| {
         // Unreachable for long: each delivery waits 10 min after failing.
         c.delivery.retry_base = Duration::from_secs(600);
         c.delivery.retry_cap = Duration::from_secs(600);
@@ -371,7 +368,7 @@ async fn a_subscriber_coming_back_drains_its_backlog_at_its_own_pace_while_other
     };
     assert!(pile(&crm, "o_", backlog).await.iter().all(|s| *s == 200));
     assert!(pile(&desk, "d_", 20).await.iter().all(|s| *s == 200));
-    let failed_once = crate::faults::eventually(Duration::from_secs(20), async || {
+    let failed_once = crate::support::eventually(Duration::from_secs(20), async || {
         let text = app.get("/metrics").await.text().await.unwrap();
         text.contains(&format!(
             "wxkf_deliveries_total{{outcome=\"failed\"}} {}",
@@ -430,7 +427,7 @@ async fn a_subscriber_coming_back_drains_its_backlog_at_its_own_pace_while_other
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let got = other.wait_for(20).await;
-    let worst = crate::faults::since_acknowledged(&got, &acked_at, "s_")
+    let worst = crate::support::since_acknowledged(&got, &acked_at, "s_")
         .into_iter()
         .max()
         .unwrap();
@@ -438,7 +435,7 @@ async fn a_subscriber_coming_back_drains_its_backlog_at_its_own_pace_while_other
         worst < Duration::from_millis(500),
         "the other subscriber waited for the drain: {worst:?}"
     );
-    let drained = crate::faults::eventually(Duration::from_secs(60), async || {
+    let drained = crate::support::eventually(Duration::from_secs(60), async || {
         (back.answered() >= backlog).then_some(started.elapsed())
     })
     .await

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use wxkf_manager::delivery::HostResolver;
 
 /// One request a fake received.
 #[derive(Debug, Clone)]
@@ -218,5 +219,30 @@ impl FakeWecom {
             .filter(|r| r.path == path)
             .cloned()
             .collect()
+    }
+}
+
+/// A resolver the test controls: names map to the addresses set last.
+#[derive(Default)]
+pub struct FakeDns(std::sync::Mutex<std::collections::HashMap<String, Vec<std::net::IpAddr>>>);
+
+impl FakeDns {
+    pub fn set(&self, name: &str, address: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), vec![address.parse().unwrap()]);
+    }
+}
+
+impl HostResolver for FakeDns {
+    fn lookup<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, std::io::Result<Vec<std::net::IpAddr>>> {
+        let found = self.0.lock().unwrap().get(host).cloned();
+        Box::pin(async move {
+            found.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such name"))
+        })
     }
 }

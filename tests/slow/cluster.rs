@@ -6,14 +6,15 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use crate::crash::{delivered_tokens, ManagerProcess};
-use crate::fakes::{FakePuppet, FakeWecom};
-use crate::helpers::{free_port, Corp};
-use crate::store::fresh_mongo_uri;
+use crate::support::require_mongo;
+use crate::support::{delivered_tokens, ManagerProcess};
+use crate::support::{free_port, Corp};
+use crate::support::{FakePuppet, FakeWecom};
 
 #[tokio::test]
+#[ignore = "needs MongoDB: scripts/test runs it (MONGO_URI, --include-ignored)"]
 async fn three_managers_share_the_work_and_survive_losing_one() {
-    let Some(uri) = fresh_mongo_uri() else { return };
+    let uri = require_mongo();
     let wecom = FakeWecom::start().await;
     let puppet = FakePuppet::start().await;
     let corp = Corp::new("wwcluster");

@@ -1,14 +1,12 @@
 //! MongoDB-only behaviour: the old manager's documents, and an outage of the
 //! database in the middle of traffic.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use mongodb::bson::{doc, oid::ObjectId, DateTime};
 
-use crate::fakes::FakePuppet;
-use crate::helpers::{spawn_app_with, text, Corp, TestApp};
-use crate::store::fresh_mongo_uri;
+use crate::support::{require_mongo, FakePuppet, OwnMongo};
+use crate::support::{spawn_app_with, text, Corp, TestApp};
 
 async fn app_on(uri: &str) -> TestApp {
     let uri = uri.to_owned();
@@ -16,8 +14,9 @@ async fn app_on(uri: &str) -> TestApp {
 }
 
 #[tokio::test]
+#[ignore = "needs MongoDB: scripts/test runs it (MONGO_URI, --include-ignored)"]
 async fn registrations_of_the_old_manager_route_callbacks() {
-    let Some(uri) = fresh_mongo_uri() else { return };
+    let uri = require_mongo();
     let puppet = FakePuppet::start().await;
     let corp = Corp::new("wwlegacy");
     // Exactly what the old Node.js manager (Mongoose model WxkfPuppet) wrote.
@@ -67,70 +66,11 @@ async fn registrations_of_the_old_manager_route_callbacks() {
     assert_eq!(docs, 1);
 }
 
-/// A SecantusDB server of our own, to kill and restart.
-pub struct OwnMongo {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl OwnMongo {
-    pub fn start(port: u16, dir: tempfile::TempDir) -> Self {
-        let bin =
-            std::env::var("WXKF_SECANTUS_BIN").expect("WXKF_SECANTUS_BIN (set by scripts/test)");
-        let child = Command::new(bin)
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--storage-path",
-            ])
-            .arg(dir.path())
-            .args(["--sync-on-commit", "--log-level", "WARNING"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start SecantusDB");
-        Self { child, port, dir }
-    }
-
-    pub async fn wait_listening(&self) {
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("test MongoDB did not start");
-    }
-
-    /// Send a signal (`STOP`, `CONT`) to the server process.
-    pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill(1)");
-        assert!(status.success(), "kill -{name}");
-    }
-
-    pub fn kill(mut self) -> (u16, tempfile::TempDir) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        (self.port, self.dir)
-    }
-}
-
 #[tokio::test]
+#[ignore = "needs MongoDB: scripts/test runs it (MONGO_URI, --include-ignored)"]
 async fn a_database_outage_is_503_and_recovers_without_a_restart() {
-    if fresh_mongo_uri().is_none() {
-        return;
-    }
-    let port = crate::helpers::free_port();
+    require_mongo();
+    let port = crate::support::free_port();
     let db = OwnMongo::start(port, tempfile::tempdir().unwrap());
     db.wait_listening().await;
     let app = app_on(&format!("mongodb://127.0.0.1:{port}/outage")).await;
