@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 
+use crate::clock::iso8601;
 use crate::clock::{Clock, SystemClock};
 use crate::domain::{CorpId, KfId};
-use crate::http::puppets::{iso8601, PuppetView};
 use crate::store::{DeliveryFilter, DeliveryStatus, Store};
+use crate::views::PuppetView;
 
 #[derive(Subcommand)]
 pub enum PuppetsCommand {

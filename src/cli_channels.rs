@@ -13,6 +13,7 @@ use crate::domain::{
     App, AppBody, AppId, AppKey, Subscription, SubscriptionBody, SubscriptionFilter,
 };
 use crate::store::{Channels, Store};
+use crate::views::{AppKeyView, AppView, SubscriptionView};
 
 #[derive(Subcommand)]
 pub enum AppsCommand {
@@ -106,7 +107,7 @@ pub enum SubscriptionsCommand {
 }
 
 fn print_apps(apps: &[App], json: bool) -> anyhow::Result<()> {
-    let views: Vec<_> = apps.iter().map(App::view).collect();
+    let views: Vec<_> = apps.iter().map(AppView::from).collect();
     if json {
         return print_json(&views);
     }
@@ -188,7 +189,7 @@ pub async fn apps(store: Arc<dyn Store>, command: AppsCommand) -> anyhow::Result
         }
         AppsCommand::Keys { app_id, json } => {
             let keys = store.list_app_keys(Some(&AppId::parse(&app_id)?)).await?;
-            let views: Vec<_> = keys.iter().map(AppKey::view).collect();
+            let views: Vec<_> = keys.iter().map(AppKeyView::from).collect();
             if json {
                 return print_json(&views);
             }
@@ -213,7 +214,7 @@ pub async fn apps(store: Arc<dyn Store>, command: AppsCommand) -> anyhow::Result
 }
 
 fn print_subscriptions(subscriptions: &[Subscription], json: bool) -> anyhow::Result<()> {
-    let views: Vec<_> = subscriptions.iter().map(Subscription::view).collect();
+    let views: Vec<_> = subscriptions.iter().map(SubscriptionView::from).collect();
     if json {
         return print_json(&views);
     }

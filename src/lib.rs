@@ -18,4 +18,5 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;
+pub mod views;
 pub mod wecom;

@@ -13,9 +13,11 @@ pub mod sender;
 mod settings;
 mod slots;
 pub mod webhook;
+mod write_health;
 
 pub use dispatcher::{Dispatcher, DispatcherHandle, Step};
 pub use guard::{EndpointGuard, HostResolver, SystemResolver};
 pub use policy::RetryPolicy;
 pub use sender::{SendFailure, Sender};
 pub use settings::DeliveryConfig;
+pub use write_health::WriteHealth;

@@ -120,32 +120,6 @@ impl App {
             require_encryption,
         })
     }
-
-    /// What answers and listings show: never a secret.
-    pub fn view(&self) -> AppView {
-        AppView {
-            app_id: self.app_id.as_str().to_owned(),
-            kind: self.kind,
-            name: self.name.clone(),
-            encryption: self.key.is_some(),
-            tokens: self.app_secret.is_some(),
-            require_encryption: self.require_encryption,
-        }
-    }
-}
-
-/// An app as operators see it (§6.1).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AppView {
-    pub app_id: String,
-    pub kind: AppKind,
-    pub name: String,
-    /// An EncodingAESKey is set (safe and compatible mode work).
-    pub encryption: bool,
-    /// An AppSecret is set (tokens and the API proxy work).
-    pub tokens: bool,
-    pub require_encryption: bool,
 }
 
 /// A key an operator issued for one app (§6.4): shown once as `wxk_` +
@@ -158,15 +132,6 @@ pub struct AppKey {
     pub hash: String,
     pub description: String,
     pub created_at: i64,
-}
-
-/// A key as operators see it: never the key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AppKeyView {
-    pub id: String,
-    pub description: String,
-    pub created_at: String,
 }
 
 const KEY_PREFIX: &str = "wxk_";
@@ -216,14 +181,6 @@ impl AppKey {
             .ct_eq(self.hash.as_bytes())
             .into()
     }
-
-    pub fn view(&self) -> AppKeyView {
-        AppKeyView {
-            id: self.id.clone(),
-            description: self.description.clone(),
-            created_at: crate::clock::iso8601(self.created_at),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -246,7 +203,7 @@ mod tests {
             r#"{{"kind":"official_account","token":"Tok3n","encodingAESKey":"{KEY}","appSecret":"s3cr3t-app","name":"Shop"}}"#
         ))
         .unwrap();
-        let shown = serde_json::to_string(&app.view()).unwrap();
+        let shown = serde_json::to_string(&crate::views::AppView::from(&app)).unwrap();
         assert_eq!(
             shown,
             r#"{"appId":"wx0123456789abcdef","kind":"official_account","name":"Shop","encryption":true,"tokens":true,"requireEncryption":false}"#
@@ -288,7 +245,10 @@ mod tests {
         }
         let plain = parse(r#"{"kind":"mini_program","token":"abc"}"#).unwrap();
         assert_eq!(
-            (plain.view().encryption, plain.view().tokens),
+            {
+                let shown = crate::views::AppView::from(&plain);
+                (shown.encryption, shown.tokens)
+            },
             (false, false)
         );
     }

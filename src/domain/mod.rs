@@ -11,14 +11,12 @@ mod subscription;
 
 pub use crate::wecom::EncodingAesKey;
 pub use allow::EndpointAllow;
-pub use app::{App, AppBody, AppKey, AppKeyView, AppKind, AppView};
+pub use app::{App, AppBody, AppKey, AppKind};
 pub use endpoint_policy::{EndpointPolicy, EndpointRefusal};
 pub use ids::{AppId, CorpId, EndpointUrl, KfId};
 pub use registration::{CredentialSet, Puppet, RegisterBody, Registration};
 pub use secret::Secret;
-pub use subscription::{
-    Subscription, SubscriptionBody, SubscriptionFilter, SubscriptionView, WebhookSecret,
-};
+pub use subscription::{Subscription, SubscriptionBody, SubscriptionFilter, WebhookSecret};
 
 /// An input field that failed validation: `"{field}: {reason}"`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -142,17 +142,6 @@ pub struct SubscriptionBody {
     pub description: Option<String>,
 }
 
-/// A subscription as operators see it: never the secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SubscriptionView {
-    pub id: String,
-    pub source: String,
-    pub endpoint: String,
-    pub filter: SubscriptionFilter,
-    pub description: String,
-}
-
 impl Subscription {
     /// A new subscription with a fresh id and secret.
     pub fn create(body: SubscriptionBody, now: i64) -> Result<Self, FieldError> {
@@ -214,16 +203,6 @@ impl Subscription {
             self.description = description;
         }
         Ok(())
-    }
-
-    pub fn view(&self) -> SubscriptionView {
-        SubscriptionView {
-            id: self.id.clone(),
-            source: self.source.clone(),
-            endpoint: self.endpoint.as_str().to_owned(),
-            filter: self.filter.clone(),
-            description: self.description.clone(),
-        }
     }
 }
 

@@ -6,13 +6,12 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::body::read_limited;
 use super::error::PuppetApiError;
-use super::puppets::PuppetView;
 use super::query::param;
 use super::AppState;
 use crate::domain::{CorpId, CredentialSet, EndpointUrl, KfId};
 use crate::store::{DeliveryFilter, DeliveryStatus};
+use crate::views::PuppetView;
 
 const MAX_PAGE: usize = 500;
 
@@ -197,7 +196,7 @@ async fn show_puppet(
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "puppet": PuppetView::from(&puppet),
         "deliveries": summary,
-        "lastDeliveredDate": summary.last_delivered_at.map(super::puppets::iso8601),
+        "lastDeliveredDate": summary.last_delivered_at.map(crate::clock::iso8601),
     })))
 }
 
@@ -233,7 +232,7 @@ async fn move_puppet(
     payload: web::Payload,
 ) -> Result<HttpResponse, PuppetApiError> {
     let kf = KfId::parse(&path)?;
-    let body: MoveBody = parse_body(&state, payload).await?;
+    let body: MoveBody = state.json_body(payload).await?;
     let endpoint = EndpointUrl::parse(body.endpoint.as_deref().unwrap_or(""))?;
     super::puppets::check_endpoint(&state, &endpoint).await?;
     if !state
@@ -271,7 +270,7 @@ async fn rotate_credentials(
     payload: web::Payload,
 ) -> Result<HttpResponse, PuppetApiError> {
     let corp = CorpId::parse(&path)?;
-    let body: RotateBody = parse_body(&state, payload).await?;
+    let body: RotateBody = state.json_body(payload).await?;
     let set = CredentialSet::parse(body.token.as_deref(), body.encoding_aes_key.as_deref())?;
     if body.previous_token.is_none() {
         return super::admin_channels::add_credentials(&state, &corp, &set).await;
@@ -296,16 +295,6 @@ async fn rotate_credentials(
         .await?;
     tracing::info!(corp_id = %corp, updated = n, "credentials rotated by an operator");
     Ok(HttpResponse::Ok().json(serde_json::json!({"code": 0, "message": "success", "updated": n})))
-}
-
-pub(super) async fn parse_body<T: for<'de> Deserialize<'de>>(
-    state: &AppState,
-    payload: web::Payload,
-) -> Result<T, PuppetApiError> {
-    let body = read_limited(payload, 16 * 1024, state.config.body_timeout).await?;
-    serde_json::from_slice(&body).map_err(|_| {
-        PuppetApiError::BadRequest("body is not a JSON object of the expected shape".into())
-    })
 }
 
 /// The dashboard: one static page (HTML, CSS, a little JavaScript) embedded

@@ -7,7 +7,6 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::admin::parse_body;
 use super::error::PuppetApiError;
 use super::puppets::check_endpoint;
 use super::AppState;
@@ -15,6 +14,7 @@ use crate::domain::{
     App, AppBody, AppId, AppKey, CorpId, CredentialSet, Subscription, SubscriptionBody,
 };
 use crate::store::Channels;
+use crate::views::{AppKeyView, AppView, SubscriptionView};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/apps").get(list_apps))
@@ -50,19 +50,19 @@ async fn changed(state: &AppState) -> Result<(), PuppetApiError> {
     Ok(())
 }
 
-#[utoipa::path(put, path = "/admin/api/apps/{appId}", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), request_body(content = super::schemas::AppRequest, content_type = "application/json"), responses((status = 200, description = "The app, without secrets", body = crate::domain::AppView), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(put, path = "/admin/api/apps/{appId}", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), request_body(content = super::schemas::AppRequest, content_type = "application/json"), responses((status = 200, description = "The app, without secrets", body = crate::views::AppView), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn put_app(
     state: web::Data<AppState>,
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PuppetApiError> {
     let app_id = AppId::parse(&path)?;
-    let body: AppBody = parse_body(&state, payload).await?;
+    let body: AppBody = state.json_body(payload).await?;
     let app = App::parse(app_id, body)?;
     state.store.put_app(&app, state.clock.now_ms()).await?;
     changed(&state).await?;
     tracing::info!(app_id = %app.app_id, kind = app.kind.as_str(), "app saved by an operator");
-    Ok(HttpResponse::Ok().json(app.view()))
+    Ok(HttpResponse::Ok().json(AppView::from(&app)))
 }
 
 #[utoipa::path(get, path = "/admin/api/apps", tag = "channels", responses((status = 200, description = "{items}: the apps, without secrets"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
@@ -72,19 +72,19 @@ async fn list_apps(state: web::Data<AppState>) -> Result<HttpResponse, PuppetApi
         .list_apps()
         .await?
         .iter()
-        .map(App::view)
+        .map(AppView::from)
         .collect();
     Ok(HttpResponse::Ok().json(json!({"items": items})))
 }
 
-#[utoipa::path(get, path = "/admin/api/apps/{appId}", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), responses((status = 200, description = "The app, without secrets", body = crate::domain::AppView), (status = 404, description = "Unknown app"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(get, path = "/admin/api/apps/{appId}", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), responses((status = 200, description = "The app, without secrets", body = crate::views::AppView), (status = 404, description = "Unknown app"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn show_app(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, PuppetApiError> {
     let app_id = AppId::parse(&path)?;
     match state.store.get_app(&app_id).await? {
-        Some(app) => Ok(HttpResponse::Ok().json(app.view())),
+        Some(app) => Ok(HttpResponse::Ok().json(AppView::from(&app))),
         None => Err(PuppetApiError::NotFound("unknown app")),
     }
 }
@@ -124,12 +124,12 @@ async fn issue_key(
     payload: web::Payload,
 ) -> Result<HttpResponse, PuppetApiError> {
     let app_id = known_app(&state, &path).await?;
-    let body: KeyBody = parse_body(&state, payload).await?;
+    let body: KeyBody = state.json_body(payload).await?;
     let (key, shown) = AppKey::issue(app_id, body.description, state.clock.now_ms())?;
     state.store.put_app_key(&key).await?;
     changed(&state).await?;
     tracing::info!(app_id = %key.app_id, key_id = %key.id, "app key issued by an operator");
-    let mut answer = serde_json::to_value(key.view()).unwrap_or_default();
+    let mut answer = serde_json::to_value(AppKeyView::from(&key)).unwrap_or_default();
     answer["key"] = shown.expose().into();
     Ok(HttpResponse::Created().json(answer))
 }
@@ -145,7 +145,7 @@ async fn list_keys(
         .list_app_keys(Some(&app_id))
         .await?
         .iter()
-        .map(AppKey::view)
+        .map(AppKeyView::from)
         .collect();
     Ok(HttpResponse::Ok().json(json!({"items": items})))
 }
@@ -170,14 +170,14 @@ async fn create_subscription(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PuppetApiError> {
-    let body: SubscriptionBody = parse_body(&state, payload).await?;
+    let body: SubscriptionBody = state.json_body(payload).await?;
     let now = state.clock.now_ms();
     let subscription = Subscription::create(body, now)?;
     check_endpoint(&state, &subscription.endpoint).await?;
     state.store.put_subscription(&subscription, now).await?;
     changed(&state).await?;
     tracing::info!(subscription_id = %subscription.id, source = %subscription.source, "subscription created by an operator");
-    let mut shown = serde_json::to_value(subscription.view()).unwrap_or_default();
+    let mut shown = serde_json::to_value(SubscriptionView::from(&subscription)).unwrap_or_default();
     shown["secret"] = subscription.secret.expose().into();
     Ok(HttpResponse::Created().json(shown))
 }
@@ -210,7 +210,7 @@ async fn list_subscriptions(
         .list_subscriptions(source.as_deref())
         .await?
         .iter()
-        .map(Subscription::view)
+        .map(SubscriptionView::from)
         .collect();
     Ok(HttpResponse::Ok().json(json!({"items": items})))
 }
@@ -223,22 +223,22 @@ async fn find_subscription(state: &AppState, id: &str) -> Result<Subscription, P
         .ok_or(PuppetApiError::NotFound("unknown subscription"))
 }
 
-#[utoipa::path(get, path = "/admin/api/subscriptions/{id}", tag = "channels", params(("id" = String, Path)), responses((status = 200, description = "The subscription, without its secret", body = crate::domain::SubscriptionView), (status = 404, description = "Unknown subscription"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(get, path = "/admin/api/subscriptions/{id}", tag = "channels", params(("id" = String, Path)), responses((status = 200, description = "The subscription, without its secret", body = crate::views::SubscriptionView), (status = 404, description = "Unknown subscription"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn show_subscription(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, PuppetApiError> {
     let subscription = find_subscription(&state, &path).await?;
-    Ok(HttpResponse::Ok().json(subscription.view()))
+    Ok(HttpResponse::Ok().json(SubscriptionView::from(&subscription)))
 }
 
-#[utoipa::path(patch, path = "/admin/api/subscriptions/{id}", tag = "channels", params(("id" = String, Path)), request_body(content = super::schemas::SubscriptionPatch, content_type = "application/json"), responses((status = 200, description = "The subscription, without its secret", body = crate::domain::SubscriptionView), (status = 404, description = "Unknown subscription"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(patch, path = "/admin/api/subscriptions/{id}", tag = "channels", params(("id" = String, Path)), request_body(content = super::schemas::SubscriptionPatch, content_type = "application/json"), responses((status = 200, description = "The subscription, without its secret", body = crate::views::SubscriptionView), (status = 404, description = "Unknown subscription"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn change_subscription(
     state: web::Data<AppState>,
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PuppetApiError> {
-    let body: SubscriptionBody = parse_body(&state, payload).await?;
+    let body: SubscriptionBody = state.json_body(payload).await?;
     let mut subscription = find_subscription(&state, &path).await?;
     let new_endpoint = body.endpoint.is_some();
     subscription.apply(body)?;
@@ -261,7 +261,7 @@ async fn change_subscription(
         }
     }
     tracing::info!(subscription_id = %subscription.id, "subscription changed by an operator");
-    Ok(HttpResponse::Ok().json(subscription.view()))
+    Ok(HttpResponse::Ok().json(SubscriptionView::from(&subscription)))
 }
 
 #[utoipa::path(delete, path = "/admin/api/subscriptions/{id}", tag = "channels", params(("id" = String, Path)), responses((status = 200, description = "Deleted"), (status = 404, description = "Unknown subscription"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]

@@ -50,6 +50,22 @@ pub struct AppState {
     pub register_limit: Option<rate_limit::RateLimiter>,
 }
 
+impl AppState {
+    /// A JSON body of at most 16 KiB (an operator's or a puppet's request),
+    /// of the shape `T`; anything else is 400 or 413.
+    pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
+        &self,
+        payload: web::Payload,
+    ) -> Result<T, error::PuppetApiError> {
+        let body = body::read_limited(payload, 16 * 1024, self.config.body_timeout).await?;
+        serde_json::from_slice(&body).map_err(|_| {
+            error::PuppetApiError::BadRequest(
+                "body is not a JSON object of the expected shape".into(),
+            )
+        })
+    }
+}
+
 /// The old manager's success answer: `{"code": 0, "message": "success"}`.
 pub(crate) fn ok() -> actix_web::HttpResponse {
     actix_web::HttpResponse::Ok().json(serde_json::json!({"code": 0, "message": "success"}))

@@ -1,12 +1,13 @@
 //! Puppet registration (API.md §1): register, deregister, puppetWxkfInfo.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::body::read_limited;
 use super::error::PuppetApiError;
 use super::AppState;
-use crate::domain::{CorpId, EndpointUrl, KfId, Puppet, RegisterBody, Registration};
+use crate::domain::{CorpId, EndpointUrl, KfId, RegisterBody, Registration};
+use crate::views::PuppetView;
 
 const REGISTER_BODY_LIMIT: usize = 16 * 1024;
 
@@ -138,44 +139,6 @@ async fn deregister(
     state.dispatcher.registration_changed(kf_id.as_str(), false);
     tracing::info!("puppet deregistered");
     Ok(super::ok())
-}
-
-/// A registration as shown to puppets: the old manager's document fields
-/// (`kfOpenId`, `name`, `botEndpoint`, ...) and the register names, never a
-/// secret.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PuppetView {
-    kf_id: String,
-    kf_name: String,
-    endpoint: String,
-    kf_open_id: String,
-    name: String,
-    bot_endpoint: String,
-    corp_id: String,
-    online: bool,
-    last_online_date: Option<String>,
-    offline_since: Option<String>,
-}
-
-pub use crate::clock::iso8601;
-
-impl From<&Puppet> for PuppetView {
-    fn from(p: &Puppet) -> Self {
-        let r = &p.registration;
-        Self {
-            kf_id: r.kf_id.to_string(),
-            kf_name: r.kf_name.clone(),
-            endpoint: r.endpoint.as_str().to_owned(),
-            kf_open_id: r.kf_id.to_string(),
-            name: r.kf_name.clone(),
-            bot_endpoint: r.endpoint.as_str().to_owned(),
-            corp_id: r.corp_id.to_string(),
-            online: p.online,
-            last_online_date: p.last_online_at.map(iso8601),
-            offline_since: p.offline_since.map(iso8601),
-        }
-    }
 }
 
 /// Path parameters are read by name: under `/s/{secret}/...` there are two.

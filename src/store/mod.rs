@@ -18,7 +18,6 @@ mod seal;
 pub mod sqlite;
 mod token;
 pub mod transfer;
-mod write_health;
 
 use async_trait::async_trait;
 
@@ -33,7 +32,6 @@ pub use records::{Record, RecordKind, Records};
 pub use seal::Sealer;
 pub use token::TokenRecord;
 pub use transfer::{Batches, CopiedDelivery, Transfer};
-pub use write_health::WriteHealth;
 
 use crate::domain::{CorpId, CredentialSet, EndpointUrl, KfId, Puppet, Registration};
 

@@ -7,7 +7,8 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::delivery::routes::RouteCache;
 use crate::delivery::slots::{HeldShare, SubscriptionSlots};
-use crate::store::{Delivery, InsertOutcome, Lease, NewEvent, Queue, StoreError, WriteHealth};
+use crate::delivery::WriteHealth;
+use crate::store::{Delivery, InsertOutcome, Lease, NewEvent, Queue, StoreError};
 
 /// How long an acknowledgement waits for the store: WeChat and WeCom give
 /// a push 5 s, so a stalled store is answered 503 (they resend) well within.

@@ -41,9 +41,10 @@ use super::slots::SubscriptionSlots;
 use super::{RetryPolicy, Sender};
 use crate::clock::Clock;
 use crate::delivery::DeliveryConfig;
+use crate::delivery::WriteHealth;
 use crate::directory::Directory;
 use crate::metrics::Metrics;
-use crate::store::{Claim, Delivery, Retention, Store, WriteHealth};
+use crate::store::{Claim, Delivery, Retention, Store};
 
 const MAX_BATCH: usize = 64;
 const MAX_FINISH_BATCH: usize = 512;

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use super::StoreError;
 use crate::metrics::{Metrics, ReasonLabels};
+use crate::store::StoreError;
 
 /// Room that must come back, beyond what was free when writes failed, for
 /// the disk to count as no longer full.

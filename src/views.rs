@@ -1,0 +1,112 @@
+//! What answers and listings show of the stored things: the HTTP API and the
+//! command line print the same views, and none of them holds a secret.
+
+use serde::Serialize;
+
+use crate::clock::iso8601;
+use crate::domain::{App, AppKey, AppKind, Puppet, Subscription, SubscriptionFilter};
+
+/// A registration as shown to puppets: the old manager's document fields
+/// (`kfOpenId`, `name`, `botEndpoint`, ...) and the register names, never a
+/// secret.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PuppetView {
+    kf_id: String,
+    kf_name: String,
+    endpoint: String,
+    kf_open_id: String,
+    name: String,
+    bot_endpoint: String,
+    corp_id: String,
+    online: bool,
+    last_online_date: Option<String>,
+    offline_since: Option<String>,
+}
+
+impl From<&Puppet> for PuppetView {
+    fn from(p: &Puppet) -> Self {
+        let r = &p.registration;
+        Self {
+            kf_id: r.kf_id.to_string(),
+            kf_name: r.kf_name.clone(),
+            endpoint: r.endpoint.as_str().to_owned(),
+            kf_open_id: r.kf_id.to_string(),
+            name: r.kf_name.clone(),
+            bot_endpoint: r.endpoint.as_str().to_owned(),
+            corp_id: r.corp_id.to_string(),
+            online: p.online,
+            last_online_date: p.last_online_at.map(iso8601),
+            offline_since: p.offline_since.map(iso8601),
+        }
+    }
+}
+
+/// An app as operators see it (§6.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppView {
+    pub app_id: String,
+    pub kind: AppKind,
+    pub name: String,
+    /// An EncodingAESKey is set (safe and compatible mode work).
+    pub encryption: bool,
+    /// An AppSecret is set (tokens and the API proxy work).
+    pub tokens: bool,
+    pub require_encryption: bool,
+}
+
+impl From<&App> for AppView {
+    fn from(app: &App) -> Self {
+        Self {
+            app_id: app.app_id.as_str().to_owned(),
+            kind: app.kind,
+            name: app.name.clone(),
+            encryption: app.key.is_some(),
+            tokens: app.app_secret.is_some(),
+            require_encryption: app.require_encryption,
+        }
+    }
+}
+
+/// A key as operators see it: never the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppKeyView {
+    pub id: String,
+    pub description: String,
+    pub created_at: String,
+}
+
+impl From<&AppKey> for AppKeyView {
+    fn from(key: &AppKey) -> Self {
+        Self {
+            id: key.id.clone(),
+            description: key.description.clone(),
+            created_at: iso8601(key.created_at),
+        }
+    }
+}
+
+/// A subscription as operators see it: never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionView {
+    pub id: String,
+    pub source: String,
+    pub endpoint: String,
+    pub filter: SubscriptionFilter,
+    pub description: String,
+}
+
+impl From<&Subscription> for SubscriptionView {
+    fn from(s: &Subscription) -> Self {
+        Self {
+            id: s.id.clone(),
+            source: s.source.clone(),
+            endpoint: s.endpoint.as_str().to_owned(),
+            filter: s.filter.clone(),
+            description: s.description.clone(),
+        }
+    }
+}
