@@ -30,16 +30,25 @@ impl AppKind {
     }
 }
 
-/// The body of `PUT /admin/api/apps/{appId}`, as received.
+/// An Official Account or Mini Program (§6.1). Secrets are never shown back.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppBody {
+    #[schema(value_type = AppKind, required = true)]
     pub kind: Option<String>,
+    /// The push signature token (WeChat's rule).
+    #[schema(value_type = String, required = true, pattern = r"^[A-Za-z0-9]{3,32}$")]
     pub token: Option<String>,
+    /// Needed for safe and compatible mode; empty: none.
     #[serde(rename = "encodingAESKey")]
+    #[schema(pattern = r"^([A-Za-z0-9]{43})?$")]
     pub encoding_aes_key: Option<String>,
+    /// Enables access tokens and the API proxy (§6.4); empty: none.
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]{0,128}$")]
     pub app_secret: Option<String>,
+    /// Refuse plaintext pushes (403).
     pub require_encryption: Option<bool>,
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]{0,256}$")]
     pub name: Option<String>,
 }
 

@@ -6,6 +6,33 @@ use super::FieldError;
 
 const ID_RULE: &str = "must be 1 to 64 characters of [A-Za-z0-9_-]";
 
+/// The id rule as a regular expression, written once for `valid_id`'s
+/// tests, the OpenAPI document's ids and its optional id filters.
+macro_rules! id_regex {
+    () => {
+        "[A-Za-z0-9_-]{1,64}"
+    };
+}
+
+/// An id of the contract (corpId, kfId, appId, a subscription's source).
+pub const ID_PATTERN: &str = concat!("^", id_regex!(), "$");
+
+/// An optional id in a query filter: an id, or empty for no filter.
+pub const ID_FILTER_PATTERN: &str = concat!("^(", id_regex!(), ")?$");
+
+/// The OpenAPI schema of an id: a string with `pattern`, described.
+fn id_schema(
+    pattern: &str,
+    description: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern))
+        .description(Some(description))
+        .into()
+}
+
 fn valid_id(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
@@ -43,6 +70,14 @@ macro_rules! id_type {
                 &self.0
             }
         }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                id_schema(ID_PATTERN, $doc)
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
     };
 }
 
@@ -61,6 +96,21 @@ id_type!(
     "kfId",
     "A customer-service account id (`OpenKfId`, `wk…`)."
 );
+
+/// An optional id filter of a listing (`?kfId=`, `?corpId=`, `?source=`):
+/// an id, or empty for no filter. Only the OpenAPI document uses it.
+pub struct IdFilter;
+
+impl utoipa::PartialSchema for IdFilter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        id_schema(
+            ID_FILTER_PATTERN,
+            "An id to filter by, or empty for no filter.",
+        )
+    }
+}
+
+impl utoipa::ToSchema for IdFilter {}
 
 /// Where a puppet receives deliveries: an http(s) URL with a host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +131,17 @@ impl EndpointUrl {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(FieldError::new(FIELD, "must not carry credentials"));
         }
+        // The URL standard lets a host hold `*`, `!`, `$` and the like, which no
+        // name server answers for: a name must be one a resolver can look up.
+        if let Some(url::Host::Domain(name)) = url.host() {
+            let resolvable = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_');
+            if !name.bytes().all(resolvable) {
+                return Err(FieldError::new(
+                    FIELD,
+                    "host is neither a DNS name nor an IP address",
+                ));
+            }
+        }
         Ok(Self(url))
     }
 
@@ -99,6 +160,29 @@ impl EndpointUrl {
     }
 }
 
+/// The OpenAPI document's endpoint: the shapes it vouches for (lower-case
+/// DNS names, a port, a short path). `parse` accepts more (IP addresses,
+/// upper case, longer paths), which clients may send; what the document
+/// allows is always accepted unless `ENDPOINT_ALLOW` says otherwise.
+impl utoipa::PartialSchema for EndpointUrl {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(Self::MAX_LEN))
+            .pattern(Some(
+                r"^https?://[a-z][a-z0-9-]{0,30}(\.[a-z][a-z0-9-]{0,30}){0,3}(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]{0,30}){0,4}$",
+            ))
+            .description(Some(
+                "Where deliveries go: http(s) with a host (a DNS name or an IP address), no credentials, \
+                 not a link-local, cloud-metadata or unspecified address (unless ENDPOINT_ALLOW names it)",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for EndpointUrl {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +196,27 @@ mod tests {
         assert_eq!(CorpId::parse("ww/../x").unwrap_err().field, "corpId");
     }
 
+    /// The check and the document's pattern are one rule: every string of a
+    /// small alphabet around the rule's edges is valid exactly when the
+    /// pattern matches it.
+    #[test]
+    fn the_id_check_and_the_documented_pattern_agree() {
+        let pattern = regex_lite::Regex::new(ID_PATTERN).unwrap();
+        let alphabet = ["a", "Z", "0", "_", "-", ".", " ", "*", "é", "/"];
+        for len in [0, 1, 2, 63, 64, 65] {
+            for (i, first) in alphabet.iter().enumerate() {
+                for last in &alphabet[i..] {
+                    let s = match len {
+                        0 => String::new(),
+                        1 => first.to_string(),
+                        n => format!("{first}{}{last}", "k".repeat(n - 2)),
+                    };
+                    assert_eq!(valid_id(&s), pattern.is_match(&s), "{s:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn endpoints_are_http_urls_with_a_host() {
         let e = EndpointUrl::parse("http://10.0.0.5:8080/").unwrap();
@@ -123,6 +228,8 @@ mod tests {
             "https://bot.example/x/callback/decrypted"
         );
         for bad in [
+            "https://p0n000b*",
+            "http://a!b.example/",
             "ftp://x",
             "http://",
             "not a url",

@@ -13,10 +13,13 @@ pub use crate::wecom::EncodingAesKey;
 pub use allow::EndpointAllow;
 pub use app::{App, AppBody, AppKey, AppKind};
 pub use endpoint_policy::{EndpointPolicy, EndpointRefusal};
-pub use ids::{AppId, CorpId, EndpointUrl, KfId};
+pub use ids::{AppId, CorpId, EndpointUrl, IdFilter, KfId, ID_FILTER_PATTERN, ID_PATTERN};
 pub use registration::{CredentialSet, Puppet, RegisterBody, Registration};
 pub use secret::Secret;
-pub use subscription::{Subscription, SubscriptionBody, SubscriptionFilter, WebhookSecret};
+pub use subscription::{
+    FilterValue, Subscription, SubscriptionBody, SubscriptionFilter, SubscriptionPatch,
+    WebhookSecret,
+};
 
 /// An input field that failed validation: `"{field}: {reason}"`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -56,18 +56,26 @@ pub struct Puppet {
     pub offline_since: Option<i64>,
 }
 
-/// The register body as puppets send it; every field optional so that a
-/// missing one is reported by name.
-#[derive(Deserialize, Default)]
+// Every field is optional so that a missing one is reported by name; the
+// schema attributes state the rules `Registration::try_from` applies.
+/// Puppet registration (the old manager's body).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegisterBody {
+    #[schema(value_type = KfId, inline, required = true)]
     pub kf_id: Option<String>,
+    #[schema(max_length = 256)]
     pub kf_name: Option<String>,
+    #[schema(value_type = EndpointUrl, inline, required = true)]
     pub endpoint: Option<String>,
+    #[schema(value_type = CorpId, inline, required = true)]
     pub corp_id: Option<String>,
+    #[schema(value_type = String, required = true, pattern = r"^[^\u0000-\u001f\u007f-\u009f]{1,256}$")]
     pub corp_secret: Option<String>,
+    #[schema(value_type = String, required = true, pattern = r"^[^\u0000-\u001f\u007f-\u009f]{1,128}$")]
     pub token: Option<String>,
     #[serde(rename = "encodingAESKey")]
+    #[schema(value_type = String, required = true, pattern = r"^[A-Za-z0-9]{43}$")]
     pub encoding_aes_key: Option<String>,
 }
 

@@ -22,10 +22,13 @@ pub const MAX_VALUE_LEN: usize = 64;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubscriptionFilter {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<FilterValue>, inline, max_items = 64)]
     pub msg_type: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<FilterValue>, inline, max_items = 64)]
     pub event: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<FilterValue>, inline, max_items = 64)]
     pub change_type: Vec<String>,
 }
 
@@ -132,15 +135,61 @@ pub struct Subscription {
     pub created_at: i64,
 }
 
-/// The body of `POST /admin/api/subscriptions` and of its PATCH.
+/// The body of `POST /admin/api/subscriptions` (§6.3).
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubscriptionBody {
+    // An appId or corpId (need not be known yet); the id rule is the same.
+    #[schema(value_type = super::CorpId, inline, required = true)]
     pub source: Option<String>,
+    // Where pushes go, by the rules of a puppet's endpoint.
+    #[schema(value_type = EndpointUrl, inline, required = true)]
     pub endpoint: Option<String>,
     pub filter: Option<SubscriptionFilter>,
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]{0,256}$")]
     pub description: Option<String>,
 }
+
+/// The body of a subscription's PATCH: the fields present change.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubscriptionPatch {
+    /// A source cannot change (400 naming it), so the document leaves it out.
+    #[schema(ignore)]
+    pub source: Option<String>,
+    #[schema(value_type = EndpointUrl, inline, required = false)]
+    pub endpoint: Option<String>,
+    pub filter: Option<SubscriptionFilter>,
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]{0,256}$")]
+    pub description: Option<String>,
+}
+
+impl From<SubscriptionPatch> for SubscriptionBody {
+    fn from(patch: SubscriptionPatch) -> Self {
+        Self {
+            source: patch.source,
+            endpoint: patch.endpoint,
+            filter: patch.filter,
+            description: patch.description,
+        }
+    }
+}
+
+/// One value of a subscription filter: a WeChat name such as `subscribe`.
+/// Only the OpenAPI document uses it (the check is `SubscriptionFilter::validate`).
+pub struct FilterValue;
+
+impl utoipa::PartialSchema for FilterValue {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(r"^[^\u0000-\u001f\u007f-\u009f]{1,64}$"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for FilterValue {}
 
 impl Subscription {
     /// A new subscription with a fresh id and secret.

@@ -80,7 +80,7 @@ struct ListQuery {
     offset: Option<String>,
 }
 
-#[utoipa::path(get, path = "/admin/api/deliveries", tag = "admin", params(("status" = Option<DeliveryStatus>, Query, nullable = false), ("kfId" = Option<String>, Query, nullable = false, pattern = r"^([A-Za-z0-9_-]{1,64})?$", description = "Empty: no filter"), ("corpId" = Option<String>, Query, nullable = false, pattern = r"^([A-Za-z0-9_-]{1,64})?$", description = "Empty: no filter"), ("limit" = Option<u64>, Query, nullable = false, description = "Page size, 50 by default; clamped to 1..=500"), ("offset" = Option<u64>, Query, nullable = false, description = "Beyond the end: an empty page")), responses((status = 200, description = "{items, limit, offset}, newest first"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(get, path = "/admin/api/deliveries", tag = "admin", params(("status" = Option<DeliveryStatus>, Query, nullable = false), ("kfId" = inline(Option<crate::domain::IdFilter>), Query, nullable = false, description = "Empty: no filter"), ("corpId" = inline(Option<crate::domain::IdFilter>), Query, nullable = false, description = "Empty: no filter"), ("limit" = Option<u64>, Query, nullable = false, description = "Page size, 50 by default; clamped to 1..=500"), ("offset" = Option<u64>, Query, nullable = false, description = "Beyond the end: an empty page")), responses((status = 200, description = "{items, limit, offset}, newest first"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn list_deliveries(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
@@ -126,7 +126,7 @@ async fn redrive_one(
     )
 }
 
-#[utoipa::path(post, path = "/admin/api/deliveries/redrive", tag = "admin", params(("kfId" = String, Query, pattern = r"^[A-Za-z0-9_-]{1,64}$")), responses((status = 200, description = "{redriven}: dead letters of the kfId sent again"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(post, path = "/admin/api/deliveries/redrive", tag = "admin", params(("kfId" = inline(crate::domain::KfId), Query)), responses((status = 200, description = "{redriven}: dead letters of the kfId sent again"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn redrive_kf(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -164,7 +164,7 @@ struct PuppetQuery {
     offset: Option<String>,
 }
 
-#[utoipa::path(get, path = "/admin/api/puppets", tag = "admin", params(("corpId" = Option<String>, Query, nullable = false, pattern = r"^([A-Za-z0-9_-]{1,64})?$", description = "Empty: no filter"), ("online" = Option<bool>, Query, nullable = false), ("limit" = Option<u64>, Query, nullable = false, description = "Page size, 50 by default; clamped to 1..=500"), ("offset" = Option<u64>, Query, nullable = false, description = "Beyond the end: an empty page")), responses((status = 200, description = "{items, limit, offset}"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(get, path = "/admin/api/puppets", tag = "admin", params(("corpId" = inline(Option<crate::domain::IdFilter>), Query, nullable = false, description = "Empty: no filter"), ("online" = Option<bool>, Query, nullable = false), ("limit" = Option<u64>, Query, nullable = false, description = "Page size, 50 by default; clamped to 1..=500"), ("offset" = Option<u64>, Query, nullable = false, description = "Beyond the end: an empty page")), responses((status = 200, description = "{items, limit, offset}"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn list_puppets(
     state: web::Data<AppState>,
     query: web::Query<PuppetQuery>,
@@ -181,7 +181,7 @@ async fn list_puppets(
         .json(serde_json::json!({"items": items, "limit": limit, "offset": offset})))
 }
 
-#[utoipa::path(get, path = "/admin/api/puppets/{kfId}", tag = "admin", params(("kfId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), responses((status = 200, description = "{puppet, deliveries, lastDeliveredDate}"), (status = 404, description = "Unknown kfId"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(get, path = "/admin/api/puppets/{kfId}", tag = "admin", params(("kfId" = inline(crate::domain::KfId), Path)), responses((status = 200, description = "{puppet, deliveries, lastDeliveredDate}"), (status = 404, description = "Unknown kfId"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn show_puppet(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -200,7 +200,7 @@ async fn show_puppet(
     })))
 }
 
-#[utoipa::path(delete, path = "/admin/api/puppets/{kfId}", tag = "admin", params(("kfId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), responses((status = 200, description = "Deleted"), (status = 404, description = "Unknown kfId"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(delete, path = "/admin/api/puppets/{kfId}", tag = "admin", params(("kfId" = inline(crate::domain::KfId), Path)), responses((status = 200, description = "Deleted"), (status = 404, description = "Unknown kfId"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn delete_puppet(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -219,13 +219,15 @@ async fn delete_puppet(
     Ok(super::ok())
 }
 
-#[derive(Deserialize)]
-struct MoveBody {
+/// An operator moves a kfId to another endpoint.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(super) struct MoveBody {
+    #[schema(value_type = EndpointUrl, inline, required = true)]
     endpoint: Option<String>,
 }
 
 /// Operators may move a kfId to another endpoint without its credentials.
-#[utoipa::path(put, path = "/admin/api/puppets/{kfId}/endpoint", tag = "admin", params(("kfId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), request_body(content = super::schemas::MoveRequest, content_type = "application/json"), responses((status = 200, description = "Moved"), (status = 404, description = "Unknown kfId"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(put, path = "/admin/api/puppets/{kfId}/endpoint", tag = "admin", params(("kfId" = inline(crate::domain::KfId), Path)), request_body(content = MoveBody, content_type = "application/json"), responses((status = 200, description = "Moved"), (status = 404, description = "Unknown kfId"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn move_puppet(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -253,17 +255,21 @@ async fn list_corps(state: web::Data<AppState>) -> Result<HttpResponse, PuppetAp
     Ok(HttpResponse::Ok().json(serde_json::json!({"items": items})))
 }
 
-#[derive(Deserialize)]
+/// Callback credentials for a corp: added, or rotated from `previousToken`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct RotateBody {
+pub(super) struct RotateBody {
+    #[schema(value_type = String, required = true, pattern = r"^[^\u0000-\u001f\u007f-\u009f]{1,128}$")]
     token: Option<String>,
     #[serde(rename = "encodingAESKey")]
+    #[schema(value_type = String, required = true, pattern = r"^[A-Za-z0-9]{43}$")]
     encoding_aes_key: Option<String>,
     /// Rotate only the puppets that use this token (one app of the corp).
+    #[schema(min_length = 1, max_length = 128)]
     previous_token: Option<String>,
 }
 
-#[utoipa::path(put, path = "/admin/api/corps/{corpId}/credentials", tag = "admin", params(("corpId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), request_body(content = super::schemas::CredentialsRequest, content_type = "application/json"), responses((status = 200, description = "{updated}"), (status = 404, description = "No puppet uses these credentials"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(put, path = "/admin/api/corps/{corpId}/credentials", tag = "admin", params(("corpId" = inline(crate::domain::CorpId), Path)), request_body(content = RotateBody, content_type = "application/json"), responses((status = 200, description = "{updated}"), (status = 404, description = "No puppet uses these credentials"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn rotate_credentials(
     state: web::Data<AppState>,
     path: web::Path<String>,

@@ -12,6 +12,7 @@ use super::puppets::check_endpoint;
 use super::AppState;
 use crate::domain::{
     App, AppBody, AppId, AppKey, CorpId, CredentialSet, Subscription, SubscriptionBody,
+    SubscriptionPatch,
 };
 use crate::store::Channels;
 use crate::views::{AppKeyView, AppView, SubscriptionView};
@@ -50,7 +51,7 @@ async fn changed(state: &AppState) -> Result<(), PuppetApiError> {
     Ok(())
 }
 
-#[utoipa::path(put, path = "/admin/api/apps/{appId}", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), request_body(content = super::schemas::AppRequest, content_type = "application/json"), responses((status = 200, description = "The app, without secrets", body = crate::views::AppView), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(put, path = "/admin/api/apps/{appId}", tag = "channels", params(("appId" = inline(crate::domain::AppId), Path)), request_body(content = crate::domain::AppBody, content_type = "application/json"), responses((status = 200, description = "The app, without secrets", body = crate::views::AppView), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn put_app(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -77,7 +78,7 @@ async fn list_apps(state: web::Data<AppState>) -> Result<HttpResponse, PuppetApi
     Ok(HttpResponse::Ok().json(json!({"items": items})))
 }
 
-#[utoipa::path(get, path = "/admin/api/apps/{appId}", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), responses((status = 200, description = "The app, without secrets", body = crate::views::AppView), (status = 404, description = "Unknown app"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(get, path = "/admin/api/apps/{appId}", tag = "channels", params(("appId" = inline(crate::domain::AppId), Path)), responses((status = 200, description = "The app, without secrets", body = crate::views::AppView), (status = 404, description = "Unknown app"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn show_app(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -89,7 +90,7 @@ async fn show_app(
     }
 }
 
-#[utoipa::path(delete, path = "/admin/api/apps/{appId}", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), responses((status = 200, description = "Deleted"), (status = 404, description = "Unknown app"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(delete, path = "/admin/api/apps/{appId}", tag = "channels", params(("appId" = inline(crate::domain::AppId), Path)), responses((status = 200, description = "Deleted"), (status = 404, description = "Unknown app"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn delete_app(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -103,8 +104,10 @@ async fn delete_app(
     Ok(super::ok())
 }
 
-#[derive(Deserialize)]
-struct KeyBody {
+/// A new app key (§6.4).
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(super) struct KeyBody {
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]{0,256}$")]
     description: Option<String>,
 }
 
@@ -117,7 +120,7 @@ async fn known_app(state: &AppState, raw: &str) -> Result<AppId, PuppetApiError>
 }
 
 /// Issue a key for downstream systems (§6.4): shown in this answer only.
-#[utoipa::path(post, path = "/admin/api/apps/{appId}/keys", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), request_body(content = super::schemas::KeyRequest, content_type = "application/json"), responses((status = 201, description = "{id, key, description, createdAt}: the key is shown only here"), (status = 404, description = "Unknown app"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(post, path = "/admin/api/apps/{appId}/keys", tag = "channels", params(("appId" = inline(crate::domain::AppId), Path)), request_body(content = KeyBody, content_type = "application/json"), responses((status = 201, description = "{id, key, description, createdAt}: the key is shown only here"), (status = 404, description = "Unknown app"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn issue_key(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -134,7 +137,7 @@ async fn issue_key(
     Ok(HttpResponse::Created().json(answer))
 }
 
-#[utoipa::path(get, path = "/admin/api/apps/{appId}/keys", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), responses((status = 200, description = "{items: [{id, description, createdAt}]}: never a key"), (status = 404, description = "Unknown app"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(get, path = "/admin/api/apps/{appId}/keys", tag = "channels", params(("appId" = inline(crate::domain::AppId), Path)), responses((status = 200, description = "{items: [{id, description, createdAt}]}: never a key"), (status = 404, description = "Unknown app"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn list_keys(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -150,7 +153,7 @@ async fn list_keys(
     Ok(HttpResponse::Ok().json(json!({"items": items})))
 }
 
-#[utoipa::path(delete, path = "/admin/api/apps/{appId}/keys/{id}", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$"), ("id" = String, Path)), responses((status = 200, description = "Revoked: in force on every manager within 2 s"), (status = 404, description = "No such key of this app"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(delete, path = "/admin/api/apps/{appId}/keys/{id}", tag = "channels", params(("appId" = inline(crate::domain::AppId), Path), ("id" = String, Path)), responses((status = 200, description = "Revoked: in force on every manager within 2 s"), (status = 404, description = "No such key of this app"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn revoke_key(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -165,7 +168,7 @@ async fn revoke_key(
     Ok(super::ok())
 }
 
-#[utoipa::path(post, path = "/admin/api/subscriptions", tag = "channels", request_body(content = super::schemas::SubscriptionRequest, content_type = "application/json"), responses((status = 201, description = "{id, source, endpoint, filter, description, secret}: the secret is shown only here"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(post, path = "/admin/api/subscriptions", tag = "channels", request_body(content = crate::domain::SubscriptionBody, content_type = "application/json"), responses((status = 201, description = "{id, source, endpoint, filter, description, secret}: the secret is shown only here"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn create_subscription(
     state: web::Data<AppState>,
     payload: web::Payload,
@@ -187,7 +190,7 @@ struct SourceQuery {
     source: Option<String>,
 }
 
-#[utoipa::path(get, path = "/admin/api/subscriptions", tag = "channels", params(("source" = Option<String>, Query, nullable = false, pattern = r"^([A-Za-z0-9_-]{1,64})?$", description = "Empty: every source")), responses((status = 200, description = "{items}: never a secret"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(get, path = "/admin/api/subscriptions", tag = "channels", params(("source" = inline(Option<crate::domain::IdFilter>), Query, nullable = false, description = "Empty: every source")), responses((status = 200, description = "{items}: never a secret"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn list_subscriptions(
     state: web::Data<AppState>,
     query: web::Query<SourceQuery>,
@@ -232,16 +235,16 @@ async fn show_subscription(
     Ok(HttpResponse::Ok().json(SubscriptionView::from(&subscription)))
 }
 
-#[utoipa::path(patch, path = "/admin/api/subscriptions/{id}", tag = "channels", params(("id" = String, Path)), request_body(content = super::schemas::SubscriptionPatch, content_type = "application/json"), responses((status = 200, description = "The subscription, without its secret", body = crate::views::SubscriptionView), (status = 404, description = "Unknown subscription"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(patch, path = "/admin/api/subscriptions/{id}", tag = "channels", params(("id" = String, Path)), request_body(content = crate::domain::SubscriptionPatch, content_type = "application/json"), responses((status = 200, description = "The subscription, without its secret", body = crate::views::SubscriptionView), (status = 404, description = "Unknown subscription"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn change_subscription(
     state: web::Data<AppState>,
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PuppetApiError> {
-    let body: SubscriptionBody = state.json_body(payload).await?;
+    let body: SubscriptionPatch = state.json_body(payload).await?;
     let mut subscription = find_subscription(&state, &path).await?;
     let new_endpoint = body.endpoint.is_some();
-    subscription.apply(body)?;
+    subscription.apply(body.into())?;
     if new_endpoint {
         check_endpoint(&state, &subscription.endpoint).await?;
     }
@@ -278,7 +281,7 @@ async fn delete_subscription(
 }
 
 /// How many credential sets a corp has and where each came from.
-#[utoipa::path(get, path = "/admin/api/corps/{corpId}", tag = "channels", params(("corpId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), responses((status = 200, description = "{corpId, credentialSets: [{from: puppet | operator}], puppets}"), (status = 404, description = "No credentials and no puppet for this corp"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(get, path = "/admin/api/corps/{corpId}", tag = "channels", params(("corpId" = inline(crate::domain::CorpId), Path)), responses((status = 200, description = "{corpId, credentialSets: [{from: puppet | operator}], puppets}"), (status = 404, description = "No credentials and no puppet for this corp"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn show_corp(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -336,7 +339,7 @@ pub(super) struct TokenQuery {
 
 /// DELETE `/admin/api/corps/{corpId}/credentials?token=`: remove an
 /// operator-added set.
-#[utoipa::path(delete, path = "/admin/api/corps/{corpId}/credentials", tag = "channels", params(("corpId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$"), ("token" = String, Query, min_length = 1, max_length = 128)), responses((status = 200, description = "Removed"), (status = 404, description = "No operator-added set with this token"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(delete, path = "/admin/api/corps/{corpId}/credentials", tag = "channels", params(("corpId" = inline(crate::domain::CorpId), Path), ("token" = String, Query, min_length = 1, max_length = 128)), responses((status = 200, description = "Removed"), (status = 404, description = "No operator-added set with this token"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 pub(super) async fn remove_credentials(
     state: web::Data<AppState>,
     path: web::Path<String>,

@@ -134,7 +134,7 @@ pub(super) fn log_outcome<T>(
 }
 
 /// GET: WeCom checks the URL; answer the bare decrypted echostr.
-#[utoipa::path(get, path = "/callback/{corpId}", tag = "callbacks", params(("corpId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$"), ("msg_signature" = String, Query, min_length = 1, max_length = 256), ("timestamp" = String, Query, min_length = 1, max_length = 256), ("nonce" = String, Query, min_length = 1, max_length = 256), ("echostr" = String, Query, min_length = 1)), responses((status = 200, description = "The decrypted echostr, text/plain, nothing else"), (status = 400, description = "Malformed"), (status = 401, description = "Bad signature or receiveid"), (status = 404, description = "No credentials for this corp")))]
+#[utoipa::path(get, path = "/callback/{corpId}", tag = "callbacks", params(("corpId" = inline(crate::domain::CorpId), Path), ("msg_signature" = String, Query, min_length = 1, max_length = 256), ("timestamp" = String, Query, min_length = 1, max_length = 256), ("nonce" = String, Query, min_length = 1, max_length = 256), ("echostr" = String, Query, min_length = 1)), responses((status = 200, description = "The decrypted echostr, text/plain, nothing else"), (status = 400, description = "Malformed"), (status = 401, description = "Bad signature or receiveid"), (status = 404, description = "No credentials for this corp")))]
 #[tracing::instrument(name = "callback", level = "debug", skip_all, fields(kind = "verify_url", corp_id = %path.as_str()))]
 async fn verify_url(
     state: web::Data<AppState>,
@@ -163,7 +163,7 @@ async fn verify_url(
 }
 
 /// POST: an encrypted callback.
-#[utoipa::path(post, path = "/callback/{corpId}", tag = "callbacks", params(("corpId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$"), ("msg_signature" = String, Query, min_length = 1, max_length = 256), ("timestamp" = String, Query, min_length = 1, max_length = 256), ("nonce" = String, Query, min_length = 1, max_length = 256)), request_body(content = super::schemas::CallbackEnvelope, content_type = "text/xml"), responses((status = 200, description = "success (stored durably)"), (status = 400, description = "Malformed"), (status = 401, description = "Bad signature or receiveid"), (status = 404, description = "No credentials for this corp"), (status = 413, description = "Body over 64 KiB"), (status = 503, description = "Store unavailable: WeCom retries")))]
+#[utoipa::path(post, path = "/callback/{corpId}", tag = "callbacks", params(("corpId" = inline(crate::domain::CorpId), Path), ("msg_signature" = String, Query, min_length = 1, max_length = 256), ("timestamp" = String, Query, min_length = 1, max_length = 256), ("nonce" = String, Query, min_length = 1, max_length = 256)), request_body(content = super::schemas::CallbackEnvelope, content_type = "text/xml"), responses((status = 200, description = "success (stored durably)"), (status = 400, description = "Malformed"), (status = 401, description = "Bad signature or receiveid"), (status = 404, description = "No credentials for this corp"), (status = 413, description = "Body over 64 KiB"), (status = 503, description = "Store unavailable: WeCom retries")))]
 #[tracing::instrument(name = "callback", level = "debug", skip_all, fields(kind = "encrypted", corp_id = %path.as_str(), kf_id))]
 async fn encrypted(
     state: web::Data<AppState>,
@@ -250,15 +250,18 @@ fn enc(v: &str) -> percent_encoding::PercentEncode<'_> {
     percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
 }
 
-#[derive(Deserialize)]
+/// A callback a gateway already decrypted.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct DecryptedBody {
+pub(super) struct DecryptedBody {
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 512)]
     token: Option<String>,
+    #[schema(value_type = crate::domain::KfId, inline, required = true)]
     open_kf_id: Option<String>,
 }
 
 /// POST: a gateway that already decrypted sends `{token, openKfId}`.
-#[utoipa::path(post, path = "/callback/decrypted/{corpId}", tag = "callbacks", params(("corpId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), request_body(content = super::schemas::DecryptedCallback, content_type = "application/json"), responses((status = 200, description = "roger (stored durably)"), (status = 400, description = "Malformed"), (status = 404, description = "No credentials for this corp"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(post, path = "/callback/decrypted/{corpId}", tag = "callbacks", params(("corpId" = inline(crate::domain::CorpId), Path)), request_body(content = DecryptedBody, content_type = "application/json"), responses((status = 200, description = "roger (stored durably)"), (status = 400, description = "Malformed"), (status = 404, description = "No credentials for this corp"), (status = 503, description = "Store unavailable")))]
 #[tracing::instrument(name = "callback", level = "debug", skip_all, fields(kind = "decrypted", corp_id = %path.as_str(), kf_id))]
 async fn decrypted(
     state: web::Data<AppState>,

@@ -50,7 +50,7 @@ fn rate_limit(state: &AppState, req: &HttpRequest) -> Result<(), PuppetApiError>
 }
 
 #[tracing::instrument(skip_all, fields(kf_id, corp_id))]
-#[utoipa::path(post, path = "/puppetWxkfManager/register", tag = "puppets", request_body(content = super::schemas::RegisterRequest, content_type = "application/json"), responses((status = 200, description = "{code: 0, message: success}"), (status = 400, description = "{code: 400, message} naming the field"), (status = 409, description = "The kfId is registered to another endpoint with other credentials, or the corp has MAX_KF_PER_CORP kfIds"), (status = 413, description = "Body over 16 KiB"), (status = 429, description = "Too many requests from this address (Retry-After)"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(post, path = "/puppetWxkfManager/register", tag = "puppets", request_body(content = crate::domain::RegisterBody, content_type = "application/json"), responses((status = 200, description = "{code: 0, message: success}"), (status = 400, description = "{code: 400, message} naming the field"), (status = 409, description = "The kfId is registered to another endpoint with other credentials, or the corp has MAX_KF_PER_CORP kfIds"), (status = 413, description = "Body over 16 KiB"), (status = 429, description = "Too many requests from this address (Retry-After)"), (status = 503, description = "Store unavailable")))]
 async fn register(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -105,15 +105,18 @@ async fn register(
     Ok(super::ok())
 }
 
-#[derive(Deserialize)]
+/// Puppet deregistration; other fields (kfName) are ignored.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct DeregisterBody {
+pub(super) struct DeregisterBody {
+    #[schema(value_type = KfId, inline, required = true)]
     kf_id: Option<String>,
+    #[schema(value_type = CorpId, inline, required = true)]
     corp_id: Option<String>,
 }
 
 #[tracing::instrument(skip_all, fields(kf_id, corp_id))]
-#[utoipa::path(post, path = "/puppetWxkfManager/deregister", tag = "puppets", request_body(content = super::schemas::DeregisterRequest, content_type = "application/json"), responses((status = 200, description = "{code: 0, message: success}"), (status = 400, description = "Invalid body, naming the field"), (status = 404, description = "Unknown kfId"), (status = 408, description = "Body not received in time"), (status = 413, description = "Body over 16 KiB"), (status = 503, description = "Store unavailable"), (status = 429, description = "Too many requests from this address (Retry-After)")))]
+#[utoipa::path(post, path = "/puppetWxkfManager/deregister", tag = "puppets", request_body(content = DeregisterBody, content_type = "application/json"), responses((status = 200, description = "{code: 0, message: success}"), (status = 400, description = "Invalid body, naming the field"), (status = 404, description = "Unknown kfId"), (status = 408, description = "Body not received in time"), (status = 413, description = "Body over 16 KiB"), (status = 503, description = "Store unavailable"), (status = 429, description = "Too many requests from this address (Retry-After)")))]
 async fn deregister(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -142,7 +145,7 @@ async fn deregister(
 }
 
 /// Path parameters are read by name: under `/s/{secret}/...` there are two.
-#[utoipa::path(get, path = "/puppetWxkfManager/puppetWxkfInfo/{kfId}", tag = "puppets", params(("kfId" = String, Path, description = "The customer-service account", pattern = r"^[A-Za-z0-9_-]{1,64}$")), responses((status = 200, description = "The registration without any secret"), (status = 400, description = "Invalid kfId"), (status = 404, description = "Unknown kfId"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(get, path = "/puppetWxkfManager/puppetWxkfInfo/{kfId}", tag = "puppets", params(("kfId" = inline(crate::domain::KfId), Path, description = "The customer-service account")), responses((status = 200, description = "The registration without any secret"), (status = 400, description = "Invalid kfId"), (status = 404, description = "Unknown kfId"), (status = 503, description = "Store unavailable")))]
 async fn info(
     state: web::Data<AppState>,
     req: HttpRequest,

@@ -107,7 +107,7 @@ async fn app_token(
     }
 }
 
-#[utoipa::path(get, path = "/wechat/{appId}/token", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")), responses((status = 200, description = "{access_token, expires_in} from the shared cache, or WeChat's {errcode, errmsg}"), (status = 401, description = "No key, or not a key of this app"), (status = 404, description = "Unknown app"), (status = 409, description = "The app has no appSecret"), (status = 502, description = "WeChat unreachable"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(get, path = "/wechat/{appId}/token", tag = "channels", params(("appId" = inline(crate::domain::AppId), Path)), responses((status = 200, description = "{access_token, expires_in} from the shared cache, or WeChat's {errcode, errmsg}"), (status = 401, description = "No key, or not a key of this app"), (status = 404, description = "Unknown app"), (status = 409, description = "The app has no appSecret"), (status = 502, description = "WeChat unreachable"), (status = 503, description = "Store unavailable")))]
 async fn token(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     let (app, secret) = match authorized(&state, &req) {
         Ok(found) => found,
@@ -131,7 +131,7 @@ fn with_token(query: &str, token: &str) -> String {
     parts.join("&")
 }
 
-#[utoipa::path(method(get, post, put, delete, patch), path = "/wechat/{appId}/api/{path}", tag = "channels", params(("appId" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$"), ("path" = String, Path, description = "WeChat API path: segments of [A-Za-z0-9_.-], none of them . or ..", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}){0,7}$")), responses((status = 200, description = "WeChat's own status, content type and body"), (status = 400, description = "Not a plain API path ({errcode: 40058})"), (status = 401, description = "No key, or not a key of this app"), (status = 404, description = "Unknown app"), (status = 409, description = "The app has no appSecret"), (status = 413, description = "Body over 20 MiB"), (status = 502, description = "WeChat unreachable")))]
+#[utoipa::path(method(get, post, put, delete, patch), path = "/wechat/{appId}/api/{path}", tag = "channels", params(("appId" = inline(crate::domain::AppId), Path), ("path" = String, Path, description = "WeChat API path: segments of [A-Za-z0-9_.-], none of them . or ..", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}){0,7}$")), responses((status = 200, description = "WeChat's own status, content type and body"), (status = 400, description = "Not a plain API path ({errcode: 40058})"), (status = 401, description = "No key, or not a key of this app"), (status = 404, description = "Unknown app"), (status = 409, description = "The app has no appSecret"), (status = 413, description = "Body over 20 MiB"), (status = 502, description = "WeChat unreachable")))]
 async fn proxy(
     state: web::Data<AppState>,
     req: HttpRequest,

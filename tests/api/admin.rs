@@ -462,6 +462,67 @@ async fn the_openapi_document_covers_the_whole_surface() {
     );
 }
 
+/// Every id the document describes (path and query parameters, body
+/// fields) carries the pattern the domain checks, from the one place that
+/// defines it; and an endpoint the document's pattern refuses for its host
+/// (a schema fuzzer's `https://p0n000b*`) is refused by the API too.
+#[tokio::test]
+async fn the_document_states_the_id_rule_the_api_checks_and_refuses_what_it_refuses() {
+    use wxkf_manager::domain::{ID_FILTER_PATTERN, ID_PATTERN};
+    let app = spawn_app().await;
+    let doc: serde_json::Value = app
+        .get("/admin/api/openapi.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut ids = 0;
+    for operation in doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|p| p.as_object().unwrap().values())
+    {
+        for param in operation["parameters"].as_array().into_iter().flatten() {
+            let name = param["name"].as_str().unwrap();
+            if ["kfId", "corpId", "appId", "source"].contains(&name) {
+                let expected = if param["required"] == true {
+                    ID_PATTERN
+                } else {
+                    ID_FILTER_PATTERN
+                };
+                assert_eq!(param["schema"]["pattern"], expected, "{name}");
+                ids += 1;
+            }
+        }
+    }
+    let schemas = &doc["components"]["schemas"];
+    for (body, field) in [
+        ("RegisterBody", "kfId"),
+        ("RegisterBody", "corpId"),
+        ("DeregisterBody", "kfId"),
+        ("DecryptedBody", "openKfId"),
+        ("SubscriptionBody", "source"),
+    ] {
+        assert_eq!(
+            schemas[body]["properties"][field]["pattern"], ID_PATTERN,
+            "{body}.{field}"
+        );
+        ids += 1;
+    }
+    assert!(ids > 25, "only {ids} ids found in the document");
+
+    let resp = app
+        .admin(reqwest::Method::POST, "/subscriptions")
+        .json(&serde_json::json!({"source": "wx0123456789abcdef", "endpoint": "https://p0n000b*"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = (resp.status(), resp.text().await.unwrap());
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("endpoint"), "{body}");
+}
+
 /// A method a path does not serve is 405, as the OpenAPI document says by
 /// not listing it; an unknown path stays 404.
 #[tokio::test]
