@@ -131,16 +131,14 @@ impl EndpointUrl {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(FieldError::new(FIELD, "must not carry credentials"));
         }
-        // The URL standard lets a host hold `*`, `!`, `$` and the like, which no
-        // name server answers for: a name must be one a resolver can look up.
-        if let Some(url::Host::Domain(name)) = url.host() {
-            let resolvable = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_');
-            if !name.bytes().all(resolvable) {
-                return Err(FieldError::new(
-                    FIELD,
-                    "host is neither a DNS name nor an IP address",
-                ));
-            }
+        // A named host must be written as the document's pattern says (which
+        // also keeps out what no resolver answers for, such as `*`); an IP
+        // address is for the endpoint policy to judge.
+        if matches!(url.host(), Some(url::Host::Domain(_))) && !named_endpoint().is_match(s) {
+            return Err(FieldError::new(
+                FIELD,
+                "not an http(s) URL with a DNS name or an IP address as its host",
+            ));
         }
         Ok(Self(url))
     }
@@ -160,22 +158,41 @@ impl EndpointUrl {
     }
 }
 
-/// The OpenAPI document's endpoint: the shapes it vouches for (lower-case
-/// DNS names, a port, a short path). `parse` accepts more (IP addresses,
-/// upper case, longer paths), which clients may send; what the document
-/// allows is always accepted unless `ENDPOINT_ALLOW` says otherwise.
+/// An endpoint whose host is a name, as both the OpenAPI document and
+/// `EndpointUrl::parse` state it: http(s); DNS labels of letters, digits,
+/// `_` and `-`, the last one starting with a letter or `_` (else the URL
+/// standard reads the host as an IPv4 address); a port from 1 to 65535;
+/// path and query of the characters RFC 3986 allows there, `%` only before
+/// two hex digits; no credentials, no fragment.
+pub const NAMED_ENDPOINT_PATTERN: &str = concat!(
+    r"^https?://",
+    r"([A-Za-z0-9_][A-Za-z0-9_-]{0,62}\.)*[A-Za-z_][A-Za-z0-9_-]{0,62}",
+    r"(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?",
+    r"(/([A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})*)*",
+    r"(\?([A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*)?$",
+);
+
+fn named_endpoint() -> &'static regex_lite::Regex {
+    static PATTERN: std::sync::LazyLock<regex_lite::Regex> = std::sync::LazyLock::new(|| {
+        regex_lite::Regex::new(NAMED_ENDPOINT_PATTERN).expect("the endpoint pattern compiles")
+    });
+    &PATTERN
+}
+
+/// The document states the named form's pattern; IP-address hosts (which
+/// the endpoint policy judges, `ENDPOINT_ALLOW` included) are described in
+/// words, since a pattern cannot say which addresses a configuration allows.
 impl utoipa::PartialSchema for EndpointUrl {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         use utoipa::openapi::schema::{ObjectBuilder, Type};
         ObjectBuilder::new()
             .schema_type(Type::String)
             .max_length(Some(Self::MAX_LEN))
-            .pattern(Some(
-                r"^https?://[a-z][a-z0-9-]{0,30}(\.[a-z][a-z0-9-]{0,30}){0,3}(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]{0,30}){0,4}$",
-            ))
+            .pattern(Some(NAMED_ENDPOINT_PATTERN))
             .description(Some(
-                "Where deliveries go: http(s) with a host (a DNS name or an IP address), no credentials, \
-                 not a link-local, cloud-metadata or unspecified address (unless ENDPOINT_ALLOW names it)",
+                "Where deliveries go: an http(s) URL whose host is a DNS name (this pattern) or an IP \
+                 address (http://10.0.0.5:8788, http://[fd00::1]/), without credentials; not a \
+                 link-local, cloud-metadata or unspecified address unless ENDPOINT_ALLOW names it",
             ))
             .into()
     }
@@ -227,9 +244,24 @@ mod tests {
                 .join("callback/decrypted"),
             "https://bot.example/x/callback/decrypted"
         );
+        for good in [
+            "http://127.0.0.1:8788",
+            "http://[::1]:8788/",
+            "http://[fd00::1]/",
+            "http://localhost:8788/",
+            "http://puppet_1:8788",
+            "https://BOT.internal/x",
+            "https://bot.example/x/*?a=1&b=%2F",
+        ] {
+            assert!(EndpointUrl::parse(good).is_ok(), "{good}");
+        }
         for bad in [
             "https://p0n000b*",
             "http://a!b.example/",
+            "http://bot.example/a b",
+            "http://bot.example/%zz",
+            "http://bot.example/#top",
+            "http://bot.example:0/",
             "ftp://x",
             "http://",
             "not a url",

@@ -13,7 +13,10 @@ pub use crate::wecom::EncodingAesKey;
 pub use allow::EndpointAllow;
 pub use app::{App, AppBody, AppKey, AppKind};
 pub use endpoint_policy::{EndpointPolicy, EndpointRefusal};
-pub use ids::{AppId, CorpId, EndpointUrl, IdFilter, KfId, ID_FILTER_PATTERN, ID_PATTERN};
+pub use ids::{
+    AppId, CorpId, EndpointUrl, IdFilter, KfId, ID_FILTER_PATTERN, ID_PATTERN,
+    NAMED_ENDPOINT_PATTERN,
+};
 pub use registration::{CredentialSet, Puppet, RegisterBody, Registration};
 pub use secret::Secret;
 pub use subscription::{

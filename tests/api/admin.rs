@@ -419,12 +419,7 @@ async fn every_admin_route_requires_the_token() {
 #[tokio::test]
 async fn the_openapi_document_covers_the_whole_surface() {
     let app = spawn_app().await;
-    let doc: serde_json::Value = app
-        .get("/admin/api/openapi.json")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let doc = app.openapi().await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let paths = doc["paths"].as_object().unwrap();
     for path in [
@@ -470,12 +465,7 @@ async fn the_openapi_document_covers_the_whole_surface() {
 async fn the_document_states_the_id_rule_the_api_checks_and_refuses_what_it_refuses() {
     use wxkf_manager::domain::{ID_FILTER_PATTERN, ID_PATTERN};
     let app = spawn_app().await;
-    let doc: serde_json::Value = app
-        .get("/admin/api/openapi.json")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let doc = app.openapi().await;
     let mut ids = 0;
     for operation in doc["paths"]
         .as_object()

@@ -395,6 +395,15 @@ impl TestApp {
         resp.json().await.unwrap()
     }
 
+    /// The OpenAPI document the app serves.
+    pub async fn openapi(&self) -> serde_json::Value {
+        self.get("/admin/api/openapi.json")
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.api
             .get(format!("{}{path}", self.address))
