@@ -119,7 +119,27 @@ pub struct EndpointUrl(url::Url);
 impl EndpointUrl {
     pub const MAX_LEN: usize = 2048;
 
+    /// An endpoint a client sends (a registration, a move, a subscription):
+    /// the stored rules, and a named host written as the document states it.
     pub fn parse(s: &str) -> Result<Self, FieldError> {
+        let endpoint = Self::from_stored(s)?;
+        // A named host must be written as the document's pattern says (which
+        // also keeps out what no resolver answers for, such as `*`); an IP
+        // address is for the endpoint policy to judge.
+        if matches!(endpoint.0.host(), Some(url::Host::Domain(_))) && !named_endpoint().is_match(s)
+        {
+            return Err(FieldError::new(
+                "endpoint",
+                "not an http(s) URL with a DNS name or an IP address as its host",
+            ));
+        }
+        Ok(endpoint)
+    }
+
+    /// An endpoint a store holds, written by this or an earlier release (or
+    /// the old manager): an http(s) URL with a host and no credentials. Not
+    /// held to the pattern clients are, which came later.
+    pub fn from_stored(s: &str) -> Result<Self, FieldError> {
         const FIELD: &str = "endpoint";
         if s.len() > Self::MAX_LEN {
             return Err(FieldError::new(FIELD, "longer than 2048 characters"));
@@ -130,15 +150,6 @@ impl EndpointUrl {
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(FieldError::new(FIELD, "must not carry credentials"));
-        }
-        // A named host must be written as the document's pattern says (which
-        // also keeps out what no resolver answers for, such as `*`); an IP
-        // address is for the endpoint policy to judge.
-        if matches!(url.host(), Some(url::Host::Domain(_))) && !named_endpoint().is_match(s) {
-            return Err(FieldError::new(
-                FIELD,
-                "not an http(s) URL with a DNS name or an IP address as its host",
-            ));
         }
         Ok(Self(url))
     }
@@ -270,6 +281,10 @@ mod tests {
         ] {
             assert!(EndpointUrl::parse(bad).is_err(), "{bad}");
         }
+        // What an earlier release stored is still read: the pattern binds
+        // what clients send, not what the store holds.
+        let stored = EndpointUrl::from_stored("https://p0n000b*/").unwrap();
+        assert_eq!(stored.join("callback"), "https://p0n000b*/callback");
         let long = format!("http://h/{}", "a".repeat(2048));
         assert!(EndpointUrl::parse(&long).is_err());
     }

@@ -252,7 +252,7 @@ fn subscription_record(s: &Subscription, sealer: &Sealer, now: i64) -> Record {
 
 fn subscription_from(record: &Record, sealer: &Sealer) -> Result<Subscription, StoreError> {
     let endpoint = text(record, "endpoint")
-        .and_then(|e| EndpointUrl::parse(e).ok())
+        .and_then(|e| EndpointUrl::from_stored(e).ok())
         .ok_or_else(|| corrupt(record, "endpoint"))?;
     let filter: SubscriptionFilter = record
         .body

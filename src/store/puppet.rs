@@ -25,7 +25,7 @@ pub(crate) fn build_puppet(
         registration: Registration {
             kf_id: KfId::parse(kf_id).map_err(|_| corrupt("kfId"))?,
             kf_name,
-            endpoint: EndpointUrl::parse(endpoint).map_err(|_| corrupt("endpoint"))?,
+            endpoint: EndpointUrl::from_stored(endpoint).map_err(|_| corrupt("endpoint"))?,
             corp_id: CorpId::parse(corp_id).map_err(|_| corrupt("corpId"))?,
             corp_secret: Secret::new(corp_secret),
             credentials: CredentialSet {
