@@ -27,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..count {
         let kf = KfId::parse(&format!("wkseed{}", i % 1000))?;
         let event = NewEvent {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: wxkf_manager::domain::EventId::generate(),
             source: corp.as_str().to_owned(),
             dedup_key: format!("kf|wwseed|{kf}|SEED{i}"),
             kind: PayloadKind::Xml,

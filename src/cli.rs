@@ -181,7 +181,7 @@ pub async fn deliveries(store: Arc<dyn Store>, command: DeliveriesCommand) -> an
                 .iter()
                 .map(|e| {
                     vec![
-                        e.id.clone(),
+                        e.id.to_string(),
                         e.status.as_str().to_owned(),
                         e.corp_id.clone(),
                         e.kf_id.clone().unwrap_or_default(),
@@ -207,7 +207,7 @@ pub async fn deliveries(store: Arc<dyn Store>, command: DeliveriesCommand) -> an
         }
         DeliveriesCommand::Redrive { id, kf_id } => {
             let n = match (id, kf_id) {
-                (Some(id), _) => u64::from(store.redrive(&id, now).await?),
+                (Some(id), _) => u64::from(store.redrive(&id.into(), now).await?),
                 (None, Some(kf)) => store.redrive_dead_of_kf(&KfId::parse(&kf)?, now).await?,
                 (None, None) => anyhow::bail!("give --id or --kf-id"),
             };

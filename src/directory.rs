@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::domain::{App, AppKey, CorpId, CredentialSet, Subscription};
+use crate::domain::{App, AppKey, CorpId, CredentialSet, Subscription, SubscriptionId};
 use crate::store::{Channels, Store, StoreError};
 
 /// How often every manager re-reads the configuration.
@@ -30,7 +30,7 @@ pub struct Snapshot {
     apps: HashMap<String, Arc<App>>,
     /// By source, in creation order.
     subscriptions: HashMap<String, Vec<Arc<Subscription>>>,
-    by_id: HashMap<String, Arc<Subscription>>,
+    by_id: HashMap<SubscriptionId, Arc<Subscription>>,
     operator_sets: HashMap<String, Vec<CredentialSet>>,
     /// By appId.
     keys: HashMap<String, Vec<AppKey>>,
@@ -100,7 +100,7 @@ impl Snapshot {
         self.apps.get(app_id)
     }
 
-    pub fn subscription(&self, id: &str) -> Option<&Arc<Subscription>> {
+    pub fn subscription(&self, id: &SubscriptionId) -> Option<&Arc<Subscription>> {
         self.by_id.get(id)
     }
 

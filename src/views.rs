@@ -102,7 +102,7 @@ pub struct SubscriptionView {
 impl From<&Subscription> for SubscriptionView {
     fn from(s: &Subscription) -> Self {
         Self {
-            id: s.id.clone(),
+            id: s.id.to_string(),
             source: s.source.clone(),
             endpoint: s.endpoint.as_str().to_owned(),
             filter: s.filter.clone(),

@@ -72,7 +72,7 @@ impl Sender {
                 .header("content-type", "application/json"),
         };
         let request = request
-            .header(DELIVERY_ID_HEADER, &event.id)
+            .header(DELIVERY_ID_HEADER, event.id.as_str())
             .header(ATTEMPT_HEADER, attempt.to_string())
             .body(event.body.clone());
         post(request, "puppet").await
@@ -89,12 +89,14 @@ impl Sender {
         now_secs: i64,
     ) -> Result<(), SendFailure> {
         self.check(&subscription.endpoint)?;
-        let signature = subscription.secret.sign(&delivery.id, now_secs, body);
+        let signature = subscription
+            .secret
+            .sign(delivery.id.as_str(), now_secs, body);
         let request = self
             .client
             .post(subscription.endpoint.as_str())
             .header("content-type", "application/json")
-            .header("webhook-id", &delivery.id)
+            .header("webhook-id", delivery.id.as_str())
             .header("webhook-timestamp", now_secs.to_string())
             .header("webhook-signature", signature)
             .header(ATTEMPT_HEADER, attempt.to_string())

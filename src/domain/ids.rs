@@ -97,6 +97,63 @@ id_type!(
     "A customer-service account id (`OpenKfId`, `wk…`)."
 );
 
+/// Ids the manager makes itself (events, deliveries, subscriptions, claims):
+/// a time-ordered UUID when made, then carried as they are. What a store
+/// gives back is wrapped, never parsed again; an id from a request path is
+/// only ever looked up (unknown: 404).
+macro_rules! made_id {
+    ($name:ident, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// A new id, ordered by the time it was made.
+            pub fn generate() -> Self {
+                Self(uuid::Uuid::now_v7().to_string())
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        /// As a store holds it, or as a request names it.
+        impl From<String> for $name {
+            fn from(id: String) -> Self {
+                Self(id)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(id: &str) -> Self {
+                Self(id.to_owned())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+made_id!(
+    EventId,
+    "An accepted push, stored once for all of its deliveries."
+);
+made_id!(
+    DeliveryId,
+    "One target's delivery of an event (`X-Wxkf-Delivery-Id`, `webhook-id`)."
+);
+made_id!(SubscriptionId, "A subscription (§6.3).");
+made_id!(
+    ClaimId,
+    "One claim of a delivery: an outcome is recorded only under the claim it was sent under."
+);
+
 /// An optional id filter of a listing (`?kfId=`, `?corpId=`, `?source=`):
 /// an id, or empty for no filter. Only the OpenAPI document uses it.
 pub struct IdFilter;

@@ -14,8 +14,8 @@ pub use allow::EndpointAllow;
 pub use app::{App, AppBody, AppKey, AppKind};
 pub use endpoint_policy::{EndpointPolicy, EndpointRefusal};
 pub use ids::{
-    AppId, CorpId, EndpointUrl, IdFilter, KfId, ID_FILTER_PATTERN, ID_PATTERN,
-    NAMED_ENDPOINT_PATTERN,
+    AppId, ClaimId, CorpId, DeliveryId, EndpointUrl, EventId, IdFilter, KfId, SubscriptionId,
+    ID_FILTER_PATTERN, ID_PATTERN, NAMED_ENDPOINT_PATTERN,
 };
 pub use registration::{CredentialSet, Puppet, RegisterBody, Registration};
 pub use secret::Secret;

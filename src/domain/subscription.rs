@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
-use super::{EndpointUrl, FieldError};
+use super::{EndpointUrl, FieldError, SubscriptionId};
 
 /// At most this many values per field, each at most this long: a filter is
 /// a short list of WeChat's names, not a place to store data.
@@ -125,7 +125,7 @@ pub const MAX_DESCRIPTION: usize = 256;
 /// Where pushes of one source go (API.md §6.3).
 #[derive(Debug, Clone)]
 pub struct Subscription {
-    pub id: String,
+    pub id: SubscriptionId,
     /// An appId or corpId (need not be known yet).
     pub source: String,
     pub endpoint: EndpointUrl,
@@ -204,7 +204,7 @@ impl Subscription {
                 .to_owned(),
         };
         let mut created = Self {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: SubscriptionId::generate(),
             source,
             endpoint: parse_endpoint(body.endpoint.as_deref())?,
             filter: SubscriptionFilter::default(),

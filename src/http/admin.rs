@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::error::PuppetApiError;
 use super::query::param;
 use super::AppState;
-use crate::domain::{CorpId, CredentialSet, EndpointUrl, KfId};
+use crate::domain::{CorpId, CredentialSet, DeliveryId, EndpointUrl, KfId};
 use crate::store::{DeliveryFilter, DeliveryStatus};
 use crate::views::PuppetView;
 
@@ -113,6 +113,7 @@ async fn redrive_one(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, PuppetApiError> {
+    let id = DeliveryId::from(id.into_inner());
     if !state.store.redrive(&id, state.clock.now_ms()).await? {
         return Err(PuppetApiError::NotFound(
             "no dead or parked delivery with this id",
@@ -149,6 +150,7 @@ async fn delete_one(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, PuppetApiError> {
+    let id = DeliveryId::from(id.into_inner());
     if !state.store.delete_delivery(&id).await? {
         return Err(PuppetApiError::NotFound("no delivery with this id"));
     }

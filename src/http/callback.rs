@@ -14,7 +14,7 @@ use super::AppState;
 use crate::delivery::fan_out::{fan_out, Origin};
 use crate::delivery::identity::{decrypted_dedup_key, dedup_key};
 use crate::directory::Snapshot;
-use crate::domain::{CorpId, CredentialSet, KfId};
+use crate::domain::{CorpId, CredentialSet, EventId, KfId};
 use crate::store::{InsertOutcome, NewDelivery, NewEvent, PayloadKind};
 use crate::wecom::{self, MAX_XML_BYTES};
 
@@ -202,10 +202,10 @@ async fn encrypted(
             .then(|| wecom::xml_message(&plain.message).ok())
             .flatten();
         // Time-ordered: the id index grows at its end instead of at random pages.
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = EventId::generate();
         let received_at = state.clock.now_ms();
         let origin = Origin {
-            event_id: &id,
+            event_id: id.as_str(),
             source: &corp,
             source_kind: "wecom",
             received_at,
@@ -290,7 +290,7 @@ async fn decrypted(
         let json = serde_json::json!({ "token": token, "openKfId": kf.as_str() });
         let event = NewEvent {
             // Time-ordered: the id index grows at its end instead of at random pages.
-            id: uuid::Uuid::now_v7().to_string(),
+            id: EventId::generate(),
             dedup_key: decrypted_dedup_key(&corp, &kf, &token),
             kind: PayloadKind::Json,
             body: json.to_string().into_bytes(),

@@ -19,7 +19,7 @@ use super::query::param;
 use super::AppState;
 use crate::delivery::fan_out::{fan_out, Origin};
 use crate::delivery::identity::push_dedup_key;
-use crate::domain::{App, CorpId};
+use crate::domain::{App, CorpId, EventId};
 use crate::store::{InsertOutcome, NewEvent, PayloadKind};
 use crate::wecom::{self, MAX_XML_BYTES};
 
@@ -195,10 +195,10 @@ async fn push(
         };
         let source = CorpId::parse(app.app_id.as_str())
             .map_err(|e| CallbackError::BadRequest(e.to_string()))?;
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = EventId::generate();
         let received_at = state.clock.now_ms();
         let origin = Origin {
-            event_id: &id,
+            event_id: id.as_str(),
             source: &source,
             source_kind: app.kind.as_str(),
             received_at,

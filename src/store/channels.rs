@@ -237,7 +237,7 @@ fn app_from(record: &Record, sealer: &Sealer) -> Result<App, StoreError> {
 fn subscription_record(s: &Subscription, sealer: &Sealer, now: i64) -> Record {
     Record {
         kind: RecordKind::Subscription,
-        id: s.id.clone(),
+        id: s.id.to_string(),
         source: s.source.clone(),
         body: object(json!({
             "endpoint": s.endpoint.as_str(),
@@ -265,7 +265,7 @@ fn subscription_from(record: &Record, sealer: &Sealer) -> Result<Subscription, S
         .and_then(|s| WebhookSecret::parse(&s))
         .ok_or_else(|| corrupt(record, "secret"))?;
     Ok(Subscription {
-        id: record.id.clone(),
+        id: record.id.clone().into(),
         source: record.source.clone(),
         endpoint,
         filter,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::domain::{CorpId, KfId};
+use crate::domain::{ClaimId, CorpId, DeliveryId, EventId, KfId, SubscriptionId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -146,7 +146,7 @@ impl PayloadKind {
 /// its deliveries.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    pub id: String,
+    pub id: EventId,
     /// Who sent it: the corpId (an appId for Official Account pushes).
     pub source: String,
     /// Identity for deduplicating WeChat's and WeCom's resends.
@@ -168,13 +168,13 @@ pub struct NewEvent {
 /// One target of an accepted callback, about to be stored.
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
-    pub id: String,
+    pub id: DeliveryId,
     /// The corp (or, for a subscription, the source: an appId or corpId).
     pub corp_id: CorpId,
     /// The OpenKfId of the puppet it goes to.
     pub kf_id: Option<KfId>,
     /// The subscription it goes to. Neither target: unroutable.
-    pub subscription_id: Option<String>,
+    pub subscription_id: Option<SubscriptionId>,
     /// A "pull now" wake-up that newer ones for the same kfId replace.
     pub coalesce: bool,
     /// Stored already claimed by this manager, which delivers it straight
@@ -187,7 +187,7 @@ impl NewDelivery {
     /// time-ordered id.
     pub fn to_puppet(corp_id: CorpId, kf_id: Option<KfId>, coalesce: bool) -> Self {
         Self {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: DeliveryId::generate(),
             corp_id,
             kf_id,
             subscription_id: None,
@@ -197,9 +197,9 @@ impl NewDelivery {
     }
 
     /// A delivery to a subscription of `source`, with a new time-ordered id.
-    pub fn to_subscription(source: CorpId, subscription_id: &str) -> Self {
+    pub fn to_subscription(source: CorpId, subscription_id: &SubscriptionId) -> Self {
         Self {
-            subscription_id: Some(subscription_id.to_owned()),
+            subscription_id: Some(subscription_id.clone()),
             ..Self::to_puppet(source, None, false)
         }
     }
@@ -224,7 +224,7 @@ impl NewDelivery {
 pub struct Lease {
     pub owner: String,
     pub until: i64,
-    pub claim_id: String,
+    pub claim_id: ClaimId,
 }
 
 impl NewEvent {
@@ -261,12 +261,12 @@ impl NewEvent {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
-    pub id: String,
+    pub id: DeliveryId,
     /// The event it delivers (stored once for all of its deliveries).
-    pub event_id: String,
+    pub event_id: EventId,
     pub corp_id: String,
     pub kf_id: Option<String>,
-    pub subscription_id: Option<String>,
+    pub subscription_id: Option<SubscriptionId>,
     pub kind: PayloadKind,
     #[serde(skip)]
     pub body: Vec<u8>,
@@ -285,7 +285,16 @@ pub struct Delivery {
     pub last_error: Option<String>,
     pub delivered_at: Option<i64>,
     #[serde(skip)]
-    pub claim_id: Option<String>,
+    pub claim_id: Option<ClaimId>,
+}
+
+/// The end of one attempt, to record: which delivery, under which claim
+/// (a worker whose claim was taken over records nothing), and how it went.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub delivery: DeliveryId,
+    pub claim: ClaimId,
+    pub result: AttemptResult,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,7 +327,7 @@ pub struct Claim {
     /// Subscriptions this claimer already holds its share of: none of their
     /// deliveries is taken this time, so a subscriber draining a long
     /// backlog leaves the rest of the claim to everyone else's.
-    pub skip: Vec<String>,
+    pub skip: Vec<SubscriptionId>,
 }
 
 impl Claim {

@@ -11,6 +11,7 @@
 mod channels;
 mod error;
 mod event;
+mod ids;
 pub mod mongo;
 mod puppet;
 pub mod records;
@@ -24,7 +25,7 @@ use async_trait::async_trait;
 pub use error::StoreError;
 pub use event::{
     AttemptResult, Claim, CorpSummary, Delivery, DeliveryFilter, DeliveryStatus, InsertOutcome,
-    Keep, KfSummary, Lease, NewDelivery, NewEvent, PayloadKind, Retention,
+    Keep, KfSummary, Lease, NewDelivery, NewEvent, Outcome, PayloadKind, Retention,
 };
 
 pub use channels::Channels;
@@ -33,7 +34,10 @@ pub use seal::Sealer;
 pub use token::TokenRecord;
 pub use transfer::{Batches, CopiedDelivery, Transfer};
 
-use crate::domain::{CorpId, CredentialSet, EndpointUrl, KfId, Puppet, Registration};
+use crate::domain::{
+    ClaimId, CorpId, CredentialSet, DeliveryId, EndpointUrl, KfId, Puppet, Registration,
+    SubscriptionId,
+};
 
 /// Puppet registrations, and the corp credentials they carry.
 #[async_trait]
@@ -121,26 +125,20 @@ pub trait Queue: Send + Sync {
     /// older ones, which become `superseded`.
     async fn claim_due(&self, claim: &Claim, limit: usize) -> Result<Vec<Delivery>, StoreError>;
 
-    /// Record the end of an attempt. Matches the claim id: a worker whose
+    /// Record the end of an attempt. Matches the claim: a worker whose
     /// lease was taken over cannot overwrite the newer owner (returns false).
-    async fn finish_attempt(
-        &self,
-        event_id: &str,
-        claim_id: &str,
-        result: &AttemptResult,
-        now: i64,
-    ) -> Result<bool, StoreError>;
+    async fn finish_attempt(&self, outcome: &Outcome, now: i64) -> Result<bool, StoreError>;
 
     /// Record several outcomes at once (one transaction where the backend
     /// has them); one `bool` per item, as `finish_attempt` answers.
     async fn finish_attempts(
         &self,
-        items: &[(String, String, AttemptResult)],
+        outcomes: &[Outcome],
         now: i64,
     ) -> Result<Vec<bool>, StoreError> {
-        let mut recorded = Vec::with_capacity(items.len());
-        for (event_id, claim_id, result) in items {
-            recorded.push(self.finish_attempt(event_id, claim_id, result, now).await?);
+        let mut recorded = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            recorded.push(self.finish_attempt(outcome, now).await?);
         }
         Ok(recorded)
     }
@@ -157,7 +155,7 @@ pub trait Queue: Send + Sync {
 
     /// Make a subscription's deliveries waiting in backoff due now (an
     /// operator pointed it at a working endpoint).
-    async fn wake_subscription(&self, id: &str, now: i64) -> Result<u64, StoreError>;
+    async fn wake_subscription(&self, id: &SubscriptionId, now: i64) -> Result<u64, StoreError>;
 
     /// Drop every lease held by `owner` (a restarted instance takes back its
     /// own interrupted claims at once).
@@ -169,21 +167,21 @@ pub trait Queue: Send + Sync {
     async fn renew_leases(
         &self,
         owner: &str,
-        held: &[(String, String)],
+        held: &[(DeliveryId, ClaimId)],
         until: i64,
-    ) -> Result<Vec<String>, StoreError>;
+    ) -> Result<Vec<DeliveryId>, StoreError>;
 
     /// Earliest `next_attempt_at` of a pending event that nobody holds, to
     /// know how long to sleep (held ones come back at the next poll).
     async fn next_due_at(&self) -> Result<Option<i64>, StoreError>;
 
     /// Send a dead (or parked) event again now, with a fresh retry window.
-    async fn redrive(&self, id: &str, now: i64) -> Result<bool, StoreError>;
+    async fn redrive(&self, id: &DeliveryId, now: i64) -> Result<bool, StoreError>;
 
     /// Re-drive every dead letter of a kfId; returns how many.
     async fn redrive_dead_of_kf(&self, kf_id: &KfId, now: i64) -> Result<u64, StoreError>;
 
-    async fn delete_delivery(&self, id: &str) -> Result<bool, StoreError>;
+    async fn delete_delivery(&self, id: &DeliveryId) -> Result<bool, StoreError>;
 
     /// Remove events past their status's retention (`Retention::of`) at
     /// `now`, counted from when they reached that status.
@@ -230,7 +228,7 @@ pub trait TokenCache: Send + Sync {
 /// What operators (admin API, CLI, metrics) read about the queue.
 #[async_trait]
 pub trait OperatorReads: Send + Sync {
-    async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError>;
+    async fn get_delivery(&self, id: &DeliveryId) -> Result<Option<Delivery>, StoreError>;
 
     /// Events for operators, newest first.
     async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError>;

@@ -331,7 +331,7 @@ async fn an_interrupted_copy_completes_when_run_again() {
             ));
         }
         let event = NewEvent {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: wxkf_manager::domain::EventId::generate(),
             source: "wwpages".into(),
             dedup_key: format!("kf|wwpages|{i}"),
             kind: PayloadKind::Xml,
@@ -389,7 +389,7 @@ async fn an_interrupted_copy_completes_when_run_again() {
     assert_eq!(twin.len(), 1);
     let sibling = first
         .iter()
-        .find(|d| d.event_id == twin[0].event_id)
+        .find(|d| d.event_id == twin[0].event_id.as_str())
         .map(|d| d.id.clone());
     assert!(
         sibling.is_some(),

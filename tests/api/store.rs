@@ -5,13 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wxkf_manager::domain::{CorpId, KfId, RegisterBody, Registration};
+use wxkf_manager::domain::{
+    ClaimId, CorpId, DeliveryId, EventId, KfId, RegisterBody, Registration,
+};
 use wxkf_manager::store::mongo::MongoStore;
 use wxkf_manager::store::sqlite::SqliteStore;
 use wxkf_manager::store::Retention;
 use wxkf_manager::store::{
-    AttemptResult, Claim, DeliveryStatus, InsertOutcome, NewDelivery, NewEvent, PayloadKind,
-    Sealer, Store,
+    AttemptResult, Claim, DeliveryStatus, InsertOutcome, NewDelivery, NewEvent, Outcome,
+    PayloadKind, Sealer, Store,
 };
 use wxkf_manager::views::{AppView, SubscriptionView};
 
@@ -85,7 +87,7 @@ fn registration(corp: &Corp, kf: &str, endpoint: &str) -> Registration {
 }
 
 /// An event with one delivery to the puppet of `kf`; the delivery's id is
-/// the event's (as after an upgrade), so `e.id` names both.
+/// the event's text (as after an upgrade): `delivery_of` gives it.
 fn event(corp: &str, kf: &str, token: &str, at: i64) -> NewEvent {
     let id = uuid::Uuid::new_v4().to_string();
     let mut delivery = NewDelivery::to_puppet(
@@ -93,9 +95,9 @@ fn event(corp: &str, kf: &str, token: &str, at: i64) -> NewEvent {
         Some(KfId::parse(kf).unwrap()),
         true,
     );
-    delivery.id = id.clone();
+    delivery.id = DeliveryId::from(id.as_str());
     NewEvent {
-        id,
+        id: EventId::from(id),
         source: corp.into(),
         dedup_key: format!("kf|{corp}|{kf}|{token}"),
         kind: PayloadKind::Xml,
@@ -104,6 +106,20 @@ fn event(corp: &str, kf: &str, token: &str, at: i64) -> NewEvent {
         received_at: at,
         message: None,
         deliveries: vec![delivery],
+    }
+}
+
+/// The one delivery of an event made by `event`.
+fn delivery_of(e: &NewEvent) -> DeliveryId {
+    e.deliveries[0].id.clone()
+}
+
+/// The end of an attempt at `delivery` under `claim`.
+fn outcome(delivery: DeliveryId, claim: impl ToString, result: &AttemptResult) -> Outcome {
+    Outcome {
+        delivery,
+        claim: ClaimId::from(claim.to_string()),
+        result: result.clone(),
     }
 }
 
@@ -200,14 +216,18 @@ async fn a_duplicate_event_is_reported_not_stored() {
             "{name}"
         );
         let mut again = event("wwdup", "wk1", "T", 2_000);
-        again.id = uuid::Uuid::new_v4().to_string();
+        again.id = EventId::generate();
         assert_eq!(
             store.insert_event(&again).await.unwrap(),
             InsertOutcome::Duplicate,
             "{name}"
         );
         assert!(
-            store.get_delivery(&again.id).await.unwrap().is_none(),
+            store
+                .get_delivery(&delivery_of(&again))
+                .await
+                .unwrap()
+                .is_none(),
             "{name}"
         );
     }
@@ -227,14 +247,14 @@ async fn a_retried_write_of_a_stored_event_is_stored_not_a_duplicate() {
                 "{name}: {try_} write"
             );
         }
-        let delivery = store.get_delivery(&first.id).await.unwrap();
+        let delivery = store.get_delivery(&delivery_of(&first)).await.unwrap();
         assert_eq!(
             delivery.map(|d| d.status),
             Some(DeliveryStatus::Pending),
             "{name}: stored once"
         );
         let mut resend = event("wwretry", "wk1", "T", 2_000);
-        resend.id = uuid::Uuid::new_v4().to_string();
+        resend.id = EventId::generate();
         assert_eq!(
             store.insert_event(&resend).await.unwrap(),
             InsertOutcome::Duplicate,
@@ -268,19 +288,19 @@ async fn delivery_state_moves_through_claim_retry_and_delivery() {
         };
         assert!(
             !store
-                .finish_attempt(&e.id, "not-my-claim", &retry, 1_100)
+                .finish_attempt(&outcome(delivery_of(&e), "not-my-claim", &retry), 1_100)
                 .await
                 .unwrap(),
             "{name}"
         );
         assert!(
             store
-                .finish_attempt(&e.id, &claim_id, &retry, 1_100)
+                .finish_attempt(&outcome(delivery_of(&e), &claim_id, &retry), 1_100)
                 .await
                 .unwrap(),
             "{name}"
         );
-        let stored = store.get_delivery(&e.id).await.unwrap().unwrap();
+        let stored = store.get_delivery(&delivery_of(&e)).await.unwrap().unwrap();
         assert_eq!(
             (stored.status, stored.attempts),
             (DeliveryStatus::Pending, 1),
@@ -300,10 +320,13 @@ async fn delivery_state_moves_through_claim_retry_and_delivery() {
         assert_eq!(got.len(), 1, "{name}");
         let claim_id = got[0].claim_id.clone().unwrap();
         assert!(store
-            .finish_attempt(&e.id, &claim_id, &AttemptResult::Delivered, 5_100)
+            .finish_attempt(
+                &outcome(delivery_of(&e), &claim_id, &AttemptResult::Delivered),
+                5_100
+            )
             .await
             .unwrap());
-        let stored = store.get_delivery(&e.id).await.unwrap().unwrap();
+        let stored = store.get_delivery(&delivery_of(&e)).await.unwrap().unwrap();
         assert_eq!(
             (stored.status, stored.attempts),
             (DeliveryStatus::Delivered, 2),
@@ -329,10 +352,13 @@ async fn dead_letters_and_parking_and_waking() {
         let got = store.claim_due(&claim("a", 1_000), 10).await.unwrap();
         let cid = got[0].claim_id.clone().unwrap();
         store
-            .finish_attempt(&e.id, &cid, &AttemptResult::Parked, 1_000)
+            .finish_attempt(
+                &outcome(delivery_of(&e), &cid, &AttemptResult::Parked),
+                1_000,
+            )
             .await
             .unwrap();
-        let stored = store.get_delivery(&e.id).await.unwrap().unwrap();
+        let stored = store.get_delivery(&delivery_of(&e)).await.unwrap().unwrap();
         assert_eq!(
             (stored.status, stored.attempts),
             (DeliveryStatus::Parked, 0),
@@ -363,10 +389,10 @@ async fn dead_letters_and_parking_and_waking() {
             error: "connection failed".into(),
         };
         store
-            .finish_attempt(&e.id, &cid, &dead, 61_000)
+            .finish_attempt(&outcome(delivery_of(&e), &cid, &dead), 61_000)
             .await
             .unwrap();
-        let stored = store.get_delivery(&e.id).await.unwrap().unwrap();
+        let stored = store.get_delivery(&delivery_of(&e)).await.unwrap().unwrap();
         assert_eq!(stored.status, DeliveryStatus::Dead, "{name}");
         assert_eq!(stored.last_error.as_deref(), Some("connection failed"));
         assert_eq!(
@@ -397,7 +423,12 @@ async fn the_newest_wake_up_supersedes_older_ones() {
         assert_eq!(ids, want, "{name}");
         for e in &events[..3] {
             assert_eq!(
-                store.get_delivery(&e.id).await.unwrap().unwrap().status,
+                store
+                    .get_delivery(&delivery_of(e))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .status,
                 DeliveryStatus::Superseded,
                 "{name}"
             );
@@ -417,7 +448,7 @@ async fn parked_wake_ups_keep_only_the_newest_waiting() {
             e.deliveries[0].lease = Some(Lease {
                 owner: "a".into(),
                 until: 30_000,
-                claim_id: format!("fresh-{name}-{i}"),
+                claim_id: ClaimId::from(format!("fresh-{name}-{i}")),
             });
         };
         let mut events: Vec<NewEvent> = (0..4)
@@ -432,17 +463,17 @@ async fn parked_wake_ups_keep_only_the_newest_waiting() {
         }
         let kfs = [("wwcp".to_owned(), "wkcp".to_owned())];
         let status = |i: usize| {
-            let (store, id) = (store.clone(), events[i].id.clone());
+            let (store, id) = (store.clone(), delivery_of(&events[i]));
             async move { store.get_delivery(&id).await.unwrap().unwrap() }
         };
         // T0, T2 and the other kfId's park (out of order); T1 and T3 are in flight.
         for (id, claim_id) in [(0, 0), (2, 2)]
-            .map(|(i, c)| (events[i].id.clone(), format!("fresh-{name}-{c}")))
+            .map(|(i, c)| (delivery_of(&events[i]), format!("fresh-{name}-{c}")))
             .into_iter()
-            .chain([(other.id.clone(), format!("fresh-{name}-9"))])
+            .chain([(delivery_of(&other), format!("fresh-{name}-9"))])
         {
             let parked = store
-                .finish_attempt(&id, &claim_id, &AttemptResult::Parked, 2_000)
+                .finish_attempt(&outcome(id, claim_id, &AttemptResult::Parked), 2_000)
                 .await
                 .unwrap();
             assert!(parked, "{name}");
@@ -460,7 +491,11 @@ async fn parked_wake_ups_keep_only_the_newest_waiting() {
             "{name}: in flight"
         );
         assert_eq!(status(2).await.status, DeliveryStatus::Parked, "{name}");
-        let other_now = store.get_delivery(&other.id).await.unwrap().unwrap();
+        let other_now = store
+            .get_delivery(&delivery_of(&other))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             other_now.status,
             DeliveryStatus::Parked,
@@ -470,9 +505,11 @@ async fn parked_wake_ups_keep_only_the_newest_waiting() {
         // T1 parks after T2 (an older one finishing late): T2 still stands.
         store
             .finish_attempt(
-                &events[1].id,
-                &format!("fresh-{name}-1"),
-                &AttemptResult::Parked,
+                &outcome(
+                    delivery_of(&events[1]),
+                    format!("fresh-{name}-1"),
+                    &AttemptResult::Parked,
+                ),
                 3_000,
             )
             .await
@@ -505,7 +542,7 @@ async fn a_claim_skips_the_lanes_it_is_told_to_and_takes_the_others() {
         let mut e = event("wwlane", "wklane", token, at);
         e.deliveries = vec![NewDelivery::to_subscription(
             CorpId::parse("wwlane").unwrap(),
-            subscription,
+            &subscription.into(),
         )];
         e
     };
@@ -526,7 +563,7 @@ async fn a_claim_skips_the_lanes_it_is_told_to_and_takes_the_others() {
             others.push((i, e.deliveries[0].id.clone()));
         }
         let ids = |got: &[wxkf_manager::store::Delivery]| {
-            let mut ids: Vec<String> = got.iter().map(|d| d.id.clone()).collect();
+            let mut ids: Vec<DeliveryId> = got.iter().map(|d| d.id.clone()).collect();
             ids.sort();
             ids
         };
@@ -539,7 +576,7 @@ async fn a_claim_skips_the_lanes_it_is_told_to_and_takes_the_others() {
         let mut skipping = claim("a", 5_000);
         skipping.skip = vec!["sub-a".into()];
         let got = store.claim_due(&skipping, 4).await.unwrap();
-        let mut want: Vec<String> = others.iter().map(|(_, id)| id.clone()).collect();
+        let mut want: Vec<DeliveryId> = others.iter().map(|(_, id)| id.clone()).collect();
         want.sort();
         assert_eq!(ids(&got), want, "{name}: none of sub-a's");
         assert_eq!(
@@ -565,7 +602,10 @@ async fn leases_expire_and_an_instance_takes_back_its_own_claims() {
         assert_eq!(b.len(), 1, "{name}");
         assert!(
             !store
-                .finish_attempt(&e.id, &a_claim, &AttemptResult::Delivered, 31_002)
+                .finish_attempt(
+                    &outcome(delivery_of(&e), &a_claim, &AttemptResult::Delivered),
+                    31_002
+                )
                 .await
                 .unwrap(),
             "{name}: stale worker"
@@ -610,10 +650,17 @@ async fn finish_as(store: &Arc<dyn Store>, e: &NewEvent, at: i64, result: Attemp
     let mut lease = claim("owner", at);
     lease.now = at.max(e.received_at);
     let got = store.claim_due(&lease, 100).await.unwrap();
-    let mine = got.iter().find(|g| g.id == e.id).expect("claimed");
+    let mine = got
+        .iter()
+        .find(|g| g.id == delivery_of(e))
+        .expect("claimed");
     let recorded = store
         .finish_attempts(
-            &[(e.id.clone(), mine.claim_id.clone().unwrap(), result)],
+            &[Outcome {
+                delivery: delivery_of(e),
+                claim: mine.claim_id.clone().unwrap(),
+                result,
+            }],
             at,
         )
         .await
@@ -659,18 +706,18 @@ async fn each_status_is_kept_as_long_as_its_retention() {
         ] {
             let e = plain(kf, kf);
             finish_as(&store, &e, t, result).await;
-            by_status.push((e.id, status));
+            by_status.push((delivery_of(&e), status));
         }
         let mut unroutable = plain("wkx", "unroutable");
         unroutable.deliveries[0].kf_id = None;
         store.insert_event(&unroutable).await.unwrap();
-        by_status.push((unroutable.id, DeliveryStatus::Unroutable));
+        by_status.push((delivery_of(&unroutable), DeliveryStatus::Unroutable));
         for (id, status) in &by_status {
             let stored = store.get_delivery(id).await.unwrap().unwrap();
             assert_eq!(stored.status, *status, "{name}");
         }
 
-        let survivors = |store: Arc<dyn Store>, ids: Vec<(String, DeliveryStatus)>| async move {
+        let survivors = |store: Arc<dyn Store>, ids: Vec<(DeliveryId, DeliveryStatus)>| async move {
             let mut kept = Vec::new();
             for (id, status) in ids {
                 if store.get_delivery(&id).await.unwrap().is_some() {
@@ -730,16 +777,16 @@ async fn a_mixed_batch_of_outcomes_is_recorded_and_a_stale_claim_is_refused() {
         }
         let claimed = store.claim_due(&claim("a", 1_000), 10).await.unwrap();
         assert_eq!(claimed.len(), 6, "{name}");
-        let claim_of = |id: &str| {
+        let claim_of = |e: &NewEvent| {
             claimed
                 .iter()
-                .find(|c| c.id == id)
+                .find(|c| c.id == delivery_of(e))
                 .and_then(|c| c.claim_id.clone())
                 .unwrap()
         };
         // The stale one's lease ran out and another manager took it.
         let stale = &events[5];
-        let old_claim = claim_of(&stale.id);
+        let old_claim = claim_of(stale);
         let retaken = store.claim_due(&claim("b", 40_000), 10).await.unwrap();
         assert_eq!(retaken.len(), 6, "{name}: every lease ran out");
         let results = [
@@ -753,28 +800,36 @@ async fn a_mixed_batch_of_outcomes_is_recorded_and_a_stale_claim_is_refused() {
             },
             AttemptResult::Parked,
             AttemptResult::Superseded {
-                by: events[0].id.clone(),
+                by: events[0].id.to_string(),
             },
         ];
-        let claim_b = |id: &str| {
+        let claim_b = |e: &NewEvent| {
             retaken
                 .iter()
-                .find(|c| c.id == id)
+                .find(|c| c.id == delivery_of(e))
                 .and_then(|c| c.claim_id.clone())
                 .unwrap()
         };
-        let mut items: Vec<(String, String, AttemptResult)> = events[..5]
+        let mut items: Vec<Outcome> = events[..5]
             .iter()
             .zip(results)
-            .map(|(e, r)| (e.id.clone(), claim_b(&e.id), r))
+            .map(|(e, result)| Outcome {
+                delivery: delivery_of(e),
+                claim: claim_b(e),
+                result,
+            })
             .collect();
-        items.push((stale.id.clone(), old_claim, AttemptResult::Delivered));
+        items.push(Outcome {
+            delivery: delivery_of(stale),
+            claim: old_claim,
+            result: AttemptResult::Delivered,
+        });
         let recorded = store.finish_attempts(&items, 41_000).await.unwrap();
         assert_eq!(recorded, [true, true, true, true, true, false], "{name}");
 
         let got = |i: usize| {
             let store = store.clone();
-            let id = events[i].id.clone();
+            let id = delivery_of(&events[i]);
             async move { store.get_delivery(&id).await.unwrap().unwrap() }
         };
         let delivered = got(0).await;
@@ -817,7 +872,7 @@ async fn a_mixed_batch_of_outcomes_is_recorded_and_a_stale_claim_is_refused() {
         );
         assert_eq!(
             untouched.claim_id,
-            Some(claim_b(&stale.id)),
+            Some(claim_b(stale)),
             "{name}: still b's"
         );
     }
@@ -865,7 +920,7 @@ async fn a_row_with_an_unknown_status_is_corrupt_not_coerced() {
                 .await
                 .unwrap();
         }
-        let got = store.get_delivery(&e.id).await;
+        let got = store.get_delivery(&delivery_of(&e)).await;
         assert!(
             matches!(got, Err(StoreError::Corrupt(_))),
             "{name}: {got:?}"
@@ -892,18 +947,18 @@ async fn leases_are_renewed_only_where_the_claim_still_holds() {
             let mut e = event("wwrenew", &format!("wk{token}"), token, 1_000);
             e.deliveries[0].coalesce = false;
             store.insert_event(&e).await.unwrap();
-            ids.push(e.id);
+            ids.push(delivery_of(&e));
         }
         let got = store.claim_due(&claim("a", 1_000), 10).await.unwrap();
-        let claim_of = |id: &str| {
+        let claim_of = |id: &DeliveryId| {
             got.iter()
-                .find(|g| g.id == id)
+                .find(|g| &g.id == id)
                 .and_then(|g| g.claim_id.clone())
                 .unwrap()
         };
         let held = vec![
             (ids[0].clone(), claim_of(&ids[0])),
-            (ids[1].clone(), "not-this-claim".to_owned()),
+            (ids[1].clone(), ClaimId::from("not-this-claim")),
             (ids[2].clone(), claim_of(&ids[2])),
         ];
         let mut renewed = store.renew_leases("a", &held, 100_000).await.unwrap();
@@ -940,7 +995,7 @@ async fn operator_lists_are_newest_first_filtered_and_paged() {
             let mut e = event("wwlist", kf, &format!("L{i}"), 1_000 + i);
             e.deliveries[0].coalesce = false;
             store.insert_event(&e).await.unwrap();
-            ids.push(e.id);
+            ids.push(delivery_of(&e));
         }
         let mut other = event("wwlist2", "wklistA", "OTHER", 2_000);
         other.deliveries[0].coalesce = false;
@@ -963,7 +1018,7 @@ async fn operator_lists_are_newest_first_filtered_and_paged() {
         })
         .await;
         assert_eq!(all.len(), 6, "{name}");
-        assert_eq!(all[0], other.id, "{name}: newest first");
+        assert_eq!(all[0], delivery_of(&other), "{name}: newest first");
         assert_eq!(
             all[1..].to_vec(),
             ids.iter().rev().cloned().collect::<Vec<_>>(),
@@ -995,7 +1050,7 @@ async fn operator_lists_are_newest_first_filtered_and_paged() {
             ..Default::default()
         })
         .await;
-        assert_eq!(pending, [other.id.clone()], "{name}");
+        assert_eq!(pending, [delivery_of(&other)], "{name}");
         let none = list(DeliveryFilter {
             status: Some(DeliveryStatus::Dead),
             limit: 10,
@@ -1040,8 +1095,15 @@ async fn re_drive_gives_dead_and_parked_deliveries_a_fresh_window() {
         delivered.deliveries[0].coalesce = false;
         finish_as(&store, &delivered, 1_000, AttemptResult::Delivered).await;
 
-        assert!(store.redrive(&dead.id, 50_000).await.unwrap(), "{name}");
-        let again = store.get_delivery(&dead.id).await.unwrap().unwrap();
+        assert!(
+            store.redrive(&delivery_of(&dead), 50_000).await.unwrap(),
+            "{name}"
+        );
+        let again = store
+            .get_delivery(&delivery_of(&dead))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (
                 again.status,
@@ -1052,13 +1114,19 @@ async fn re_drive_gives_dead_and_parked_deliveries_a_fresh_window() {
             (DeliveryStatus::Pending, 50_000, 50_000, 1),
             "{name}: due now, a fresh window, attempts kept"
         );
-        assert!(store.redrive(&parked.id, 50_000).await.unwrap(), "{name}");
         assert!(
-            !store.redrive(&delivered.id, 50_000).await.unwrap(),
+            store.redrive(&delivery_of(&parked), 50_000).await.unwrap(),
             "{name}"
         );
         assert!(
-            !store.redrive("no-such-id", 50_000).await.unwrap(),
+            !store
+                .redrive(&delivery_of(&delivered), 50_000)
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert!(
+            !store.redrive(&"no-such-id".into(), 50_000).await.unwrap(),
             "{name}"
         );
         let kf = KfId::parse("wkrd").unwrap();
@@ -1070,11 +1138,18 @@ async fn re_drive_gives_dead_and_parked_deliveries_a_fresh_window() {
         let claimed = store.claim_due(&claim("a", 60_000), 10).await.unwrap();
         assert_eq!(claimed.len(), 3, "{name}: the three re-driven are due");
         assert!(
-            store.delete_delivery(&delivered.id).await.unwrap(),
+            store
+                .delete_delivery(&delivery_of(&delivered))
+                .await
+                .unwrap(),
             "{name}"
         );
         assert!(
-            store.get_delivery(&delivered.id).await.unwrap().is_none(),
+            store
+                .get_delivery(&delivery_of(&delivered))
+                .await
+                .unwrap()
+                .is_none(),
             "{name}"
         );
     }
@@ -1305,7 +1380,7 @@ async fn an_event_with_two_deliveries_finishes_each_on_its_own() {
             Some(KfId::parse("wktwo-b").unwrap()),
             false,
         );
-        second.id = format!("{}-b", e.id);
+        second.id = DeliveryId::from(format!("{}-b", e.id));
         e.deliveries.push(second.clone());
         assert_eq!(
             store.insert_event(&e).await.unwrap(),
@@ -1316,25 +1391,26 @@ async fn an_event_with_two_deliveries_finishes_each_on_its_own() {
         let got = store.claim_due(&claim("a", t), 10).await.unwrap();
         let mut ids: Vec<&str> = got.iter().map(|d| d.id.as_str()).collect();
         ids.sort();
-        assert_eq!(ids, [e.id.as_str(), second.id.as_str()], "{name}");
+        let first = delivery_of(&e);
+        assert_eq!(ids, [first.as_str(), second.id.as_str()], "{name}");
         for d in &got {
             assert_eq!(d.event_id, e.id, "{name}");
             assert_eq!(d.body, b"<xml>T</xml>", "{name}");
         }
-        let claim_of = |id: &str| {
+        let claim_of = |id: &DeliveryId| {
             got.iter()
-                .find(|d| d.id == id)
+                .find(|d| &d.id == id)
                 .and_then(|d| d.claim_id.clone())
                 .unwrap()
         };
         let recorded = store
             .finish_attempts(
                 &[
-                    (e.id.clone(), claim_of(&e.id), AttemptResult::Delivered),
-                    (
+                    outcome(first.clone(), claim_of(&first), &AttemptResult::Delivered),
+                    outcome(
                         second.id.clone(),
                         claim_of(&second.id),
-                        AttemptResult::Dead {
+                        &AttemptResult::Dead {
                             error: "puppet answered HTTP 500".into(),
                         },
                     ),
@@ -1346,7 +1422,7 @@ async fn an_event_with_two_deliveries_finishes_each_on_its_own() {
         assert_eq!(recorded, [true, true], "{name}");
         // The statuses of (first, second); `None` once removed.
         let statuses = || {
-            let (store, ids) = (store.clone(), [e.id.clone(), second.id.clone()]);
+            let (store, ids) = (store.clone(), [first.clone(), second.id.clone()]);
             async move {
                 let mut found = Vec::new();
                 for id in ids {
@@ -1404,10 +1480,14 @@ async fn an_event_whose_delivery_cannot_be_written_is_not_stored() {
 
     let mut broken = event("wwatomic", "wkatomic", "SECOND", 1_001);
     let mut reused = broken.deliveries[0].clone();
-    reused.id = first.id.clone();
+    reused.id = delivery_of(&first);
     broken.deliveries.push(reused);
     assert!(store.insert_event(&broken).await.is_err());
-    assert!(store.get_delivery(&broken.id).await.unwrap().is_none());
+    assert!(store
+        .get_delivery(&delivery_of(&broken))
+        .await
+        .unwrap()
+        .is_none());
 
     let resend = event("wwatomic", "wkatomic", "SECOND", 1_002);
     assert_eq!(
@@ -1415,7 +1495,11 @@ async fn an_event_whose_delivery_cannot_be_written_is_not_stored() {
         InsertOutcome::Stored,
         "the failed event left no dedup key behind"
     );
-    assert!(store.get_delivery(&first.id).await.unwrap().is_some());
+    assert!(store
+        .get_delivery(&delivery_of(&first))
+        .await
+        .unwrap()
+        .is_some());
 }
 
 /// Apps, subscriptions and operator-set corp credentials are kept as the
@@ -1538,9 +1622,16 @@ async fn apps_subscriptions_and_operator_credentials_keep_their_secrets_sealed()
             store.operator_credentials(None).await.unwrap().is_empty(),
             "{name}"
         );
-        assert!(store.delete_subscription(&crm.id).await.unwrap(), "{name}");
         assert!(
-            store.get_subscription(&crm.id).await.unwrap().is_none(),
+            store.delete_subscription(crm.id.as_str()).await.unwrap(),
+            "{name}"
+        );
+        assert!(
+            store
+                .get_subscription(crm.id.as_str())
+                .await
+                .unwrap()
+                .is_none(),
             "{name}"
         );
         assert!(store.delete_app(&app_id).await.unwrap(), "{name}");

@@ -9,12 +9,12 @@ use super::finish::Finished;
 use super::Dispatcher;
 use crate::delivery::gate::Passage;
 use crate::delivery::sender::SendFailure;
-use crate::domain::{KfId, Puppet};
+use crate::domain::{ClaimId, DeliveryId, KfId, Puppet, SubscriptionId};
 use crate::store::{AttemptResult, Channels, Delivery};
 
 /// A delivery this manager holds, and until when its lease runs.
 pub(super) struct Held {
-    claim_id: String,
+    claim_id: ClaimId,
     until: i64,
     lost: bool,
 }
@@ -24,7 +24,7 @@ impl Dispatcher {
     /// (waiting for a busy puppet's turn); those taken over are marked lost.
     pub(super) async fn renew_leases(&self, now: i64) {
         let half = self.lease_ms() / 2;
-        let due: Vec<(String, String)> = self
+        let due: Vec<(DeliveryId, ClaimId)> = self
             .held
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -56,7 +56,7 @@ impl Dispatcher {
         }
     }
 
-    fn lease_lost(&self, id: &str) -> bool {
+    fn lease_lost(&self, id: &DeliveryId) -> bool {
         self.held
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -124,7 +124,7 @@ impl Dispatcher {
             .pass(
                 &event.corp_id,
                 kf.as_str(),
-                &event.id,
+                event.id.as_str(),
                 event.coalesce,
                 fresh && event.coalesce,
             )
@@ -214,12 +214,12 @@ impl Dispatcher {
 
     /// A subscription's delivery: no gate (a subscriber takes what comes),
     /// a sending slot, the signed JSON.
-    async fn attempt_subscription(&self, event: &Delivery, id: &str) -> AttemptResult {
+    async fn attempt_subscription(&self, event: &Delivery, id: &SubscriptionId) -> AttemptResult {
         let cached = self.directory.get().subscription(id).cloned();
         let subscription = match cached {
             Some(s) => s,
             // Created through another manager a moment ago, or deleted.
-            None => match self.store.get_subscription(id).await {
+            None => match self.store.get_subscription(id.as_str()).await {
                 Ok(Some(s)) => Arc::new(s),
                 Ok(None) => {
                     return AttemptResult::Dead {
@@ -235,7 +235,7 @@ impl Dispatcher {
             };
         };
         // This subscriber's share first, then a global slot.
-        let Some(_share) = self.subscription_slots.acquire(id).await else {
+        let Some(_share) = self.subscription_slots.acquire(id.as_str()).await else {
             return AttemptResult::Released;
         };
         let Some(_sending) = self.sending_slot(&event.id).await else {
@@ -256,7 +256,7 @@ impl Dispatcher {
 
     /// A sending slot, unless the lease was lost meanwhile (another claimer
     /// holds the delivery now and sends it; recording would fail too).
-    async fn sending_slot(&self, id: &str) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    async fn sending_slot(&self, id: &DeliveryId) -> Option<tokio::sync::SemaphorePermit<'_>> {
         let slot = self.global.acquire().await.ok()?;
         (!self.lease_lost(id)).then_some(slot)
     }

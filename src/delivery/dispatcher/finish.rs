@@ -6,8 +6,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{Dispatcher, FINISH_GATHER, MAX_FINISH_BATCH};
-use crate::domain::{CorpId, KfId};
-use crate::store::{AttemptResult, Delivery, StoreError};
+use crate::domain::{ClaimId, CorpId, KfId};
+use crate::store::{AttemptResult, Delivery, Outcome, StoreError};
 
 /// First pause before recording outcomes again after the store was unavailable.
 const RECORD_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
@@ -39,9 +39,13 @@ impl Dispatcher {
         {
             let now = self.clock.now_ms();
             // One item per outcome, in order: the answers line up by construction.
-            let items: Vec<(String, String, AttemptResult)> = batch
+            let items: Vec<Outcome> = batch
                 .iter()
-                .map(|f| (f.event.id.clone(), f.claim_id.clone(), f.result.clone()))
+                .map(|f| Outcome {
+                    delivery: f.event.id.clone(),
+                    claim: f.claim_id.clone(),
+                    result: f.result.clone(),
+                })
                 .collect();
             let mut outcome = self.store.finish_attempts(&items, now).await;
             // A store that is briefly unreachable gets two more tries: an
@@ -177,7 +181,7 @@ impl Dispatcher {
 /// An attempt's outcome, with the delivery and the claim it is recorded against.
 pub(super) struct Finished {
     pub event: Delivery,
-    pub claim_id: String,
+    pub claim_id: ClaimId,
     pub result: AttemptResult,
 }
 

@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::delivery::routes::RouteCache;
 use crate::delivery::slots::{HeldShare, SubscriptionSlots};
 use crate::delivery::WriteHealth;
+use crate::domain::{ClaimId, SubscriptionId};
 use crate::store::{Delivery, InsertOutcome, Lease, NewEvent, Queue, StoreError};
 
 /// How long an acknowledgement waits for the store: WeChat and WeCom give
@@ -89,7 +90,13 @@ impl DispatcherHandle {
         let mut slots: Vec<Option<FreshSlot>> = Vec::with_capacity(event.deliveries.len());
         for delivery in &mut event.deliveries {
             let slot = if delivery.routed() {
-                self.reserve(event.received_at, delivery.subscription_id.as_deref())
+                self.reserve(
+                    event.received_at,
+                    delivery
+                        .subscription_id
+                        .as_ref()
+                        .map(SubscriptionId::as_str),
+                )
             } else {
                 None
             };
@@ -129,7 +136,7 @@ impl DispatcherHandle {
             lease: Lease {
                 owner: self.owner.clone(),
                 until: now + self.lease_ms,
-                claim_id: uuid::Uuid::new_v4().to_string(),
+                claim_id: ClaimId::generate(),
             },
         })
     }

@@ -43,6 +43,7 @@ use crate::clock::Clock;
 use crate::delivery::DeliveryConfig;
 use crate::delivery::WriteHealth;
 use crate::directory::Directory;
+use crate::domain::{DeliveryId, SubscriptionId};
 use crate::metrics::Metrics;
 use crate::store::{Claim, Delivery, Retention, Store};
 
@@ -91,7 +92,7 @@ pub struct Dispatcher {
     gate: KfGate,
     /// Deliveries taken and not yet recorded, with their leases: renewed
     /// while they wait, so a long wait never lets another claimer send them.
-    held: Mutex<HashMap<String, Held>>,
+    held: Mutex<HashMap<DeliveryId, Held>>,
     /// Consecutive connection failures per kfId (reset by any answer).
     unreachable: Mutex<HashMap<String, u32>>,
     routes: Arc<RouteCache>,
@@ -204,7 +205,7 @@ impl Dispatcher {
 
     fn note_newest(&self, event: &Delivery) {
         if let (Some(kf), true) = (&event.kf_id, event.coalesce) {
-            self.gate.note_newest(&event.corp_id, kf, &event.id);
+            self.gate.note_newest(&event.corp_id, kf, event.id.as_str());
         }
     }
 
@@ -268,8 +269,8 @@ impl Dispatcher {
                 };
                 let share = event
                     .subscription_id
-                    .as_deref()
-                    .map(|s| self.subscription_slots.hold_claimed(s));
+                    .as_ref()
+                    .map(|s| self.subscription_slots.hold_claimed(s.as_str()));
                 let (me, finished) = (self.clone(), finished.clone());
                 in_flight.spawn(async move {
                     me.deliver(event, finished, false, lease_until).await;
@@ -366,7 +367,12 @@ impl Dispatcher {
 
     async fn claim(&self, now: i64, lease_until: i64, batch: usize) -> Result<Vec<Delivery>, ()> {
         let claim = Claim {
-            skip: self.subscription_slots.held_in_full(),
+            skip: self
+                .subscription_slots
+                .held_in_full()
+                .into_iter()
+                .map(SubscriptionId::from)
+                .collect(),
             ..Claim::new(&self.owner, now, lease_until)
         };
         let started = std::time::Instant::now();

@@ -8,6 +8,7 @@ use mongodb::bson::{doc, Bson, Document};
 
 use super::event_docs::{each_field, elements, Each};
 use super::{get_i64, get_str, now_date, MongoStore};
+use crate::domain::SubscriptionId;
 use crate::store::{Claim, DeliveryStatus, RecordKind, StoreError};
 
 impl MongoStore {
@@ -73,8 +74,8 @@ impl MongoStore {
     /// come from their records: this server's `distinct` over an array does
     /// not work on every MongoDB-wire server, and a loose index scan over a
     /// multikey field cannot be done with `find`. `skip` is left out of all.
-    pub(super) async fn lanes(&self, skip: &[String]) -> Result<Vec<Bson>, StoreError> {
-        let known: Vec<String> = self
+    pub(super) async fn lanes(&self, skip: &[SubscriptionId]) -> Result<Vec<Bson>, StoreError> {
+        let known: Vec<SubscriptionId> = self
             .records
             .find(doc! {"kind": RecordKind::Subscription.as_str()})
             .projection(doc! {"id": 1})
@@ -82,7 +83,7 @@ impl MongoStore {
             .try_collect::<Vec<Document>>()
             .await?
             .iter()
-            .map(|d| get_str(d, "id"))
+            .map(|d| SubscriptionId::from(get_str(d, "id")))
             .filter(|id| !skip.contains(id))
             .collect();
         let mut neither: Vec<Bson> = vec![Bson::Null];

@@ -10,6 +10,7 @@ use mongodb::bson::{doc, Binary, Bson, Document};
 
 pub(super) use super::each::{each_field, Each};
 use super::{get_i64, get_str, now_date, statuses, MongoStore};
+use crate::domain::{ClaimId, SubscriptionId};
 use crate::store::{
     AttemptResult, Claim, Delivery, DeliveryStatus, NewEvent, PayloadKind, StoreError,
 };
@@ -220,11 +221,11 @@ pub(super) fn delivery_from(event: &Document, d: &Document) -> Result<Delivery, 
     };
     let received_at = get_i64(event, "receivedAt").unwrap_or(0);
     Ok(Delivery {
-        id: get_str(d, "id"),
-        event_id: get_str(event, "_id"),
+        id: get_str(d, "id").into(),
+        event_id: get_str(event, "_id").into(),
         corp_id: get_str(d, "corpId"),
         kf_id: d.get_str("kfId").ok().map(str::to_owned),
-        subscription_id: d.get_str("subscriptionId").ok().map(str::to_owned),
+        subscription_id: d.get_str("subscriptionId").ok().map(SubscriptionId::from),
         message: match event.get("message") {
             Some(Bson::Binary(b)) => Some(b.bytes.clone()),
             _ => None,
@@ -244,6 +245,6 @@ pub(super) fn delivery_from(event: &Document, d: &Document) -> Result<Delivery, 
         next_attempt_at: get_i64(d, "nextAttemptAt").unwrap_or(0),
         last_error: d.get_str("lastError").ok().map(str::to_owned),
         delivered_at: get_i64(d, "deliveredAt"),
-        claim_id: d.get_str("claimId").ok().map(str::to_owned),
+        claim_id: d.get_str("claimId").ok().map(ClaimId::from),
     })
 }

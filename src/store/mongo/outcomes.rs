@@ -7,20 +7,23 @@ use mongodb::bson::{doc, Bson, Document};
 
 use super::event_docs::{elements, Each};
 use super::{get_str, MongoStore};
-use crate::store::{AttemptResult, StoreError};
+use crate::store::{AttemptResult, Outcome, StoreError};
 
 impl MongoStore {
     /// Record one outcome for a group of deliveries with one `update_many`.
     pub(super) async fn finish_group(
         &self,
-        items: &[(String, String, AttemptResult)],
+        items: &[Outcome],
         result: &AttemptResult,
         shared: Option<&str>,
         members: &[usize],
         now: i64,
     ) -> Result<Vec<bool>, StoreError> {
-        let ids: Vec<&str> = members.iter().map(|&i| items[i].0.as_str()).collect();
-        let claims: Vec<&str> = members.iter().map(|&i| items[i].1.as_str()).collect();
+        let ids: Vec<&str> = members
+            .iter()
+            .map(|&i| items[i].delivery.as_str())
+            .collect();
+        let claims: Vec<&str> = members.iter().map(|&i| items[i].claim.as_str()).collect();
         let claim = match shared {
             Some(c) => Bson::String(c.to_owned()),
             None => Bson::Document(doc! {"$in": &claims}),

@@ -9,10 +9,10 @@ use mongodb::bson::{doc, Bson, Document};
 
 use super::event_docs::{deliveries_of, each_field, elements, Each};
 use super::{get_i64, get_str, now_date, statuses, MongoStore, BATCH_CLAIM};
-use crate::domain::{CorpId, KfId};
+use crate::domain::{ClaimId, CorpId, DeliveryId, KfId, SubscriptionId};
 use crate::store::{
-    AttemptResult, Claim, Delivery, DeliveryStatus, InsertOutcome, NewEvent, Queue, Retention,
-    StoreError,
+    AttemptResult, Claim, Delivery, DeliveryStatus, InsertOutcome, NewEvent, Outcome, Queue,
+    Retention, StoreError,
 };
 
 #[async_trait]
@@ -56,7 +56,7 @@ impl Queue for MongoStore {
         candidates.truncate(limit);
         // One claim id for the whole batch: the finishing update matches
         // (delivery id, claim id), which is still unique per lease.
-        let batch = format!("{BATCH_CLAIM}{}", uuid::Uuid::new_v4());
+        let batch = ClaimId::from(format!("{BATCH_CLAIM}{}", uuid::Uuid::new_v4()));
         let mut singles: Vec<String> = Vec::new();
         let mut wake_ups: Vec<(String, String)> = Vec::new();
         for (_, _, element) in &candidates {
@@ -72,11 +72,12 @@ impl Queue for MongoStore {
         }
         if !singles.is_empty() {
             let each = Self::leasable(claim.now).with("id", doc! {"$in": singles});
-            each.update_many(&self.events, Self::lease_update(claim, &batch))
+            each.update_many(&self.events, Self::lease_update(claim, batch.as_str()))
                 .await?;
         }
         for (corp, kf) in wake_ups {
-            self.lease_newest_wake_up(&corp, &kf, claim, &batch).await?;
+            self.lease_newest_wake_up(&corp, &kf, claim, batch.as_str())
+                .await?;
         }
         let leased: Vec<Document> = self
             .events
@@ -88,7 +89,7 @@ impl Queue for MongoStore {
         let mut deliveries = Vec::new();
         for event in &leased {
             for d in deliveries_of(event)? {
-                if d.claim_id.as_deref() == Some(batch.as_str()) {
+                if d.claim_id.as_ref() == Some(&batch) {
                     deliveries.push(d);
                 }
             }
@@ -96,16 +97,10 @@ impl Queue for MongoStore {
         Ok(deliveries)
     }
 
-    async fn finish_attempt(
-        &self,
-        delivery_id: &str,
-        claim_id: &str,
-        result: &AttemptResult,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        let each = Each(doc! {"id": delivery_id, "claimId": claim_id});
+    async fn finish_attempt(&self, outcome: &Outcome, now: i64) -> Result<bool, StoreError> {
+        let each = Each(doc! {"id": &outcome.delivery, "claimId": &outcome.claim});
         let r = each
-            .update_one(&self.events, self.finish_update(result, now))
+            .update_one(&self.events, self.finish_update(&outcome.result, now))
             .await?;
         Ok(r.matched_count > 0)
     }
@@ -113,14 +108,10 @@ impl Queue for MongoStore {
     /// Outcomes that share their update (delivered, parked, superseded by
     /// the same delivery) are written with one `update_many` per group; the
     /// rest (each with its own error and time) one by one, concurrently.
-    async fn finish_attempts(
-        &self,
-        items: &[(String, String, AttemptResult)],
-        now: i64,
-    ) -> Result<Vec<bool>, StoreError> {
+    async fn finish_attempts(&self, items: &[Outcome], now: i64) -> Result<Vec<bool>, StoreError> {
         let mut groups: Vec<(&AttemptResult, Option<&str>, Vec<usize>)> = Vec::new();
         let mut singles = Vec::new();
-        for (i, (_, claim_id, result)) in items.iter().enumerate() {
+        for (i, Outcome { claim, result, .. }) in items.iter().enumerate() {
             if matches!(
                 result,
                 AttemptResult::Retry { .. } | AttemptResult::Dead { .. }
@@ -130,9 +121,10 @@ impl Queue for MongoStore {
             }
             // A claim id shared by a claimed batch must be matched as is;
             // ids given at insert are unique to their delivery and go together.
-            let shared = claim_id
+            let shared = claim
+                .as_str()
                 .starts_with(BATCH_CLAIM)
-                .then_some(claim_id.as_str());
+                .then_some(claim.as_str());
             match groups
                 .iter_mut()
                 .find(|(r, c, _)| *r == result && *c == shared)
@@ -144,10 +136,7 @@ impl Queue for MongoStore {
         let group_updates = groups.iter().map(|(result, shared, members)| {
             self.finish_group(items, result, *shared, members, now)
         });
-        let single_updates = singles.iter().map(|&i| {
-            let (delivery_id, claim_id, result) = &items[i];
-            self.finish_attempt(delivery_id, claim_id, result, now)
-        });
+        let single_updates = singles.iter().map(|&i| self.finish_attempt(&items[i], now));
         let (group_results, single_results) = futures_util::future::join(
             futures_util::future::join_all(group_updates),
             futures_util::future::join_all(single_updates),
@@ -162,8 +151,8 @@ impl Queue for MongoStore {
         for (&i, result) in singles.iter().zip(single_results) {
             recorded[i] = result?;
         }
-        if items.iter().any(|(_, _, r)| r.status().is_some()) {
-            let ids: Vec<&str> = items.iter().map(|(id, _, _)| id.as_str()).collect();
+        if items.iter().any(|o| o.result.status().is_some()) {
+            let ids: Vec<&str> = items.iter().map(|o| o.delivery.as_str()).collect();
             self.settle(doc! {"deliveries.id": {"$in": ids}}).await?;
         }
         Ok(recorded)
@@ -188,7 +177,7 @@ impl Queue for MongoStore {
         Ok(r.modified_count)
     }
 
-    async fn wake_subscription(&self, id: &str, now: i64) -> Result<u64, StoreError> {
+    async fn wake_subscription(&self, id: &SubscriptionId, now: i64) -> Result<u64, StoreError> {
         let each = Each(doc! {
             "subscriptionId": id,
             "status": DeliveryStatus::Pending.as_str(),
@@ -214,9 +203,9 @@ impl Queue for MongoStore {
     async fn renew_leases(
         &self,
         owner: &str,
-        held: &[(String, String)],
+        held: &[(DeliveryId, ClaimId)],
         until: i64,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<DeliveryId>, StoreError> {
         if held.is_empty() {
             return Ok(Vec::new());
         }
@@ -228,7 +217,7 @@ impl Queue for MongoStore {
                 None => by_claim.push((claim.as_str(), vec![id.as_str()])),
             }
         }
-        let mut still_held: Vec<(String, String)> = Vec::new();
+        let mut still_held: Vec<(DeliveryId, ClaimId)> = Vec::new();
         for (claim, ids) in by_claim {
             let ours = Each(doc! {"id": {"$in": &ids}, "claimId": claim, "leaseOwner": owner});
             ours.update_many(
@@ -249,7 +238,7 @@ impl Queue for MongoStore {
                     .iter()
                     .flat_map(elements)
                     .filter(|d| renewed.holds(d))
-                    .map(|d| (get_str(d, "id"), get_str(d, "claimId"))),
+                    .map(|d| (get_str(d, "id").into(), get_str(d, "claimId").into())),
             );
         }
         Ok(held
@@ -275,7 +264,7 @@ impl Queue for MongoStore {
             .min())
     }
 
-    async fn redrive(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+    async fn redrive(&self, id: &DeliveryId, now: i64) -> Result<bool, StoreError> {
         let each = Each(
             doc! {"id": id, "status": {"$in": statuses([DeliveryStatus::Dead, DeliveryStatus::Parked])}},
         );
@@ -289,7 +278,7 @@ impl Queue for MongoStore {
         Ok(r.modified_count)
     }
 
-    async fn delete_delivery(&self, id: &str) -> Result<bool, StoreError> {
+    async fn delete_delivery(&self, id: &DeliveryId) -> Result<bool, StoreError> {
         // The event goes with its last delivery.
         let alone = doc! {"deliveries.id": id, "deliveries.1": {"$exists": false}};
         if self.events.delete_one(alone).await?.deleted_count > 0 {

@@ -6,18 +6,18 @@ use mongodb::bson::{doc, Document};
 
 use super::event_docs::{deliveries_of, Each};
 use super::{get_i64, MongoStore};
-use crate::domain::KfId;
+use crate::domain::{DeliveryId, KfId};
 use crate::store::{
     Delivery, DeliveryFilter, DeliveryStatus, KfSummary, OperatorReads, StoreError,
 };
 
 #[async_trait]
 impl OperatorReads for MongoStore {
-    async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
+    async fn get_delivery(&self, id: &DeliveryId) -> Result<Option<Delivery>, StoreError> {
         let Some(event) = self.events.find_one(doc! {"deliveries.id": id}).await? else {
             return Ok(None);
         };
-        Ok(deliveries_of(&event)?.into_iter().find(|d| d.id == id))
+        Ok(deliveries_of(&event)?.into_iter().find(|d| &d.id == id))
     }
 
     async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError> {

@@ -19,15 +19,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::wal_sync::WalSyncer;
 use crate::domain::KfId;
-use crate::store::{AttemptResult, InsertOutcome, NewEvent, StoreError};
+use crate::store::{InsertOutcome, NewEvent, Outcome, StoreError};
 
 const MAX_BATCH: usize = 512;
 const QUEUE: usize = 4096;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-/// An outcome to record: (event id, claim id, result).
-pub type Outcome = (String, String, AttemptResult);
 
 /// Records one outcome on the open transaction; false when the claim no
 /// longer holds.
@@ -197,7 +194,10 @@ fn insert(tx: &Connection, e: &NewEvent) -> Result<InsertOutcome, StoreError> {
                 .prepare_cached("SELECT id FROM events WHERE dedup_key = ?1")?
                 .query_row([&e.dedup_key], |row| row.get(0))
                 .optional()?;
-            return Ok(InsertOutcome::of_dedup_conflict(&e.id, holder.as_deref()));
+            return Ok(InsertOutcome::of_dedup_conflict(
+                e.id.as_str(),
+                holder.as_deref(),
+            ));
         }
         Err(other) => return Err(other),
     }

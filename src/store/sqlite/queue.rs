@@ -6,9 +6,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::statements::SQL;
 use super::SqliteStore;
-use crate::domain::{CorpId, KfId};
+use crate::domain::{ClaimId, CorpId, DeliveryId, KfId, SubscriptionId};
 use crate::store::{
-    AttemptResult, Claim, Delivery, InsertOutcome, NewEvent, Queue, Retention, StoreError,
+    AttemptResult, Claim, Delivery, InsertOutcome, NewEvent, Outcome, Queue, Retention, StoreError,
 };
 
 #[async_trait]
@@ -56,23 +56,17 @@ impl Queue for SqliteStore {
         .await
     }
 
-    async fn finish_attempt(
-        &self,
-        event_id: &str,
-        claim_id: &str,
-        result: &AttemptResult,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        let item = (event_id.to_owned(), claim_id.to_owned(), result.clone());
-        self.run(move |c| finish_one(c, &item, now)).await
+    async fn finish_attempt(&self, outcome: &Outcome, now: i64) -> Result<bool, StoreError> {
+        let outcome = outcome.clone();
+        self.run(move |c| finish_one(c, &outcome, now)).await
     }
 
     async fn finish_attempts(
         &self,
-        items: &[(String, String, AttemptResult)],
+        outcomes: &[Outcome],
         now: i64,
     ) -> Result<Vec<bool>, StoreError> {
-        self.writer.finish(items.to_vec(), now).await
+        self.writer.finish(outcomes.to_vec(), now).await
     }
 
     async fn coalesce_parked(&self, kfs: &[(String, String)], now: i64) -> Result<u64, StoreError> {
@@ -98,8 +92,8 @@ impl Queue for SqliteStore {
         .await
     }
 
-    async fn wake_subscription(&self, id: &str, now: i64) -> Result<u64, StoreError> {
-        let id = id.to_owned();
+    async fn wake_subscription(&self, id: &SubscriptionId, now: i64) -> Result<u64, StoreError> {
+        let id = id.clone();
         self.run(move |c| {
             let n = c.execute(&SQL.wake_subscription, params![id, now])?;
             Ok(n as u64)
@@ -122,9 +116,9 @@ impl Queue for SqliteStore {
     async fn renew_leases(
         &self,
         owner: &str,
-        held: &[(String, String)],
+        held: &[(DeliveryId, ClaimId)],
         until: i64,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<DeliveryId>, StoreError> {
         let (owner, held) = (owner.to_owned(), held.to_vec());
         self.run(move |c| {
             let tx = c.transaction()?;
@@ -160,8 +154,8 @@ impl Queue for SqliteStore {
         .await
     }
 
-    async fn redrive(&self, id: &str, now: i64) -> Result<bool, StoreError> {
-        let id = id.to_owned();
+    async fn redrive(&self, id: &DeliveryId, now: i64) -> Result<bool, StoreError> {
+        let id = id.clone();
         self.run(move |c| {
             let n = c.execute(&SQL.redrive, params![id, now])?;
             Ok(n > 0)
@@ -178,8 +172,8 @@ impl Queue for SqliteStore {
         .await
     }
 
-    async fn delete_delivery(&self, id: &str) -> Result<bool, StoreError> {
-        let id = id.to_owned();
+    async fn delete_delivery(&self, id: &DeliveryId) -> Result<bool, StoreError> {
+        let id = id.clone();
         self.run(move |c| {
             let tx = c.transaction()?;
             let event: Option<i64> = tx
@@ -264,9 +258,9 @@ pub(super) fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
 
 /// The claim lanes with pending deliveries: the puppets' (`None`) and each
 /// subscription's.
-fn lanes(c: &Connection) -> Result<Vec<Option<String>>, StoreError> {
+fn lanes(c: &Connection) -> Result<Vec<Option<SubscriptionId>>, StoreError> {
     let mut stmt = c.prepare_cached(&SQL.lanes)?;
-    let subscriptions = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    let subscriptions = stmt.query_map([], |r| r.get::<_, SubscriptionId>(0))?;
     let mut lanes = vec![None];
     for id in subscriptions {
         lanes.push(Some(id?));
@@ -299,13 +293,10 @@ fn coalesce_wake_ups(
 }
 
 /// Record one attempt's outcome, guarded by its claim id.
-pub(super) fn finish_one(
-    c: &Connection,
-    (id, claim_id, result): &(String, String, AttemptResult),
-    now: i64,
-) -> Result<bool, StoreError> {
+pub(super) fn finish_one(c: &Connection, outcome: &Outcome, now: i64) -> Result<bool, StoreError> {
+    let (id, claim_id) = (&outcome.delivery, &outcome.claim);
     // Statements written once (`statements.rs`), so each is prepared once and cached.
-    let n = match result {
+    let n = match &outcome.result {
         AttemptResult::Delivered => c
             .prepare_cached(&SQL.finish_delivered)?
             .execute(params![id, claim_id, now])?,
@@ -342,7 +333,7 @@ fn lease(
     seq: i64,
     claim: &Claim,
 ) -> Result<Option<Delivery>, StoreError> {
-    let claim_id = uuid::Uuid::new_v4().to_string();
+    let claim_id = ClaimId::generate();
     let changed = tx.prepare_cached(&SQL.lease)?.execute(params![
         claim.owner,
         claim.lease_until,

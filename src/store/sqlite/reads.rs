@@ -6,15 +6,15 @@ use rusqlite::{params, OptionalExtension};
 use super::queue::{delivery_from_row, SELECT_DELIVERY};
 use super::statements::SQL;
 use super::SqliteStore;
-use crate::domain::KfId;
+use crate::domain::{DeliveryId, KfId};
 use crate::store::{
     Delivery, DeliveryFilter, DeliveryStatus, KfSummary, OperatorReads, StoreError,
 };
 
 #[async_trait]
 impl OperatorReads for SqliteStore {
-    async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
-        let id = id.to_owned();
+    async fn get_delivery(&self, id: &DeliveryId) -> Result<Option<Delivery>, StoreError> {
+        let id = id.clone();
         self.run(move |c| {
             let sql = format!("{SELECT_DELIVERY} WHERE d.id = ?1");
             Ok(c.query_row(&sql, [id], delivery_from_row).optional()?)
