@@ -493,14 +493,7 @@ async fn wecom_app_events_reach_the_corps_subscriptions_and_wake_ups_still_reach
 #[tokio::test]
 #[ignore = "needs MongoDB: scripts/test runs it (MONGO_URI, --include-ignored)"]
 async fn an_app_created_on_one_manager_is_in_force_on_another_within_two_seconds() {
-    let uri = crate::support::require_mongo();
-    let first = crate::support::spawn_app_with(|c| {
-        c.mongo_uri = Some(wxkf_manager::domain::Secret::new(uri));
-    })
-    .await;
-    let second = first.build_on_same_store(|c| c.port = 0).await.unwrap();
-    let second_base = format!("http://127.0.0.1:{}", second.port());
-    let server = tokio::spawn(second.run_until_stopped());
+    let (first, second_base, server) = crate::support::spawn_two_on_mongo().await;
     let crm = FakePuppet::start().await;
     let wx = WxApp::new();
     // The subscription first: a source need not be known yet, and whoever

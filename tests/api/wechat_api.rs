@@ -299,14 +299,7 @@ async fn raw_status(address: &str, request: &str) -> u16 {
 #[tokio::test]
 #[ignore = "needs MongoDB: scripts/test runs it (MONGO_URI, --include-ignored)"]
 async fn two_managers_on_one_mongodb_fetch_the_token_once() {
-    let uri = crate::support::require_mongo();
-    let first = crate::support::spawn_app_with(|c| {
-        c.mongo_uri = Some(wxkf_manager::domain::Secret::new(uri));
-    })
-    .await;
-    let second = first.build_on_same_store(|c| c.port = 0).await.unwrap();
-    let second_base = format!("http://127.0.0.1:{}", second.port());
-    let server = tokio::spawn(second.run_until_stopped());
+    let (first, second_base, server) = crate::support::spawn_two_on_mongo().await;
     let app_id = first.app_with_secret(Some(SECRET)).await;
     let (_, key) = first.issue_key(&app_id).await;
     // The second manager learns of the app and the key within 2 s.

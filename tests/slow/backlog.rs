@@ -408,8 +408,12 @@ async fn a_subscriber_coming_back_drains_its_backlog_at_its_own_pace_while_other
     desk_back.wait_for(20).await;
     let desk_drained = desk_started.elapsed();
     let crm_meanwhile = back.answered();
+    // Judged against the CRM's progress, not the clock: on the MongoDB-wire
+    // test server (one Python process) a claim can take seconds under load,
+    // and then both drains slow down alike. Without lanes the desk's 20 come
+    // after the CRM's 400 were claimed, when nearly all have been answered.
     assert!(
-        desk_drained < Duration::from_secs(2) && crm_meanwhile < backlog / 2,
+        crm_meanwhile < backlog * 3 / 4,
         "the desk waited for the CRM's backlog: {desk_drained:?}, the CRM {crm_meanwhile} of {backlog} through"
     );
     let mut acked_at = Vec::new();

@@ -177,6 +177,23 @@ pub async fn spawn_app_with_clock(
     spawn_app_with_seams(seams, adjust).await
 }
 
+/// Two managers on one fresh MongoDB database (a test that needs MongoDB):
+/// the first as a `TestApp`, the second running beside it, with its base
+/// URL and its server task (abort it at the end).
+pub async fn spawn_two_on_mongo() -> (
+    TestApp,
+    String,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let uri = super::require_mongo();
+    let first =
+        spawn_app_with(|c| c.mongo_uri = Some(wxkf_manager::domain::Secret::new(uri))).await;
+    let second = first.build_on_same_store(|c| c.port = 0).await.unwrap();
+    let second_base = format!("http://127.0.0.1:{}", second.port());
+    let server = tokio::spawn(second.run_until_stopped());
+    (first, second_base, server)
+}
+
 async fn launch(
     config: Config,
     wecom: FakeWecom,
