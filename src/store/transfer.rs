@@ -9,12 +9,13 @@ use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 
 use super::{DeliveryStatus, PayloadKind, StoreError};
+use crate::domain::{DeliveryId, EventId, SubscriptionId};
 
 /// One delivery with its event, as stored (leases are not carried: a copy
 /// is taken by whichever manager starts on it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopiedDelivery {
-    pub event_id: String,
+    pub event_id: EventId,
     pub source: String,
     pub dedup_key: String,
     pub kind: PayloadKind,
@@ -22,10 +23,10 @@ pub struct CopiedDelivery {
     pub query: String,
     pub received_at: i64,
     pub message: Option<Vec<u8>>,
-    pub id: String,
+    pub id: DeliveryId,
     pub corp_id: String,
     pub kf_id: Option<String>,
-    pub subscription_id: Option<String>,
+    pub subscription_id: Option<SubscriptionId>,
     pub coalesce: bool,
     pub status: DeliveryStatus,
     pub attempts: u32,

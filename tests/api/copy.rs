@@ -389,7 +389,7 @@ async fn an_interrupted_copy_completes_when_run_again() {
     assert_eq!(twin.len(), 1);
     let sibling = first
         .iter()
-        .find(|d| d.event_id == twin[0].event_id.as_str())
+        .find(|d| d.event_id == twin[0].event_id)
         .map(|d| d.id.clone());
     assert!(
         sibling.is_some(),

@@ -10,6 +10,7 @@ use mongodb::bson::{doc, Bson, Document};
 
 use super::event_docs::{binary, elements};
 use super::{get_i64, get_str, now_date, MongoStore};
+use crate::domain::{DeliveryId, SubscriptionId};
 use crate::store::transfer::{Batches, CopiedDelivery, Transfer};
 use crate::store::{DeliveryStatus, PayloadKind, StoreError};
 
@@ -100,10 +101,10 @@ impl Transfer for MongoStore {
             .await?;
         let present: HashSet<String> = found.iter().map(|e| get_str(e, "dedupKey")).collect();
         // Deliveries already there (a rerun): nothing to write.
-        let there: HashSet<String> = found
+        let there: HashSet<DeliveryId> = found
             .iter()
             .flat_map(elements)
-            .map(|d| get_str(d, "id"))
+            .map(|d| get_str(d, "id").into())
             .collect();
         // New events, each with all of its deliveries in this page.
         let mut fresh: Vec<(&str, Vec<&CopiedDelivery>)> = Vec::new();
@@ -193,10 +194,7 @@ fn element_of(d: &CopiedDelivery) -> Document {
     };
     let optional = [
         ("kfId", d.kf_id.clone().map(Bson::String)),
-        (
-            "subscriptionId",
-            d.subscription_id.clone().map(Bson::String),
-        ),
+        ("subscriptionId", d.subscription_id.clone().map(Bson::from)),
         ("lastError", d.last_error.clone().map(Bson::String)),
         ("deliveredAt", d.delivered_at.map(Bson::Int64)),
         ("supersededBy", d.superseded_by.clone().map(Bson::String)),
@@ -224,7 +222,7 @@ fn copied_from(event: &Document, d: &Document) -> Result<CopiedDelivery, StoreEr
     let text = |field: &str| d.get_str(field).ok().map(str::to_owned);
     let received_at = get_i64(event, "receivedAt").unwrap_or(0);
     Ok(CopiedDelivery {
-        event_id: get_str(event, "_id"),
+        event_id: get_str(event, "_id").into(),
         source: get_str(event, "source"),
         dedup_key: get_str(event, "dedupKey"),
         kind: PayloadKind::parse(event.get_str("kind").unwrap_or_default())
@@ -233,10 +231,10 @@ fn copied_from(event: &Document, d: &Document) -> Result<CopiedDelivery, StoreEr
         query: get_str(event, "query"),
         received_at,
         message: bytes("message"),
-        id: get_str(d, "id"),
+        id: get_str(d, "id").into(),
         corp_id: get_str(d, "corpId"),
         kf_id: text("kfId"),
-        subscription_id: text("subscriptionId"),
+        subscription_id: text("subscriptionId").map(SubscriptionId::from),
         coalesce: d.get_bool("coalesce").unwrap_or(false),
         status: DeliveryStatus::parse(d.get_str("status").unwrap_or_default())
             .ok_or_else(|| corrupt("status"))?,
