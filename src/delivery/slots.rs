@@ -11,22 +11,24 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::domain::SubscriptionId;
+
 /// Deliveries a subscription may hold in memory per sending slot: enough
 /// to keep its slots busy between claims, not enough to fill the claims.
 const HELD_PER_SLOT: usize = 4;
 
 pub struct SubscriptionSlots {
     per: usize,
-    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    slots: Mutex<HashMap<SubscriptionId, Arc<Semaphore>>>,
     /// Deliveries held per subscription (handed over or claimed, not yet
     /// finished).
-    held: Arc<Mutex<HashMap<String, usize>>>,
+    held: Arc<Mutex<HashMap<SubscriptionId, usize>>>,
 }
 
 /// One delivery of a subscription held in memory, counted until dropped.
 pub struct HeldShare {
-    subscription: String,
-    held: Arc<Mutex<HashMap<String, usize>>>,
+    subscription: SubscriptionId,
+    held: Arc<Mutex<HashMap<SubscriptionId, usize>>>,
 }
 
 impl Drop for HeldShare {
@@ -53,14 +55,14 @@ impl SubscriptionSlots {
     /// Count a claimed delivery of `subscription` until the share is
     /// dropped (claims skip a subscription holding its share, so a claim
     /// adds at most one batch beyond it).
-    pub fn hold_claimed(&self, subscription: &str) -> HeldShare {
+    pub fn hold_claimed(&self, subscription: &SubscriptionId) -> HeldShare {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         self.count(&mut held, subscription)
     }
 
     /// Count a delivery about to be handed over, unless `subscription`
     /// holds its whole share already (then it waits in the store).
-    pub fn try_hold(&self, subscription: &str) -> Option<HeldShare> {
+    pub fn try_hold(&self, subscription: &SubscriptionId) -> Option<HeldShare> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         if held
             .get(subscription)
@@ -71,17 +73,21 @@ impl SubscriptionSlots {
         Some(self.count(&mut held, subscription))
     }
 
-    fn count(&self, held: &mut HashMap<String, usize>, subscription: &str) -> HeldShare {
-        *held.entry(subscription.to_owned()).or_insert(0) += 1;
+    fn count(
+        &self,
+        held: &mut HashMap<SubscriptionId, usize>,
+        subscription: &SubscriptionId,
+    ) -> HeldShare {
+        *held.entry(subscription.clone()).or_insert(0) += 1;
         HeldShare {
-            subscription: subscription.to_owned(),
+            subscription: subscription.clone(),
             held: self.held.clone(),
         }
     }
 
     /// Subscriptions holding their whole share: the next claim takes none
     /// of theirs.
-    pub fn held_in_full(&self) -> Vec<String> {
+    pub fn held_in_full(&self) -> Vec<SubscriptionId> {
         let share = self.per * HELD_PER_SLOT;
         self.held
             .lock()
@@ -93,10 +99,10 @@ impl SubscriptionSlots {
     }
 
     /// Wait for one of this subscription's slots.
-    pub async fn acquire(&self, subscription: &str) -> Option<OwnedSemaphorePermit> {
+    pub async fn acquire(&self, subscription: &SubscriptionId) -> Option<OwnedSemaphorePermit> {
         let slots = {
             let mut all = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            all.entry(subscription.to_owned())
+            all.entry(subscription.clone())
                 .or_insert_with(|| Arc::new(Semaphore::new(self.per)))
                 .clone()
         };
@@ -120,14 +126,15 @@ mod tests {
     #[tokio::test]
     async fn a_subscription_holds_at_most_its_share_and_others_are_not_held_up() {
         let slots = SubscriptionSlots::new(2);
-        let a1 = slots.acquire("a").await.unwrap();
-        let _a2 = slots.acquire("a").await.unwrap();
-        let third = tokio::time::timeout(std::time::Duration::from_millis(50), slots.acquire("a"));
+        let (a, b) = (SubscriptionId::from("a"), SubscriptionId::from("b"));
+        let a1 = slots.acquire(&a).await.unwrap();
+        let _a2 = slots.acquire(&a).await.unwrap();
+        let third = tokio::time::timeout(std::time::Duration::from_millis(50), slots.acquire(&a));
         assert!(third.await.is_err(), "a third send to `a` waits");
-        let b = tokio::time::timeout(std::time::Duration::from_millis(50), slots.acquire("b"));
+        let b = tokio::time::timeout(std::time::Duration::from_millis(50), slots.acquire(&b));
         assert!(b.await.is_ok(), "`b` does not wait for `a`");
         drop(a1);
-        assert!(slots.acquire("a").await.is_some());
+        assert!(slots.acquire(&a).await.is_some());
         slots.prune();
         assert_eq!(
             slots.slots.lock().unwrap().len(),
@@ -140,21 +147,21 @@ mod tests {
     fn a_subscription_holding_its_share_is_skipped_and_handed_no_more_until_one_finishes() {
         let slots = SubscriptionSlots::new(2);
         let mut held: Vec<HeldShare> = (0..2 * HELD_PER_SLOT - 1)
-            .map(|_| slots.hold_claimed("a"))
+            .map(|_| slots.hold_claimed(&"a".into()))
             .collect();
-        let _b = slots.hold_claimed("b");
+        let _b = slots.hold_claimed(&"b".into());
         assert!(slots.held_in_full().is_empty(), "one short of the share");
-        held.push(slots.hold_claimed("a"));
-        assert_eq!(slots.held_in_full(), ["a"]);
+        held.push(slots.hold_claimed(&"a".into()));
+        assert_eq!(slots.held_in_full(), [SubscriptionId::from("a")]);
         assert!(
-            slots.try_hold("a").is_none(),
+            slots.try_hold(&"a".into()).is_none(),
             "no hand-over beyond the share"
         );
-        held.extend(slots.try_hold("b"));
+        held.extend(slots.try_hold(&"b".into()));
         held.pop();
         held.pop();
         assert!(slots.held_in_full().is_empty(), "one finished: room again");
-        held.extend(slots.try_hold("a"));
+        held.extend(slots.try_hold(&"a".into()));
         held.clear();
         assert_eq!(slots.held.lock().unwrap().len(), 1, "only `b` counted");
     }

@@ -10,8 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::{
-    eventually, follow_xml, require_mongo, since_acknowledged, spawn_app, spawn_app_with, Corp,
-    FakePuppet, ManagerProcess, OwnMongo, TestApp, WxApp,
+    eventually, follow_xml, since_acknowledged, spawn_app, spawn_app_with, Corp, FakePuppet,
+    ManagerProcess, OwnMongo, TestApp, WxApp,
 };
 
 /// An address where nothing listens any more: a stopped container.
@@ -404,10 +404,8 @@ async fn acknowledged_are_delivered(
 #[tokio::test]
 #[ignore = "needs MongoDB: scripts/test runs it (MONGO_URI, --include-ignored)"]
 async fn a_database_that_stalls_or_dies_mid_batch_costs_no_acknowledged_callback() {
-    require_mongo();
     let port = crate::support::free_port();
-    let db = OwnMongo::start(port, tempfile::tempdir().unwrap());
-    db.wait_listening().await;
+    let db = OwnMongo::start(port, tempfile::tempdir().unwrap()).await;
     let uri = format!("mongodb://127.0.0.1:{port}/stall");
     let app = spawn_app_with(move |c| {
         c.mongo_uri = Some(wxkf_manager::domain::Secret::new(uri));
@@ -445,8 +443,7 @@ async fn a_database_that_stalls_or_dies_mid_batch_costs_no_acknowledged_callback
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (port, dir) = db.take().unwrap().kill();
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let restarted = OwnMongo::start(port, dir);
-        restarted.wait_listening().await;
+        let restarted = OwnMongo::start(port, dir).await;
         db = Some(restarted);
         tokio::time::sleep(Duration::from_secs(3)).await;
     })

@@ -69,10 +69,8 @@ async fn registrations_of_the_old_manager_route_callbacks() {
 #[tokio::test]
 #[ignore = "needs MongoDB: scripts/test runs it (MONGO_URI, --include-ignored)"]
 async fn a_database_outage_is_503_and_recovers_without_a_restart() {
-    require_mongo();
     let port = crate::support::free_port();
-    let db = OwnMongo::start(port, tempfile::tempdir().unwrap());
-    db.wait_listening().await;
+    let db = OwnMongo::start(port, tempfile::tempdir().unwrap()).await;
     let app = app_on(&format!("mongodb://127.0.0.1:{port}/outage")).await;
     let puppet = FakePuppet::start().await;
     let corp = Corp::new("wwoutage");
@@ -95,8 +93,7 @@ async fn a_database_outage_is_503_and_recovers_without_a_restart() {
     );
     assert_eq!(app.get("/healthz").await.status(), 200);
 
-    let db = OwnMongo::start(port, dir);
-    db.wait_listening().await;
+    let db = OwnMongo::start(port, dir).await;
     let mut ready = false;
     for _ in 0..100 {
         if app.get("/readyz").await.status() == 200 {

@@ -117,7 +117,8 @@ pub struct OwnMongo {
 }
 
 impl OwnMongo {
-    pub fn start(port: u16, dir: tempfile::TempDir) -> Self {
+    /// Start it on `port` over `dir` and wait until it accepts connections.
+    pub async fn start(port: u16, dir: tempfile::TempDir) -> Self {
         let bin =
             std::env::var("WXKF_SECANTUS_BIN").expect("WXKF_SECANTUS_BIN (set by scripts/test)");
         let child = Command::new(bin)
@@ -134,10 +135,12 @@ impl OwnMongo {
             .stderr(Stdio::null())
             .spawn()
             .expect("start SecantusDB");
-        Self { child, port, dir }
+        let db = Self { child, port, dir };
+        db.wait_listening().await;
+        db
     }
 
-    pub async fn wait_listening(&self) {
+    async fn wait_listening(&self) {
         for _ in 0..100 {
             if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
                 .await

@@ -235,7 +235,7 @@ impl Dispatcher {
             };
         };
         // This subscriber's share first, then a global slot.
-        let Some(_share) = self.subscription_slots.acquire(id.as_str()).await else {
+        let Some(_share) = self.subscription_slots.acquire(id).await else {
             return AttemptResult::Released;
         };
         let Some(_sending) = self.sending_slot(&event.id).await else {

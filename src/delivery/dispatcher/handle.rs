@@ -90,13 +90,7 @@ impl DispatcherHandle {
         let mut slots: Vec<Option<FreshSlot>> = Vec::with_capacity(event.deliveries.len());
         for delivery in &mut event.deliveries {
             let slot = if delivery.routed() {
-                self.reserve(
-                    event.received_at,
-                    delivery
-                        .subscription_id
-                        .as_ref()
-                        .map(SubscriptionId::as_str),
-                )
+                self.reserve(event.received_at, delivery.subscription_id.as_ref())
             } else {
                 None
             };
@@ -124,7 +118,7 @@ impl DispatcherHandle {
     /// A slot for an event about to be stored, or `None` when the queue is
     /// full, its subscription holds its share of memory already, or the
     /// dispatcher stopped: then store it unclaimed and `wake`.
-    fn reserve(&self, now: i64, subscription: Option<&str>) -> Option<FreshSlot> {
+    fn reserve(&self, now: i64, subscription: Option<&SubscriptionId>) -> Option<FreshSlot> {
         let share = match subscription {
             Some(id) => Some(self.subscriptions.try_hold(id)?),
             None => None,

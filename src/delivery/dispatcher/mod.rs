@@ -43,7 +43,7 @@ use crate::clock::Clock;
 use crate::delivery::DeliveryConfig;
 use crate::delivery::WriteHealth;
 use crate::directory::Directory;
-use crate::domain::{DeliveryId, SubscriptionId};
+use crate::domain::DeliveryId;
 use crate::metrics::Metrics;
 use crate::store::{Claim, Delivery, Retention, Store};
 
@@ -270,7 +270,7 @@ impl Dispatcher {
                 let share = event
                     .subscription_id
                     .as_ref()
-                    .map(|s| self.subscription_slots.hold_claimed(s.as_str()));
+                    .map(|s| self.subscription_slots.hold_claimed(s));
                 let (me, finished) = (self.clone(), finished.clone());
                 in_flight.spawn(async move {
                     me.deliver(event, finished, false, lease_until).await;
@@ -367,12 +367,7 @@ impl Dispatcher {
 
     async fn claim(&self, now: i64, lease_until: i64, batch: usize) -> Result<Vec<Delivery>, ()> {
         let claim = Claim {
-            skip: self
-                .subscription_slots
-                .held_in_full()
-                .into_iter()
-                .map(SubscriptionId::from)
-                .collect(),
+            skip: self.subscription_slots.held_in_full(),
             ..Claim::new(&self.owner, now, lease_until)
         };
         let started = std::time::Instant::now();
