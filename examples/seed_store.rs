@@ -4,6 +4,7 @@
 //!
 //! `seed_store DATA_DIR N`
 
+use wxkf_manager::clock::{Clock, SystemClock};
 use wxkf_manager::domain::{CorpId, KfId};
 use wxkf_manager::store::sqlite::SqliteStore;
 use wxkf_manager::store::{NewDelivery, NewEvent, PayloadKind, Queue, Sealer};
@@ -20,9 +21,7 @@ async fn main() -> anyhow::Result<()> {
         Sealer::default(),
     )?);
     let corp = CorpId::parse("wwseed")?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as i64;
+    let now = SystemClock.now();
     let mut pending = futures_util::stream::FuturesUnordered::new();
     for i in 0..count {
         let kf = KfId::parse(&format!("wkseed{}", i % 1000))?;

@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 
-use crate::clock::iso8601;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock, UnixMillis};
 use crate::domain::{CorpId, KfId};
 use crate::store::{DeliveryFilter, DeliveryStatus, Store};
 use crate::views::PuppetView;
@@ -105,7 +104,9 @@ pub async fn puppets(store: Arc<dyn Store>, command: PuppetsCommand) -> anyhow::
                         r.corp_id.to_string(),
                         if p.online { "online" } else { "offline" }.to_owned(),
                         r.endpoint.as_str().to_owned(),
-                        p.last_online_at.map(iso8601).unwrap_or_default(),
+                        p.last_online_at
+                            .map(UnixMillis::iso8601)
+                            .unwrap_or_default(),
                     ]
                 })
                 .collect();
@@ -136,15 +137,24 @@ pub async fn puppets(store: Arc<dyn Store>, command: PuppetsCommand) -> anyhow::
                 ],
                 vec![
                     "lastOnline".into(),
-                    puppet.last_online_at.map(iso8601).unwrap_or_default(),
+                    puppet
+                        .last_online_at
+                        .map(UnixMillis::iso8601)
+                        .unwrap_or_default(),
                 ],
                 vec![
                     "offlineSince".into(),
-                    puppet.offline_since.map(iso8601).unwrap_or_default(),
+                    puppet
+                        .offline_since
+                        .map(UnixMillis::iso8601)
+                        .unwrap_or_default(),
                 ],
                 vec![
                     "lastDelivered".into(),
-                    summary.last_delivered_at.map(iso8601).unwrap_or_default(),
+                    summary
+                        .last_delivered_at
+                        .map(UnixMillis::iso8601)
+                        .unwrap_or_default(),
                 ],
                 vec!["pending".into(), summary.pending.to_string()],
                 vec!["parked".into(), summary.parked.to_string()],
@@ -157,7 +167,7 @@ pub async fn puppets(store: Arc<dyn Store>, command: PuppetsCommand) -> anyhow::
 }
 
 pub async fn deliveries(store: Arc<dyn Store>, command: DeliveriesCommand) -> anyhow::Result<()> {
-    let now = SystemClock.now_ms();
+    let now = SystemClock.now();
     match command {
         DeliveriesCommand::List(args) => {
             let status = args
@@ -186,7 +196,7 @@ pub async fn deliveries(store: Arc<dyn Store>, command: DeliveriesCommand) -> an
                         e.corp_id.clone(),
                         e.kf_id.clone().unwrap_or_default(),
                         e.attempts.to_string(),
-                        iso8601(e.received_at),
+                        e.received_at.iso8601(),
                         e.last_error.clone().unwrap_or_default(),
                     ]
                 })

@@ -155,7 +155,7 @@ pub async fn apps(store: Arc<dyn Store>, command: AppsCommand) -> anyhow::Result
                     name,
                 },
             )?;
-            store.put_app(&app, SystemClock.now_ms()).await?;
+            store.put_app(&app, SystemClock.now()).await?;
             print_apps(&[app], json)
         }
         AppsCommand::List { json } => print_apps(&store.list_apps().await?, json),
@@ -181,7 +181,7 @@ pub async fn apps(store: Arc<dyn Store>, command: AppsCommand) -> anyhow::Result
             if store.get_app(&app_id).await?.is_none() {
                 anyhow::bail!("no app {app_id}");
             }
-            let (key, shown) = AppKey::issue(app_id, description, SystemClock.now_ms())?;
+            let (key, shown) = AppKey::issue(app_id, description, SystemClock.now())?;
             store.put_app_key(&key).await?;
             println!("key id: {}", key.id);
             println!("key (shown once): {}", shown.expose());
@@ -250,7 +250,7 @@ pub async fn subscriptions(
             change_type,
             description,
         } => {
-            let now = SystemClock.now_ms();
+            let now = SystemClock.now();
             let subscription = Subscription::create(
                 SubscriptionBody {
                     source: Some(source),

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use futures_util::TryStreamExt;
 
+use crate::clock::UnixMillis;
 use crate::domain::Puppet;
 use crate::store::{RecordKind, Store, StoreError};
 
@@ -66,7 +67,7 @@ pub async fn copy(
         if !same {
             // The registration's times come along: registered then, and
             // offline since then.
-            let registered = puppet.last_online_at.unwrap_or(0);
+            let registered = puppet.last_online_at.unwrap_or(UnixMillis::EPOCH);
             to.save_registration(reg, registered).await?;
             if !puppet.online {
                 let since = puppet.offline_since.unwrap_or(registered);

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::clock::iso8601;
+use crate::clock::UnixMillis;
 use crate::domain::{App, AppKey, AppKind, Puppet, Subscription, SubscriptionFilter};
 
 /// A registration as shown to puppets: the old manager's document fields
@@ -36,8 +36,8 @@ impl From<&Puppet> for PuppetView {
             bot_endpoint: r.endpoint.as_str().to_owned(),
             corp_id: r.corp_id.to_string(),
             online: p.online,
-            last_online_date: p.last_online_at.map(iso8601),
-            offline_since: p.offline_since.map(iso8601),
+            last_online_date: p.last_online_at.map(UnixMillis::iso8601),
+            offline_since: p.offline_since.map(UnixMillis::iso8601),
         }
     }
 }
@@ -83,7 +83,7 @@ impl From<&AppKey> for AppKeyView {
         Self {
             id: key.id.clone(),
             description: key.description.clone(),
-            created_at: iso8601(key.created_at),
+            created_at: key.created_at.iso8601(),
         }
     }
 }

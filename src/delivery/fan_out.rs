@@ -6,6 +6,7 @@
 use serde_json::{Map, Value};
 
 use super::webhook::delivery_body;
+use crate::clock::UnixMillis;
 use crate::directory::Snapshot;
 use crate::domain::CorpId;
 use crate::store::NewDelivery;
@@ -22,7 +23,7 @@ pub struct Origin<'a> {
     pub source: &'a CorpId,
     /// `official_account`, `mini_program` or `wecom`.
     pub source_kind: &'a str,
-    pub received_at: i64,
+    pub received_at: UnixMillis,
 }
 
 pub fn fan_out(

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::clock::UnixMillis;
 use crate::delivery::DeliveryConfig;
 use crate::store::AttemptResult;
 
@@ -37,8 +38,8 @@ impl RetryPolicy {
     pub fn after_failure(
         &self,
         attempts: u32,
-        received_at: i64,
-        now: i64,
+        received_at: UnixMillis,
+        now: UnixMillis,
         retry_after: Option<Duration>,
         jitter: f64,
         error: String,
@@ -48,8 +49,8 @@ impl RetryPolicy {
         let delay = retry_after
             .map_or(jittered, |hint| hint.max(jittered))
             .min(self.cap);
-        let next = now.saturating_add(delay.as_millis() as i64);
-        let deadline = received_at.saturating_add(self.window.as_millis() as i64);
+        let next = now.plus(delay);
+        let deadline = received_at.plus(self.window);
         if next > deadline {
             AttemptResult::Dead { error }
         } else {
@@ -64,6 +65,10 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(ms: i64) -> UnixMillis {
+        UnixMillis::from_millis(ms)
+    }
 
     fn policy() -> RetryPolicy {
         RetryPolicy {
@@ -85,10 +90,10 @@ mod tests {
     fn jitter_stays_within_twenty_percent() {
         let p = policy();
         for (j, expect) in [(-1.0, 3_200), (0.0, 4_000), (1.0, 4_800)] {
-            match p.after_failure(3, 0, 0, None, j, "e".into()) {
+            match p.after_failure(3, at(0), at(0), None, j, "e".into()) {
                 AttemptResult::Retry {
                     next_attempt_at, ..
-                } => assert_eq!(next_attempt_at, expect),
+                } => assert_eq!(next_attempt_at, at(expect)),
                 other => panic!("{other:?}"),
             }
         }
@@ -97,19 +102,33 @@ mod tests {
     #[test]
     fn retry_after_is_honoured_within_the_cap() {
         let p = policy();
-        let r = p.after_failure(1, 0, 0, Some(Duration::from_secs(30)), 0.0, "e".into());
+        let r = p.after_failure(
+            1,
+            at(0),
+            at(0),
+            Some(Duration::from_secs(30)),
+            0.0,
+            "e".into(),
+        );
         assert_eq!(
             r,
             AttemptResult::Retry {
-                next_attempt_at: 30_000,
+                next_attempt_at: at(30_000),
                 error: "e".into()
             }
         );
-        let r = p.after_failure(1, 0, 0, Some(Duration::from_secs(99_999)), 0.0, "e".into());
+        let r = p.after_failure(
+            1,
+            at(0),
+            at(0),
+            Some(Duration::from_secs(99_999)),
+            0.0,
+            "e".into(),
+        );
         assert_eq!(
             r,
             AttemptResult::Retry {
-                next_attempt_at: 600_000,
+                next_attempt_at: at(600_000),
                 error: "e".into()
             }
         );
@@ -119,7 +138,7 @@ mod tests {
     fn past_the_window_is_a_dead_letter() {
         let p = policy();
         let day = 24 * 3600 * 1000;
-        let r = p.after_failure(40, 0, day - 1000, None, 0.0, "HTTP 500".into());
+        let r = p.after_failure(40, at(0), at(day - 1000), None, 0.0, "HTTP 500".into());
         assert_eq!(
             r,
             AttemptResult::Dead {
@@ -131,11 +150,11 @@ mod tests {
     #[test]
     fn the_default_schedule_spans_about_a_day() {
         let p = policy();
-        let mut now = 0i64;
+        let mut now = at(0);
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match p.after_failure(attempts, 0, now, None, 0.0, String::new()) {
+            match p.after_failure(attempts, at(0), now, None, 0.0, String::new()) {
                 AttemptResult::Retry {
                     next_attempt_at, ..
                 } => now = next_attempt_at,

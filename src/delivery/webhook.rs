@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::clock::iso8601;
+use crate::clock::UnixMillis;
 pub use crate::domain::WebhookSecret;
 
 /// The body of a delivery to a subscriber. All deliveries of one event
@@ -13,14 +13,14 @@ pub fn delivery_body(
     event_id: &str,
     source: &str,
     source_kind: &str,
-    received_at_ms: i64,
+    received_at: UnixMillis,
     message: &Map<String, Value>,
 ) -> Vec<u8> {
     json!({
         "id": event_id,
         "source": source,
         "sourceKind": source_kind,
-        "receivedAt": iso8601(received_at_ms),
+        "receivedAt": received_at.iso8601(),
         "message": message,
     })
     .to_string()
@@ -84,7 +84,7 @@ mod tests {
             "018f-e",
             "wx0123456789abcdef",
             "official_account",
-            1_764_620_219_123,
+            UnixMillis::from_millis(1_764_620_219_123),
             &message,
         ))
         .unwrap();

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::UnixMillis;
+
 use super::{AppId, EncodingAesKey, FieldError, Secret};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -140,7 +142,7 @@ pub struct AppKey {
     /// SHA-256 of the key, hex.
     pub hash: String,
     pub description: String,
-    pub created_at: i64,
+    pub created_at: UnixMillis,
 }
 
 const KEY_PREFIX: &str = "wxk_";
@@ -155,7 +157,7 @@ impl AppKey {
     pub fn issue(
         app_id: AppId,
         description: Option<String>,
-        now: i64,
+        now: UnixMillis,
     ) -> Result<(Self, Secret), FieldError> {
         use base64::Engine as _;
         use rand::RngCore;
@@ -226,11 +228,12 @@ mod tests {
     #[test]
     fn a_key_matches_only_itself_and_is_kept_as_a_digest() {
         let app = AppId::parse("wx0123456789abcdef").unwrap();
-        let (key, shown) = AppKey::issue(app.clone(), Some("CRM".into()), 0).unwrap();
+        let (key, shown) =
+            AppKey::issue(app.clone(), Some("CRM".into()), UnixMillis::EPOCH).unwrap();
         assert!(shown.expose().starts_with("wxk_") && shown.expose().len() > 40);
         assert!(key.matches(shown.expose()));
         assert!(!key.hash.contains(shown.expose()));
-        let (other, other_shown) = AppKey::issue(app, None, 0).unwrap();
+        let (other, other_shown) = AppKey::issue(app, None, UnixMillis::EPOCH).unwrap();
         assert!(!key.matches(other_shown.expose()));
         assert!(!other.matches(shown.expose()));
         assert!(!key.matches(""));

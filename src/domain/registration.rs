@@ -3,6 +3,8 @@
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
+use crate::clock::UnixMillis;
+
 use super::{CorpId, EncodingAesKey, EndpointUrl, FieldError, KfId, Secret};
 
 /// The token and EncodingAESKey a corp's callbacks are signed and encrypted
@@ -51,9 +53,9 @@ pub struct Puppet {
     pub registration: Registration,
     pub online: bool,
     /// Unix milliseconds of the last registration.
-    pub last_online_at: Option<i64>,
+    pub last_online_at: Option<UnixMillis>,
     /// Unix milliseconds of the last deregistration, while offline.
-    pub offline_since: Option<i64>,
+    pub offline_since: Option<UnixMillis>,
 }
 
 // Every field is optional so that a missing one is reported by name; the

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
+use crate::clock::UnixMillis;
+
 use super::{EndpointUrl, FieldError, SubscriptionId};
 
 /// At most this many values per field, each at most this long: a filter is
@@ -132,7 +134,7 @@ pub struct Subscription {
     pub filter: SubscriptionFilter,
     pub description: String,
     pub secret: WebhookSecret,
-    pub created_at: i64,
+    pub created_at: UnixMillis,
 }
 
 /// The body of `POST /admin/api/subscriptions` (§6.3).
@@ -193,7 +195,7 @@ impl utoipa::ToSchema for FilterValue {}
 
 impl Subscription {
     /// A new subscription with a fresh id and secret.
-    pub fn create(body: SubscriptionBody, now: i64) -> Result<Self, FieldError> {
+    pub fn create(body: SubscriptionBody, now: UnixMillis) -> Result<Self, FieldError> {
         let source = match body.source.as_deref() {
             None | Some("") => return Err(FieldError::new("source", "missing")),
             Some(s) => super::CorpId::parse(s)

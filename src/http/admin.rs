@@ -114,7 +114,7 @@ async fn redrive_one(
     id: web::Path<String>,
 ) -> Result<HttpResponse, PuppetApiError> {
     let id = DeliveryId::from(id.into_inner());
-    if !state.store.redrive(&id, state.clock.now_ms()).await? {
+    if !state.store.redrive(&id, state.clock.now()).await? {
         return Err(PuppetApiError::NotFound(
             "no dead or parked delivery with this id",
         ));
@@ -135,7 +135,7 @@ async fn redrive_kf(
     let kf = KfId::parse(&param(req.query_string(), "kfId").unwrap_or_default())?;
     let n = state
         .store
-        .redrive_dead_of_kf(&kf, state.clock.now_ms())
+        .redrive_dead_of_kf(&kf, state.clock.now())
         .await?;
     state.dispatcher.wake();
     tracing::info!(kf_id = %kf, redriven = n, "dead letters re-driven by an operator");
@@ -198,7 +198,7 @@ async fn show_puppet(
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "puppet": PuppetView::from(&puppet),
         "deliveries": summary,
-        "lastDeliveredDate": summary.last_delivered_at.map(crate::clock::iso8601),
+        "lastDeliveredDate": summary.last_delivered_at.map(crate::clock::UnixMillis::iso8601),
     })))
 }
 
@@ -241,7 +241,7 @@ async fn move_puppet(
     super::puppets::check_endpoint(&state, &endpoint).await?;
     if !state
         .store
-        .move_puppet(&kf, &endpoint, state.clock.now_ms())
+        .move_puppet(&kf, &endpoint, state.clock.now())
         .await?
     {
         return Err(PuppetApiError::NotFound("kfId is not registered"));
@@ -289,7 +289,7 @@ async fn rotate_credentials(
             &corp,
             &set,
             body.previous_token.as_deref(),
-            state.clock.now_ms(),
+            state.clock.now(),
         )
         .await?;
     if n == 0 {

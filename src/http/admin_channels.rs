@@ -60,7 +60,7 @@ async fn put_app(
     let app_id = AppId::parse(&path)?;
     let body: AppBody = state.json_body(payload).await?;
     let app = App::parse(app_id, body)?;
-    state.store.put_app(&app, state.clock.now_ms()).await?;
+    state.store.put_app(&app, state.clock.now()).await?;
     changed(&state).await?;
     tracing::info!(app_id = %app.app_id, kind = app.kind.as_str(), "app saved by an operator");
     Ok(HttpResponse::Ok().json(AppView::from(&app)))
@@ -128,7 +128,7 @@ async fn issue_key(
 ) -> Result<HttpResponse, PuppetApiError> {
     let app_id = known_app(&state, &path).await?;
     let body: KeyBody = state.json_body(payload).await?;
-    let (key, shown) = AppKey::issue(app_id, body.description, state.clock.now_ms())?;
+    let (key, shown) = AppKey::issue(app_id, body.description, state.clock.now())?;
     state.store.put_app_key(&key).await?;
     changed(&state).await?;
     tracing::info!(app_id = %key.app_id, key_id = %key.id, "app key issued by an operator");
@@ -174,7 +174,7 @@ async fn create_subscription(
     payload: web::Payload,
 ) -> Result<HttpResponse, PuppetApiError> {
     let body: SubscriptionBody = state.json_body(payload).await?;
-    let now = state.clock.now_ms();
+    let now = state.clock.now();
     let subscription = Subscription::create(body, now)?;
     check_endpoint(&state, &subscription.endpoint).await?;
     state.store.put_subscription(&subscription, now).await?;
@@ -250,14 +250,14 @@ async fn change_subscription(
     }
     state
         .store
-        .put_subscription(&subscription, state.clock.now_ms())
+        .put_subscription(&subscription, state.clock.now())
         .await?;
     changed(&state).await?;
     if new_endpoint {
         // What waited in backoff for the old endpoint goes to the new one now.
         let woken = state
             .store
-            .wake_subscription(&subscription.id, state.clock.now_ms())
+            .wake_subscription(&subscription.id, state.clock.now())
             .await?;
         if woken > 0 {
             state.dispatcher.wake();
@@ -323,7 +323,7 @@ pub(super) async fn add_credentials(
     let added = !known
         && state
             .store
-            .add_corp_credentials(corp, set, state.clock.now_ms())
+            .add_corp_credentials(corp, set, state.clock.now())
             .await?;
     if added {
         changed(state).await?;

@@ -203,7 +203,7 @@ async fn encrypted(
             .flatten();
         // Time-ordered: the id index grows at its end instead of at random pages.
         let id = EventId::generate();
-        let received_at = state.clock.now_ms();
+        let received_at = state.clock.now();
         let origin = Origin {
             event_id: id.as_str(),
             source: &corp,
@@ -295,7 +295,7 @@ async fn decrypted(
             kind: PayloadKind::Json,
             body: json.to_string().into_bytes(),
             query: String::new(),
-            received_at: state.clock.now_ms(),
+            received_at: state.clock.now(),
             message: None,
             source: corp.as_str().to_owned(),
             deliveries: vec![NewDelivery::to_puppet(

@@ -39,7 +39,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// Prometheus text. Queue gauges are read from the store at scrape time.
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "OpenMetrics text")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let now = state.clock.now_ms();
+    let now = state.clock.now();
     match tokio::time::timeout(Duration::from_secs(2), state.store.queue_stats()).await {
         Ok(Ok(stats)) => {
             for status in [
@@ -59,7 +59,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
                     .queue_depth
                     .get_or_create(&labels)
                     .set(count as i64);
-                let age = oldest.map_or(0, |at| ((now - at) / 1000).max(0));
+                let age = oldest.map_or(0, |at| now.since(at).as_secs() as i64);
                 state
                     .metrics
                     .queue_oldest_age_seconds

@@ -41,12 +41,10 @@ fn rate_limit(state: &AppState, req: &HttpRequest) -> Result<(), PuppetApiError>
     let (Some(limit), Some(peer)) = (&state.register_limit, req.peer_addr()) else {
         return Ok(());
     };
-    limit
-        .check(peer.ip(), state.clock.now_ms())
-        .map_err(|wait| {
-            tracing::warn!(client = %peer.ip(), "registration rate limit reached");
-            PuppetApiError::RateLimited(wait)
-        })
+    limit.check(peer.ip(), state.clock.now()).map_err(|wait| {
+        tracing::warn!(client = %peer.ip(), "registration rate limit reached");
+        PuppetApiError::RateLimited(wait)
+    })
 }
 
 #[tracing::instrument(skip_all, fields(kf_id, corp_id))]
@@ -86,7 +84,7 @@ async fn register(
             "corpId: this corp already has {cap} registered kfIds (MAX_KF_PER_CORP); deregistered ones count until an operator deletes them"
         )));
     }
-    let now = state.clock.now_ms();
+    let now = state.clock.now();
     state.store.save_registration(&reg, now).await?;
     state
         .credentials
@@ -132,7 +130,7 @@ async fn deregister(
     span.record("corp_id", corp_id.as_str());
     if !state
         .store
-        .set_offline(&kf_id, &corp_id, state.clock.now_ms())
+        .set_offline(&kf_id, &corp_id, state.clock.now())
         .await?
     {
         return Err(PuppetApiError::NotFound(

@@ -11,12 +11,14 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::clock::UnixMillis;
+
 /// Addresses tracked before refilled buckets are dropped.
 const TRACKED: usize = 10_000;
 
 struct Bucket {
     tokens: f64,
-    updated_ms: i64,
+    updated: UnixMillis,
 }
 
 pub struct RateLimiter {
@@ -42,18 +44,18 @@ impl RateLimiter {
         }
     }
 
-    fn refill(&self, bucket: &mut Bucket, now_ms: i64) {
-        let elapsed = (now_ms - bucket.updated_ms).max(0) as f64;
+    fn refill(&self, bucket: &mut Bucket, now: UnixMillis) {
+        let elapsed = now.since(bucket.updated).as_millis() as f64;
         bucket.tokens = (bucket.tokens + elapsed * self.per_minute / 60_000.0).min(self.per_minute);
-        bucket.updated_ms = now_ms;
+        bucket.updated = now;
     }
 
     /// Take one request from `ip`'s bucket, or say how long until one is back.
-    pub fn check(&self, ip: IpAddr, now_ms: i64) -> Result<(), Duration> {
+    pub fn check(&self, ip: IpAddr, now: UnixMillis) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= TRACKED {
             buckets.retain(|_, b| {
-                self.refill(b, now_ms);
+                self.refill(b, now);
                 b.tokens < self.per_minute
             });
             if buckets.len() >= TRACKED {
@@ -63,9 +65,9 @@ impl RateLimiter {
         }
         let bucket = buckets.entry(client_key(ip)).or_insert(Bucket {
             tokens: self.per_minute,
-            updated_ms: now_ms,
+            updated: now,
         });
-        self.refill(bucket, now_ms);
+        self.refill(bucket, now);
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             return Ok(());
@@ -79,6 +81,10 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
+    fn at(ms: i64) -> UnixMillis {
+        UnixMillis::from_millis(ms)
+    }
+
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
@@ -87,33 +93,33 @@ mod tests {
     fn a_burst_up_to_the_limit_passes_then_refills_at_the_rate() {
         let limiter = RateLimiter::new(60);
         for _ in 0..60 {
-            assert!(limiter.check(ip("10.0.0.1"), 0).is_ok());
+            assert!(limiter.check(ip("10.0.0.1"), at(0)).is_ok());
         }
-        let wait = limiter.check(ip("10.0.0.1"), 0).unwrap_err();
+        let wait = limiter.check(ip("10.0.0.1"), at(0)).unwrap_err();
         assert_eq!(wait, Duration::from_secs(1));
         assert!(
-            limiter.check(ip("10.0.0.2"), 0).is_ok(),
+            limiter.check(ip("10.0.0.2"), at(0)).is_ok(),
             "others have their own"
         );
-        assert!(limiter.check(ip("10.0.0.1"), 999).is_err());
-        assert!(limiter.check(ip("10.0.0.1"), 1_000).is_ok());
-        assert!(limiter.check(ip("10.0.0.1"), 1_000).is_err());
+        assert!(limiter.check(ip("10.0.0.1"), at(999)).is_err());
+        assert!(limiter.check(ip("10.0.0.1"), at(1_000)).is_ok());
+        assert!(limiter.check(ip("10.0.0.1"), at(1_000)).is_err());
     }
 
     #[test]
     fn one_ipv6_host_is_one_client_across_its_slash_64() {
         let limiter = RateLimiter::new(2);
-        assert!(limiter.check(ip("2001:db8::1"), 0).is_ok());
-        assert!(limiter.check(ip("2001:db8::ffff:2"), 0).is_ok());
-        assert!(limiter.check(ip("2001:db8::3"), 0).is_err());
-        assert!(limiter.check(ip("2001:db8:0:1::1"), 0).is_ok());
+        assert!(limiter.check(ip("2001:db8::1"), at(0)).is_ok());
+        assert!(limiter.check(ip("2001:db8::ffff:2"), at(0)).is_ok());
+        assert!(limiter.check(ip("2001:db8::3"), at(0)).is_err());
+        assert!(limiter.check(ip("2001:db8:0:1::1"), at(0)).is_ok());
     }
 
     #[test]
     fn memory_stays_bounded_under_many_addresses() {
         let limiter = RateLimiter::new(5);
         for i in 0..(3 * TRACKED as u32) {
-            let _ = limiter.check(IpAddr::V4(i.into()), 0);
+            let _ = limiter.check(IpAddr::V4(i.into()), at(0));
         }
         assert!(limiter.buckets.lock().unwrap().len() <= TRACKED);
     }

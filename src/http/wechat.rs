@@ -196,7 +196,7 @@ async fn push(
         let source = CorpId::parse(app.app_id.as_str())
             .map_err(|e| CallbackError::BadRequest(e.to_string()))?;
         let id = EventId::generate();
-        let received_at = state.clock.now_ms();
+        let received_at = state.clock.now();
         let origin = Origin {
             event_id: id.as_str(),
             source: &source,

@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::records::{Record, RecordKind, Records};
 use super::{Sealer, StoreError};
+use crate::clock::UnixMillis;
 use crate::domain::{
     App, AppBody, AppId, AppKey, CorpId, CredentialSet, EndpointUrl, Subscription,
     SubscriptionFilter, WebhookSecret,
@@ -16,7 +17,7 @@ use crate::domain::{
 /// The typed view of `Records`, for every backend.
 #[async_trait]
 pub trait Channels: Records {
-    async fn put_app(&self, app: &App, now: i64) -> Result<(), StoreError> {
+    async fn put_app(&self, app: &App, now: UnixMillis) -> Result<(), StoreError> {
         self.put_record(&app_record(app, self.sealer(), now)).await
     }
 
@@ -34,7 +35,7 @@ pub trait Channels: Records {
         self.delete_record(RecordKind::App, app_id.as_str()).await
     }
 
-    async fn put_subscription(&self, s: &Subscription, now: i64) -> Result<(), StoreError> {
+    async fn put_subscription(&self, s: &Subscription, now: UnixMillis) -> Result<(), StoreError> {
         self.put_record(&subscription_record(s, self.sealer(), now))
             .await
     }
@@ -68,7 +69,7 @@ pub trait Channels: Records {
         &self,
         corp: &CorpId,
         set: &CredentialSet,
-        now: i64,
+        now: UnixMillis,
     ) -> Result<bool, StoreError> {
         if self
             .find_corp_credentials(corp, set.token.expose())
@@ -196,7 +197,7 @@ fn opened(record: &Record, field: &str, sealer: &Sealer) -> Result<Option<String
     text(record, field).map(|s| sealer.open(s)).transpose()
 }
 
-fn app_record(app: &App, sealer: &Sealer, now: i64) -> Record {
+fn app_record(app: &App, sealer: &Sealer, now: UnixMillis) -> Record {
     let mut body = object(json!({
         "kind": app.kind.as_str(),
         "name": app.name,
@@ -234,7 +235,7 @@ fn app_from(record: &Record, sealer: &Sealer) -> Result<App, StoreError> {
     App::parse(app_id, body).map_err(|e| corrupt(record, &e.to_string()))
 }
 
-fn subscription_record(s: &Subscription, sealer: &Sealer, now: i64) -> Record {
+fn subscription_record(s: &Subscription, sealer: &Sealer, now: UnixMillis) -> Record {
     Record {
         kind: RecordKind::Subscription,
         id: s.id.to_string(),
@@ -275,7 +276,7 @@ fn subscription_from(record: &Record, sealer: &Sealer) -> Result<Subscription, S
             .body
             .get("createdAt")
             .and_then(Value::as_i64)
-            .unwrap_or(record.updated_at),
+            .map_or(record.updated_at, UnixMillis::from_millis),
     })
 }
 
@@ -292,7 +293,7 @@ fn app_key_from(record: &Record) -> Result<AppKey, StoreError> {
             .body
             .get("createdAt")
             .and_then(Value::as_i64)
-            .unwrap_or(record.updated_at),
+            .map_or(record.updated_at, UnixMillis::from_millis),
     })
 }
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::clock::UnixMillis;
 use crate::domain::{ClaimId, CorpId, DeliveryId, EventId, KfId, SubscriptionId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -52,18 +53,17 @@ impl Retention {
         }
     }
 
-    /// When an event that reached `status` at `at` (ms) may be removed.
-    pub fn expires_at(&self, status: DeliveryStatus, at: i64) -> Option<i64> {
-        self.of(status)
-            .map(|keep| at.saturating_add(keep.as_millis() as i64))
+    /// When an event that reached `status` at `at` may be removed.
+    pub fn expires_at(&self, status: DeliveryStatus, at: UnixMillis) -> Option<UnixMillis> {
+        self.of(status).map(|keep| at.plus(keep))
     }
 
     /// Per status with a horizon: events that reached it before this time
-    /// (ms) may be removed at `now`.
-    pub fn cutoffs(&self, now: i64) -> Vec<(DeliveryStatus, i64)> {
+    /// may be removed at `now`.
+    pub fn cutoffs(&self, now: UnixMillis) -> Vec<(DeliveryStatus, UnixMillis)> {
         DeliveryStatus::ALL
             .into_iter()
-            .filter_map(|s| Some((s, now.saturating_sub(self.of(s)?.as_millis() as i64))))
+            .filter_map(|s| Some((s, now.minus(self.of(s)?))))
             .collect()
     }
 }
@@ -156,7 +156,7 @@ pub struct NewEvent {
     pub body: Vec<u8>,
     /// `msg_signature=..&timestamp=..&nonce=..` for XML events, else empty.
     pub query: String,
-    pub received_at: i64,
+    pub received_at: UnixMillis,
     /// What a subscriber receives (API.md §6.3), when a subscription takes
     /// the event: the same bytes for each of its deliveries.
     pub message: Option<Vec<u8>>,
@@ -223,7 +223,7 @@ impl NewDelivery {
 #[derive(Debug, Clone)]
 pub struct Lease {
     pub owner: String,
-    pub until: i64,
+    pub until: UnixMillis,
     pub claim_id: ClaimId,
 }
 
@@ -278,12 +278,12 @@ pub struct Delivery {
     pub coalesce: bool,
     pub status: DeliveryStatus,
     pub attempts: u32,
-    pub received_at: i64,
+    pub received_at: UnixMillis,
     /// The retry window runs from here: acceptance, or the last re-drive.
-    pub window_start: i64,
-    pub next_attempt_at: i64,
+    pub window_start: UnixMillis,
+    pub next_attempt_at: UnixMillis,
     pub last_error: Option<String>,
-    pub delivered_at: Option<i64>,
+    pub delivered_at: Option<UnixMillis>,
     #[serde(skip)]
     pub claim_id: Option<ClaimId>,
 }
@@ -322,8 +322,8 @@ impl InsertOutcome {
 #[derive(Debug, Clone)]
 pub struct Claim {
     pub owner: String,
-    pub now: i64,
-    pub lease_until: i64,
+    pub now: UnixMillis,
+    pub lease_until: UnixMillis,
     /// Subscriptions this claimer already holds its share of: none of their
     /// deliveries is taken this time, so a subscriber draining a long
     /// backlog leaves the rest of the claim to everyone else's.
@@ -331,7 +331,7 @@ pub struct Claim {
 }
 
 impl Claim {
-    pub fn new(owner: &str, now: i64, lease_until: i64) -> Self {
+    pub fn new(owner: &str, now: UnixMillis, lease_until: UnixMillis) -> Self {
         Self {
             owner: owner.to_owned(),
             now,
@@ -358,7 +358,7 @@ pub struct KfSummary {
     pub pending: u64,
     pub parked: u64,
     pub dead: u64,
-    pub last_delivered_at: Option<i64>,
+    pub last_delivered_at: Option<UnixMillis>,
 }
 
 /// A corp as operators see it: never a secret.
@@ -376,7 +376,7 @@ pub struct CorpSummary {
 pub enum AttemptResult {
     Delivered,
     Retry {
-        next_attempt_at: i64,
+        next_attempt_at: UnixMillis,
         error: String,
     },
     Dead {

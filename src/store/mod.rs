@@ -34,6 +34,7 @@ pub use seal::Sealer;
 pub use token::TokenRecord;
 pub use transfer::{Batches, CopiedDelivery, Transfer};
 
+use crate::clock::UnixMillis;
 use crate::domain::{
     ClaimId, CorpId, CredentialSet, DeliveryId, EndpointUrl, KfId, Puppet, Registration,
     SubscriptionId,
@@ -45,14 +46,18 @@ pub trait Registrations: Send + Sync {
     async fn get_puppet(&self, kf_id: &KfId) -> Result<Option<Puppet>, StoreError>;
 
     /// Upsert by kfId and mark it online.
-    async fn save_registration(&self, reg: &Registration, now: i64) -> Result<(), StoreError>;
+    async fn save_registration(
+        &self,
+        reg: &Registration,
+        now: UnixMillis,
+    ) -> Result<(), StoreError>;
 
     /// Mark offline. `false` when the kfId is not registered under that corp.
     async fn set_offline(
         &self,
         kf_id: &KfId,
         corp_id: &CorpId,
-        now: i64,
+        now: UnixMillis,
     ) -> Result<bool, StoreError>;
 
     /// Mark offline a puppet that delivery could not reach, unless it
@@ -63,8 +68,8 @@ pub trait Registrations: Send + Sync {
         &self,
         kf_id: &KfId,
         corp_id: &CorpId,
-        registered_at: Option<i64>,
-        now: i64,
+        registered_at: Option<UnixMillis>,
+        now: UnixMillis,
     ) -> Result<bool, StoreError>;
 
     /// Distinct (token, EncodingAESKey) pairs of a corp's registrations, online or not.
@@ -96,7 +101,7 @@ pub trait Registrations: Send + Sync {
         corp_id: &CorpId,
         new: &CredentialSet,
         previous_token: Option<&str>,
-        now: i64,
+        now: UnixMillis,
     ) -> Result<u64, StoreError>;
 
     /// Point a kfId at another endpoint (operators only).
@@ -104,7 +109,7 @@ pub trait Registrations: Send + Sync {
         &self,
         kf_id: &KfId,
         endpoint: &EndpointUrl,
-        now: i64,
+        now: UnixMillis,
     ) -> Result<bool, StoreError>;
 }
 
@@ -127,14 +132,14 @@ pub trait Queue: Send + Sync {
 
     /// Record the end of an attempt. Matches the claim: a worker whose
     /// lease was taken over cannot overwrite the newer owner (returns false).
-    async fn finish_attempt(&self, outcome: &Outcome, now: i64) -> Result<bool, StoreError>;
+    async fn finish_attempt(&self, outcome: &Outcome, now: UnixMillis) -> Result<bool, StoreError>;
 
     /// Record several outcomes at once (one transaction where the backend
     /// has them); one `bool` per item, as `finish_attempt` answers.
     async fn finish_attempts(
         &self,
         outcomes: &[Outcome],
-        now: i64,
+        now: UnixMillis,
     ) -> Result<Vec<bool>, StoreError> {
         let mut recorded = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
@@ -148,14 +153,27 @@ pub trait Queue: Send + Sync {
     /// `superseded` (the rule `claim_due` applies), so that a kfId whose
     /// puppet is away keeps one waiting wake-up, not one per callback.
     /// Returns how many were superseded.
-    async fn coalesce_parked(&self, kfs: &[(String, String)], now: i64) -> Result<u64, StoreError>;
+    async fn coalesce_parked(
+        &self,
+        kfs: &[(String, String)],
+        now: UnixMillis,
+    ) -> Result<u64, StoreError>;
 
     /// Make a kfId's waiting events (parked or in backoff) due now.
-    async fn wake_kf(&self, corp_id: &CorpId, kf_id: &KfId, now: i64) -> Result<u64, StoreError>;
+    async fn wake_kf(
+        &self,
+        corp_id: &CorpId,
+        kf_id: &KfId,
+        now: UnixMillis,
+    ) -> Result<u64, StoreError>;
 
     /// Make a subscription's deliveries waiting in backoff due now (an
     /// operator pointed it at a working endpoint).
-    async fn wake_subscription(&self, id: &SubscriptionId, now: i64) -> Result<u64, StoreError>;
+    async fn wake_subscription(
+        &self,
+        id: &SubscriptionId,
+        now: UnixMillis,
+    ) -> Result<u64, StoreError>;
 
     /// Drop every lease held by `owner` (a restarted instance takes back its
     /// own interrupted claims at once).
@@ -168,24 +186,24 @@ pub trait Queue: Send + Sync {
         &self,
         owner: &str,
         held: &[(DeliveryId, ClaimId)],
-        until: i64,
+        until: UnixMillis,
     ) -> Result<Vec<DeliveryId>, StoreError>;
 
     /// Earliest `next_attempt_at` of a pending event that nobody holds, to
     /// know how long to sleep (held ones come back at the next poll).
-    async fn next_due_at(&self) -> Result<Option<i64>, StoreError>;
+    async fn next_due_at(&self) -> Result<Option<UnixMillis>, StoreError>;
 
     /// Send a dead (or parked) event again now, with a fresh retry window.
-    async fn redrive(&self, id: &DeliveryId, now: i64) -> Result<bool, StoreError>;
+    async fn redrive(&self, id: &DeliveryId, now: UnixMillis) -> Result<bool, StoreError>;
 
     /// Re-drive every dead letter of a kfId; returns how many.
-    async fn redrive_dead_of_kf(&self, kf_id: &KfId, now: i64) -> Result<u64, StoreError>;
+    async fn redrive_dead_of_kf(&self, kf_id: &KfId, now: UnixMillis) -> Result<u64, StoreError>;
 
     async fn delete_delivery(&self, id: &DeliveryId) -> Result<bool, StoreError>;
 
     /// Remove events past their status's retention (`Retention::of`) at
     /// `now`, counted from when they reached that status.
-    async fn purge(&self, retention: &Retention, now: i64) -> Result<u64, StoreError>;
+    async fn purge(&self, retention: &Retention, now: UnixMillis) -> Result<u64, StoreError>;
 }
 
 /// The access-token cache shared by every manager on one store.
@@ -199,8 +217,8 @@ pub trait TokenCache: Send + Sync {
         &self,
         key: &str,
         owner: &str,
-        now: i64,
-        until: i64,
+        now: UnixMillis,
+        until: UnixMillis,
     ) -> Result<bool, StoreError>;
 
     /// Store the outcome of a refresh and release the lease.
@@ -213,8 +231,8 @@ pub trait TokenCache: Send + Sync {
     async fn mark_token_forced(
         &self,
         key: &str,
-        now: i64,
-        not_before: i64,
+        now: UnixMillis,
+        not_before: UnixMillis,
     ) -> Result<bool, StoreError>;
 
     /// Drop exactly this token (compare-and-swap on its value): a late
@@ -236,7 +254,9 @@ pub trait OperatorReads: Send + Sync {
     async fn kf_summary(&self, kf_id: &KfId) -> Result<KfSummary, StoreError>;
 
     /// (status, count, oldest received_at) of the waiting states, for metrics.
-    async fn queue_stats(&self) -> Result<Vec<(DeliveryStatus, u64, Option<i64>)>, StoreError>;
+    async fn queue_stats(
+        &self,
+    ) -> Result<Vec<(DeliveryStatus, u64, Option<UnixMillis>)>, StoreError>;
 }
 
 /// Commands of one name sent to a database server so far, and the

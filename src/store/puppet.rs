@@ -1,6 +1,7 @@
 //! Rebuilding a puppet from the fields either backend stores.
 
 use super::StoreError;
+use crate::clock::UnixMillis;
 use crate::domain::{
     CorpId, CredentialSet, EncodingAesKey, EndpointUrl, KfId, Puppet, Registration, Secret,
 };
@@ -17,8 +18,8 @@ pub(crate) fn build_puppet(
     token: String,
     key: &str,
     online: bool,
-    last_online_at: Option<i64>,
-    offline_since: Option<i64>,
+    last_online_at: Option<UnixMillis>,
+    offline_since: Option<UnixMillis>,
 ) -> Result<Puppet, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("puppet {kf_id:.64}: invalid {what}"));
     Ok(Puppet {

@@ -7,6 +7,8 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
+use crate::clock::UnixMillis;
+
 use super::{Sealer, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,7 +46,7 @@ pub struct Record {
     pub source: String,
     /// The record's fields; the secret ones sealed.
     pub body: Map<String, Value>,
-    pub updated_at: i64,
+    pub updated_at: UnixMillis,
 }
 
 /// Storage of records, per backend.

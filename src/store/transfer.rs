@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 
 use super::{DeliveryStatus, PayloadKind, StoreError};
+use crate::clock::UnixMillis;
 use crate::domain::{DeliveryId, EventId, SubscriptionId};
 
 /// One delivery with its event, as stored (leases are not carried: a copy
@@ -21,7 +22,7 @@ pub struct CopiedDelivery {
     pub kind: PayloadKind,
     pub body: Vec<u8>,
     pub query: String,
-    pub received_at: i64,
+    pub received_at: UnixMillis,
     pub message: Option<Vec<u8>>,
     pub id: DeliveryId,
     pub corp_id: String,
@@ -30,12 +31,12 @@ pub struct CopiedDelivery {
     pub coalesce: bool,
     pub status: DeliveryStatus,
     pub attempts: u32,
-    pub window_start: i64,
-    pub next_attempt_at: i64,
+    pub window_start: UnixMillis,
+    pub next_attempt_at: UnixMillis,
     pub last_error: Option<String>,
-    pub delivered_at: Option<i64>,
+    pub delivered_at: Option<UnixMillis>,
     pub superseded_by: Option<String>,
-    pub updated_at: i64,
+    pub updated_at: UnixMillis,
 }
 
 /// An export: batches of deliveries, as the backend reads them.

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use sha1::{Digest, Sha1};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, UnixMillis};
 use crate::domain::Secret;
 use crate::metrics::Metrics;
 use crate::store::{StoreError, TokenCache, TokenRecord};
@@ -28,12 +28,12 @@ use upstream::Upstream;
 const CREDENTIAL_ERRORS: [i64; 6] = [40001, 40013, 40091, 60020, 40125, 40164];
 /// WeCom's "too many calls": remembered briefly.
 const RATE_ERRORS: [i64; 2] = [45009, 45033];
-const CREDENTIAL_ERROR_TTL_MS: i64 = 60_000;
-const RATE_ERROR_TTL_MS: i64 = 10_000;
-const LEASE_MS: i64 = 15_000;
+const CREDENTIAL_ERROR_TTL: Duration = Duration::from_secs(60);
+const RATE_ERROR_TTL: Duration = Duration::from_secs(10);
+const LEASE: Duration = Duration::from_secs(15);
 const WAIT_FOR_OTHERS: Duration = Duration::from_secs(5);
 /// `force=1` is honoured at most once a minute per app.
-const FORCE_INTERVAL_MS: i64 = 60_000;
+const FORCE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Whose token: a WeCom app (corpid and its secret) or an Official Account
 /// or Mini Program (appid and AppSecret, §6.4).
@@ -63,9 +63,8 @@ impl TokenSource<'_> {
 }
 
 /// WeChat allows a forced `stable_token` once per 30 s and 20 times a day per app.
-const WECHAT_FORCE_INTERVAL_MS: i64 = 30_000;
+const WECHAT_FORCE_INTERVAL: Duration = Duration::from_secs(30);
 const WECHAT_FORCES_PER_DAY: u32 = 20;
-const DAY_MS: i64 = 86_400_000;
 
 /// What a caller gets: WeCom's own shape.
 #[derive(Debug, Clone)]
@@ -83,8 +82,8 @@ pub enum TokenAnswer {
 #[derive(Clone)]
 struct Cached {
     token: Secret,
-    expires_at: i64,
-    fetched_at: i64,
+    expires_at: UnixMillis,
+    fetched_at: UnixMillis,
 }
 
 impl Cached {
@@ -97,19 +96,19 @@ impl Cached {
     }
 
     /// Less than a fifth of its life left: time to refresh.
-    fn is_due(&self, now: i64) -> bool {
-        let life = (self.expires_at - self.fetched_at).max(0);
-        self.expires_at - now < life / 5
+    fn is_due(&self, now: UnixMillis) -> bool {
+        let life = self.expires_at.since(self.fetched_at);
+        !self.is_valid(now) || self.expires_at.since(now) < life / 5
     }
 
-    fn is_valid(&self, now: i64) -> bool {
+    fn is_valid(&self, now: UnixMillis) -> bool {
         self.expires_at > now
     }
 
-    fn answer(&self, now: i64) -> TokenAnswer {
+    fn answer(&self, now: UnixMillis) -> TokenAnswer {
         TokenAnswer::Token {
             access_token: self.token.clone(),
-            expires_in: ((self.expires_at - now) / 1000).max(0),
+            expires_in: self.expires_at.since(now).as_secs() as i64,
         }
     }
 }
@@ -201,27 +200,31 @@ impl TokenService {
         &self,
         source: &TokenSource<'_>,
         key: &str,
-        now: i64,
+        now: UnixMillis,
     ) -> Result<bool, StoreError> {
         match source {
             TokenSource::Wecom { .. } => {
                 self.store
-                    .mark_token_forced(key, now, now - FORCE_INTERVAL_MS)
+                    .mark_token_forced(key, now, now.minus(FORCE_INTERVAL))
                     .await
             }
             TokenSource::Wechat { .. } => {
                 if !self
                     .store
-                    .mark_token_forced(key, now, now - WECHAT_FORCE_INTERVAL_MS)
+                    .mark_token_forced(key, now, now.minus(WECHAT_FORCE_INTERVAL))
                     .await?
                 {
                     return Ok(false);
                 }
                 // One mark per slot of the day: a slot marked once stays marked.
-                let day = now.div_euclid(DAY_MS);
+                let day = now.as_secs().div_euclid(86_400);
                 for slot in 0..WECHAT_FORCES_PER_DAY {
                     let slot_key = format!("{key}#forced:{day}:{slot}");
-                    if self.store.mark_token_forced(&slot_key, now, 0).await? {
+                    if self
+                        .store
+                        .mark_token_forced(&slot_key, now, UnixMillis::EPOCH)
+                        .await?
+                    {
                         return Ok(true);
                     }
                 }
@@ -238,7 +241,7 @@ impl TokenService {
         force: bool,
     ) -> Result<TokenAnswer, StoreError> {
         let key = source.key();
-        let now = self.clock.now_ms();
+        let now = self.clock.now();
         let forced = force && self.may_force(&source, &key, now).await?;
         if forced {
             self.memory
@@ -251,7 +254,7 @@ impl TokenService {
         }
         let flight = self.flight(&key);
         let _one_at_a_time = flight.lock().await;
-        let now = self.clock.now_ms();
+        let now = self.clock.now();
         if let Some(c) = self.remembered(&key).filter(|c| !c.is_due(now)) {
             return self.hit(c.answer(now));
         }
@@ -269,7 +272,7 @@ impl TokenService {
         // A forced refresh refuses the token it was asked to replace, and
         // anything fetched no later than it (clock ticks are milliseconds, so
         // "fetched after we asked" could still be the very token refused).
-        let refused = forced.then(|| stored.as_ref().map_or(i64::MIN, |c| c.fetched_at));
+        let refused = forced.then(|| stored.as_ref().map_or(UnixMillis::MIN, |c| c.fetched_at));
         self.refresh(&key, source, stored, refused).await
     }
 
@@ -280,16 +283,16 @@ impl TokenService {
         key: &str,
         source: TokenSource<'_>,
         old: Option<Cached>,
-        refused: Option<i64>,
+        refused: Option<UnixMillis>,
     ) -> Result<TokenAnswer, StoreError> {
         let old = old.filter(|_| refused.is_none());
         let acceptable = |c: &Cached| refused.is_none_or(|f| c.fetched_at > f);
         let deadline = tokio::time::Instant::now() + WAIT_FOR_OTHERS;
         loop {
-            let now = self.clock.now_ms();
+            let now = self.clock.now();
             if self
                 .store
-                .try_lease_token(key, &self.owner, now, now + LEASE_MS)
+                .try_lease_token(key, &self.owner, now, now.plus(LEASE))
                 .await?
             {
                 // Another manager may have refreshed between our look and our lease.
@@ -313,7 +316,7 @@ impl TokenService {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
             let record = self.store.get_token(key).await?.unwrap_or_default();
-            let now = self.clock.now_ms();
+            let now = self.clock.now();
             if let Some(c) =
                 Cached::from_record(&record).filter(|c| c.is_valid(now) && acceptable(c))
             {
@@ -333,7 +336,7 @@ impl TokenService {
         forced: bool,
     ) -> Result<TokenAnswer, StoreError> {
         let fetched = self.fetch(source, forced).await;
-        let now = self.clock.now_ms();
+        let now = self.clock.now();
         let mut record = TokenRecord {
             fetched_at: now,
             ..TokenRecord::default()
@@ -342,7 +345,7 @@ impl TokenService {
             Upstream::Token { token, expires_in } => {
                 let cached = Cached {
                     token,
-                    expires_at: now + expires_in * 1000,
+                    expires_at: now.plus(Duration::from_secs(expires_in.max(0) as u64)),
                     fetched_at: now,
                 };
                 record.access_token = Some(cached.token.clone());
@@ -352,15 +355,15 @@ impl TokenService {
             }
             Upstream::Error { errcode, errmsg } => {
                 let ttl = if CREDENTIAL_ERRORS.contains(&errcode) {
-                    CREDENTIAL_ERROR_TTL_MS
+                    Some(CREDENTIAL_ERROR_TTL)
                 } else if RATE_ERRORS.contains(&errcode) {
-                    RATE_ERROR_TTL_MS
+                    Some(RATE_ERROR_TTL)
                 } else {
-                    0
+                    None
                 };
-                if ttl > 0 {
+                if let Some(ttl) = ttl {
                     record.negative = Some((errcode, errmsg.clone()));
-                    record.neg_until = now + ttl;
+                    record.neg_until = now.plus(ttl);
                 }
                 TokenAnswer::WecomError { errcode, errmsg }
             }

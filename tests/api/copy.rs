@@ -170,7 +170,7 @@ async fn the_embedded_store_moves_to_mongodb_and_back_and_managers_carry_on() {
         b,
         d,
     };
-    let at_copy = wxkf_manager::clock::Clock::now_ms(clock.as_ref());
+    let at_copy = wxkf_manager::clock::Clock::now(clock.as_ref()).as_millis();
     let on_mongo = {
         let uri = uri.clone();
         move |c: &mut wxkf_manager::config::Config| {
@@ -337,7 +337,7 @@ async fn an_interrupted_copy_completes_when_run_again() {
             kind: PayloadKind::Xml,
             body: format!("<xml>{i}</xml>").into_bytes(),
             query: String::new(),
-            received_at: 1_000 + i,
+            received_at: wxkf_manager::clock::UnixMillis::from_millis(1_000 + i),
             message: None,
             deliveries,
         };

@@ -358,9 +358,12 @@ async fn a_delivery_waiting_longer_than_its_lease_keeps_it() {
     for _ in 0..8 {
         clock.advance(step);
         tokio::time::sleep(Duration::from_millis(400)).await;
-        let now = clock.now_ms();
+        let now = clock.now();
         let taken = intruder
-            .claim_due(&Claim::new("intruder", now, now + 60_000), 100)
+            .claim_due(
+                &Claim::new("intruder", now, now.plus(Duration::from_secs(60))),
+                100,
+            )
             .await
             .unwrap();
         assert!(

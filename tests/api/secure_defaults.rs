@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Method;
+use wxkf_manager::clock::UnixMillis;
 use wxkf_manager::domain::{EndpointAllow, EndpointUrl, KfId};
 use wxkf_manager::startup::{open_store, Seams};
 
@@ -207,7 +208,11 @@ async fn a_stored_endpoint_in_a_refused_range_is_not_delivered_to() {
     let store = open_store(app.config()).await.unwrap();
     let metadata = EndpointUrl::parse("http://169.254.169.254/latest").unwrap();
     assert!(store
-        .move_puppet(&KfId::parse("wkolder").unwrap(), &metadata, 1)
+        .move_puppet(
+            &KfId::parse("wkolder").unwrap(),
+            &metadata,
+            UnixMillis::from_millis(1)
+        )
         .await
         .unwrap());
     assert_eq!(app.post_kf_event(&corp, "wkolder", "T").await.status(), 200);

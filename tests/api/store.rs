@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use wxkf_manager::clock::UnixMillis;
+
 use wxkf_manager::domain::{
     ClaimId, CorpId, DeliveryId, EventId, KfId, RegisterBody, Registration,
 };
@@ -88,7 +90,7 @@ fn registration(corp: &Corp, kf: &str, endpoint: &str) -> Registration {
 
 /// An event with one delivery to the puppet of `kf`; the delivery's id is
 /// the event's text (as after an upgrade): `delivery_of` gives it.
-fn event(corp: &str, kf: &str, token: &str, at: i64) -> NewEvent {
+fn event(corp: &str, kf: &str, token: &str, ms: i64) -> NewEvent {
     let id = uuid::Uuid::new_v4().to_string();
     let mut delivery = NewDelivery::to_puppet(
         CorpId::parse(corp).unwrap(),
@@ -103,7 +105,7 @@ fn event(corp: &str, kf: &str, token: &str, at: i64) -> NewEvent {
         kind: PayloadKind::Xml,
         body: format!("<xml>{token}</xml>").into_bytes(),
         query: "msg_signature=a&timestamp=1&nonce=2".into(),
-        received_at: at,
+        received_at: at(ms),
         message: None,
         deliveries: vec![delivery],
     }
@@ -123,8 +125,13 @@ fn outcome(delivery: DeliveryId, claim: impl ToString, result: &AttemptResult) -
     }
 }
 
+/// An instant of the contract's made-up timeline, in milliseconds.
+fn at(ms: i64) -> UnixMillis {
+    UnixMillis::from_millis(ms)
+}
+
 fn claim(owner: &str, now: i64) -> Claim {
-    Claim::new(owner, now, now + 30_000)
+    Claim::new(owner, at(now), at(now + 30_000))
 }
 
 #[tokio::test]
@@ -134,33 +141,36 @@ async fn registrations_upsert_and_go_online_and_offline() {
         let kf = KfId::parse("wkreg").unwrap();
         assert!(store.get_puppet(&kf).await.unwrap().is_none(), "{name}");
         store
-            .save_registration(&registration(&corp, "wkreg", "http://a:1"), 1_000)
+            .save_registration(&registration(&corp, "wkreg", "http://a:1"), at(1_000))
             .await
             .unwrap();
         store
-            .save_registration(&registration(&corp, "wkreg", "http://b:2"), 2_000)
+            .save_registration(&registration(&corp, "wkreg", "http://b:2"), at(2_000))
             .await
             .unwrap();
         let p = store.get_puppet(&kf).await.unwrap().unwrap();
         assert_eq!(p.registration.endpoint.as_str(), "http://b:2/", "{name}");
         assert!(p.online);
-        assert_eq!(p.last_online_at, Some(2_000), "{name}");
+        assert_eq!(p.last_online_at, Some(at(2_000)), "{name}");
 
         let other_corp = CorpId::parse("wwelse").unwrap();
         assert!(
-            !store.set_offline(&kf, &other_corp, 3_000).await.unwrap(),
+            !store
+                .set_offline(&kf, &other_corp, at(3_000))
+                .await
+                .unwrap(),
             "{name}"
         );
         assert!(store
-            .set_offline(&kf, &CorpId::parse("wwreg").unwrap(), 3_000)
+            .set_offline(&kf, &CorpId::parse("wwreg").unwrap(), at(3_000))
             .await
             .unwrap());
         let p = store.get_puppet(&kf).await.unwrap().unwrap();
         assert!(!p.online, "{name}");
-        assert_eq!(p.offline_since, Some(3_000), "{name}");
+        assert_eq!(p.offline_since, Some(at(3_000)), "{name}");
 
         store
-            .save_registration(&registration(&corp, "wkreg", "http://b:2"), 4_000)
+            .save_registration(&registration(&corp, "wkreg", "http://b:2"), at(4_000))
             .await
             .unwrap();
         let p = store.get_puppet(&kf).await.unwrap().unwrap();
@@ -174,11 +184,11 @@ async fn corp_credentials_are_the_distinct_sets_of_its_puppets() {
         let corp = Corp::new("wwcreds");
         let second = corp.another_app();
         store
-            .save_registration(&registration(&corp, "wk1", "http://a:1"), 1)
+            .save_registration(&registration(&corp, "wk1", "http://a:1"), at(1))
             .await
             .unwrap();
         store
-            .save_registration(&registration(&corp, "wk2", "http://a:1"), 1)
+            .save_registration(&registration(&corp, "wk2", "http://a:1"), at(1))
             .await
             .unwrap();
         let sets = store
@@ -187,7 +197,7 @@ async fn corp_credentials_are_the_distinct_sets_of_its_puppets() {
             .unwrap();
         assert_eq!(sets.len(), 1, "{name}");
         store
-            .save_registration(&registration(&second, "wk3", "http://a:1"), 1)
+            .save_registration(&registration(&second, "wk3", "http://a:1"), at(1))
             .await
             .unwrap();
         let sets = store
@@ -269,7 +279,11 @@ async fn delivery_state_moves_through_claim_retry_and_delivery() {
         let mut e = event("wwstate", "wk1", "T", 1_000);
         e.deliveries[0].coalesce = false;
         store.insert_event(&e).await.unwrap();
-        assert_eq!(store.next_due_at().await.unwrap(), Some(1_000), "{name}");
+        assert_eq!(
+            store.next_due_at().await.unwrap(),
+            Some(at(1_000)),
+            "{name}"
+        );
 
         let got = store.claim_due(&claim("a", 1_000), 10).await.unwrap();
         assert_eq!(got.len(), 1, "{name}");
@@ -283,19 +297,19 @@ async fn delivery_state_moves_through_claim_retry_and_delivery() {
             "{name}: leased"
         );
         let retry = AttemptResult::Retry {
-            next_attempt_at: 5_000,
+            next_attempt_at: at(5_000),
             error: "HTTP 500".into(),
         };
         assert!(
             !store
-                .finish_attempt(&outcome(delivery_of(&e), "not-my-claim", &retry), 1_100)
+                .finish_attempt(&outcome(delivery_of(&e), "not-my-claim", &retry), at(1_100))
                 .await
                 .unwrap(),
             "{name}"
         );
         assert!(
             store
-                .finish_attempt(&outcome(delivery_of(&e), &claim_id, &retry), 1_100)
+                .finish_attempt(&outcome(delivery_of(&e), &claim_id, &retry), at(1_100))
                 .await
                 .unwrap(),
             "{name}"
@@ -322,7 +336,7 @@ async fn delivery_state_moves_through_claim_retry_and_delivery() {
         assert!(store
             .finish_attempt(
                 &outcome(delivery_of(&e), &claim_id, &AttemptResult::Delivered),
-                5_100
+                at(5_100)
             )
             .await
             .unwrap());
@@ -332,7 +346,7 @@ async fn delivery_state_moves_through_claim_retry_and_delivery() {
             (DeliveryStatus::Delivered, 2),
             "{name}"
         );
-        assert_eq!(stored.delivered_at, Some(5_100));
+        assert_eq!(stored.delivered_at, Some(at(5_100)));
         assert!(
             store
                 .claim_due(&claim("a", 99_999), 10)
@@ -354,7 +368,7 @@ async fn dead_letters_and_parking_and_waking() {
         store
             .finish_attempt(
                 &outcome(delivery_of(&e), &cid, &AttemptResult::Parked),
-                1_000,
+                at(1_000),
             )
             .await
             .unwrap();
@@ -378,7 +392,7 @@ async fn dead_letters_and_parking_and_waking() {
             KfId::parse("wkpark").unwrap(),
         );
         assert_eq!(
-            store.wake_kf(&corp, &kf, 60_000).await.unwrap(),
+            store.wake_kf(&corp, &kf, at(60_000)).await.unwrap(),
             1,
             "{name}"
         );
@@ -389,14 +403,14 @@ async fn dead_letters_and_parking_and_waking() {
             error: "connection failed".into(),
         };
         store
-            .finish_attempt(&outcome(delivery_of(&e), &cid, &dead), 61_000)
+            .finish_attempt(&outcome(delivery_of(&e), &cid, &dead), at(61_000))
             .await
             .unwrap();
         let stored = store.get_delivery(&delivery_of(&e)).await.unwrap().unwrap();
         assert_eq!(stored.status, DeliveryStatus::Dead, "{name}");
         assert_eq!(stored.last_error.as_deref(), Some("connection failed"));
         assert_eq!(
-            store.wake_kf(&corp, &kf, 70_000).await.unwrap(),
+            store.wake_kf(&corp, &kf, at(70_000)).await.unwrap(),
             0,
             "{name}: dead is not woken"
         );
@@ -447,7 +461,7 @@ async fn parked_wake_ups_keep_only_the_newest_waiting() {
         let leased = |e: &mut NewEvent, i: usize| {
             e.deliveries[0].lease = Some(Lease {
                 owner: "a".into(),
-                until: 30_000,
+                until: at(30_000),
                 claim_id: ClaimId::from(format!("fresh-{name}-{i}")),
             });
         };
@@ -473,13 +487,13 @@ async fn parked_wake_ups_keep_only_the_newest_waiting() {
             .chain([(delivery_of(&other), format!("fresh-{name}-9"))])
         {
             let parked = store
-                .finish_attempt(&outcome(id, claim_id, &AttemptResult::Parked), 2_000)
+                .finish_attempt(&outcome(id, claim_id, &AttemptResult::Parked), at(2_000))
                 .await
                 .unwrap();
             assert!(parked, "{name}");
         }
         assert_eq!(
-            store.coalesce_parked(&kfs, 2_000).await.unwrap(),
+            store.coalesce_parked(&kfs, at(2_000)).await.unwrap(),
             1,
             "{name}: T2 stands for T0"
         );
@@ -510,12 +524,12 @@ async fn parked_wake_ups_keep_only_the_newest_waiting() {
                     format!("fresh-{name}-1"),
                     &AttemptResult::Parked,
                 ),
-                3_000,
+                at(3_000),
             )
             .await
             .unwrap();
         assert_eq!(
-            store.coalesce_parked(&kfs, 3_000).await.unwrap(),
+            store.coalesce_parked(&kfs, at(3_000)).await.unwrap(),
             1,
             "{name}"
         );
@@ -524,7 +538,7 @@ async fn parked_wake_ups_keep_only_the_newest_waiting() {
 
         // The puppet comes back: of what parked, only the newest is woken.
         let (corp, kf) = (CorpId::parse("wwcp").unwrap(), KfId::parse("wkcp").unwrap());
-        store.wake_kf(&corp, &kf, 4_000).await.unwrap();
+        store.wake_kf(&corp, &kf, at(4_000)).await.unwrap();
         assert_eq!(status(2).await.status, DeliveryStatus::Pending, "{name}");
         for i in [0, 1] {
             assert_eq!(status(i).await.status, DeliveryStatus::Superseded, "{name}");
@@ -581,7 +595,7 @@ async fn a_claim_skips_the_lanes_it_is_told_to_and_takes_the_others() {
         assert_eq!(ids(&got), want, "{name}: none of sub-a's");
         assert_eq!(
             store.next_due_at().await.unwrap(),
-            Some(1_004),
+            Some(at(1_004)),
             "{name}: sub-a's next, unleased"
         );
         let got = store.claim_due(&claim("a", 5_000), 10).await.unwrap();
@@ -604,7 +618,7 @@ async fn leases_expire_and_an_instance_takes_back_its_own_claims() {
             !store
                 .finish_attempt(
                     &outcome(delivery_of(&e), &a_claim, &AttemptResult::Delivered),
-                    31_002
+                    at(31_002)
                 )
                 .await
                 .unwrap(),
@@ -645,10 +659,10 @@ async fn two_managers_can_start_together_on_one_mongodb_and_migrate_once() {
 
 /// Store `e`, claim it at `at` and record `result`: the production path
 /// (`finish_attempts`), one outcome per event.
-async fn finish_as(store: &Arc<dyn Store>, e: &NewEvent, at: i64, result: AttemptResult) {
+async fn finish_as(store: &Arc<dyn Store>, e: &NewEvent, ms: i64, result: AttemptResult) {
     store.insert_event(e).await.unwrap();
-    let mut lease = claim("owner", at);
-    lease.now = at.max(e.received_at);
+    let mut lease = claim("owner", ms);
+    lease.now = lease.now.max(e.received_at);
     let got = store.claim_due(&lease, 100).await.unwrap();
     let mine = got
         .iter()
@@ -661,7 +675,7 @@ async fn finish_as(store: &Arc<dyn Store>, e: &NewEvent, at: i64, result: Attemp
                 claim: mine.claim_id.clone().unwrap(),
                 result,
             }],
-            at,
+            at(ms),
         )
         .await
         .unwrap();
@@ -698,7 +712,7 @@ async fn each_status_is_kept_as_long_as_its_retention() {
             (
                 "wkretry",
                 AttemptResult::Retry {
-                    next_attempt_at: 50 * day,
+                    next_attempt_at: at(50 * day),
                     error: "x".into(),
                 },
                 DeliveryStatus::Pending,
@@ -727,14 +741,20 @@ async fn each_status_is_kept_as_long_as_its_retention() {
             kept
         };
         // Just inside the 3-day retention: nothing goes.
-        store.purge(&RETENTION, t + 3 * day - hour).await.unwrap();
+        store
+            .purge(&RETENTION, at(t + 3 * day - hour))
+            .await
+            .unwrap();
         assert_eq!(
             survivors(store.clone(), by_status.clone()).await.len(),
             6,
             "{name}"
         );
         // Past it: delivered and superseded go.
-        store.purge(&RETENTION, t + 3 * day + hour).await.unwrap();
+        store
+            .purge(&RETENTION, at(t + 3 * day + hour))
+            .await
+            .unwrap();
         assert_eq!(
             survivors(store.clone(), by_status.clone()).await,
             [
@@ -746,7 +766,10 @@ async fn each_status_is_kept_as_long_as_its_retention() {
             "{name}"
         );
         // Past 30 days: dead letters and unroutable events go; waiting ones stay.
-        store.purge(&RETENTION, t + 30 * day + hour).await.unwrap();
+        store
+            .purge(&RETENTION, at(t + 30 * day + hour))
+            .await
+            .unwrap();
         assert_eq!(
             survivors(store.clone(), by_status.clone()).await,
             [DeliveryStatus::Parked, DeliveryStatus::Pending],
@@ -792,7 +815,7 @@ async fn a_mixed_batch_of_outcomes_is_recorded_and_a_stale_claim_is_refused() {
         let results = [
             AttemptResult::Delivered,
             AttemptResult::Retry {
-                next_attempt_at: 90_000,
+                next_attempt_at: at(90_000),
                 error: "HTTP 500".into(),
             },
             AttemptResult::Dead {
@@ -824,7 +847,7 @@ async fn a_mixed_batch_of_outcomes_is_recorded_and_a_stale_claim_is_refused() {
             claim: old_claim,
             result: AttemptResult::Delivered,
         });
-        let recorded = store.finish_attempts(&items, 41_000).await.unwrap();
+        let recorded = store.finish_attempts(&items, at(41_000)).await.unwrap();
         assert_eq!(recorded, [true, true, true, true, true, false], "{name}");
 
         let got = |i: usize| {
@@ -835,13 +858,13 @@ async fn a_mixed_batch_of_outcomes_is_recorded_and_a_stale_claim_is_refused() {
         let delivered = got(0).await;
         assert_eq!(
             (delivered.status, delivered.attempts, delivered.delivered_at),
-            (DeliveryStatus::Delivered, 1, Some(41_000)),
+            (DeliveryStatus::Delivered, 1, Some(at(41_000))),
             "{name}"
         );
         let retry = got(1).await;
         assert_eq!(
             (retry.status, retry.attempts, retry.next_attempt_at),
-            (DeliveryStatus::Pending, 1, 90_000),
+            (DeliveryStatus::Pending, 1, at(90_000)),
             "{name}"
         );
         assert_eq!(retry.last_error.as_deref(), Some("HTTP 500"));
@@ -961,14 +984,14 @@ async fn leases_are_renewed_only_where_the_claim_still_holds() {
             (ids[1].clone(), ClaimId::from("not-this-claim")),
             (ids[2].clone(), claim_of(&ids[2])),
         ];
-        let mut renewed = store.renew_leases("a", &held, 100_000).await.unwrap();
+        let mut renewed = store.renew_leases("a", &held, at(100_000)).await.unwrap();
         renewed.sort();
         let mut expected = vec![ids[0].clone(), ids[2].clone()];
         expected.sort();
         assert_eq!(renewed, expected, "{name}");
         assert!(
             store
-                .renew_leases("b", &held, 100_000)
+                .renew_leases("b", &held, at(100_000))
                 .await
                 .unwrap()
                 .is_empty(),
@@ -1096,7 +1119,10 @@ async fn re_drive_gives_dead_and_parked_deliveries_a_fresh_window() {
         finish_as(&store, &delivered, 1_000, AttemptResult::Delivered).await;
 
         assert!(
-            store.redrive(&delivery_of(&dead), 50_000).await.unwrap(),
+            store
+                .redrive(&delivery_of(&dead), at(50_000))
+                .await
+                .unwrap(),
             "{name}"
         );
         let again = store
@@ -1111,27 +1137,33 @@ async fn re_drive_gives_dead_and_parked_deliveries_a_fresh_window() {
                 again.next_attempt_at,
                 again.attempts
             ),
-            (DeliveryStatus::Pending, 50_000, 50_000, 1),
+            (DeliveryStatus::Pending, at(50_000), at(50_000), 1),
             "{name}: due now, a fresh window, attempts kept"
         );
         assert!(
-            store.redrive(&delivery_of(&parked), 50_000).await.unwrap(),
-            "{name}"
-        );
-        assert!(
-            !store
-                .redrive(&delivery_of(&delivered), 50_000)
+            store
+                .redrive(&delivery_of(&parked), at(50_000))
                 .await
                 .unwrap(),
             "{name}"
         );
         assert!(
-            !store.redrive(&"no-such-id".into(), 50_000).await.unwrap(),
+            !store
+                .redrive(&delivery_of(&delivered), at(50_000))
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert!(
+            !store
+                .redrive(&"no-such-id".into(), at(50_000))
+                .await
+                .unwrap(),
             "{name}"
         );
         let kf = KfId::parse("wkrd").unwrap();
         assert_eq!(
-            store.redrive_dead_of_kf(&kf, 60_000).await.unwrap(),
+            store.redrive_dead_of_kf(&kf, at(60_000)).await.unwrap(),
             1,
             "{name}: only DEAD2 was still dead"
         );
@@ -1164,22 +1196,22 @@ async fn credentials_rotate_for_the_puppets_that_use_them() {
         let corp = Corp::new("wwrotate");
         let second_app = corp.another_app();
         store
-            .save_registration(&registration(&corp, "wkr1", "http://a:1"), 1)
+            .save_registration(&registration(&corp, "wkr1", "http://a:1"), at(1))
             .await
             .unwrap();
         store
-            .save_registration(&registration(&corp, "wkr2", "http://a:1"), 1)
+            .save_registration(&registration(&corp, "wkr2", "http://a:1"), at(1))
             .await
             .unwrap();
         store
-            .save_registration(&registration(&second_app, "wkr3", "http://a:1"), 1)
+            .save_registration(&registration(&second_app, "wkr3", "http://a:1"), at(1))
             .await
             .unwrap();
         let fresh = Corp::new("wwrotate");
         let set = CredentialSet::parse(Some(&fresh.token), Some(&fresh.key)).unwrap();
         let corp_id = CorpId::parse("wwrotate").unwrap();
         let n = store
-            .rotate_credentials(&corp_id, &set, Some(&corp.token), 2)
+            .rotate_credentials(&corp_id, &set, Some(&corp.token), at(2))
             .await
             .unwrap();
         assert_eq!(n, 2, "{name}: the two puppets of the first app");
@@ -1195,7 +1227,7 @@ async fn credentials_rotate_for_the_puppets_that_use_them() {
         );
         assert_eq!(
             store
-                .rotate_credentials(&corp_id, &set, Some("no-such-token"), 3)
+                .rotate_credentials(&corp_id, &set, Some("no-such-token"), at(3))
                 .await
                 .unwrap(),
             0,
@@ -1203,7 +1235,7 @@ async fn credentials_rotate_for_the_puppets_that_use_them() {
         );
         assert_eq!(
             store
-                .rotate_credentials(&corp_id, &set, None, 4)
+                .rotate_credentials(&corp_id, &set, None, at(4))
                 .await
                 .unwrap(),
             3,
@@ -1226,31 +1258,43 @@ async fn the_token_cache_leases_saves_forces_and_invalidates() {
         let key = "ww1:abc";
         assert!(store.get_token(key).await.unwrap().is_none(), "{name}");
         assert!(
-            store.try_lease_token(key, "a", 1_000, 5_000).await.unwrap(),
+            store
+                .try_lease_token(key, "a", at(1_000), at(5_000))
+                .await
+                .unwrap(),
             "{name}"
         );
         assert!(
-            !store.try_lease_token(key, "b", 2_000, 6_000).await.unwrap(),
+            !store
+                .try_lease_token(key, "b", at(2_000), at(6_000))
+                .await
+                .unwrap(),
             "{name}: a holds it"
         );
         store.release_token_lease(key, "b").await.unwrap();
         assert!(
-            !store.try_lease_token(key, "b", 2_000, 6_000).await.unwrap(),
+            !store
+                .try_lease_token(key, "b", at(2_000), at(6_000))
+                .await
+                .unwrap(),
             "{name}: only a releases a's lease"
         );
         store.release_token_lease(key, "a").await.unwrap();
         assert!(
-            store.try_lease_token(key, "b", 2_000, 6_000).await.unwrap(),
+            store
+                .try_lease_token(key, "b", at(2_000), at(6_000))
+                .await
+                .unwrap(),
             "{name}: released"
         );
         let record = TokenRecord {
             access_token: Some(Secret::new("TOKEN-1")),
-            expires_at: 7_200_000,
-            fetched_at: 2_500,
+            expires_at: at(7_200_000),
+            fetched_at: at(2_500),
             negative: None,
-            neg_until: 0,
-            forced_at: 0,
-            lease_until: 0,
+            neg_until: at(0),
+            forced_at: at(0),
+            lease_until: at(0),
         };
         store.save_token(key, &record).await.unwrap();
         let got = store.get_token(key).await.unwrap().unwrap();
@@ -1261,32 +1305,44 @@ async fn the_token_cache_leases_saves_forces_and_invalidates() {
         );
         assert_eq!(
             (got.expires_at, got.fetched_at, got.lease_until),
-            (7_200_000, 2_500, 0),
+            (at(7_200_000), at(2_500), at(0)),
             "{name}: saving releases the lease"
         );
         assert!(
-            store.try_lease_token(key, "c", 3_000, 8_000).await.unwrap(),
+            store
+                .try_lease_token(key, "c", at(3_000), at(8_000))
+                .await
+                .unwrap(),
             "{name}"
         );
         store.release_token_lease(key, "c").await.unwrap();
 
         assert!(
-            store.mark_token_forced(key, 10_000, 0).await.unwrap(),
+            store
+                .mark_token_forced(key, at(10_000), at(0))
+                .await
+                .unwrap(),
             "{name}"
         );
         assert!(
-            !store.mark_token_forced(key, 20_000, 5_000).await.unwrap(),
+            !store
+                .mark_token_forced(key, at(20_000), at(5_000))
+                .await
+                .unwrap(),
             "{name}: forced since 5,000"
         );
         assert!(
-            store.mark_token_forced(key, 80_000, 60_000).await.unwrap(),
+            store
+                .mark_token_forced(key, at(80_000), at(60_000))
+                .await
+                .unwrap(),
             "{name}"
         );
 
         let negative = TokenRecord {
             access_token: None,
             negative: Some((40001, "invalid credential".into())),
-            neg_until: 90_000,
+            neg_until: at(90_000),
             ..record.clone()
         };
         store.save_token("ww2:bad", &negative).await.unwrap();
@@ -1296,7 +1352,7 @@ async fn the_token_cache_leases_saves_forces_and_invalidates() {
             Some((40001, "invalid credential".into())),
             "{name}"
         );
-        assert_eq!(got.neg_until, 90_000, "{name}");
+        assert_eq!(got.neg_until, at(90_000), "{name}");
 
         assert_eq!(
             store.invalidate_access_token("TOKEN-OLD").await.unwrap(),
@@ -1356,9 +1412,9 @@ async fn queue_stats_count_waiting_and_dead_with_the_oldest() {
         assert_eq!(
             stats,
             [
-                (DeliveryStatus::Dead, 1, Some(1_000)),
-                (DeliveryStatus::Parked, 1, Some(2_000)),
-                (DeliveryStatus::Pending, 2, Some(3_000)),
+                (DeliveryStatus::Dead, 1, Some(at(1_000))),
+                (DeliveryStatus::Parked, 1, Some(at(2_000))),
+                (DeliveryStatus::Pending, 2, Some(at(3_000))),
             ],
             "{name}"
         );
@@ -1415,7 +1471,7 @@ async fn an_event_with_two_deliveries_finishes_each_on_its_own() {
                         },
                     ),
                 ],
-                t + 10,
+                at(t + 10),
             )
             .await
             .unwrap();
@@ -1438,12 +1494,18 @@ async fn an_event_with_two_deliveries_finishes_each_on_its_own() {
         assert_eq!(dead.last_error.as_deref(), Some("puppet answered HTTP 500"));
 
         // Re-driving one leaves the other as it is.
-        assert!(store.redrive(&second.id, t + 20).await.unwrap(), "{name}");
+        assert!(
+            store.redrive(&second.id, at(t + 20)).await.unwrap(),
+            "{name}"
+        );
         assert_eq!(statuses().await, (Some(Delivered), Some(Pending)), "{name}");
 
         // Past the finished horizon the delivered one goes; the event stays
         // with its waiting delivery, and a resend is still a duplicate.
-        store.purge(&RETENTION, t + 3 * day + hour).await.unwrap();
+        store
+            .purge(&RETENTION, at(t + 3 * day + hour))
+            .await
+            .unwrap();
         assert_eq!(statuses().await, (None, Some(Pending)), "{name}");
         let resend = event("wwtwo", "wktwo-a", "T", t + 3 * day + hour);
         assert_eq!(
@@ -1526,7 +1588,7 @@ async fn apps_subscriptions_and_operator_credentials_keep_their_secrets_sealed()
             },
         )
         .unwrap();
-        store.put_app(&app, 1_000).await.unwrap();
+        store.put_app(&app, at(1_000)).await.unwrap();
         let back = store.get_app(&app_id).await.unwrap().expect("{name}: app");
         assert_eq!(AppView::from(&back), AppView::from(&app), "{name}");
         assert_eq!(back.token.expose(), "pushToken1", "{name}");
@@ -1544,7 +1606,7 @@ async fn apps_subscriptions_and_operator_credentials_keep_their_secrets_sealed()
                     }),
                     description: Some("CRM".into()),
                 },
-                2_000,
+                at(2_000),
             )
             .unwrap()
         };
@@ -1552,8 +1614,8 @@ async fn apps_subscriptions_and_operator_credentials_keep_their_secrets_sealed()
             sub(app_id.as_str(), "http://crm.example/hook"),
             sub("wwcorp", "http://desk.example/hook"),
         );
-        store.put_subscription(&crm, 2_000).await.unwrap();
-        store.put_subscription(&other, 2_000).await.unwrap();
+        store.put_subscription(&crm, at(2_000)).await.unwrap();
+        store.put_subscription(&other, at(2_000)).await.unwrap();
         let of_app = store
             .list_subscriptions(Some(app_id.as_str()))
             .await
@@ -1575,14 +1637,14 @@ async fn apps_subscriptions_and_operator_credentials_keep_their_secrets_sealed()
         let set = CredentialSet::parse(Some("opToken"), Some(KEY)).unwrap();
         assert!(
             store
-                .add_corp_credentials(&corp, &set, 3_000)
+                .add_corp_credentials(&corp, &set, at(3_000))
                 .await
                 .unwrap(),
             "{name}"
         );
         assert!(
             !store
-                .add_corp_credentials(&corp, &set, 3_001)
+                .add_corp_credentials(&corp, &set, at(3_001))
                 .await
                 .unwrap(),
             "{name}: a set already there is kept"

@@ -234,7 +234,7 @@ async fn a_store_of_the_previous_release_is_carried_forward_and_delivered() {
     let dir = tempfile::tempdir().unwrap();
     let mongo = test_mongo_uri();
     let clock = manual_clock();
-    let start = clock.now_ms();
+    let start = clock.now().as_millis();
     match &mongo {
         Some(uri) => previous_mongo(uri, &corp, &puppet.url, start).await,
         None => previous_sqlite(dir.path(), &corp, &puppet.url, start),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wxkf_manager::clock::Clock;
+use wxkf_manager::clock::{Clock, UnixMillis};
 
 /// A clock the test moves by hand.
 #[derive(Default)]
@@ -18,8 +18,8 @@ impl ManualClock {
 }
 
 impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    fn now(&self) -> UnixMillis {
+        UnixMillis::from_millis(self.0.load(std::sync::atomic::Ordering::SeqCst))
     }
 }
 

@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 
 use super::finish::Finished;
 use super::Dispatcher;
+use crate::clock::UnixMillis;
 use crate::delivery::gate::Passage;
 use crate::delivery::sender::SendFailure;
 use crate::domain::{ClaimId, DeliveryId, KfId, Puppet, SubscriptionId};
@@ -15,27 +16,27 @@ use crate::store::{AttemptResult, Channels, Delivery};
 /// A delivery this manager holds, and until when its lease runs.
 pub(super) struct Held {
     claim_id: ClaimId,
-    until: i64,
+    until: UnixMillis,
     lost: bool,
 }
 
 impl Dispatcher {
     /// Renew the leases of held deliveries that are past half their lease
     /// (waiting for a busy puppet's turn); those taken over are marked lost.
-    pub(super) async fn renew_leases(&self, now: i64) {
-        let half = self.lease_ms() / 2;
+    pub(super) async fn renew_leases(&self, now: UnixMillis) {
+        let half = self.config.lease() / 2;
         let due: Vec<(DeliveryId, ClaimId)> = self
             .held
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|(_, h)| !h.lost && h.until - now < half)
+            .filter(|(_, h)| !h.lost && h.until.since(now) < half)
             .map(|(id, h)| (id.clone(), h.claim_id.clone()))
             .collect();
         if due.is_empty() {
             return;
         }
-        let until = now + self.lease_ms();
+        let until = now.plus(self.config.lease());
         match self.store.renew_leases(&self.owner, &due, until).await {
             Ok(renewed) => {
                 let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
@@ -71,7 +72,7 @@ impl Dispatcher {
         event: Delivery,
         finished: mpsc::Sender<Finished>,
         fresh: bool,
-        lease_until: i64,
+        lease_until: UnixMillis,
     ) {
         // Only a claimed delivery is sent: its outcome is recorded against the claim.
         let Some(claim_id) = event.claim_id.clone() else {
@@ -182,7 +183,7 @@ impl Dispatcher {
                 kf,
                 &puppet.registration.corp_id,
                 puppet.last_online_at,
-                self.clock.now_ms(),
+                self.clock.now(),
             )
             .await;
         self.routes.forget(kf.as_str());
@@ -248,7 +249,7 @@ impl Dispatcher {
                 body,
                 &subscription,
                 event.attempts + 1,
-                self.clock.now_ms() / 1000,
+                self.clock.now().as_secs(),
             )
             .await;
         self.outcome(event, sent)
@@ -264,7 +265,7 @@ impl Dispatcher {
     /// The store did not answer: try again at the next poll.
     fn store_retry(&self, e: &crate::store::StoreError) -> AttemptResult {
         AttemptResult::Retry {
-            next_attempt_at: self.clock.now_ms() + self.config.poll_interval.as_millis() as i64,
+            next_attempt_at: self.clock.now().plus(self.config.poll_interval),
             error: format!("store: {e}"),
         }
     }
@@ -276,7 +277,7 @@ impl Dispatcher {
             Err(failure) => self.policy.after_failure(
                 event.attempts + 1,
                 event.window_start,
-                self.clock.now_ms(),
+                self.clock.now(),
                 failure.retry_after,
                 rand::random::<f64>() * 2.0 - 1.0,
                 failure.error,

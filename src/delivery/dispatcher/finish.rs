@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{Dispatcher, FINISH_GATHER, MAX_FINISH_BATCH};
+use crate::clock::UnixMillis;
 use crate::domain::{ClaimId, CorpId, KfId};
 use crate::store::{AttemptResult, Delivery, Outcome, StoreError};
 
@@ -37,7 +38,7 @@ impl Dispatcher {
             return 0;
         }
         {
-            let now = self.clock.now_ms();
+            let now = self.clock.now();
             // One item per outcome, in order: the answers line up by construction.
             let items: Vec<Outcome> = batch
                 .iter()
@@ -107,7 +108,7 @@ impl Dispatcher {
     /// Wake-ups that parked leave one waiting per kfId: the newest stands
     /// for the older ones (as it would when claimed), so a puppet away for
     /// long comes back to one wake-up, not to a pile to wake and supersede.
-    async fn coalesce_parked(&self, batch: &[Finished], now: i64) {
+    async fn coalesce_parked(&self, batch: &[Finished], now: UnixMillis) {
         let mut kfs: Vec<(String, String)> = batch
             .iter()
             .filter(|f| f.result == AttemptResult::Parked && f.event.coalesce)
@@ -151,10 +152,7 @@ impl Dispatcher {
                 Ok(Some(p)) if p.online && p.registration.corp_id == corp_id
             );
             if online {
-                let woken = self
-                    .store
-                    .wake_kf(&corp_id, &kf_id, self.clock.now_ms())
-                    .await;
+                let woken = self.store.wake_kf(&corp_id, &kf_id, self.clock.now()).await;
                 if matches!(woken, Ok(n) if n > 0) {
                     self.wake.notify_one();
                 }
@@ -162,7 +160,7 @@ impl Dispatcher {
         }
     }
 
-    fn record_metrics(&self, event: &Delivery, result: &AttemptResult, now: i64) {
+    fn record_metrics(&self, event: &Delivery, result: &AttemptResult, now: UnixMillis) {
         self.metrics.delivery(match result {
             AttemptResult::Delivered => "delivered",
             AttemptResult::Retry { .. } => "failed",
@@ -172,7 +170,7 @@ impl Dispatcher {
             AttemptResult::Released => "released",
         });
         if *result == AttemptResult::Delivered {
-            let latency = (now - event.received_at).max(0) as f64 / 1000.0;
+            let latency = now.since(event.received_at).as_secs_f64();
             self.metrics.delivery_latency_seconds.observe(latency);
         }
     }
@@ -185,7 +183,7 @@ pub(super) struct Finished {
     pub result: AttemptResult,
 }
 
-fn log_outcome(event: &Delivery, result: &AttemptResult, recorded: bool, now: i64) {
+fn log_outcome(event: &Delivery, result: &AttemptResult, recorded: bool, now: UnixMillis) {
     let (id, corp, kf) = (
         &event.id,
         &event.corp_id,
@@ -198,14 +196,14 @@ fn log_outcome(event: &Delivery, result: &AttemptResult, recorded: bool, now: i6
     }
     match result {
         AttemptResult::Delivered => {
-            tracing::debug!(delivery_id = %id, corp_id = %corp, kf_id = kf, attempt, latency_ms = now - event.received_at, "delivered")
+            tracing::debug!(delivery_id = %id, corp_id = %corp, kf_id = kf, attempt, latency_ms = now.since(event.received_at).as_millis() as u64, "delivered")
         }
         AttemptResult::Retry {
             error,
             next_attempt_at,
         } => tracing::warn!(
             delivery_id = %id, corp_id = %corp, kf_id = kf, attempt, error = %error,
-            retry_in_ms = next_attempt_at - now, "delivery failed; will retry"
+            retry_in_ms = next_attempt_at.since(now).as_millis() as u64, "delivery failed; will retry"
         ),
         AttemptResult::Dead { error } => tracing::error!(
             delivery_id = %id, corp_id = %corp, kf_id = kf, attempt, error = %error,

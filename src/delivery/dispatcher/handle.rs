@@ -2,9 +2,11 @@
 //! its in-memory queue reserved before an accepted callback is written.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
 
+use crate::clock::UnixMillis;
 use crate::delivery::routes::RouteCache;
 use crate::delivery::slots::{HeldShare, SubscriptionSlots};
 use crate::delivery::WriteHealth;
@@ -23,7 +25,7 @@ pub struct DispatcherHandle {
     pub(super) fresh: mpsc::Sender<Handed>,
     pub(super) subscriptions: Arc<SubscriptionSlots>,
     pub(super) owner: String,
-    pub(super) lease_ms: i64,
+    pub(super) lease: Duration,
     pub(super) queue: Arc<dyn Queue>,
     pub(super) health: Arc<WriteHealth>,
 }
@@ -118,7 +120,7 @@ impl DispatcherHandle {
     /// A slot for an event about to be stored, or `None` when the queue is
     /// full, its subscription holds its share of memory already, or the
     /// dispatcher stopped: then store it unclaimed and `wake`.
-    fn reserve(&self, now: i64, subscription: Option<&SubscriptionId>) -> Option<FreshSlot> {
+    fn reserve(&self, now: UnixMillis, subscription: Option<&SubscriptionId>) -> Option<FreshSlot> {
         let share = match subscription {
             Some(id) => Some(self.subscriptions.try_hold(id)?),
             None => None,
@@ -129,7 +131,7 @@ impl DispatcherHandle {
             permit,
             lease: Lease {
                 owner: self.owner.clone(),
-                until: now + self.lease_ms,
+                until: now.plus(self.lease),
                 claim_id: ClaimId::generate(),
             },
         })

@@ -39,7 +39,7 @@ use super::gate::KfGate;
 use super::routes::RouteCache;
 use super::slots::SubscriptionSlots;
 use super::{RetryPolicy, Sender};
-use crate::clock::Clock;
+use crate::clock::{Clock, UnixMillis};
 use crate::delivery::DeliveryConfig;
 use crate::delivery::WriteHealth;
 use crate::directory::Directory;
@@ -54,7 +54,7 @@ const FINISH_QUEUE: usize = 4096;
 const FRESH_QUEUE: usize = 4096;
 /// How long a partial batch waits for more before the next claim.
 const CLAIM_GATHER: Duration = Duration::from_millis(5);
-const PURGE_EVERY_MS: i64 = 10 * 60 * 1000;
+const PURGE_EVERY: Duration = Duration::from_secs(10 * 60);
 
 /// What one `Dispatcher::step` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +147,7 @@ impl Dispatcher {
             fresh: self.fresh.clone(),
             subscriptions: self.subscription_slots.clone(),
             owner: self.owner.clone(),
-            lease_ms: self.config.lease().as_millis() as i64,
+            lease: self.config.lease(),
             queue: self.store.clone(),
             health: self.health.clone(),
         }
@@ -157,9 +157,9 @@ impl Dispatcher {
     /// running): take what request handlers handed over, claim what is due,
     /// attempt all of it, and record the outcomes in one write.
     pub async fn step(self: &Arc<Self>) -> Step {
-        let mut taken: Vec<(Delivery, bool, i64)> = Vec::new();
+        let mut taken: Vec<(Delivery, bool, UnixMillis)> = Vec::new();
         let mut _shares = Vec::new();
-        let lease = self.lease_ms();
+        let lease = self.config.lease();
         if let Some(fresh) = self
             .fresh_rx
             .lock()
@@ -173,15 +173,15 @@ impl Dispatcher {
             {
                 _shares.push(share);
                 self.note_newest(&event);
-                let until = event.received_at + lease;
+                let until = event.received_at.plus(lease);
                 taken.push((event, true, until));
             }
         }
-        let now = self.clock.now_ms();
-        let claimed = self.claim(now, now + lease, MAX_BATCH).await;
+        let now = self.clock.now();
+        let claimed = self.claim(now, now.plus(lease), MAX_BATCH).await;
         let claim_failed = claimed.is_err();
         for event in claimed.unwrap_or_default() {
-            taken.push((event, false, now + lease));
+            taken.push((event, false, now.plus(lease)));
         }
         let (finished, mut outcomes) = mpsc::channel(taken.len().max(1));
         let count = taken.len();
@@ -240,7 +240,7 @@ impl Dispatcher {
                     .fresh_loop(rx, finished.clone(), shutdown.clone()),
             )
         });
-        let (mut last_purge, mut last_renewal) = (0i64, 0i64);
+        let (mut last_purge, mut last_renewal) = (UnixMillis::EPOCH, UnixMillis::EPOCH);
         loop {
             if *shutdown.borrow() {
                 break;
@@ -248,17 +248,17 @@ impl Dispatcher {
             while in_flight.try_join_next().is_some() {}
             self.gate.prune();
             self.subscription_slots.prune();
-            let now = self.clock.now_ms();
-            if now - last_renewal >= self.config.poll_interval.as_millis() as i64 {
+            let now = self.clock.now();
+            if now.since(last_renewal) >= self.config.poll_interval {
                 last_renewal = now;
                 self.renew_leases(now).await;
             }
-            if now - last_purge > PURGE_EVERY_MS {
+            if now.since(last_purge) > PURGE_EVERY {
                 last_purge = now;
                 self.purge(now).await;
             }
             let batch = self.batch_size();
-            let lease_until = now + self.lease_ms();
+            let lease_until = now.plus(self.config.lease());
             let claimed = self.claim(now, lease_until, batch).await;
             // A full batch: look again at once. A partial one: more is arriving;
             // gather it for a moment so that each claim takes many events.
@@ -349,7 +349,7 @@ impl Dispatcher {
             let Ok(permit) = permit else { break };
             let (me, finished) = (self.clone(), finished.clone());
             in_flight.spawn(async move {
-                let lease_until = event.received_at + me.lease_ms();
+                let lease_until = event.received_at.plus(me.config.lease());
                 me.deliver(event, finished, true, lease_until).await;
                 drop((permit, share));
             });
@@ -361,11 +361,12 @@ impl Dispatcher {
         self.taken.available_permits().clamp(1, MAX_BATCH)
     }
 
-    fn lease_ms(&self) -> i64 {
-        self.config.lease().as_millis() as i64
-    }
-
-    async fn claim(&self, now: i64, lease_until: i64, batch: usize) -> Result<Vec<Delivery>, ()> {
+    async fn claim(
+        &self,
+        now: UnixMillis,
+        lease_until: UnixMillis,
+        batch: usize,
+    ) -> Result<Vec<Delivery>, ()> {
         let claim = Claim {
             skip: self.subscription_slots.held_in_full(),
             ..Claim::new(&self.owner, now, lease_until)
@@ -380,16 +381,16 @@ impl Dispatcher {
         })
     }
 
-    async fn sleep_for(&self, now: i64) -> Duration {
+    async fn sleep_for(&self, now: UnixMillis) -> Duration {
         let poll = self.config.poll_interval;
         match self.store.next_due_at().await {
-            Ok(Some(due)) if due > now => poll.min(Duration::from_millis((due - now) as u64)),
+            Ok(Some(due)) if due > now => poll.min(due.since(now)),
             Ok(Some(_)) => Duration::from_millis(20),
             _ => poll,
         }
     }
 
-    async fn purge(&self, now: i64) {
+    async fn purge(&self, now: UnixMillis) {
         let retention = Retention {
             finished: self.config.retention,
             dead: self.config.dead_retention,

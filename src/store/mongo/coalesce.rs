@@ -8,6 +8,7 @@ use mongodb::bson::{doc, Bson, Document};
 
 use super::event_docs::{each_field, elements, Each};
 use super::{get_i64, get_str, now_date, MongoStore};
+use crate::clock::UnixMillis;
 use crate::domain::SubscriptionId;
 use crate::store::{Claim, DeliveryStatus, RecordKind, StoreError};
 
@@ -47,7 +48,7 @@ impl MongoStore {
         &self,
         corp: &str,
         kf: &str,
-        now: i64,
+        now: UnixMillis,
     ) -> Result<u64, StoreError> {
         let wake_ups = Self::wake_ups(corp, kf, now);
         let newest = self
@@ -95,7 +96,7 @@ impl MongoStore {
     }
 
     /// A kfId's wake-ups that wait and are not leased.
-    fn wake_ups(corp: &str, kf: &str, now: i64) -> Each {
+    fn wake_ups(corp: &str, kf: &str, now: UnixMillis) -> Each {
         Self::leasable(now)
             .with("corpId", corp)
             .with("kfId", kf)
@@ -109,7 +110,7 @@ impl MongoStore {
         wake_ups: &Each,
         newest: &Document,
         newest_id: &str,
-        now: i64,
+        now: UnixMillis,
     ) -> Result<u64, StoreError> {
         let older = doc! {"seq": {"$lt": get_i64(newest, "seq").unwrap_or(i64::MAX)}};
         let mut update = doc! {"$set": each_field(doc! {

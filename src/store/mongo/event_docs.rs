@@ -9,7 +9,8 @@ use std::sync::atomic::Ordering;
 use mongodb::bson::{doc, Binary, Bson, Document};
 
 pub(super) use super::each::{each_field, Each};
-use super::{get_i64, get_str, now_date, statuses, MongoStore};
+use super::{get_at, get_i64, get_str, now_date, statuses, MongoStore};
+use crate::clock::UnixMillis;
 use crate::domain::{ClaimId, SubscriptionId};
 use crate::store::{
     AttemptResult, Claim, Delivery, DeliveryStatus, NewEvent, PayloadKind, StoreError,
@@ -18,8 +19,8 @@ use crate::store::{
 impl MongoStore {
     /// Monotonic within this process, close to time-ordered across managers;
     /// orders events so that coalescing keeps the newest.
-    pub(super) fn next_seq(&self, received_at_ms: i64) -> i64 {
-        let candidate = received_at_ms.saturating_mul(1000);
+    pub(super) fn next_seq(&self, received_at: UnixMillis) -> i64 {
+        let candidate = received_at.as_millis().saturating_mul(1000);
         let mut last = self.last_seq.load(Ordering::Relaxed);
         loop {
             let next = candidate.max(last + 1);
@@ -49,7 +50,7 @@ impl MongoStore {
                     "attempts": 0i64,
                     "windowStart": event.received_at,
                     "nextAttemptAt": event.received_at,
-                    "leaseUntil": d.lease.as_ref().map_or(0, |l| l.until),
+                    "leaseUntil": d.lease.as_ref().map_or(UnixMillis::EPOCH, |l| l.until),
                     "updatedAt": now_date(event.received_at),
                 };
                 if let Some(kf) = &d.kf_id {
@@ -80,7 +81,7 @@ impl MongoStore {
             document.insert("message", binary(message));
         }
         // Nothing to deliver (unroutable): kept for operators, then swept.
-        let horizons: Option<Vec<i64>> = event
+        let horizons: Option<Vec<UnixMillis>> = event
             .deliveries
             .iter()
             .map(|d| self.retention.expires_at(d.status(), event.received_at))
@@ -95,7 +96,7 @@ impl MongoStore {
     /// releases their claim. A finished delivery raises the event's
     /// `expireAt` to its own horizon (`settle` clears it again while a
     /// sibling still waits).
-    pub(super) fn finish_update(&self, result: &AttemptResult, now: i64) -> Document {
+    pub(super) fn finish_update(&self, result: &AttemptResult, now: UnixMillis) -> Document {
         let release = doc! {"leaseOwner": Bson::Null, "leaseUntil": 0i64, "claimId": Bson::Null, "updatedAt": now_date(now)};
         let (mut set, count_attempt) = match result {
             AttemptResult::Delivered => (
@@ -136,14 +137,19 @@ impl MongoStore {
 
     /// Add `$max: {expireAt}` for a delivery that reached `status` at `now`
     /// (nothing for a status kept until it moves on).
-    pub(super) fn raise_expiry(&self, update: &mut Document, status: DeliveryStatus, now: i64) {
+    pub(super) fn raise_expiry(
+        &self,
+        update: &mut Document,
+        status: DeliveryStatus,
+        now: UnixMillis,
+    ) {
         if let Some(at) = self.retention.expires_at(status, now) {
             update.insert("$max", doc! {"expireAt": now_date(at)});
         }
     }
 
     /// Deliveries that can be leased: waiting and unleased.
-    pub(super) fn leasable(now: i64) -> Each {
+    pub(super) fn leasable(now: UnixMillis) -> Each {
         Each(doc! {
             "status": {"$in": statuses(DeliveryStatus::waiting())},
             "leaseUntil": {"$lte": now},
@@ -219,7 +225,7 @@ pub(super) fn delivery_from(event: &Document, d: &Document) -> Result<Delivery, 
         Some(Bson::String(s)) => s.clone().into_bytes(),
         _ => Vec::new(),
     };
-    let received_at = get_i64(event, "receivedAt").unwrap_or(0);
+    let received_at = get_at(event, "receivedAt").unwrap_or_default();
     Ok(Delivery {
         id: get_str(d, "id").into(),
         event_id: get_str(event, "_id").into(),
@@ -241,10 +247,10 @@ pub(super) fn delivery_from(event: &Document, d: &Document) -> Result<Delivery, 
             .unwrap_or(0)
             .clamp(0, i64::from(u32::MAX)) as u32,
         received_at,
-        window_start: get_i64(d, "windowStart").unwrap_or(received_at),
-        next_attempt_at: get_i64(d, "nextAttemptAt").unwrap_or(0),
+        window_start: get_at(d, "windowStart").unwrap_or(received_at),
+        next_attempt_at: get_at(d, "nextAttemptAt").unwrap_or_default(),
         last_error: d.get_str("lastError").ok().map(str::to_owned),
-        delivered_at: get_i64(d, "deliveredAt"),
+        delivered_at: get_at(d, "deliveredAt"),
         claim_id: d.get_str("claimId").ok().map(ClaimId::from),
     })
 }

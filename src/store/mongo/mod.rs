@@ -38,6 +38,7 @@ mod upgrade;
 
 use group_commit::MongoGroupWriter;
 
+use crate::clock::UnixMillis;
 use crate::store::{CommandCount, DeliveryStatus, Retention, Sealer, Store, StoreError};
 
 const PUPPETS: &str = "wxkfpuppets";
@@ -117,8 +118,10 @@ fn statuses(of: impl IntoIterator<Item = DeliveryStatus>) -> Vec<&'static str> {
     of.into_iter().map(DeliveryStatus::as_str).collect()
 }
 
-fn now_date(ms: i64) -> DateTime {
-    DateTime::from_millis(ms)
+/// A BSON date, for the fields MongoDB's TTL index reads (`expireAt`) and
+/// the old manager's `updatedAt`; every other instant is an Int64.
+fn now_date(at: UnixMillis) -> DateTime {
+    DateTime::from_millis(at.as_millis())
 }
 
 impl MongoStore {
@@ -292,6 +295,11 @@ fn get_str(d: &Document, key: &str) -> String {
 
 fn get_i64(d: &Document, key: &str) -> Option<i64> {
     bson_i64(d.get(key)?)
+}
+
+/// An instant, whichever way it was written (Int64, Int32, a BSON date).
+fn get_at(d: &Document, key: &str) -> Option<UnixMillis> {
+    get_i64(d, key).map(UnixMillis::from_millis)
 }
 
 fn bson_i64(value: &Bson) -> Option<i64> {

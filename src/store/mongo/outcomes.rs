@@ -7,6 +7,7 @@ use mongodb::bson::{doc, Bson, Document};
 
 use super::event_docs::{elements, Each};
 use super::{get_str, MongoStore};
+use crate::clock::UnixMillis;
 use crate::store::{AttemptResult, Outcome, StoreError};
 
 impl MongoStore {
@@ -17,7 +18,7 @@ impl MongoStore {
         result: &AttemptResult,
         shared: Option<&str>,
         members: &[usize],
-        now: i64,
+        now: UnixMillis,
     ) -> Result<Vec<bool>, StoreError> {
         let ids: Vec<&str> = members
             .iter()

@@ -8,7 +8,8 @@ use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 
 use super::event_docs::{deliveries_of, each_field, elements, Each};
-use super::{get_i64, get_str, now_date, statuses, MongoStore, BATCH_CLAIM};
+use super::{get_at, get_i64, get_str, now_date, statuses, MongoStore, BATCH_CLAIM};
+use crate::clock::UnixMillis;
 use crate::domain::{ClaimId, CorpId, DeliveryId, KfId, SubscriptionId};
 use crate::store::{
     AttemptResult, Claim, Delivery, DeliveryStatus, InsertOutcome, NewEvent, Outcome, Queue,
@@ -28,7 +29,7 @@ impl Queue for MongoStore {
             "leaseUntil": {"$lte": claim.now},
         });
         // Up to `limit` from each lane not skipped, then the earliest due of all.
-        let mut candidates: Vec<(i64, i64, Document)> = Vec::new();
+        let mut candidates: Vec<(UnixMillis, i64, Document)> = Vec::new();
         for lane in self.lanes(&claim.skip).await? {
             let in_lane = due.clone().with("subscriptionId", lane);
             let found: Vec<Document> = self
@@ -42,11 +43,13 @@ impl Queue for MongoStore {
                 .await?;
             for event in &found {
                 let seq = get_i64(event, "seq").unwrap_or(0);
-                candidates.extend(
-                    elements(event)
-                        .filter(|d| in_lane.holds(d))
-                        .map(|d| (get_i64(d, "nextAttemptAt").unwrap_or(0), seq, d.clone())),
-                );
+                candidates.extend(elements(event).filter(|d| in_lane.holds(d)).map(|d| {
+                    (
+                        get_at(d, "nextAttemptAt").unwrap_or_default(),
+                        seq,
+                        d.clone(),
+                    )
+                }));
             }
         }
         if candidates.is_empty() {
@@ -97,7 +100,7 @@ impl Queue for MongoStore {
         Ok(deliveries)
     }
 
-    async fn finish_attempt(&self, outcome: &Outcome, now: i64) -> Result<bool, StoreError> {
+    async fn finish_attempt(&self, outcome: &Outcome, now: UnixMillis) -> Result<bool, StoreError> {
         let each = Each(doc! {"id": &outcome.delivery, "claimId": &outcome.claim});
         let r = each
             .update_one(&self.events, self.finish_update(&outcome.result, now))
@@ -108,7 +111,11 @@ impl Queue for MongoStore {
     /// Outcomes that share their update (delivered, parked, superseded by
     /// the same delivery) are written with one `update_many` per group; the
     /// rest (each with its own error and time) one by one, concurrently.
-    async fn finish_attempts(&self, items: &[Outcome], now: i64) -> Result<Vec<bool>, StoreError> {
+    async fn finish_attempts(
+        &self,
+        items: &[Outcome],
+        now: UnixMillis,
+    ) -> Result<Vec<bool>, StoreError> {
         let mut groups: Vec<(&AttemptResult, Option<&str>, Vec<usize>)> = Vec::new();
         let mut singles = Vec::new();
         for (i, Outcome { claim, result, .. }) in items.iter().enumerate() {
@@ -158,7 +165,11 @@ impl Queue for MongoStore {
         Ok(recorded)
     }
 
-    async fn coalesce_parked(&self, kfs: &[(String, String)], now: i64) -> Result<u64, StoreError> {
+    async fn coalesce_parked(
+        &self,
+        kfs: &[(String, String)],
+        now: UnixMillis,
+    ) -> Result<u64, StoreError> {
         let mut superseded = 0;
         for (corp, kf) in kfs {
             superseded += self.coalesce_wake_ups(corp, kf, now).await?;
@@ -166,7 +177,12 @@ impl Queue for MongoStore {
         Ok(superseded)
     }
 
-    async fn wake_kf(&self, corp_id: &CorpId, kf_id: &KfId, now: i64) -> Result<u64, StoreError> {
+    async fn wake_kf(
+        &self,
+        corp_id: &CorpId,
+        kf_id: &KfId,
+        now: UnixMillis,
+    ) -> Result<u64, StoreError> {
         let each = Each(doc! {
             "corpId": corp_id.as_str(), "kfId": kf_id.as_str(),
             "status": {"$in": statuses(DeliveryStatus::waiting())},
@@ -177,7 +193,11 @@ impl Queue for MongoStore {
         Ok(r.modified_count)
     }
 
-    async fn wake_subscription(&self, id: &SubscriptionId, now: i64) -> Result<u64, StoreError> {
+    async fn wake_subscription(
+        &self,
+        id: &SubscriptionId,
+        now: UnixMillis,
+    ) -> Result<u64, StoreError> {
         let each = Each(doc! {
             "subscriptionId": id,
             "status": DeliveryStatus::Pending.as_str(),
@@ -204,7 +224,7 @@ impl Queue for MongoStore {
         &self,
         owner: &str,
         held: &[(DeliveryId, ClaimId)],
-        until: i64,
+        until: UnixMillis,
     ) -> Result<Vec<DeliveryId>, StoreError> {
         if held.is_empty() {
             return Ok(Vec::new());
@@ -248,7 +268,7 @@ impl Queue for MongoStore {
             .collect())
     }
 
-    async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
+    async fn next_due_at(&self) -> Result<Option<UnixMillis>, StoreError> {
         let unheld = Each(doc! {"status": DeliveryStatus::Pending.as_str(), "leaseUntil": 0i64});
         let next = self
             .events
@@ -260,11 +280,11 @@ impl Queue for MongoStore {
             .iter()
             .flat_map(elements)
             .filter(|d| unheld.holds(d))
-            .filter_map(|d| get_i64(d, "nextAttemptAt"))
+            .filter_map(|d| get_at(d, "nextAttemptAt"))
             .min())
     }
 
-    async fn redrive(&self, id: &DeliveryId, now: i64) -> Result<bool, StoreError> {
+    async fn redrive(&self, id: &DeliveryId, now: UnixMillis) -> Result<bool, StoreError> {
         let each = Each(
             doc! {"id": id, "status": {"$in": statuses([DeliveryStatus::Dead, DeliveryStatus::Parked])}},
         );
@@ -272,7 +292,7 @@ impl Queue for MongoStore {
         Ok(r.modified_count > 0)
     }
 
-    async fn redrive_dead_of_kf(&self, kf_id: &KfId, now: i64) -> Result<u64, StoreError> {
+    async fn redrive_dead_of_kf(&self, kf_id: &KfId, now: UnixMillis) -> Result<u64, StoreError> {
         let each = Each(doc! {"kfId": kf_id.as_str(), "status": DeliveryStatus::Dead.as_str()});
         let r = each.update_many(&self.events, redrive_update(now)).await?;
         Ok(r.modified_count)
@@ -294,7 +314,7 @@ impl Queue for MongoStore {
         Ok(r.modified_count > 0)
     }
 
-    async fn purge(&self, retention: &Retention, now: i64) -> Result<u64, StoreError> {
+    async fn purge(&self, retention: &Retention, now: UnixMillis) -> Result<u64, StoreError> {
         // The TTL index on `expireAt` sweeps within a minute of each expiry;
         // this catches what it has not reached yet, deliveries of events
         // that still hold others, and documents without `expireAt`.
@@ -333,7 +353,7 @@ impl Queue for MongoStore {
 
 /// Back to pending now, with a fresh retry window; the event is no longer
 /// finished, so it is not swept.
-fn redrive_update(now: i64) -> Document {
+fn redrive_update(now: UnixMillis) -> Document {
     doc! {
         "$set": each_field(doc! {"status": DeliveryStatus::Pending.as_str(), "nextAttemptAt": now, "windowStart": now, "updatedAt": now_date(now)}),
         "$unset": {"expireAt": ""},

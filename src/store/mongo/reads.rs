@@ -5,7 +5,8 @@ use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Document};
 
 use super::event_docs::{deliveries_of, Each};
-use super::{get_i64, MongoStore};
+use super::{get_at, get_i64, MongoStore};
+use crate::clock::UnixMillis;
 use crate::domain::{DeliveryId, KfId};
 use crate::store::{
     Delivery, DeliveryFilter, DeliveryStatus, KfSummary, OperatorReads, StoreError,
@@ -82,7 +83,9 @@ impl OperatorReads for MongoStore {
         })
     }
 
-    async fn queue_stats(&self) -> Result<Vec<(DeliveryStatus, u64, Option<i64>)>, StoreError> {
+    async fn queue_stats(
+        &self,
+    ) -> Result<Vec<(DeliveryStatus, u64, Option<UnixMillis>)>, StoreError> {
         let counted = [
             DeliveryStatus::Pending,
             DeliveryStatus::Parked,
@@ -105,7 +108,7 @@ impl OperatorReads for MongoStore {
                 (
                     status,
                     group.and_then(|g| get_i64(g, "count")).unwrap_or(0) as u64,
-                    group.and_then(|g| get_i64(g, "oldest")),
+                    group.and_then(|g| get_at(g, "oldest")),
                 )
             })
             .collect())

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 
-use super::{get_i64, get_str, MongoStore};
+use super::{get_at, get_str, MongoStore};
 use crate::store::records::{Record, RecordKind, Records};
 use crate::store::{Sealer, StoreError};
 
@@ -85,7 +85,7 @@ fn record_from(kind: RecordKind, d: &Document) -> Result<Record, StoreError> {
         kind,
         source: get_str(d, "source"),
         body,
-        updated_at: get_i64(d, "updatedAt").unwrap_or(0),
+        updated_at: get_at(d, "updatedAt").unwrap_or_default(),
         id,
     })
 }

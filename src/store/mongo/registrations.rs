@@ -4,7 +4,8 @@ use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Document};
 
-use super::{get_i64, get_str, now_date, MongoStore};
+use super::{get_at, get_str, now_date, MongoStore};
+use crate::clock::UnixMillis;
 use crate::domain::{CorpId, CredentialSet, EndpointUrl, KfId, Puppet, Registration};
 use crate::store::seal::{corp_summaries, credential_sets, StoredCredentials};
 use crate::store::{CorpSummary, Registrations, Sealer, StoreError};
@@ -19,7 +20,11 @@ impl Registrations for MongoStore {
             .transpose()
     }
 
-    async fn save_registration(&self, reg: &Registration, now: i64) -> Result<(), StoreError> {
+    async fn save_registration(
+        &self,
+        reg: &Registration,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
         self.puppets
             .update_one(
                 doc! {"kfOpenId": reg.kf_id.as_str()},
@@ -45,7 +50,7 @@ impl Registrations for MongoStore {
         &self,
         kf_id: &KfId,
         corp_id: &CorpId,
-        now: i64,
+        now: UnixMillis,
     ) -> Result<bool, StoreError> {
         let r = self
             .puppets
@@ -61,8 +66,8 @@ impl Registrations for MongoStore {
         &self,
         kf_id: &KfId,
         corp_id: &CorpId,
-        registered_at: Option<i64>,
-        now: i64,
+        registered_at: Option<UnixMillis>,
+        now: UnixMillis,
     ) -> Result<bool, StoreError> {
         let mut filter =
             doc! {"kfOpenId": kf_id.as_str(), "corpId": corp_id.as_str(), "online": true};
@@ -149,7 +154,7 @@ impl Registrations for MongoStore {
         corp_id: &CorpId,
         new: &CredentialSet,
         previous_token: Option<&str>,
-        now: i64,
+        now: UnixMillis,
     ) -> Result<u64, StoreError> {
         let docs: Vec<Document> = self
             .puppets
@@ -188,7 +193,7 @@ impl Registrations for MongoStore {
         &self,
         kf_id: &KfId,
         endpoint: &EndpointUrl,
-        now: i64,
+        now: UnixMillis,
     ) -> Result<bool, StoreError> {
         let r = self
             .puppets
@@ -211,8 +216,8 @@ fn puppet_from_doc(d: &Document, sealer: &Sealer) -> Result<Puppet, StoreError> 
         sealer.open(&get_str(d, "token"))?,
         &sealer.open(d.get_str("encodingAESKey").unwrap_or_default())?,
         d.get_bool("online").unwrap_or(false),
-        get_i64(d, "lastOnlineDate"),
-        get_i64(d, "offlineSince"),
+        get_at(d, "lastOnlineDate"),
+        get_at(d, "offlineSince"),
     )
 }
 

@@ -4,7 +4,8 @@ use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 
-use super::{get_i64, get_str, MongoStore};
+use super::{get_at, get_i64, get_str, MongoStore};
+use crate::clock::UnixMillis;
 use crate::domain::Secret;
 use crate::store::{StoreError, TokenCache, TokenRecord};
 
@@ -21,12 +22,12 @@ impl TokenCache for MongoStore {
             .transpose()?;
         Ok(Some(TokenRecord {
             access_token: access_token.map(Secret::new),
-            expires_at: get_i64(&d, "expiresAt").unwrap_or(0),
-            fetched_at: get_i64(&d, "fetchedAt").unwrap_or(0),
+            expires_at: get_at(&d, "expiresAt").unwrap_or_default(),
+            fetched_at: get_at(&d, "fetchedAt").unwrap_or_default(),
             negative: get_i64(&d, "negErrcode").map(|c| (c, get_str(&d, "negErrmsg"))),
-            neg_until: get_i64(&d, "negUntil").unwrap_or(0),
-            forced_at: get_i64(&d, "forcedAt").unwrap_or(0),
-            lease_until: get_i64(&d, "leaseUntil").unwrap_or(0),
+            neg_until: get_at(&d, "negUntil").unwrap_or_default(),
+            forced_at: get_at(&d, "forcedAt").unwrap_or_default(),
+            lease_until: get_at(&d, "leaseUntil").unwrap_or_default(),
         }))
     }
 
@@ -34,8 +35,8 @@ impl TokenCache for MongoStore {
         &self,
         key: &str,
         owner: &str,
-        now: i64,
-        until: i64,
+        now: UnixMillis,
+        until: UnixMillis,
     ) -> Result<bool, StoreError> {
         let taken = self
             .tokens
@@ -103,8 +104,8 @@ impl TokenCache for MongoStore {
     async fn mark_token_forced(
         &self,
         key: &str,
-        now: i64,
-        not_before: i64,
+        now: UnixMillis,
+        not_before: UnixMillis,
     ) -> Result<bool, StoreError> {
         let marked = self
             .tokens

@@ -9,7 +9,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use mongodb::bson::{doc, Bson, Document};
 
 use super::event_docs::{binary, elements};
-use super::{get_i64, get_str, now_date, MongoStore};
+use super::{get_at, get_i64, get_str, now_date, MongoStore};
+use crate::clock::UnixMillis;
 use crate::domain::{DeliveryId, SubscriptionId};
 use crate::store::transfer::{Batches, CopiedDelivery, Transfer};
 use crate::store::{DeliveryStatus, PayloadKind, StoreError};
@@ -123,7 +124,7 @@ impl Transfer for MongoStore {
                 let mut event =
                     self.event_of(members[0], members.iter().map(|d| element_of(d)).collect());
                 event.insert("dedupKey", members[0].dedup_key.as_str());
-                let horizons: Option<Vec<i64>> = members
+                let horizons: Option<Vec<UnixMillis>> = members
                     .iter()
                     .map(|d| self.retention.expires_at(d.status, d.updated_at))
                     .collect();
@@ -196,7 +197,7 @@ fn element_of(d: &CopiedDelivery) -> Document {
         ("kfId", d.kf_id.clone().map(Bson::String)),
         ("subscriptionId", d.subscription_id.clone().map(Bson::from)),
         ("lastError", d.last_error.clone().map(Bson::String)),
-        ("deliveredAt", d.delivered_at.map(Bson::Int64)),
+        ("deliveredAt", d.delivered_at.map(Bson::from)),
         ("supersededBy", d.superseded_by.clone().map(Bson::String)),
     ];
     for (field, value) in optional {
@@ -220,7 +221,7 @@ fn copied_from(event: &Document, d: &Document) -> Result<CopiedDelivery, StoreEr
         _ => None,
     };
     let text = |field: &str| d.get_str(field).ok().map(str::to_owned);
-    let received_at = get_i64(event, "receivedAt").unwrap_or(0);
+    let received_at = get_at(event, "receivedAt").unwrap_or_default();
     Ok(CopiedDelivery {
         event_id: get_str(event, "_id").into(),
         source: get_str(event, "source"),
@@ -241,11 +242,11 @@ fn copied_from(event: &Document, d: &Document) -> Result<CopiedDelivery, StoreEr
         attempts: get_i64(d, "attempts")
             .unwrap_or(0)
             .clamp(0, i64::from(u32::MAX)) as u32,
-        window_start: get_i64(d, "windowStart").unwrap_or(received_at),
-        next_attempt_at: get_i64(d, "nextAttemptAt").unwrap_or(0),
+        window_start: get_at(d, "windowStart").unwrap_or(received_at),
+        next_attempt_at: get_at(d, "nextAttemptAt").unwrap_or_default(),
         last_error: text("lastError"),
-        delivered_at: get_i64(d, "deliveredAt"),
+        delivered_at: get_at(d, "deliveredAt"),
         superseded_by: text("supersededBy"),
-        updated_at: get_i64(d, "updatedAt").unwrap_or(received_at),
+        updated_at: get_at(d, "updatedAt").unwrap_or(received_at),
     })
 }

@@ -18,6 +18,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use super::wal_sync::WalSyncer;
+use crate::clock::UnixMillis;
 use crate::domain::KfId;
 use crate::store::{InsertOutcome, NewEvent, Outcome, StoreError};
 
@@ -28,11 +29,11 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// Records one outcome on the open transaction; false when the claim no
 /// longer holds.
-pub type FinishFn = fn(&Connection, &Outcome, i64) -> Result<bool, StoreError>;
+pub type FinishFn = fn(&Connection, &Outcome, UnixMillis) -> Result<bool, StoreError>;
 
 enum Job {
     Insert(NewEvent, Reply<InsertOutcome>),
-    Finish(Vec<Outcome>, i64, Reply<Vec<bool>>),
+    Finish(Vec<Outcome>, UnixMillis, Reply<Vec<bool>>),
 }
 
 #[derive(Clone)]
@@ -61,7 +62,11 @@ impl GroupWriter {
     }
 
     /// Record delivery outcomes in the next group transaction.
-    pub async fn finish(&self, outcomes: Vec<Outcome>, now: i64) -> Result<Vec<bool>, StoreError> {
+    pub async fn finish(
+        &self,
+        outcomes: Vec<Outcome>,
+        now: UnixMillis,
+    ) -> Result<Vec<bool>, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.submit(Job::Finish(outcomes, now, reply), answer).await
     }
@@ -238,7 +243,7 @@ fn insert_deliveries(
             d.status().as_str(),
             e.received_at,
             d.lease.as_ref().map(|l| l.owner.as_str()),
-            d.lease.as_ref().map_or(0, |l| l.until),
+            d.lease.as_ref().map_or(UnixMillis::EPOCH, |l| l.until),
             d.lease.as_ref().map(|l| l.claim_id.as_str()),
             d.subscription_id,
         ])?;

@@ -6,6 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::statements::SQL;
 use super::SqliteStore;
+use crate::clock::UnixMillis;
 use crate::domain::{ClaimId, CorpId, DeliveryId, KfId, SubscriptionId};
 use crate::store::{
     AttemptResult, Claim, Delivery, InsertOutcome, NewEvent, Outcome, Queue, Retention, StoreError,
@@ -22,7 +23,7 @@ impl Queue for SqliteStore {
         self.run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             // Up to `limit` from each lane not skipped, then the earliest due of all.
-            let mut candidates: Vec<(i64, i64, String, Option<String>, bool)> = Vec::new();
+            let mut candidates: Vec<(UnixMillis, i64, String, Option<String>, bool)> = Vec::new();
             {
                 let mut stmt = tx.prepare_cached(&SQL.lane_candidates)?;
                 for lane in lanes(&tx)?
@@ -56,7 +57,7 @@ impl Queue for SqliteStore {
         .await
     }
 
-    async fn finish_attempt(&self, outcome: &Outcome, now: i64) -> Result<bool, StoreError> {
+    async fn finish_attempt(&self, outcome: &Outcome, now: UnixMillis) -> Result<bool, StoreError> {
         let outcome = outcome.clone();
         self.run(move |c| finish_one(c, &outcome, now)).await
     }
@@ -64,12 +65,16 @@ impl Queue for SqliteStore {
     async fn finish_attempts(
         &self,
         outcomes: &[Outcome],
-        now: i64,
+        now: UnixMillis,
     ) -> Result<Vec<bool>, StoreError> {
         self.writer.finish(outcomes.to_vec(), now).await
     }
 
-    async fn coalesce_parked(&self, kfs: &[(String, String)], now: i64) -> Result<u64, StoreError> {
+    async fn coalesce_parked(
+        &self,
+        kfs: &[(String, String)],
+        now: UnixMillis,
+    ) -> Result<u64, StoreError> {
         let kfs = kfs.to_vec();
         self.run(move |c| {
             let tx = c.transaction()?;
@@ -83,7 +88,12 @@ impl Queue for SqliteStore {
         .await
     }
 
-    async fn wake_kf(&self, corp_id: &CorpId, kf_id: &KfId, now: i64) -> Result<u64, StoreError> {
+    async fn wake_kf(
+        &self,
+        corp_id: &CorpId,
+        kf_id: &KfId,
+        now: UnixMillis,
+    ) -> Result<u64, StoreError> {
         let (corp, kf) = (corp_id.as_str().to_owned(), kf_id.as_str().to_owned());
         self.run(move |c| {
             let n = c.execute(&SQL.wake_kf, params![corp, kf, now])?;
@@ -92,7 +102,11 @@ impl Queue for SqliteStore {
         .await
     }
 
-    async fn wake_subscription(&self, id: &SubscriptionId, now: i64) -> Result<u64, StoreError> {
+    async fn wake_subscription(
+        &self,
+        id: &SubscriptionId,
+        now: UnixMillis,
+    ) -> Result<u64, StoreError> {
         let id = id.clone();
         self.run(move |c| {
             let n = c.execute(&SQL.wake_subscription, params![id, now])?;
@@ -117,7 +131,7 @@ impl Queue for SqliteStore {
         &self,
         owner: &str,
         held: &[(DeliveryId, ClaimId)],
-        until: i64,
+        until: UnixMillis,
     ) -> Result<Vec<DeliveryId>, StoreError> {
         let (owner, held) = (owner.to_owned(), held.to_vec());
         self.run(move |c| {
@@ -139,14 +153,14 @@ impl Queue for SqliteStore {
         .await
     }
 
-    async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
+    async fn next_due_at(&self) -> Result<Option<UnixMillis>, StoreError> {
         self.run(|c| {
             let mut next = None;
             let mut stmt = c.prepare_cached(&SQL.next_due_at)?;
             for lane in lanes(c)? {
-                let due: Option<i64> = stmt.query_row([lane], |r| r.get(0)).optional()?;
+                let due: Option<UnixMillis> = stmt.query_row([lane], |r| r.get(0)).optional()?;
                 if let Some(due) = due {
-                    next = Some(next.map_or(due, |n: i64| n.min(due)));
+                    next = Some(next.map_or(due, |n: UnixMillis| n.min(due)));
                 }
             }
             Ok(next)
@@ -154,7 +168,7 @@ impl Queue for SqliteStore {
         .await
     }
 
-    async fn redrive(&self, id: &DeliveryId, now: i64) -> Result<bool, StoreError> {
+    async fn redrive(&self, id: &DeliveryId, now: UnixMillis) -> Result<bool, StoreError> {
         let id = id.clone();
         self.run(move |c| {
             let n = c.execute(&SQL.redrive, params![id, now])?;
@@ -163,7 +177,7 @@ impl Queue for SqliteStore {
         .await
     }
 
-    async fn redrive_dead_of_kf(&self, kf_id: &KfId, now: i64) -> Result<u64, StoreError> {
+    async fn redrive_dead_of_kf(&self, kf_id: &KfId, now: UnixMillis) -> Result<u64, StoreError> {
         let kf = kf_id.as_str().to_owned();
         self.run(move |c| {
             let n = c.execute(&SQL.redrive_dead_of_kf, params![kf, now])?;
@@ -189,7 +203,7 @@ impl Queue for SqliteStore {
         .await
     }
 
-    async fn purge(&self, retention: &Retention, now: i64) -> Result<u64, StoreError> {
+    async fn purge(&self, retention: &Retention, now: UnixMillis) -> Result<u64, StoreError> {
         let cutoffs = retention.cutoffs(now);
         self.run(move |c| {
             let tx = c.transaction()?;
@@ -275,7 +289,7 @@ fn coalesce_wake_ups(
     tx: &Connection,
     corp: &str,
     kf: &str,
-    now: i64,
+    now: UnixMillis,
 ) -> Result<Option<(i64, u64)>, StoreError> {
     let newest: Option<i64> = tx
         .prepare_cached(&SQL.newest_waiting_wake_up)?
@@ -293,7 +307,11 @@ fn coalesce_wake_ups(
 }
 
 /// Record one attempt's outcome, guarded by its claim id.
-pub(super) fn finish_one(c: &Connection, outcome: &Outcome, now: i64) -> Result<bool, StoreError> {
+pub(super) fn finish_one(
+    c: &Connection,
+    outcome: &Outcome,
+    now: UnixMillis,
+) -> Result<bool, StoreError> {
     let (id, claim_id) = (&outcome.delivery, &outcome.claim);
     // Statements written once (`statements.rs`), so each is prepared once and cached.
     let n = match &outcome.result {

@@ -1,11 +1,13 @@
 //! What operators read from the embedded store.
 
 use async_trait::async_trait;
+
 use rusqlite::{params, OptionalExtension};
 
 use super::queue::{delivery_from_row, SELECT_DELIVERY};
 use super::statements::SQL;
 use super::SqliteStore;
+use crate::clock::UnixMillis;
 use crate::domain::{DeliveryId, KfId};
 use crate::store::{
     Delivery, DeliveryFilter, DeliveryStatus, KfSummary, OperatorReads, StoreError,
@@ -55,14 +57,16 @@ impl OperatorReads for SqliteStore {
         .await
     }
 
-    async fn queue_stats(&self) -> Result<Vec<(DeliveryStatus, u64, Option<i64>)>, StoreError> {
+    async fn queue_stats(
+        &self,
+    ) -> Result<Vec<(DeliveryStatus, u64, Option<UnixMillis>)>, StoreError> {
         self.scan(|c| {
             let mut stmt = c.prepare_cached(&SQL.queue_stats)?;
             let rows = stmt.query_map([], |r| {
                 Ok((
                     r.get::<_, DeliveryStatus>(0)?,
                     r.get::<_, i64>(1)? as u64,
-                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<UnixMillis>>(2)?,
                 ))
             })?;
             Ok(rows.collect::<Result<_, _>>()?)

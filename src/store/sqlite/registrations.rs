@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::SqliteStore;
+use crate::clock::UnixMillis;
 use crate::domain::{CorpId, CredentialSet, EndpointUrl, KfId, Puppet, Registration};
 use crate::store::seal::{corp_summaries, credential_sets, StoredCredentials};
 use crate::store::{CorpSummary, Registrations, Sealer, StoreError};
@@ -26,7 +27,11 @@ impl Registrations for SqliteStore {
         .await
     }
 
-    async fn save_registration(&self, reg: &Registration, now: i64) -> Result<(), StoreError> {
+    async fn save_registration(
+        &self,
+        reg: &Registration,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
         let r = reg.clone();
         let seal = |s: &str| self.sealer.seal(s);
         let (secret, token, key) = (
@@ -56,7 +61,7 @@ impl Registrations for SqliteStore {
         &self,
         kf_id: &KfId,
         corp_id: &CorpId,
-        now: i64,
+        now: UnixMillis,
     ) -> Result<bool, StoreError> {
         let (kf, corp) = (kf_id.as_str().to_owned(), corp_id.as_str().to_owned());
         self.run(move |c| {
@@ -74,8 +79,8 @@ impl Registrations for SqliteStore {
         &self,
         kf_id: &KfId,
         corp_id: &CorpId,
-        registered_at: Option<i64>,
-        now: i64,
+        registered_at: Option<UnixMillis>,
+        now: UnixMillis,
     ) -> Result<bool, StoreError> {
         let (kf, corp) = (kf_id.as_str().to_owned(), corp_id.as_str().to_owned());
         self.run(move |c| {
@@ -158,7 +163,7 @@ impl Registrations for SqliteStore {
         corp_id: &CorpId,
         new: &CredentialSet,
         previous_token: Option<&str>,
-        now: i64,
+        now: UnixMillis,
     ) -> Result<u64, StoreError> {
         let corp = corp_id.as_str().to_owned();
         let previous = previous_token.map(str::to_owned);
@@ -202,7 +207,7 @@ impl Registrations for SqliteStore {
         &self,
         kf_id: &KfId,
         endpoint: &EndpointUrl,
-        now: i64,
+        now: UnixMillis,
     ) -> Result<bool, StoreError> {
         let (kf, endpoint) = (kf_id.as_str().to_owned(), endpoint.as_str().to_owned());
         self.run(move |c| {
@@ -233,8 +238,8 @@ fn puppet_from_row(row: &Row<'_>, sealer: &Sealer) -> rusqlite::Result<Result<Pu
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Ok(Err(e)),
     };
     let online: bool = row.get("online")?;
-    let last_online_at: Option<i64> = row.get("last_online_at")?;
-    let offline_since: Option<i64> = row.get("offline_since")?;
+    let last_online_at: Option<UnixMillis> = row.get("last_online_at")?;
+    let offline_since: Option<UnixMillis> = row.get("offline_since")?;
     Ok(crate::store::puppet::build_puppet(
         &kf_id,
         kf_name,

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 
 use super::SqliteStore;
+use crate::clock::UnixMillis;
 use crate::domain::Secret;
 use crate::store::{StoreError, TokenCache, TokenRecord};
 
@@ -49,8 +50,8 @@ impl TokenCache for SqliteStore {
         &self,
         key: &str,
         owner: &str,
-        now: i64,
-        until: i64,
+        now: UnixMillis,
+        until: UnixMillis,
     ) -> Result<bool, StoreError> {
         let (key, owner) = (key.to_owned(), owner.to_owned());
         self.run(move |c| {
@@ -116,8 +117,8 @@ impl TokenCache for SqliteStore {
     async fn mark_token_forced(
         &self,
         key: &str,
-        now: i64,
-        not_before: i64,
+        now: UnixMillis,
+        not_before: UnixMillis,
     ) -> Result<bool, StoreError> {
         let key = key.to_owned();
         self.run(move |c| {
