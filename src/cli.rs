@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 
 use crate::clock::{Clock, SystemClock, UnixMillis};
-use crate::domain::{CorpId, KfId};
+use crate::domain::{CorpId, EndpointUrl, KfId};
 use crate::store::{DeliveryFilter, DeliveryStatus, Store};
 use crate::views::PuppetView;
 
@@ -29,6 +29,9 @@ pub enum PuppetsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Point a kfId at another endpoint: it is online there, and what
+    /// waited parked for it is delivered there.
+    Move { kf_id: String, endpoint: String },
 }
 
 #[derive(Subcommand)]
@@ -111,6 +114,21 @@ pub async fn puppets(store: Arc<dyn Store>, command: PuppetsCommand) -> anyhow::
                 })
                 .collect();
             print_table(&["KFID", "CORP", "STATE", "ENDPOINT", "LAST ONLINE"], &rows);
+            Ok(())
+        }
+        PuppetsCommand::Move { kf_id, endpoint } => {
+            let kf = KfId::parse(&kf_id)?;
+            let endpoint = EndpointUrl::parse(&endpoint)?;
+            let Some(woken) =
+                crate::delivery::move_puppet(store.as_ref(), &kf, &endpoint, SystemClock.now())
+                    .await?
+            else {
+                anyhow::bail!("{kf}: no such kfId");
+            };
+            println!(
+                "moved to {}: {woken} waiting wake-ups are due there (a running manager delivers them within a second)",
+                endpoint.as_str()
+            );
             Ok(())
         }
         PuppetsCommand::Show { kf_id, json } => {

@@ -21,3 +21,24 @@ pub use policy::RetryPolicy;
 pub use sender::{SendFailure, Sender};
 pub use settings::DeliveryConfig;
 pub use write_health::WriteHealth;
+
+use crate::clock::UnixMillis;
+use crate::domain::{EndpointUrl, KfId};
+use crate::store::{Store, StoreError};
+
+/// An operator moves a puppet (admin API or CLI): the kfId is online at its
+/// new endpoint, and the wake-ups that waited parked for it (it had been
+/// marked offline after connection failures, or deregistered) are due
+/// there at once, as after a registration. How many were woken, or `None`
+/// for an unknown kfId.
+pub async fn move_puppet(
+    store: &dyn Store,
+    kf_id: &KfId,
+    endpoint: &EndpointUrl,
+    now: UnixMillis,
+) -> Result<Option<u64>, StoreError> {
+    let Some(corp_id) = store.move_puppet(kf_id, endpoint, now).await? else {
+        return Ok(None);
+    };
+    store.wake_kf(&corp_id, kf_id, now).await.map(Some)
+}

@@ -228,7 +228,8 @@ pub(super) struct MoveBody {
     endpoint: Option<String>,
 }
 
-/// Operators may move a kfId to another endpoint without its credentials.
+/// Operators may move a kfId to another endpoint without its credentials;
+/// it is online there, and what waited parked for it is delivered there.
 #[utoipa::path(put, path = "/admin/api/puppets/{kfId}/endpoint", tag = "admin", params(("kfId" = inline(crate::domain::KfId), Path)), request_body(content = MoveBody, content_type = "application/json"), responses((status = 200, description = "Moved"), (status = 404, description = "Unknown kfId"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn move_puppet(
     state: web::Data<AppState>,
@@ -239,15 +240,15 @@ async fn move_puppet(
     let body: MoveBody = state.json_body(payload).await?;
     let endpoint = EndpointUrl::parse(body.endpoint.as_deref().unwrap_or(""))?;
     super::puppets::check_endpoint(&state, &endpoint).await?;
-    if !state
-        .store
-        .move_puppet(&kf, &endpoint, state.clock.now())
-        .await?
-    {
+    let moved =
+        crate::delivery::move_puppet(state.store.as_ref(), &kf, &endpoint, state.clock.now())
+            .await?;
+    let Some(woken) = moved else {
         return Err(PuppetApiError::NotFound("kfId is not registered"));
-    }
-    state.dispatcher.registration_changed(kf.as_str(), false);
-    tracing::info!(kf_id = %kf, endpoint = endpoint.as_str(), "puppet moved by an operator");
+    };
+    state.dispatcher.registration_changed(kf.as_str(), true);
+    state.dispatcher.wake();
+    tracing::info!(kf_id = %kf, endpoint = endpoint.as_str(), waiting = woken, "puppet moved by an operator");
     Ok(super::ok())
 }
 

@@ -104,13 +104,15 @@ pub trait Registrations: Send + Sync {
         now: UnixMillis,
     ) -> Result<u64, StoreError>;
 
-    /// Point a kfId at another endpoint (operators only).
+    /// Point a kfId at another endpoint (operators only) and take it as
+    /// online there, as a registration would: an operator moves a puppet
+    /// to where it runs now. Its corp, or `None` for an unknown kfId.
     async fn move_puppet(
         &self,
         kf_id: &KfId,
         endpoint: &EndpointUrl,
         now: UnixMillis,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Option<CorpId>, StoreError>;
 }
 
 /// The delivery queue: what production writes while accepting and delivering.

@@ -6,7 +6,8 @@ use crate::support::FakePuppet;
 use reqwest::Method;
 
 use crate::support::{
-    manual_clock, spawn_app, spawn_app_with, spawn_stepped_app, Corp, ADMIN_TOKEN as ADMIN,
+    eventually, manual_clock, spawn_app, spawn_app_with, spawn_stepped_app, vanished_endpoint,
+    Corp, ADMIN_TOKEN as ADMIN,
 };
 
 #[tokio::test]
@@ -262,6 +263,79 @@ async fn operators_can_rotate_credentials_and_move_a_puppet() {
     );
     assert_eq!(new_home.wait_for(1).await.len(), 1);
     assert!(old_home.received().is_empty());
+}
+
+/// A puppet's container was replaced without deregistering: after a few
+/// connection failures the kfId is offline and its wake-ups wait parked. An
+/// operator points it at the new container, by the admin API or the CLI:
+/// the kfId is online there and gets the newest wake-up at once, as after a
+/// registration (not at the puppet's next registration).
+#[tokio::test]
+async fn moving_an_unreachable_puppet_delivers_what_waited_to_its_new_endpoint() {
+    let app = spawn_app().await;
+    let corp = Corp::new("wwmoved");
+    let kfs = ["wkmoved-api", "wkmoved-cli"];
+    for kf in kfs {
+        app.register_ok(&corp, kf, &vanished_endpoint()).await;
+        for i in 0..3 {
+            let resp = app.post_kf_event(&corp, kf, &format!("{kf}-{i}")).await;
+            assert_eq!(resp.status(), 200);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for kf in kfs {
+        eventually(Duration::from_secs(10), async || {
+            let offline =
+                app.admin_json(&format!("/puppets/{kf}")).await["puppet"]["online"] == false;
+            let waiting = app.deliveries_of(kf).await;
+            let parked = waiting.iter().any(|d| d["status"] == "parked")
+                && waiting
+                    .iter()
+                    .all(|d| d["status"] == "parked" || d["status"] == "superseded");
+            (offline && parked).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("{kf}: offline with its wake-ups parked"));
+    }
+
+    let by_api = FakePuppet::start().await;
+    let resp = app
+        .admin(Method::PUT, "/puppets/wkmoved-api/endpoint")
+        .json(&serde_json::json!({"endpoint": by_api.url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let got = by_api.wait_for(1).await;
+    assert_eq!(
+        corp.tokens_in(&got),
+        ["wkmoved-api-2"],
+        "the newest wake-up"
+    );
+    let shown = app.admin_json("/puppets/wkmoved-api").await;
+    assert_eq!(shown["puppet"]["online"], true, "{shown}");
+
+    let by_cli = FakePuppet::start().await;
+    let out = app.cli(&["puppets", "move", "wkmoved-cli", &by_cli.url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = by_cli.wait_for(1).await;
+    assert_eq!(
+        corp.tokens_in(&got),
+        ["wkmoved-cli-2"],
+        "the newest wake-up"
+    );
+
+    let out = app.cli(&["puppets", "move", "wknobody", &by_cli.url]);
+    assert!(!out.status.success(), "an unknown kfId is an error");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("wknobody: no such kfId"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// With `MONGO_COMMAND_COUNTS`, `/metrics` shows what the manager asked of

@@ -214,7 +214,8 @@ async fn a_stored_endpoint_in_a_refused_range_is_not_delivered_to() {
             UnixMillis::from_millis(1)
         )
         .await
-        .unwrap());
+        .unwrap()
+        .is_some());
     assert_eq!(app.post_kf_event(&corp, "wkolder", "T").await.status(), 200);
     let item = failed_delivery(&app, "wkolder").await;
     assert_eq!(

@@ -10,25 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::{
-    eventually, follow_xml, since_acknowledged, spawn_app, spawn_app_with, Corp, FakePuppet,
-    ManagerProcess, OwnMongo, TestApp, WxApp,
+    eventually, follow_xml, since_acknowledged, spawn_app, spawn_app_with, vanished_endpoint, Corp,
+    FakePuppet, ManagerProcess, OwnMongo, TestApp, WxApp,
 };
-
-/// An address where nothing listens any more: a stopped container.
-fn vanished_endpoint() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}")
-}
-
-async fn deliveries_of(app: &TestApp, kf: &str) -> Vec<serde_json::Value> {
-    app.admin_json(&format!("/deliveries?kfId={kf}&limit=500"))
-        .await["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
 
 #[tokio::test]
 async fn a_puppet_that_vanished_is_shown_offline_and_its_wake_ups_park_until_it_registers() {
@@ -57,7 +41,7 @@ async fn a_puppet_that_vanished_is_shown_offline_and_its_wake_ups_park_until_it_
     // Its wake-ups wait parked (or stood aside for a newer one): none keeps
     // retrying one by one.
     let settled = eventually(Duration::from_secs(5), async || {
-        let all = deliveries_of(&app, kf).await;
+        let all = app.deliveries_of(kf).await;
         all.iter()
             .all(|d| d["status"] == "parked" || d["status"] == "superseded")
             .then_some(all)
@@ -69,7 +53,8 @@ async fn a_puppet_that_vanished_is_shown_offline_and_its_wake_ups_park_until_it_
         .map(|d| d["attempts"].as_u64().unwrap())
         .sum();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let later: u64 = deliveries_of(&app, kf)
+    let later: u64 = app
+        .deliveries_of(kf)
         .await
         .iter()
         .map(|d| d["attempts"].as_u64().unwrap())

@@ -412,6 +412,15 @@ impl TestApp {
         resp.json().await.unwrap()
     }
 
+    /// The deliveries of a kfId, as the admin API lists them.
+    pub async fn deliveries_of(&self, kf: &str) -> Vec<serde_json::Value> {
+        self.admin_json(&format!("/deliveries?kfId={kf}&limit=500"))
+            .await["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// The OpenAPI document the app serves.
     pub async fn openapi(&self) -> serde_json::Value {
         self.get("/admin/api/openapi.json")

@@ -16,6 +16,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// An address where nothing listens any more: a stopped container.
+pub fn vanished_endpoint() -> String {
+    format!("http://127.0.0.1:{}", free_port())
+}
+
 /// The sync tokens in what a puppet received, with how often each came.
 pub fn delivered_tokens(received: &[Received], corp: &Corp) -> HashMap<String, usize> {
     let mut counts = HashMap::new();

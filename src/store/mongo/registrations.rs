@@ -194,15 +194,24 @@ impl Registrations for MongoStore {
         kf_id: &KfId,
         endpoint: &EndpointUrl,
         now: UnixMillis,
-    ) -> Result<bool, StoreError> {
-        let r = self
+    ) -> Result<Option<CorpId>, StoreError> {
+        let moved = self
             .puppets
-            .update_one(
+            .find_one_and_update(
                 doc! {"kfOpenId": kf_id.as_str()},
-                doc! {"$set": {"botEndpoint": endpoint.as_str(), "updatedAt": now_date(now)}},
+                doc! {"$set": {
+                    "botEndpoint": endpoint.as_str(), "online": true,
+                    "lastOnlineDate": now_date(now), "updatedAt": now_date(now),
+                }, "$unset": {"offlineSince": ""}},
             )
+            .projection(doc! {"corpId": 1})
             .await?;
-        Ok(r.matched_count > 0)
+        moved
+            .map(|d| {
+                CorpId::parse(d.get_str("corpId").unwrap_or_default())
+                    .map_err(|_| StoreError::Corrupt(format!("puppet {kf_id}: corp id")))
+            })
+            .transpose()
     }
 }
 

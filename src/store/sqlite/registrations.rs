@@ -208,16 +208,24 @@ impl Registrations for SqliteStore {
         kf_id: &KfId,
         endpoint: &EndpointUrl,
         now: UnixMillis,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<CorpId>, StoreError> {
         let (kf, endpoint) = (kf_id.as_str().to_owned(), endpoint.as_str().to_owned());
-        self.run(move |c| {
-            let n = c.execute(
-                "UPDATE puppets SET endpoint = ?2, updated_at = ?3 WHERE kf_id = ?1",
-                params![kf, endpoint, now],
-            )?;
-            Ok(n > 0)
+        let corp: Option<String> = self
+            .run(move |c| {
+                Ok(c.query_row(
+                    "UPDATE puppets SET endpoint = ?2, online = 1, last_online_at = ?3,
+                       offline_since = NULL, updated_at = ?3
+                     WHERE kf_id = ?1 RETURNING corp_id",
+                    params![kf, endpoint, now],
+                    |r| r.get(0),
+                )
+                .optional()?)
+            })
+            .await?;
+        corp.map(|c| {
+            CorpId::parse(&c).map_err(|_| StoreError::Corrupt(format!("puppet {kf_id}: corp id")))
         })
-        .await
+        .transpose()
     }
 }
 
