@@ -8,10 +8,14 @@ COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && echo 'fn main() {}' > benches/protocol.rs \
     && cargo build --release --locked --bin wxkf-manager 2>/dev/null || true
+COPY build.rs ./
 COPY src ./src
 COPY migrations ./migrations
 COPY benches ./benches
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin wxkf-manager
+# The commit `--version` prints (the build context has no .git):
+# docker build --build-arg WXKF_COMMIT=$(git describe --always --dirty) .
+ARG WXKF_COMMIT=unknown
+RUN touch src/main.rs src/lib.rs && WXKF_COMMIT="$WXKF_COMMIT" cargo build --release --locked --bin wxkf-manager
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod delivery;
 pub mod directory;
 pub mod domain;
+pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod simulate;

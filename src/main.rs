@@ -4,10 +4,18 @@ use wxkf_manager::cli_channels;
 use wxkf_manager::config::Config;
 use wxkf_manager::startup::{open_store, Application};
 
+/// The release and the commit it was built from (see build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("WXKF_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "wxkf-manager",
-    version,
+    version = VERSION,
     about = "WeCom customer-service callback manager"
 )]
 struct Cli {

@@ -1,12 +1,17 @@
 //! Prometheus metrics (OpenMetrics text at `/metrics`). Labels are fixed,
 //! small sets (outcomes, statuses, WeCom errcodes): never an id or a secret.
 
+use std::time::Duration;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+use crate::clock::{Clock, SystemClock};
+use crate::history::History;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallbackLabels {
@@ -39,8 +44,20 @@ pub struct ErrcodeLabels {
     pub errcode: i64,
 }
 
+/// What a delivery attempt came to, as `wxkf_deliveries_total` labels it.
+pub const DELIVERY_OUTCOMES: [&str; 6] = [
+    "delivered",
+    "failed",
+    "dead",
+    "parked",
+    "superseded",
+    "released",
+];
+
 pub struct Metrics {
     registry: Registry,
+    /// The last hour by minute, for the dashboard (not exported).
+    pub history: History,
     pub callbacks: Family<CallbackLabels, Counter>,
     pub decrypt_seconds: Histogram,
     pub ack_seconds: Histogram,
@@ -51,7 +68,12 @@ pub struct Metrics {
     pub token_hits: Counter,
     pub token_misses: Counter,
     pub token_upstream: Family<ErrcodeLabels, Counter>,
+    /// Refreshes that got no token: `refused` (an errcode) or `unreachable`.
+    pub token_refresh_failures: Family<ReasonLabels, Counter>,
     pub puppets_unreachable: Counter,
+    /// 1 while the store answers and accepts writes (as `/readyz`), set at
+    /// each scrape.
+    pub store_ready: Gauge,
     pub claim_seconds: Histogram,
     pub store_write_failures: Family<ReasonLabels, Counter>,
     /// MongoDB commands sent since start, by command name, and the
@@ -75,14 +97,27 @@ impl Default for Metrics {
             token_hits: Counter::default(),
             token_misses: Counter::default(),
             token_upstream: Family::default(),
+            token_refresh_failures: Family::default(),
             puppets_unreachable: Counter::default(),
+            store_ready: Gauge::default(),
             // 50 µs .. ~3 s
             claim_seconds: Histogram::new(exponential_buckets(0.000_05, 2.5, 13)),
             store_write_failures: Family::default(),
             store_commands: Family::default(),
             store_documents_written: Family::default(),
             registry: Registry::default(),
+            history: History::default(),
         };
+        registry.register(
+            "store_ready",
+            "1 while the store answers and accepts writes (as /readyz), 0 otherwise",
+            m.store_ready.clone(),
+        );
+        registry.register(
+            "token_refresh_failures",
+            "Access-token refreshes that got no token, by reason (refused, unreachable)",
+            m.token_refresh_failures.clone(),
+        );
         registry.register(
             "callbacks",
             "Callbacks received, by kind and outcome",
@@ -158,6 +193,33 @@ impl Default for Metrics {
             "Documents MongoDB commands wrote since start, by command (MONGO_COMMAND_COUNTS)",
             m.store_documents_written.clone(),
         );
+        // Series an alert takes `increase()` of exist from the start, at 0:
+        // a counter first seen at 1 would never count as an increase.
+        for outcome in DELIVERY_OUTCOMES {
+            drop(m.deliveries.get_or_create(&OutcomeLabels { outcome }));
+        }
+        for reason in ["disk_full", "unavailable", "other"] {
+            drop(
+                m.store_write_failures
+                    .get_or_create(&ReasonLabels { reason }),
+            );
+        }
+        for reason in ["refused", "unreachable"] {
+            drop(
+                m.token_refresh_failures
+                    .get_or_create(&ReasonLabels { reason }),
+            );
+        }
+        for kind in ["encrypted", "decrypted", "wechat"] {
+            drop(m.callbacks.get_or_create(&CallbackLabels {
+                kind,
+                outcome: "accepted",
+            }));
+        }
+        drop(
+            m.token_upstream
+                .get_or_create(&ErrcodeLabels { errcode: 0 }),
+        );
         Self { registry, ..m }
     }
 }
@@ -167,12 +229,22 @@ impl Metrics {
         self.callbacks
             .get_or_create(&CallbackLabels { kind, outcome })
             .inc();
+        if outcome == "accepted" {
+            self.history.accepted(SystemClock.now(), kind);
+        }
     }
 
     pub fn delivery(&self, outcome: &'static str) {
         self.deliveries
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+        self.history.delivery(SystemClock.now(), outcome);
+    }
+
+    /// A delivery succeeded `latency` after its event was accepted.
+    pub fn delivered_after(&self, latency: Duration) {
+        self.delivery_latency_seconds.observe(latency.as_secs_f64());
+        self.history.delivered_after(SystemClock.now(), latency);
     }
 
     pub fn encode(&self) -> String {

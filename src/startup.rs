@@ -22,6 +22,8 @@ use crate::tokens::TokenService;
 
 /// How often the in-memory credentials are re-read from the store.
 const CREDENTIAL_REFRESH: Duration = Duration::from_secs(5);
+/// How often what waits per target is noted for the dashboard's chart.
+const BACKLOG_SAMPLE: Duration = Duration::from_secs(60);
 
 pub struct Application {
     port: u16,
@@ -31,6 +33,8 @@ pub struct Application {
     store: Arc<dyn Store>,
     credentials: Arc<CredentialCache>,
     directory: Arc<Directory>,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
 }
 
 /// Open the configured store: MongoDB when `MONGO_URI` is set, else the
@@ -199,11 +203,11 @@ impl Application {
             credentials: credentials.clone(),
             directory: directory.clone(),
             dispatcher: dispatcher.handle(),
-            clock,
+            clock: clock.clone(),
             config: Arc::new(config),
             upstream,
             tokens,
-            metrics,
+            metrics: metrics.clone(),
             endpoint_guard,
             register_limit,
         });
@@ -222,6 +226,8 @@ impl Application {
             store,
             credentials,
             directory,
+            metrics,
+            clock,
         })
     }
 
@@ -255,9 +261,23 @@ impl Application {
             }
         });
         let directory = tokio::spawn(self.directory.clone().keep_fresh(self.store.clone()));
+        let (store, metrics, clock) =
+            (self.store.clone(), self.metrics.clone(), self.clock.clone());
+        let sampler = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(BACKLOG_SAMPLE);
+            loop {
+                tick.tick().await;
+                let sampled =
+                    crate::history::sample_backlogs(store.as_ref(), &metrics.history, clock.now());
+                if let Err(e) = sampled.await {
+                    tracing::warn!(error = %e, "sampling what waits for the dashboard failed");
+                }
+            }
+        });
         let served = self.server.await;
         refresher.abort();
         directory.abort();
+        sampler.abort();
         let _ = stop_tx.send(true);
         if let Some(dispatcher) = dispatcher {
             let _ = dispatcher.await;

@@ -159,7 +159,8 @@ pub struct SubscriptionPatch {
     /// A source cannot change (400 naming it), so the document leaves it out.
     #[schema(ignore)]
     pub source: Option<String>,
-    #[schema(value_type = EndpointUrl, inline, required = false)]
+    /// `null`, like a missing field, leaves the endpoint as it is.
+    #[schema(value_type = EndpointUrl, inline, required = false, nullable)]
     pub endpoint: Option<String>,
     pub filter: Option<SubscriptionFilter>,
     #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]{0,256}$")]

@@ -17,7 +17,8 @@ const MAX_PAGE: usize = 500;
 
 /// One resource per path, so that a method it does not serve is 405.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/puppets").get(list_puppets))
+    cfg.service(web::resource("/overview").get(super::overview::overview))
+        .service(web::resource("/puppets").get(list_puppets))
         .service(
             web::resource("/puppets/{kf_id}")
                 .get(show_puppet)
@@ -230,7 +231,7 @@ pub(super) struct MoveBody {
 
 /// Operators may move a kfId to another endpoint without its credentials;
 /// it is online there, and what waited parked for it is delivered there.
-#[utoipa::path(put, path = "/admin/api/puppets/{kfId}/endpoint", tag = "admin", params(("kfId" = inline(crate::domain::KfId), Path)), request_body(content = MoveBody, content_type = "application/json"), responses((status = 200, description = "Moved"), (status = 404, description = "Unknown kfId"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(put, path = "/admin/api/puppets/{kfId}/endpoint", tag = "admin", params(("kfId" = inline(crate::domain::KfId), Path)), request_body(content = MoveBody, content_type = "application/json"), responses((status = 413, description = "Body over 16 KiB"), (status = 200, description = "Moved"), (status = 404, description = "Unknown kfId"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn move_puppet(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -272,7 +273,7 @@ pub(super) struct RotateBody {
     previous_token: Option<String>,
 }
 
-#[utoipa::path(put, path = "/admin/api/corps/{corpId}/credentials", tag = "admin", params(("corpId" = inline(crate::domain::CorpId), Path)), request_body(content = RotateBody, content_type = "application/json"), responses((status = 200, description = "{updated}"), (status = 404, description = "No puppet uses these credentials"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(put, path = "/admin/api/corps/{corpId}/credentials", tag = "admin", params(("corpId" = inline(crate::domain::CorpId), Path)), request_body(content = RotateBody, content_type = "application/json"), responses((status = 413, description = "Body over 16 KiB"), (status = 200, description = "{updated}"), (status = 404, description = "No puppet uses these credentials"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn rotate_credentials(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -323,7 +324,30 @@ pub async fn dashboard(state: web::Data<AppState>) -> HttpResponse {
         .content_type("text/html; charset=utf-8")
         .insert_header((
             "content-security-policy",
-            "default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline'",
+            "default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline' 'self'",
         ))
         .body(include_str!("static/dashboard.html"))
+}
+
+/// The chart library the dashboard embeds: uPlot (MIT), bundled into the
+/// binary from its npm package (`scripts/vendor/uplot`).
+pub(super) async fn uplot_js() -> HttpResponse {
+    vendored(
+        "text/javascript; charset=utf-8",
+        include_str!("static/vendor/uplot/uPlot.iife.min.js"),
+    )
+}
+
+pub(super) async fn uplot_css() -> HttpResponse {
+    vendored(
+        "text/css; charset=utf-8",
+        include_str!("static/vendor/uplot/uPlot.min.css"),
+    )
+}
+
+fn vendored(content_type: &'static str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header(("cache-control", "public, max-age=86400"))
+        .body(body)
 }

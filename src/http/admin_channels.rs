@@ -51,7 +51,7 @@ async fn changed(state: &AppState) -> Result<(), PuppetApiError> {
     Ok(())
 }
 
-#[utoipa::path(put, path = "/admin/api/apps/{appId}", tag = "channels", params(("appId" = inline(crate::domain::AppId), Path)), request_body(content = crate::domain::AppBody, content_type = "application/json"), responses((status = 200, description = "The app, without secrets", body = crate::views::AppView), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(put, path = "/admin/api/apps/{appId}", tag = "channels", params(("appId" = inline(crate::domain::AppId), Path)), request_body(content = crate::domain::AppBody, content_type = "application/json"), responses((status = 413, description = "Body over 16 KiB"), (status = 200, description = "The app, without secrets", body = crate::views::AppView), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn put_app(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -120,7 +120,7 @@ async fn known_app(state: &AppState, raw: &str) -> Result<AppId, PuppetApiError>
 }
 
 /// Issue a key for downstream systems (§6.4): shown in this answer only.
-#[utoipa::path(post, path = "/admin/api/apps/{appId}/keys", tag = "channels", params(("appId" = inline(crate::domain::AppId), Path)), request_body(content = KeyBody, content_type = "application/json"), responses((status = 201, description = "{id, key, description, createdAt}: the key is shown only here"), (status = 404, description = "Unknown app"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(post, path = "/admin/api/apps/{appId}/keys", tag = "channels", params(("appId" = inline(crate::domain::AppId), Path)), request_body(content = KeyBody, content_type = "application/json"), responses((status = 413, description = "Body over 16 KiB"), (status = 201, description = "{id, key, description, createdAt}: the key is shown only here"), (status = 404, description = "Unknown app"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn issue_key(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -168,7 +168,7 @@ async fn revoke_key(
     Ok(super::ok())
 }
 
-#[utoipa::path(post, path = "/admin/api/subscriptions", tag = "channels", request_body(content = crate::domain::SubscriptionBody, content_type = "application/json"), responses((status = 201, description = "{id, source, endpoint, filter, description, secret}: the secret is shown only here"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(post, path = "/admin/api/subscriptions", tag = "channels", request_body(content = crate::domain::SubscriptionBody, content_type = "application/json"), responses((status = 413, description = "Body over 16 KiB"), (status = 201, description = "{id, source, endpoint, filter, description, secret}: the secret is shown only here"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn create_subscription(
     state: web::Data<AppState>,
     payload: web::Payload,
@@ -235,7 +235,7 @@ async fn show_subscription(
     Ok(HttpResponse::Ok().json(SubscriptionView::from(&subscription)))
 }
 
-#[utoipa::path(patch, path = "/admin/api/subscriptions/{id}", tag = "channels", params(("id" = String, Path)), request_body(content = crate::domain::SubscriptionPatch, content_type = "application/json"), responses((status = 200, description = "The subscription, without its secret", body = crate::views::SubscriptionView), (status = 404, description = "Unknown subscription"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(patch, path = "/admin/api/subscriptions/{id}", tag = "channels", params(("id" = String, Path)), request_body(content = crate::domain::SubscriptionPatch, content_type = "application/json"), responses((status = 413, description = "Body over 16 KiB"), (status = 200, description = "The subscription, without its secret", body = crate::views::SubscriptionView), (status = 404, description = "Unknown subscription"), (status = 400, description = "Invalid parameter or body, naming the field"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 503, description = "Store unavailable")))]
 async fn change_subscription(
     state: web::Data<AppState>,
     path: web::Path<String>,

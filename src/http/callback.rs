@@ -41,7 +41,7 @@ impl SignedQuery {
         let q = req.query_string();
         let get = |name: &'static str| {
             param(q, name)
-                .filter(|v| !v.is_empty() && v.len() <= 256)
+                .filter(|v| !v.is_empty() && v.chars().count() <= 256)
                 .ok_or_else(|| {
                     CallbackError::BadRequest(format!("query parameter {name} missing or invalid"))
                 })
@@ -261,7 +261,7 @@ pub(super) struct DecryptedBody {
 }
 
 /// POST: a gateway that already decrypted sends `{token, openKfId}`.
-#[utoipa::path(post, path = "/callback/decrypted/{corpId}", tag = "callbacks", params(("corpId" = inline(crate::domain::CorpId), Path)), request_body(content = DecryptedBody, content_type = "application/json"), responses((status = 200, description = "roger (stored durably)"), (status = 400, description = "Malformed"), (status = 404, description = "No credentials for this corp"), (status = 503, description = "Store unavailable")))]
+#[utoipa::path(post, path = "/callback/decrypted/{corpId}", tag = "callbacks", params(("corpId" = inline(crate::domain::CorpId), Path)), request_body(content = DecryptedBody, content_type = "application/json"), responses((status = 413, description = "Body over 16 KiB"), (status = 200, description = "roger (stored durably)"), (status = 400, description = "Malformed"), (status = 404, description = "No credentials for this corp"), (status = 503, description = "Store unavailable")))]
 #[tracing::instrument(name = "callback", level = "debug", skip_all, fields(kind = "decrypted", corp_id = %path.as_str(), kf_id))]
 async fn decrypted(
     state: web::Data<AppState>,

@@ -40,7 +40,10 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "OpenMetrics text")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let now = state.clock.now();
-    match tokio::time::timeout(Duration::from_secs(2), state.store.queue_stats()).await {
+    let stats = tokio::time::timeout(Duration::from_secs(2), state.store.queue_stats()).await;
+    let ready = matches!(stats, Ok(Ok(_))) && state.dispatcher.write_health().refusing().is_none();
+    state.metrics.store_ready.set(i64::from(ready));
+    match stats {
         Ok(Ok(stats)) => {
             for status in [
                 DeliveryStatus::Pending,

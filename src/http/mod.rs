@@ -8,6 +8,7 @@ mod callback;
 mod error;
 mod health;
 mod openapi;
+mod overview;
 pub mod puppets;
 pub mod query;
 mod rate_limit;
@@ -93,6 +94,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .configure(tokens::routes),
         )
         .service(web::resource(["/admin/", "/admin"]).get(admin::dashboard))
+        .service(web::resource("/admin/uplot.js").get(admin::uplot_js))
+        .service(web::resource("/admin/uplot.css").get(admin::uplot_css))
         .service(web::resource("/admin/api/openapi.json").get(openapi::openapi_json))
         .service(
             web::scope("/admin/api")

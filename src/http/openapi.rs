@@ -22,6 +22,7 @@ use utoipa::OpenApi;
         super::callback::verify_url,
         super::callback::encrypted,
         super::callback::decrypted,
+        super::overview::overview,
         super::admin::list_puppets,
         super::admin::show_puppet,
         super::admin::delete_puppet,

@@ -86,7 +86,7 @@ fn app_of(state: &AppState, raw: &str) -> Result<std::sync::Arc<App>, CallbackEr
 /// A query parameter WeChat always sends.
 fn required(req: &HttpRequest, name: &'static str) -> Result<String, CallbackError> {
     param(req.query_string(), name)
-        .filter(|v| !v.is_empty() && v.len() <= 256)
+        .filter(|v| !v.is_empty() && v.chars().count() <= 256)
         .ok_or_else(|| {
             CallbackError::BadRequest(format!("query parameter {name} missing or invalid"))
         })
@@ -95,7 +95,7 @@ fn required(req: &HttpRequest, name: &'static str) -> Result<String, CallbackErr
 /// A signature parameter: missing is unsigned (401), like a wrong one.
 fn signature(req: &HttpRequest, name: &'static str) -> Result<String, CallbackError> {
     param(req.query_string(), name)
-        .filter(|v| !v.is_empty() && v.len() <= 256)
+        .filter(|v| !v.is_empty() && v.chars().count() <= 256)
         .ok_or(CallbackError::BadSignature)
 }
 

@@ -8,6 +8,7 @@
 //! expressed here as store operations so every backend implements them
 //! atomically in its own way.
 
+mod backlog;
 mod channels;
 mod error;
 mod event;
@@ -22,6 +23,7 @@ pub mod transfer;
 
 use async_trait::async_trait;
 
+pub use backlog::{Backlog, BacklogCount, LatestError, Target};
 pub use error::StoreError;
 pub use event::{
     AttemptResult, Claim, CorpSummary, Delivery, DeliveryFilter, DeliveryStatus, InsertOutcome,
@@ -254,6 +256,10 @@ pub trait OperatorReads: Send + Sync {
     async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError>;
 
     async fn kf_summary(&self, kf_id: &KfId) -> Result<KfSummary, StoreError>;
+
+    /// What waits for each target (pending, parked, dead), the longest
+    /// waiting first (`Backlog::gather`).
+    async fn backlogs(&self) -> Result<Vec<Backlog>, StoreError>;
 
     /// (status, count, oldest received_at) of the waiting states, for metrics.
     async fn queue_stats(

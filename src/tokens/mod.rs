@@ -336,6 +336,17 @@ impl TokenService {
         forced: bool,
     ) -> Result<TokenAnswer, StoreError> {
         let fetched = self.fetch(source, forced).await;
+        let failed = match &fetched {
+            Upstream::Token { .. } => None,
+            Upstream::Error { .. } => Some("refused"),
+            Upstream::Unreachable(_) => Some("unreachable"),
+        };
+        if let Some(reason) = failed {
+            self.metrics
+                .token_refresh_failures
+                .get_or_create(&crate::metrics::ReasonLabels { reason })
+                .inc();
+        }
         let now = self.clock.now();
         let mut record = TokenRecord {
             fetched_at: now,

@@ -127,6 +127,26 @@ async fn the_url_check_answers_echostr_as_sent_only_to_the_apps_token() {
     );
 }
 
+/// The document says a nonce is 1 to 256 characters: 256 Chinese ones (768
+/// bytes) are accepted as the document says, 257 are not.
+#[tokio::test]
+async fn query_parameters_are_limited_in_characters_as_the_document_says() {
+    let app = spawn_app().await;
+    let wx = WxApp::new();
+    app.put_app(&wx, "official_account", json!({})).await;
+    let check = |nonce: String| {
+        let signature = wxkf_manager::wecom::sign(&wx.token, "1700000000", &nonce, "");
+        format!(
+            "/wechat/{}?signature={signature}&timestamp=1700000000&nonce={}&echostr=hi",
+            wx.id,
+            url_escape(&nonce)
+        )
+    };
+    let (status, body) = text(app.get(&check("随".repeat(256))).await).await;
+    assert_eq!((status, body.as_str()), (200, "hi"));
+    assert_eq!(app.get(&check("随".repeat(257))).await.status(), 400);
+}
+
 #[tokio::test]
 async fn a_plaintext_push_reaches_its_subscriber_once_signed_as_standard_webhooks_says() {
     let app = spawn_app().await;

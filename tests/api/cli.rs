@@ -157,3 +157,32 @@ async fn apps_and_subscriptions_from_the_command_line_reach_the_running_manager(
     }
     assert_eq!(crm.wait_for(1).await.len(), 1);
 }
+
+/// `--version` names the release and the commit it was built from (a
+/// debug build says "unknown" rather than a stale commit; see build.rs).
+#[test]
+fn version_names_the_release_and_the_commit() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wxkf-manager"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap();
+    let rest = line
+        .trim()
+        .strip_prefix(concat!(
+            "wxkf-manager ",
+            env!("CARGO_PKG_VERSION"),
+            " (commit "
+        ))
+        .unwrap_or_else(|| panic!("{line}"));
+    let commit = rest.strip_suffix(')').unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        commit == "unknown"
+            || commit
+                .trim_end_matches("-dirty")
+                .chars()
+                .all(|c| c.is_ascii_hexdigit()),
+        "{line}"
+    );
+}

@@ -12,6 +12,7 @@
 mod support;
 
 mod admin;
+mod alerting;
 mod callback;
 mod channels;
 mod cli;

@@ -1700,3 +1700,96 @@ async fn apps_subscriptions_and_operator_credentials_keep_their_secrets_sealed()
         assert!(!store.delete_app(&app_id).await.unwrap(), "{name}: gone");
     }
 }
+
+/// What waits for each target, as the dashboard shows it: one row per
+/// puppet and subscription with something pending, parked or dead, with
+/// the oldest still to be sent (a dead letter waits for nobody) and the
+/// latest error; the longest waiting first, a target with nothing left
+/// not at all.
+#[tokio::test]
+async fn backlogs_count_each_target_with_its_oldest_waiting_and_latest_error() {
+    use wxkf_manager::store::{NewDelivery, Target};
+    let to_crm = |token: &str, ms: i64| {
+        let mut e = event("wwback", "wkback", token, ms);
+        e.deliveries = vec![NewDelivery::to_subscription(
+            CorpId::parse("wwback").unwrap(),
+            &"sub-crm".into(),
+        )];
+        e
+    };
+    let plain = |kf: &str, token: &str, ms: i64| {
+        let mut e = event("wwback", kf, token, ms);
+        e.deliveries[0].coalesce = false;
+        e
+    };
+    for (name, store) in backends().await.stores {
+        assert!(
+            store.backlogs().await.unwrap().is_empty(),
+            "{name}: nothing waits"
+        );
+        store.insert_event(&to_crm("S1", 1_000)).await.unwrap();
+        let retry = AttemptResult::Retry {
+            next_attempt_at: at(60_000),
+            error: "HTTP 503".into(),
+        };
+        finish_as(&store, &to_crm("S2", 2_000), 6_000, retry).await;
+        let dead = AttemptResult::Dead {
+            error: "HTTP 500".into(),
+        };
+        finish_as(&store, &to_crm("S3", 500), 7_000, dead).await;
+        finish_as(
+            &store,
+            &plain("wkb1", "P1", 3_000),
+            5_000,
+            AttemptResult::Parked,
+        )
+        .await;
+        let unreachable = AttemptResult::Dead {
+            error: "connection failed".into(),
+        };
+        finish_as(&store, &plain("wkb1", "P2", 4_000), 5_500, unreachable).await;
+        finish_as(
+            &store,
+            &plain("wkb2", "D1", 100),
+            200,
+            AttemptResult::Delivered,
+        )
+        .await;
+
+        let rows: Vec<_> = store
+            .backlogs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| {
+                (
+                    b.target,
+                    (b.pending, b.parked, b.dead),
+                    b.oldest_waiting,
+                    b.last_error,
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (
+                    Target::Subscription("sub-crm".into()),
+                    (2, 0, 1),
+                    Some(at(1_000)),
+                    Some("HTTP 500".to_owned())
+                ),
+                (
+                    Target::Puppet {
+                        corp_id: "wwback".into(),
+                        kf_id: "wkb1".into()
+                    },
+                    (0, 1, 1),
+                    Some(at(3_000)),
+                    Some("connection failed".to_owned())
+                ),
+            ],
+            "{name}"
+        );
+    }
+}

@@ -170,8 +170,7 @@ impl Dispatcher {
             AttemptResult::Released => "released",
         });
         if *result == AttemptResult::Delivered {
-            let latency = now.since(event.received_at).as_secs_f64();
-            self.metrics.delivery_latency_seconds.observe(latency);
+            self.metrics.delivered_after(now.since(event.received_at));
         }
     }
 }

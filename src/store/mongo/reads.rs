@@ -7,9 +7,10 @@ use mongodb::bson::{doc, Document};
 use super::event_docs::{deliveries_of, Each};
 use super::{get_at, get_i64, MongoStore};
 use crate::clock::UnixMillis;
-use crate::domain::{DeliveryId, KfId};
+use crate::domain::{DeliveryId, KfId, SubscriptionId};
 use crate::store::{
-    Delivery, DeliveryFilter, DeliveryStatus, KfSummary, OperatorReads, StoreError,
+    Backlog, BacklogCount, Delivery, DeliveryFilter, DeliveryStatus, KfSummary, LatestError,
+    OperatorReads, StoreError, Target,
 };
 
 #[async_trait]
@@ -81,6 +82,82 @@ impl OperatorReads for MongoStore {
             dead: count(DeliveryStatus::Dead).await?,
             last_delivered_at,
         })
+    }
+
+    async fn backlogs(&self) -> Result<Vec<Backlog>, StoreError> {
+        let in_backlog = [
+            DeliveryStatus::Pending,
+            DeliveryStatus::Parked,
+            DeliveryStatus::Dead,
+        ]
+        .map(|s| s.as_str())
+        .to_vec();
+        let target = doc! {
+            "subscription": "$deliveries.subscriptionId",
+            "corp": "$deliveries.corpId",
+            "kf": "$deliveries.kfId",
+        };
+        let mut with_status = target.clone();
+        with_status.insert("status", "$deliveries.status");
+        let counts = [
+            doc! {"$match": {"deliveries.status": {"$in": &in_backlog}}},
+            doc! {"$unwind": "$deliveries"},
+            doc! {"$match": {"deliveries.status": {"$in": &in_backlog}}},
+            doc! {"$group": {"_id": with_status, "count": {"$sum": 1}, "oldest": {"$min": "$receivedAt"}}},
+        ];
+        let failing = [DeliveryStatus::Pending, DeliveryStatus::Dead]
+            .map(|s| s.as_str())
+            .to_vec();
+        let has_error = doc! {"$in": &failing};
+        let errors = [
+            doc! {"$match": {"deliveries.status": has_error.clone()}},
+            doc! {"$unwind": "$deliveries"},
+            doc! {"$match": {"deliveries.status": has_error, "deliveries.lastError": {"$type": "string"}}},
+            doc! {"$sort": {"deliveries.updatedAt": -1}},
+            doc! {"$group": {"_id": target, "at": {"$first": "$deliveries.updatedAt"}, "error": {"$first": "$deliveries.lastError"}}},
+        ];
+        let counted: Vec<Document> = self.events.aggregate(counts).await?.try_collect().await?;
+        let failed: Vec<Document> = self.events.aggregate(errors).await?.try_collect().await?;
+        let target_of = |group: &Document| -> Result<Target, StoreError> {
+            let key = group
+                .get_document("_id")
+                .map_err(|_| StoreError::Corrupt("backlog group without its target".into()))?;
+            Ok(Target::of(
+                key.get_str("subscription").ok().map(SubscriptionId::from),
+                key.get_str("corp").unwrap_or_default().to_owned(),
+                key.get_str("kf").ok().map(str::to_owned),
+            ))
+        };
+        let counts = counted
+            .iter()
+            .map(|g| {
+                let status = g
+                    .get_document("_id")
+                    .ok()
+                    .and_then(|k| k.get_str("status").ok())
+                    .and_then(DeliveryStatus::parse)
+                    .ok_or_else(|| {
+                        StoreError::Corrupt("backlog group without its status".into())
+                    })?;
+                Ok(BacklogCount {
+                    target: target_of(g)?,
+                    status,
+                    count: get_i64(g, "count").unwrap_or(0).max(0) as u64,
+                    oldest: get_at(g, "oldest"),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let errors = failed
+            .iter()
+            .map(|g| {
+                Ok(LatestError {
+                    target: target_of(g)?,
+                    at: get_at(g, "at").unwrap_or_default(),
+                    error: g.get_str("error").unwrap_or_default().to_owned(),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Backlog::gather(counts, errors))
     }
 
     async fn queue_stats(

@@ -1,7 +1,6 @@
 //! What operators read from the embedded store.
 
 use async_trait::async_trait;
-
 use rusqlite::{params, OptionalExtension};
 
 use super::queue::{delivery_from_row, SELECT_DELIVERY};
@@ -10,7 +9,8 @@ use super::SqliteStore;
 use crate::clock::UnixMillis;
 use crate::domain::{DeliveryId, KfId};
 use crate::store::{
-    Delivery, DeliveryFilter, DeliveryStatus, KfSummary, OperatorReads, StoreError,
+    Backlog, BacklogCount, Delivery, DeliveryFilter, DeliveryStatus, KfSummary, LatestError,
+    OperatorReads, StoreError, Target,
 };
 
 #[async_trait]
@@ -53,6 +53,34 @@ impl OperatorReads for SqliteStore {
                     last_delivered_at: r.get(3)?,
                 })
             })?)
+        })
+        .await
+    }
+
+    async fn backlogs(&self) -> Result<Vec<Backlog>, StoreError> {
+        self.scan(|c| {
+            let counts = c
+                .prepare_cached(&SQL.backlog_counts)?
+                .query_map([], |r| {
+                    Ok(BacklogCount {
+                        target: Target::of(r.get(0)?, r.get(1)?, r.get(2)?),
+                        status: r.get(3)?,
+                        count: r.get::<_, i64>(4)? as u64,
+                        oldest: r.get(5)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let errors = c
+                .prepare_cached(&SQL.backlog_errors)?
+                .query_map([], |r| {
+                    Ok(LatestError {
+                        target: Target::of(r.get(0)?, r.get(1)?, r.get(2)?),
+                        at: r.get(3)?,
+                        error: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Backlog::gather(counts, errors))
         })
         .await
     }

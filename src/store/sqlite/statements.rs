@@ -47,6 +47,8 @@ pub(super) struct QueueSql {
     pub finish_superseded: String,
     pub kf_summary: String,
     pub queue_stats: String,
+    pub backlog_counts: String,
+    pub backlog_errors: String,
     pub purge: String,
 }
 
@@ -138,6 +140,21 @@ pub(super) static SQL: LazyLock<QueueSql> = LazyLock::new(|| {
              FROM deliveries d JOIN events e ON e.seq = d.event_seq
              WHERE d.status IN ({}) GROUP BY d.status",
             list([Pending, Parked, Dead])
+        ),
+        backlog_counts: format!(
+            "SELECT d.subscription_id, d.corp_id, d.kf_id, d.status, COUNT(*), MIN(e.received_at)
+             FROM deliveries d JOIN events e ON e.seq = d.event_seq
+             WHERE d.status IN ({}) GROUP BY d.subscription_id, d.corp_id, d.kf_id, d.status",
+            list([Pending, Parked, Dead])
+        ),
+        backlog_errors: format!(
+            "SELECT subscription_id, corp_id, kf_id, updated_at, last_error FROM (
+               SELECT subscription_id, corp_id, kf_id, updated_at, last_error,
+                      ROW_NUMBER() OVER (PARTITION BY subscription_id, corp_id, kf_id
+                                         ORDER BY updated_at DESC, seq DESC) AS latest
+               FROM deliveries WHERE status IN ({}) AND last_error IS NOT NULL)
+             WHERE latest = 1",
+            list([Pending, Dead])
         ),
         // Statuses bound here: purge goes through each status with a horizon.
         purge: "DELETE FROM deliveries WHERE status = ?1 AND updated_at < ?2 RETURNING event_seq"
