@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 
 use crate::clock::{Clock, SystemClock};
 use crate::history::History;
+use crate::store::{Timed, Timings};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallbackLabels {
@@ -75,6 +76,11 @@ pub struct Metrics {
     /// each scrape.
     pub store_ready: Gauge,
     pub claim_seconds: Histogram,
+    /// The embedded store's own work (`store::Timed`): where a slow answer
+    /// came from.
+    pub wal_sync_seconds: Histogram,
+    pub checkpoint_seconds: Histogram,
+    pub batch_commit_seconds: Histogram,
     pub store_write_failures: Family<ReasonLabels, Counter>,
     /// MongoDB commands sent since start, by command name, and the
     /// documents they wrote (`MONGO_COMMAND_COUNTS`), set at each scrape.
@@ -102,12 +108,30 @@ impl Default for Metrics {
             store_ready: Gauge::default(),
             // 50 µs .. ~3 s
             claim_seconds: Histogram::new(exponential_buckets(0.000_05, 2.5, 13)),
+            wal_sync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.5, 13)),
+            checkpoint_seconds: Histogram::new(exponential_buckets(0.000_05, 2.5, 13)),
+            batch_commit_seconds: Histogram::new(exponential_buckets(0.000_05, 2.5, 13)),
             store_write_failures: Family::default(),
             store_commands: Family::default(),
             store_documents_written: Family::default(),
             registry: Registry::default(),
             history: History::default(),
         };
+        registry.register(
+            "store_wal_sync_seconds",
+            "One fdatasync of the embedded store's WAL (making a group of commits durable)",
+            m.wal_sync_seconds.clone(),
+        );
+        registry.register(
+            "store_checkpoint_seconds",
+            "One passive checkpoint of the embedded store (WAL pages into the database file)",
+            m.checkpoint_seconds.clone(),
+        );
+        registry.register(
+            "store_batch_commit_seconds",
+            "One group transaction of the embedded store (inserts and outcomes, up to its commit)",
+            m.batch_commit_seconds.clone(),
+        );
         registry.register(
             "store_ready",
             "1 while the store answers and accepts writes (as /readyz), 0 otherwise",
@@ -247,10 +271,25 @@ impl Metrics {
         self.history.delivered_after(SystemClock.now(), latency);
     }
 
+    /// The latency of the store's own work goes to its histogram.
+    fn store_timing(&self, what: Timed) -> &Histogram {
+        match what {
+            Timed::WalSync => &self.wal_sync_seconds,
+            Timed::Checkpoint => &self.checkpoint_seconds,
+            Timed::BatchCommit => &self.batch_commit_seconds,
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+impl Timings for Metrics {
+    fn observe(&self, what: Timed, took: Duration) {
+        self.store_timing(what).observe(took.as_secs_f64());
     }
 }

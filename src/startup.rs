@@ -167,6 +167,7 @@ impl Application {
             .build()
             .context("building the WeCom HTTP client")?;
         let metrics = Arc::new(Metrics::default());
+        store.report_timings(metrics.clone());
         let tokens = Arc::new(TokenService::new(
             store.clone(),
             upstream.clone(),

@@ -18,8 +18,11 @@ mod puppet;
 pub mod records;
 mod seal;
 pub mod sqlite;
+mod timing;
 mod token;
 pub mod transfer;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -33,6 +36,7 @@ pub use event::{
 pub use channels::Channels;
 pub use records::{Record, RecordKind, Records};
 pub use seal::Sealer;
+pub use timing::{Timed, TimingHook, Timings};
 pub use token::TokenRecord;
 pub use transfer::{Batches, CopiedDelivery, Transfer};
 
@@ -288,4 +292,8 @@ pub trait Store:
     fn command_counts(&self) -> Vec<(String, CommandCount)> {
         Vec::new()
     }
+
+    /// Report how long the store's own work takes (`Timed`), where it
+    /// measures any (the embedded store).
+    fn report_timings(&self, _to: Arc<dyn Timings>) {}
 }

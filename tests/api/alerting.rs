@@ -67,3 +67,46 @@ async fn every_metric_the_alerts_and_the_dashboard_use_is_exposed() {
         );
     }
 }
+
+/// A slow answer in production is attributed from `/metrics`: the embedded
+/// store times each WAL sync, batch commit and checkpoint. On MongoDB the
+/// manager does none of that work, and the histograms stay empty.
+#[tokio::test]
+async fn the_embedded_stores_syncs_commits_and_checkpoints_are_timed() {
+    let app = spawn_app().await;
+    let puppet = crate::support::FakePuppet::start().await;
+    let corp = crate::support::Corp::new("wwtimed");
+    app.register_ok(&corp, "wktimed", &puppet.url).await;
+    for i in 0..5 {
+        let resp = app.post_kf_event(&corp, "wktimed", &format!("T{i}")).await;
+        assert_eq!(resp.status(), 200);
+    }
+    puppet.wait_for(1).await;
+    let count = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("wxkf_{name}_count ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("wxkf_{name} is not exposed:\n{text}"))
+    };
+    let names = [
+        "store_wal_sync_seconds",
+        "store_batch_commit_seconds",
+        "store_checkpoint_seconds",
+    ];
+    if crate::support::test_mongo_uri().is_some() {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        for name in names {
+            assert_eq!(count(&text, name), 0.0, "{name} on MongoDB");
+        }
+        return;
+    }
+    let timed = crate::support::eventually(std::time::Duration::from_secs(5), async || {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        names
+            .iter()
+            .all(|name| count(&text, name) >= 1.0)
+            .then_some(text)
+    })
+    .await;
+    assert!(timed.is_some(), "every kind of the store's work was timed");
+}

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::wal_sync::WalSyncer;
 use crate::clock::UnixMillis;
 use crate::domain::KfId;
-use crate::store::{InsertOutcome, NewEvent, Outcome, StoreError};
+use crate::store::{InsertOutcome, NewEvent, Outcome, StoreError, Timed, TimingHook};
 
 const MAX_BATCH: usize = 512;
 const QUEUE: usize = 4096;
@@ -47,11 +47,12 @@ impl GroupWriter {
         conn: Arc<Mutex<Connection>>,
         finish: FinishFn,
         syncer: WalSyncer,
+        timing: TimingHook,
     ) -> Result<Self, StoreError> {
         let (queue, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("sqlite-group-commit".into())
-            .spawn(move || run(conn, rx, finish, syncer))
+            .spawn(move || run(conn, rx, finish, syncer, timing))
             .map_err(|e| StoreError::Other(format!("cannot start the writer thread: {e}")))?;
         Ok(Self { queue })
     }
@@ -88,6 +89,7 @@ fn run(
     mut rx: mpsc::Receiver<Job>,
     finish: FinishFn,
     syncer: WalSyncer,
+    timing: TimingHook,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut inserts = Vec::new();
@@ -111,16 +113,18 @@ fn run(
                 .lock()
                 .map_err(|_| StoreError::Other("connection mutex poisoned".into()))
                 .and_then(|mut conn| {
-                    in_transaction(&mut conn, |tx| {
-                        let inserted: Vec<_> =
-                            inserts.iter().map(|(event, _)| insert(tx, event)).collect();
-                        let finished: Vec<_> = finishes
-                            .iter()
-                            .map(|(outcomes, now, _)| {
-                                outcomes.iter().map(|o| finish(tx, o, *now)).collect()
-                            })
-                            .collect();
-                        Ok((inserted, finished))
+                    timing.time(Timed::BatchCommit, || {
+                        in_transaction(&mut conn, |tx| {
+                            let inserted: Vec<_> =
+                                inserts.iter().map(|(event, _)| insert(tx, event)).collect();
+                            let finished: Vec<_> = finishes
+                                .iter()
+                                .map(|(outcomes, now, _)| {
+                                    outcomes.iter().map(|o| finish(tx, o, *now)).collect()
+                                })
+                                .collect();
+                            Ok((inserted, finished))
+                        })
                     })
                 }),
         };

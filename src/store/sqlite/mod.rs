@@ -26,7 +26,9 @@ mod tokens;
 mod transfer;
 mod wal_sync;
 
-use crate::store::{DeliveryStatus, PayloadKind, Sealer, Store, StoreError};
+use crate::store::{
+    DeliveryStatus, PayloadKind, Sealer, Store, StoreError, Timed, TimingHook, Timings,
+};
 use group_commit::GroupWriter;
 use queue::finish_one;
 
@@ -74,6 +76,8 @@ pub struct SqliteStore {
     sealer: Sealer,
     /// Accepted callbacks go through group commit.
     writer: GroupWriter,
+    /// Where the writer, WAL sync and checkpoint threads report durations.
+    timing: TimingHook,
 }
 
 /// A stored status or payload kind that is not one of ours: the row is
@@ -138,7 +142,11 @@ impl From<rusqlite::Error> for StoreError {
 /// was up to 40 ms of one batch's acknowledgements (issue 16: fast case,
 /// three runs, maxima 31/116/30 ms, p99 18.3 ms); every 20 ms, 26/24/19 ms
 /// and 12.7 ms. Idle, a pass every `CHECKPOINT_IDLE`.
-fn start_checkpointer(path: &Path, store: Weak<Mutex<Connection>>) -> Result<(), StoreError> {
+fn start_checkpointer(
+    path: &Path,
+    store: Weak<Mutex<Connection>>,
+    timing: TimingHook,
+) -> Result<(), StoreError> {
     const CHECKPOINT_BUSY: std::time::Duration = std::time::Duration::from_millis(20);
     const CHECKPOINT_IDLE: std::time::Duration = std::time::Duration::from_millis(250);
     let conn = Connection::open(path)?;
@@ -151,8 +159,10 @@ fn start_checkpointer(path: &Path, store: Weak<Mutex<Connection>>) -> Result<(),
             while store.strong_count() > 0 {
                 std::thread::sleep(pause);
                 // PASSIVE never blocks the writer; a busy moment just waits for the next round.
-                let pass = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                    Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                let pass = timing.time(Timed::Checkpoint, || {
+                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                    })
                 });
                 match pass {
                     // (frames in the WAL, frames copied): unchanged means no commit since.
@@ -197,17 +207,20 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let main = SharedConnection::new(conn);
-        start_checkpointer(&path, Arc::downgrade(&main.conn))?;
+        let timing = TimingHook::default();
+        start_checkpointer(&path, Arc::downgrade(&main.conn), timing.clone())?;
         let store = Self {
             writer: GroupWriter::start(
                 main.conn.clone(),
                 finish_one,
-                wal_sync::WalSyncer::start(&path)?,
+                wal_sync::WalSyncer::start(&path, timing.clone())?,
+                timing.clone(),
             )?,
             main,
             scans: SharedConnection::reader(&path)?,
             lookups: SharedConnection::reader(&path)?,
             sealer,
+            timing,
         };
         store.migrate_blocking()?;
         store.check_secrets_key()?;
@@ -360,6 +373,10 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.run(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
+    }
+
+    fn report_timings(&self, to: Arc<dyn Timings>) {
+        self.timing.report_to(to);
     }
 }
 

@@ -18,7 +18,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, OnceLock};
 
-use crate::store::StoreError;
+use crate::store::{StoreError, Timed, TimingHook};
 
 /// What to do once the batch it belongs to is durable, or cannot be.
 pub type Release = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -31,7 +31,7 @@ pub struct WalSyncer {
 
 impl WalSyncer {
     /// Start the sync thread for the WAL of the database at `db`.
-    pub fn start(db: &Path) -> Result<Self, StoreError> {
+    pub fn start(db: &Path, timing: TimingHook) -> Result<Self, StoreError> {
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
         let wal = PathBuf::from(wal);
@@ -40,7 +40,7 @@ impl WalSyncer {
         let failed = failure.clone();
         std::thread::Builder::new()
             .name("sqlite-wal-sync".into())
-            .spawn(move || run(&wal, &waiting, &failed))
+            .spawn(move || run(&wal, &waiting, &failed, &timing))
             .map_err(|e| StoreError::Other(format!("cannot start the WAL sync thread: {e}")))?;
         Ok(Self { queue, failure })
     }
@@ -62,13 +62,18 @@ impl WalSyncer {
     }
 }
 
-fn run(wal: &Path, waiting: &mpsc::Receiver<Release>, failure: &OnceLock<String>) {
+fn run(
+    wal: &Path,
+    waiting: &mpsc::Receiver<Release>,
+    failure: &OnceLock<String>,
+    timing: &TimingHook,
+) {
     let mut file = None;
     while let Ok(first) = waiting.recv() {
         // Everything queued now was committed before this sync starts.
         let batches: Vec<Release> = std::iter::once(first).chain(waiting.try_iter()).collect();
         if failure.get().is_none() {
-            if let Err(e) = sync(wal, &mut file) {
+            if let Err(e) = timing.time(Timed::WalSync, || sync(wal, &mut file)) {
                 tracing::error!(error = %e, "the WAL could not be synced: writes are refused until restart");
                 let _ = failure.set(format!(
                     "the store could not make its log durable ({e}); restart the manager"
@@ -115,7 +120,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("store.sqlite3");
         std::fs::write(dir.path().join("store.sqlite3-wal"), b"frames").unwrap();
-        let syncer = WalSyncer::start(&db).unwrap();
+        let syncer = WalSyncer::start(&db, TimingHook::default()).unwrap();
         assert!(released(&syncer).is_ok());
         assert!(syncer.failure().is_none());
     }
@@ -124,7 +129,7 @@ mod tests {
     fn after_a_failed_sync_every_batch_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("store.sqlite3");
-        let syncer = WalSyncer::start(&db).unwrap();
+        let syncer = WalSyncer::start(&db, TimingHook::default()).unwrap();
         // No WAL to sync: the first batch cannot be made durable.
         let first = released(&syncer).unwrap_err();
         assert!(matches!(&first, StoreError::Unavailable(why) if why.contains("durable")));
