@@ -55,6 +55,10 @@ pub const DELIVERY_OUTCOMES: [&str; 6] = [
     "released",
 ];
 
+/// Why a token refresh got no token, as `wxkf_token_refresh_failures_total`
+/// labels it: WeChat or WeCom answered an errcode, or could not be reached.
+pub const TOKEN_FAILURE_REASONS: [&str; 2] = ["refused", "unreachable"];
+
 pub struct Metrics {
     registry: Registry,
     /// The last hour by minute, for the dashboard (not exported).
@@ -228,7 +232,7 @@ impl Default for Metrics {
                     .get_or_create(&ReasonLabels { reason }),
             );
         }
-        for reason in ["refused", "unreachable"] {
+        for reason in TOKEN_FAILURE_REASONS {
             drop(
                 m.token_refresh_failures
                     .get_or_create(&ReasonLabels { reason }),
@@ -269,6 +273,18 @@ impl Metrics {
     pub fn delivered_after(&self, latency: Duration) {
         self.delivery_latency_seconds.observe(latency.as_secs_f64());
         self.history.delivered_after(SystemClock.now(), latency);
+    }
+
+    /// Token refreshes that got no token since start, whatever the reason.
+    pub fn token_refresh_failures_total(&self) -> u64 {
+        TOKEN_FAILURE_REASONS
+            .into_iter()
+            .map(|reason| {
+                self.token_refresh_failures
+                    .get_or_create(&ReasonLabels { reason })
+                    .get()
+            })
+            .sum()
     }
 
     /// The latency of the store's own work goes to its histogram.

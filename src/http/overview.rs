@@ -11,7 +11,6 @@ use serde::Serialize;
 use super::error::PuppetApiError;
 use super::AppState;
 use crate::history::{sample_backlogs, HourView};
-use crate::metrics::ReasonLabels;
 use crate::store::{Backlog, Channels, DeliveryStatus, StoreError, Target};
 use crate::views::SubscriptionView;
 
@@ -85,16 +84,7 @@ pub(super) async fn overview(state: web::Data<AppState>) -> Result<HttpResponse,
     let of = |status: DeliveryStatus| stats.iter().find(|s| s.0 == status);
     let count = |status| of(status).map_or(0, |s| s.1);
     let age = |since: crate::clock::UnixMillis| now.since(since).as_secs();
-    let failures = ["refused", "unreachable"]
-        .into_iter()
-        .map(|reason| {
-            state
-                .metrics
-                .token_refresh_failures
-                .get_or_create(&ReasonLabels { reason })
-                .get()
-        })
-        .sum();
+    let failures = state.metrics.token_refresh_failures_total();
     let health = Health {
         store_ready: store_problem.is_none(),
         store_problem,
