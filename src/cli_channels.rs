@@ -181,14 +181,14 @@ pub async fn apps(store: Arc<dyn Store>, command: AppsCommand) -> anyhow::Result
             if store.get_app(&app_id).await?.is_none() {
                 anyhow::bail!("no app {app_id}");
             }
-            let (key, shown) = AppKey::issue(app_id, description, SystemClock.now())?;
+            let (key, shown) = AppKey::issue(app_id.to_string(), description, SystemClock.now())?;
             store.put_app_key(&key).await?;
             println!("key id: {}", key.id);
             println!("key (shown once): {}", shown.expose());
             Ok(())
         }
         AppsCommand::Keys { app_id, json } => {
-            let keys = store.list_app_keys(Some(&AppId::parse(&app_id)?)).await?;
+            let keys = store.list_app_keys(Some(AppId::parse(&app_id)?.as_str())).await?;
             let views: Vec<_> = keys.iter().map(AppKeyView::from).collect();
             if json {
                 return print_json(&views);
@@ -202,7 +202,7 @@ pub async fn apps(store: Arc<dyn Store>, command: AppsCommand) -> anyhow::Result
         }
         AppsCommand::RevokeKey { app_id, key_id } => {
             if !store
-                .delete_app_key(&AppId::parse(&app_id)?, &key_id)
+                .delete_app_key(AppId::parse(&app_id)?.as_str(), &key_id)
                 .await?
             {
                 anyhow::bail!("no key {key_id} of app {app_id}");

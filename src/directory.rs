@@ -1,5 +1,5 @@
-//! What operators configured beyond puppets (apps, subscriptions, corp
-//! credentials they added, app keys), held in memory so that accepting a push reads
+//! What operators configured beyond puppets (apps, suites, subscriptions,
+//! corp credentials they added, keys), held in memory so that accepting a push reads
 //! no store. Replaced as a whole from the store every second (so a change
 //! made through another manager is in force here within 2 s, API.md §6.1)
 //! and at once after a change made through this one.
@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::domain::{App, AppKey, CorpId, CredentialSet, Subscription, SubscriptionId};
-use crate::store::{Channels, Store, StoreError};
+use crate::domain::{App, AppKey, CorpId, CredentialSet, Subscription, SubscriptionId, Suite};
+use crate::store::{Channels, Providers, Store, StoreError};
 
 /// How often every manager re-reads the configuration.
 pub const REFRESH: Duration = Duration::from_secs(1);
@@ -28,11 +28,12 @@ pub struct Directory {
 #[derive(Default)]
 pub struct Snapshot {
     apps: HashMap<String, Arc<App>>,
+    suites: HashMap<String, Arc<Suite>>,
     /// By source, in creation order.
     subscriptions: HashMap<String, Vec<Arc<Subscription>>>,
     by_id: HashMap<SubscriptionId, Arc<Subscription>>,
     operator_sets: HashMap<String, Vec<CredentialSet>>,
-    /// By appId.
+    /// By owner (appId, or a provider's scope).
     keys: HashMap<String, Vec<AppKey>>,
 }
 
@@ -45,6 +46,11 @@ impl Directory {
             snapshot
                 .apps
                 .insert(app.app_id.as_str().to_owned(), Arc::new(app));
+        }
+        for suite in store.list_suites().await? {
+            snapshot
+                .suites
+                .insert(suite.suite_id.as_str().to_owned(), Arc::new(suite));
         }
         for subscription in store.list_subscriptions(None).await? {
             let subscription = Arc::new(subscription);
@@ -67,7 +73,7 @@ impl Directory {
         for key in store.list_app_keys(None).await? {
             snapshot
                 .keys
-                .entry(key.app_id.as_str().to_owned())
+                .entry(key.owner.clone())
                 .or_default()
                 .push(key);
         }
@@ -100,6 +106,23 @@ impl Snapshot {
         self.apps.get(app_id)
     }
 
+    pub fn suite(&self, suite_id: &str) -> Option<&Arc<Suite>> {
+        self.suites.get(suite_id)
+    }
+
+    pub fn suites(&self) -> impl Iterator<Item = &Arc<Suite>> {
+        self.suites.values()
+    }
+
+    /// The suite `presented` is a key of, if any (a puppet of a suite's
+    /// customer presents one as its corpSecret, §7.1).
+    pub fn suite_of_key(&self, presented: &str) -> Option<Arc<Suite>> {
+        self.suites
+            .values()
+            .find(|s| self.app_key_valid(&s.provider().scope(), presented))
+            .cloned()
+    }
+
     pub fn subscription(&self, id: &SubscriptionId) -> Option<&Arc<Subscription>> {
         self.by_id.get(id)
     }
@@ -122,11 +145,12 @@ impl Snapshot {
             .filter(move |s| s.filter.matches(message))
     }
 
-    /// Whether `presented` is a live key of this app (§6.4).
-    pub fn app_key_valid(&self, app_id: &str, presented: &str) -> bool {
-        // Every key of the app is compared (no early exit on a match).
+    /// Whether `presented` is a live key of this owner (an app, §6.4, or a
+    /// provider's scope, §7).
+    pub fn app_key_valid(&self, owner: &str, presented: &str) -> bool {
+        // Every key of the owner is compared (no early exit on a match).
         self.keys
-            .get(app_id)
+            .get(owner)
             .into_iter()
             .flatten()
             .fold(false, |found, key| key.matches(presented) | found)

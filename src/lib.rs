@@ -14,6 +14,7 @@ pub mod domain;
 pub mod history;
 pub mod http;
 pub mod metrics;
+pub mod providers;
 pub mod simulate;
 pub mod startup;
 pub mod store;

@@ -59,6 +59,10 @@ pub const DELIVERY_OUTCOMES: [&str; 6] = [
 /// labels it: WeChat or WeCom answered an errcode, or could not be reached.
 pub const TOKEN_FAILURE_REASONS: [&str; 2] = ["refused", "unreachable"];
 
+/// How one try at exchanging a provider's authorization code ended, as
+/// `wxkf_provider_exchanges_total` labels it.
+pub const EXCHANGE_OUTCOMES: [&str; 3] = ["granted", "refused", "retry"];
+
 pub struct Metrics {
     registry: Registry,
     /// The last hour by minute, for the dashboard (not exported).
@@ -90,6 +94,18 @@ pub struct Metrics {
     /// documents they wrote (`MONGO_COMMAND_COUNTS`), set at each scrape.
     pub store_commands: Family<CommandLabels, Gauge>,
     pub store_documents_written: Family<CommandLabels, Gauge>,
+    /// Tries at exchanging a provider's authorization code, by outcome.
+    pub provider_exchanges: Family<OutcomeLabels, Counter>,
+    /// Age of the newest ticket of each provider, set at each scrape.
+    pub provider_ticket_age_seconds: Family<ProviderLabels, Gauge>,
+}
+
+/// A provider, as its metric names it: its kind and its id. Provider ids are
+/// few (one per suite an operator registered), unlike callers' ids.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub kind: &'static str,
+    pub provider: String,
 }
 
 impl Default for Metrics {
@@ -118,6 +134,8 @@ impl Default for Metrics {
             store_write_failures: Family::default(),
             store_commands: Family::default(),
             store_documents_written: Family::default(),
+            provider_exchanges: Family::default(),
+            provider_ticket_age_seconds: Family::default(),
             registry: Registry::default(),
             history: History::default(),
         };
@@ -221,6 +239,16 @@ impl Default for Metrics {
             "Documents MongoDB commands wrote since start, by command (MONGO_COMMAND_COUNTS)",
             m.store_documents_written.clone(),
         );
+        registry.register(
+            "provider_exchanges",
+            "Tries at exchanging a provider's authorization code, by outcome (granted, refused, retry)",
+            m.provider_exchanges.clone(),
+        );
+        registry.register(
+            "provider_ticket_age_seconds",
+            "Age of each suite's or component's newest ticket (-1: none yet), set at each scrape",
+            m.provider_ticket_age_seconds.clone(),
+        );
         // Series an alert takes `increase()` of exist from the start, at 0:
         // a counter first seen at 1 would never count as an increase.
         for outcome in DELIVERY_OUTCOMES {
@@ -248,6 +276,9 @@ impl Default for Metrics {
             m.token_upstream
                 .get_or_create(&ErrcodeLabels { errcode: 0 }),
         );
+        for outcome in EXCHANGE_OUTCOMES {
+            drop(m.provider_exchanges.get_or_create(&OutcomeLabels { outcome }));
+        }
         Self { registry, ..m }
     }
 }
@@ -273,6 +304,12 @@ impl Metrics {
     pub fn delivered_after(&self, latency: Duration) {
         self.delivery_latency_seconds.observe(latency.as_secs_f64());
         self.history.delivered_after(SystemClock.now(), latency);
+    }
+
+    pub fn provider_exchange(&self, outcome: &'static str) {
+        self.provider_exchanges
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// Token refreshes that got no token since start, whatever the reason.

@@ -17,6 +17,7 @@ use crate::directory::Directory;
 use crate::domain::EndpointPolicy;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::providers::ProviderService;
 use crate::store::{self, Store};
 use crate::tokens::TokenService;
 
@@ -172,9 +173,18 @@ impl Application {
             store.clone(),
             upstream.clone(),
             config.access_token_url.clone(),
+            &config.wecom_api_base,
             &config.wechat_api_base,
             clock.clone(),
             owner.clone(),
+            metrics.clone(),
+        ));
+        let providers = Arc::new(ProviderService::new(
+            store.clone(),
+            tokens.clone(),
+            upstream.clone(),
+            &config.wecom_api_base,
+            clock.clone(),
             metrics.clone(),
         ));
         let dispatcher = Arc::new(Dispatcher::new(
@@ -185,6 +195,7 @@ impl Application {
             clock.clone(),
             metrics.clone(),
             directory.clone(),
+            providers.clone(),
         ));
         if config.mongo_uri.is_none() {
             dispatcher
@@ -208,6 +219,7 @@ impl Application {
             config: Arc::new(config),
             upstream,
             tokens,
+            providers,
             metrics: metrics.clone(),
             endpoint_guard,
             register_limit,

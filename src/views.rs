@@ -4,7 +4,9 @@
 use serde::Serialize;
 
 use crate::clock::UnixMillis;
-use crate::domain::{App, AppKey, AppKind, Puppet, Subscription, SubscriptionFilter};
+use crate::domain::{
+    App, AppKey, AppKind, Grant, GrantStatus, Puppet, Subscription, SubscriptionFilter, Suite,
+};
 
 /// A registration as shown to puppets: the old manager's document fields
 /// (`kfOpenId`, `name`, `botEndpoint`, ...) and the register names, never a
@@ -107,6 +109,55 @@ impl From<&Subscription> for SubscriptionView {
             endpoint: s.endpoint.as_str().to_owned(),
             filter: s.filter.clone(),
             description: s.description.clone(),
+        }
+    }
+}
+
+/// A suite as operators see it (§7.1): never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SuiteView {
+    pub suite_id: String,
+    pub provider_corp_id: String,
+    pub name: String,
+    /// When the newest ticket arrived; `None` until the first.
+    pub ticket_received_at: Option<String>,
+    /// How many corps hold a grant.
+    pub corps: u64,
+}
+
+impl SuiteView {
+    pub fn new(suite: &Suite, ticket_received_at: Option<UnixMillis>, corps: u64) -> Self {
+        Self {
+            suite_id: suite.suite_id.as_str().to_owned(),
+            provider_corp_id: suite.provider_corp_id.as_str().to_owned(),
+            name: suite.name.clone(),
+            ticket_received_at: ticket_received_at.map(UnixMillis::iso8601),
+            corps,
+        }
+    }
+}
+
+/// A customer's grant as operators and key holders see it: never the code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantView {
+    pub corp_id: String,
+    pub corp_name: String,
+    pub status: GrantStatus,
+    pub authorized_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancelled_at: Option<String>,
+}
+
+impl From<&Grant> for GrantView {
+    fn from(g: &Grant) -> Self {
+        Self {
+            corp_id: g.customer.as_str().to_owned(),
+            corp_name: g.name.clone(),
+            status: g.status,
+            authorized_at: g.authorized_at.iso8601(),
+            cancelled_at: g.cancelled_at.map(UnixMillis::iso8601),
         }
     }
 }

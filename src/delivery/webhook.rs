@@ -4,27 +4,24 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::clock::UnixMillis;
+use super::fan_out::Origin;
 pub use crate::domain::WebhookSecret;
 
 /// The body of a delivery to a subscriber. All deliveries of one event
-/// carry the same body (its `id` is the event's).
-pub fn delivery_body(
-    event_id: &str,
-    source: &str,
-    source_kind: &str,
-    received_at: UnixMillis,
-    message: &Map<String, Value>,
-) -> Vec<u8> {
-    json!({
-        "id": event_id,
-        "source": source,
-        "sourceKind": source_kind,
-        "receivedAt": received_at.iso8601(),
+/// carry the same body (its `id` is the event's); `via` names the provider
+/// a customer's push came through (§7).
+pub fn delivery_body(origin: &Origin<'_>, message: &Map<String, Value>) -> Vec<u8> {
+    let mut body = json!({
+        "id": origin.event_id,
+        "source": origin.source.as_str(),
+        "sourceKind": origin.source_kind,
+        "receivedAt": origin.received_at.iso8601(),
         "message": message,
-    })
-    .to_string()
-    .into_bytes()
+    });
+    if let Some(via) = origin.via {
+        body["via"] = via.into();
+    }
+    body.to_string().into_bytes()
 }
 
 #[cfg(test)]
@@ -80,18 +77,22 @@ mod tests {
         let message: Map<String, Value> =
             serde_json::from_str(r#"{"ToUserName":"gh_a","MsgType":"event","Event":"subscribe"}"#)
                 .unwrap();
-        let body: Value = serde_json::from_slice(&delivery_body(
-            "018f-e",
-            "wx0123456789abcdef",
-            "official_account",
-            UnixMillis::from_millis(1_764_620_219_123),
-            &message,
-        ))
-        .unwrap();
+        let source = crate::domain::CorpId::parse("wx0123456789abcdef").unwrap();
+        let mut origin = Origin {
+            event_id: "018f-e",
+            source: &source,
+            source_kind: "official_account",
+            received_at: crate::clock::UnixMillis::from_millis(1_764_620_219_123),
+            via: None,
+        };
+        let body: Value = serde_json::from_slice(&delivery_body(&origin, &message)).unwrap();
         assert_eq!(
             body,
             json!({"id": "018f-e", "source": "wx0123456789abcdef", "sourceKind": "official_account",
                    "receivedAt": "2025-12-01T20:16:59.123Z", "message": message})
         );
+        origin.via = Some("wwsuite");
+        let body: Value = serde_json::from_slice(&delivery_body(&origin, &message)).unwrap();
+        assert_eq!(body["via"], "wwsuite");
     }
 }

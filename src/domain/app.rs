@@ -79,48 +79,19 @@ impl App {
                 "must be official_account or mini_program",
             ))?,
         };
-        let token = match body.token.as_deref() {
-            Some(t)
-                if (3..=32).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric()) =>
-            {
-                Secret::new(t)
-            }
-            None | Some("") => return Err(FieldError::new("token", "missing")),
-            Some(_) => {
-                return Err(FieldError::new(
-                    "token",
-                    "must be 3 to 32 characters of [A-Za-z0-9]",
-                ))
-            }
-        };
+        let token = push_token(body.token.as_deref())?;
         let key = match body.encoding_aes_key.as_deref() {
             None | Some("") => None,
-            Some(k) => Some(EncodingAesKey::parse(k).map_err(|_| {
-                FieldError::new("encodingAESKey", "must be 43 characters of [A-Za-z0-9]")
-            })?),
+            Some(k) => Some(aes_key(k)?),
         };
         let app_secret = match body.app_secret.as_deref() {
             None | Some("") => None,
-            Some(s) if s.chars().count() <= 128 && !s.chars().any(char::is_control) => {
-                Some(Secret::new(s))
-            }
-            Some(_) => {
-                return Err(FieldError::new(
-                    "appSecret",
-                    "too long or contains control characters",
-                ))
-            }
+            Some(s) => Some(api_secret("appSecret", s)?),
         };
         // Without a key as well, every push is refused until one is added
         // (plaintext 403, encrypted 400); the view shows `encryption: false`.
         let require_encryption = body.require_encryption.unwrap_or(false);
-        let name = body.name.unwrap_or_default();
-        if name.chars().count() > 256 || name.chars().any(char::is_control) {
-            return Err(FieldError::new(
-                "name",
-                "longer than 256 characters or has control characters",
-            ));
-        }
+        let name = display_name(body.name)?;
         Ok(Self {
             app_id,
             kind,
@@ -133,19 +104,67 @@ impl App {
     }
 }
 
-/// A key an operator issued for one app (§6.4): shown once as `wxk_` +
-/// base64url of 32 random bytes, kept only as its SHA-256.
+/// A push signature token: 3 to 32 of `[A-Za-z0-9]` (WeChat's and WeCom's rule).
+pub(super) fn push_token(value: Option<&str>) -> Result<Secret, FieldError> {
+    match value {
+        Some(t) if (3..=32).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            Ok(Secret::new(t))
+        }
+        None | Some("") => Err(FieldError::new("token", "missing")),
+        Some(_) => Err(FieldError::new(
+            "token",
+            "must be 3 to 32 characters of [A-Za-z0-9]",
+        )),
+    }
+}
+
+/// An EncodingAESKey as an operator gives it.
+pub(super) fn aes_key(value: &str) -> Result<EncodingAesKey, FieldError> {
+    EncodingAesKey::parse(value)
+        .map_err(|_| FieldError::new("encodingAESKey", "must be 43 characters of [A-Za-z0-9]"))
+}
+
+/// An API secret (AppSecret, suite secret): up to 128 characters, none a
+/// control character.
+pub(super) fn api_secret(field: &'static str, value: &str) -> Result<Secret, FieldError> {
+    if value.chars().count() <= 128 && !value.chars().any(char::is_control) {
+        Ok(Secret::new(value))
+    } else {
+        Err(FieldError::new(
+            field,
+            "too long or contains control characters",
+        ))
+    }
+}
+
+/// A display name: up to 256 characters, none a control character.
+pub(super) fn display_name(value: Option<String>) -> Result<String, FieldError> {
+    let name = value.unwrap_or_default();
+    if name.chars().count() > 256 || name.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            "name",
+            "longer than 256 characters or has control characters",
+        ));
+    }
+    Ok(name)
+}
+
+/// A key an operator issued for one app (§6.4) or provider (§7): shown
+/// once as `wxk_` + base64url of 32 random bytes, kept only as its SHA-256.
 #[derive(Debug, Clone)]
 pub struct AppKey {
     pub id: String,
-    pub app_id: AppId,
+    /// The appId, or the provider's scope (`suite/{suiteId}`): app ids hold
+    /// no `/`, so the two never meet.
+    pub owner: String,
     /// SHA-256 of the key, hex.
     pub hash: String,
     pub description: String,
     pub created_at: UnixMillis,
 }
 
-const KEY_PREFIX: &str = "wxk_";
+/// How every key an operator issues begins.
+pub const KEY_PREFIX: &str = "wxk_";
 
 fn digest(key: &str) -> String {
     use sha2::Digest;
@@ -155,7 +174,7 @@ fn digest(key: &str) -> String {
 impl AppKey {
     /// A new key: the record to keep, and the key to show once.
     pub fn issue(
-        app_id: AppId,
+        owner: String,
         description: Option<String>,
         now: UnixMillis,
     ) -> Result<(Self, Secret), FieldError> {
@@ -176,7 +195,7 @@ impl AppKey {
         );
         let record = Self {
             id: uuid::Uuid::now_v7().to_string(),
-            app_id,
+            owner,
             hash: digest(&key),
             description,
             created_at: now,
@@ -227,7 +246,7 @@ mod tests {
 
     #[test]
     fn a_key_matches_only_itself_and_is_kept_as_a_digest() {
-        let app = AppId::parse("wx0123456789abcdef").unwrap();
+        let app = "wx0123456789abcdef".to_owned();
         let (key, shown) =
             AppKey::issue(app.clone(), Some("CRM".into()), UnixMillis::EPOCH).unwrap();
         assert!(shown.expose().starts_with("wxk_") && shown.expose().len() > 40);

@@ -92,6 +92,11 @@ id_type!(
     "An Official Account's or Mini Program's AppID (`wx…`), the receiveid of its pushes."
 );
 id_type!(
+    SuiteId,
+    "suiteId",
+    "A WeCom third-party suite's id (`ww…` or `dk…`), the receiveid of its command pushes."
+);
+id_type!(
     KfId,
     "kfId",
     "A customer-service account id (`OpenKfId`, `wk…`)."

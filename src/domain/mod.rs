@@ -4,6 +4,7 @@
 mod allow;
 mod app;
 mod endpoint_policy;
+mod provider;
 mod ids;
 mod registration;
 mod secret;
@@ -11,12 +12,14 @@ mod subscription;
 
 pub use crate::wecom::EncodingAesKey;
 pub use allow::EndpointAllow;
-pub use app::{App, AppBody, AppKey, AppKind};
+pub use app::{App, AppBody, AppKey, AppKind, KEY_PREFIX};
 pub use endpoint_policy::{EndpointPolicy, EndpointRefusal};
 pub use ids::{
     AppId, ClaimId, CorpId, DeliveryId, EndpointUrl, EventId, IdFilter, KfId, SubscriptionId,
+    SuiteId,
     ID_FILTER_PATTERN, ID_PATTERN, NAMED_ENDPOINT_PATTERN,
 };
+pub use provider::{Grant, GrantStatus, Provider, Suite, SuiteBody, Ticket};
 pub use registration::{CredentialSet, Puppet, RegisterBody, Registration};
 pub use secret::Secret;
 pub use subscription::{

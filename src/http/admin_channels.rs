@@ -108,7 +108,7 @@ async fn delete_app(
 #[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct KeyBody {
     #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]{0,256}$")]
-    description: Option<String>,
+    pub(super) description: Option<String>,
 }
 
 async fn known_app(state: &AppState, raw: &str) -> Result<AppId, PuppetApiError> {
@@ -128,10 +128,10 @@ async fn issue_key(
 ) -> Result<HttpResponse, PuppetApiError> {
     let app_id = known_app(&state, &path).await?;
     let body: KeyBody = state.json_body(payload).await?;
-    let (key, shown) = AppKey::issue(app_id, body.description, state.clock.now())?;
+    let (key, shown) = AppKey::issue(app_id.to_string(), body.description, state.clock.now())?;
     state.store.put_app_key(&key).await?;
     changed(&state).await?;
-    tracing::info!(app_id = %key.app_id, key_id = %key.id, "app key issued by an operator");
+    tracing::info!(app_id = %key.owner, key_id = %key.id, "app key issued by an operator");
     let mut answer = serde_json::to_value(AppKeyView::from(&key)).unwrap_or_default();
     answer["key"] = shown.expose().into();
     Ok(HttpResponse::Created().json(answer))
@@ -145,7 +145,7 @@ async fn list_keys(
     let app_id = known_app(&state, &path).await?;
     let items: Vec<_> = state
         .store
-        .list_app_keys(Some(&app_id))
+        .list_app_keys(Some(app_id.as_str()))
         .await?
         .iter()
         .map(AppKeyView::from)
@@ -160,7 +160,7 @@ async fn revoke_key(
 ) -> Result<HttpResponse, PuppetApiError> {
     let (app, id) = path.into_inner();
     let app_id = AppId::parse(&app)?;
-    if !state.store.delete_app_key(&app_id, &id).await? {
+    if !state.store.delete_app_key(app_id.as_str(), &id).await? {
         return Err(PuppetApiError::NotFound("no such key of this app"));
     }
     changed(&state).await?;

@@ -30,14 +30,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// The three signed query parameters every WeCom request carries.
-struct SignedQuery {
+pub(super) struct SignedQuery {
     msg_signature: String,
     timestamp: String,
     nonce: String,
 }
 
 impl SignedQuery {
-    fn from_request(req: &HttpRequest) -> Result<Self, CallbackError> {
+    pub(super) fn from_request(req: &HttpRequest) -> Result<Self, CallbackError> {
         let q = req.query_string();
         let get = |name: &'static str| {
             param(q, name)
@@ -54,7 +54,7 @@ impl SignedQuery {
     }
 
     /// Find the credential set whose token signed `data`.
-    fn signer<'a>(
+    pub(super) fn signer<'a>(
         &self,
         sets: &'a [CredentialSet],
         data: &str,
@@ -183,52 +183,14 @@ async fn encrypted(
         let crypto_started = Instant::now();
         let set = query.signer(&sets, &envelope.encrypt)?;
         let plain = wecom::decrypt(&set.key, &envelope.encrypt, corp.as_str())?;
-        let message = wecom::parse_message(&plain.message)?;
-        state
-            .metrics
-            .decrypt_seconds
-            .observe(crypto_started.elapsed().as_secs_f64());
-        let kf_id = message
-            .open_kf_id
-            .as_deref()
-            .and_then(|k| KfId::parse(k).ok());
-        if let Some(kf) = &kf_id {
-            tracing::Span::current().record("kf_id", kf.as_str());
-        }
-        let coalesce = message.is_kf_msg_or_event() && state.config.delivery.coalesce;
-        // Every field, for subscribers and for the identity of events other
-        // than wake-ups; a wake-up nobody subscribed to skips the work.
-        let fields = (!message.is_kf_msg_or_event() || directory.has_subscriptions(corp.as_str()))
-            .then(|| wecom::xml_message(&plain.message).ok())
-            .flatten();
-        // Time-ordered: the id index grows at its end instead of at random pages.
-        let id = EventId::generate();
-        let received_at = state.clock.now();
-        let origin = Origin {
-            event_id: id.as_str(),
-            source: &corp,
-            source_kind: "wecom",
-            received_at,
+        let accepted = Accepted {
+            corp: &corp,
+            via: None,
+            body: &body,
+            query: &query,
+            crypto_started,
         };
-        let puppet = kf_id.map(|kf| NewDelivery::to_puppet(corp.clone(), Some(kf), coalesce));
-        let routed = fan_out(&directory, &origin, fields.as_ref(), puppet);
-        let event = NewEvent {
-            dedup_key: dedup_key(&corp, &message, fields.as_ref()),
-            id,
-            kind: PayloadKind::Xml,
-            body: body.to_vec(),
-            query: format!(
-                "msg_signature={}&timestamp={}&nonce={}",
-                enc(&query.msg_signature),
-                enc(&query.timestamp),
-                enc(&query.nonce)
-            ),
-            received_at,
-            message: routed.message,
-            source: corp.as_str().to_owned(),
-            deliveries: routed.deliveries,
-        };
-        Ok(state.dispatcher.enqueue(event).await?)
+        accept(&state, &directory, accepted, &plain.message).await
     }
     .await;
     log_outcome(&state, "encrypted", &path, started, &result, accepted_label);
@@ -239,7 +201,84 @@ async fn encrypted(
     })
 }
 
-fn accepted_label(outcome: &InsertOutcome) -> &'static str {
+/// A WeCom callback whose signature and receiveid were checked, about to be
+/// stored: to `/callback/{corpId}`, or to a suite's data URL (`via` the suite).
+pub(super) struct Accepted<'a> {
+    pub corp: &'a CorpId,
+    pub via: Option<&'a str>,
+    /// The body as WeCom sent it (what a puppet receives).
+    pub body: &'a [u8],
+    pub query: &'a SignedQuery,
+    pub crypto_started: Instant,
+}
+
+/// Store a verified callback for its puppet (a `kf_msg_or_event`) and for
+/// the matching subscriptions of its corp and of the suite it came via.
+pub(super) async fn accept(
+    state: &AppState,
+    directory: &Snapshot,
+    accepted: Accepted<'_>,
+    plain: &[u8],
+) -> Result<InsertOutcome, CallbackError> {
+    let Accepted {
+        corp,
+        via,
+        body,
+        query,
+        crypto_started,
+    } = accepted;
+    let message = wecom::parse_message(plain)?;
+    state
+        .metrics
+        .decrypt_seconds
+        .observe(crypto_started.elapsed().as_secs_f64());
+    let kf_id = message
+        .open_kf_id
+        .as_deref()
+        .and_then(|k| KfId::parse(k).ok());
+    if let Some(kf) = &kf_id {
+        tracing::Span::current().record("kf_id", kf.as_str());
+    }
+    let coalesce = message.is_kf_msg_or_event() && state.config.delivery.coalesce;
+    // Every field, for subscribers and for the identity of events other
+    // than wake-ups; a wake-up nobody subscribed to skips the work.
+    let subscribed = directory.has_subscriptions(corp.as_str())
+        || via.is_some_and(|v| directory.has_subscriptions(v));
+    let fields = (!message.is_kf_msg_or_event() || subscribed)
+        .then(|| wecom::xml_message(plain).ok())
+        .flatten();
+    // Time-ordered: the id index grows at its end instead of at random pages.
+    let id = EventId::generate();
+    let received_at = state.clock.now();
+    let origin = Origin {
+        event_id: id.as_str(),
+        source: corp,
+        source_kind: "wecom",
+        received_at,
+        via,
+    };
+    let puppet = kf_id.map(|kf| NewDelivery::to_puppet(corp.clone(), Some(kf), coalesce));
+    let routed = fan_out(directory, &origin, fields.as_ref(), puppet);
+    let event = NewEvent {
+        dedup_key: dedup_key(corp, &message, fields.as_ref()),
+        id,
+        kind: PayloadKind::Xml,
+        body: body.to_vec(),
+        query: format!(
+            "msg_signature={}&timestamp={}&nonce={}",
+            enc(&query.msg_signature),
+            enc(&query.timestamp),
+            enc(&query.nonce)
+        ),
+        received_at,
+        message: routed.message,
+        source: corp.as_str().to_owned(),
+        deliveries: routed.deliveries,
+    };
+    Ok(state.dispatcher.enqueue(event).await?)
+}
+
+pub(super) fn accepted_label(outcome: &InsertOutcome) -> &'static str {
     match outcome {
         InsertOutcome::Stored => "accepted",
         InsertOutcome::Duplicate => "duplicate",

@@ -27,6 +27,10 @@ pub enum CallbackError {
     UnknownCorp,
     #[error("no app registered with this appId")]
     UnknownApp,
+    #[error("no suite registered with this suiteId")]
+    UnknownSuite,
+    #[error("the push names another provider than its URL")]
+    ForeignProvider,
     #[error("this app accepts encrypted pushes only")]
     EncryptionRequired,
     #[error("store unavailable, retry later")]
@@ -71,6 +75,8 @@ impl CallbackError {
             Self::WrongReceiveId => "bad_receiveid",
             Self::UnknownCorp => "unknown_corp",
             Self::UnknownApp => "unknown_app",
+            Self::UnknownSuite => "unknown_suite",
+            Self::ForeignProvider => "foreign_provider",
             Self::EncryptionRequired => "encryption_required",
             Self::StoreUnavailable(_) => "store_unavailable",
         }
@@ -82,8 +88,10 @@ impl ResponseError for CallbackError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BadSignature | Self::WrongReceiveId => StatusCode::UNAUTHORIZED,
-            Self::UnknownCorp | Self::UnknownApp => StatusCode::NOT_FOUND,
+            Self::BadSignature | Self::WrongReceiveId | Self::ForeignProvider => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::UnknownCorp | Self::UnknownApp | Self::UnknownSuite => StatusCode::NOT_FOUND,
             Self::EncryptionRequired => StatusCode::FORBIDDEN,
             Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::SlowBody => StatusCode::REQUEST_TIMEOUT,

@@ -3,6 +3,7 @@
 mod admin;
 mod admin_auth;
 mod admin_channels;
+mod admin_providers;
 mod body;
 mod callback;
 mod error;
@@ -14,6 +15,8 @@ pub mod query;
 mod rate_limit;
 mod schemas;
 mod secret_path;
+mod suite;
+mod suite_api;
 mod tokens;
 mod wechat;
 mod wechat_api;
@@ -44,6 +47,8 @@ pub struct AppState {
     /// For the WeCom API proxy.
     pub upstream: reqwest::Client,
     pub tokens: Arc<crate::tokens::TokenService>,
+    /// Suites' tokens (§7).
+    pub providers: Arc<crate::providers::ProviderService>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Where registrations may point (the delivery client uses the same).
     pub endpoint_guard: crate::delivery::EndpointGuard,
@@ -78,6 +83,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.configure(callback::routes)
         .configure(wechat_api::routes)
         .configure(wechat::routes)
+        .configure(suite::routes)
+        .configure(suite_api::routes)
         .service(web::resource("/healthz").get(health::healthz))
         .service(web::resource("/readyz").get(health::readyz))
         .service(web::resource("/metrics").get(health::metrics))

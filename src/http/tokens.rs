@@ -52,6 +52,14 @@ async fn get_token(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse
         return wecom_error(StatusCode::BAD_REQUEST, 41004, "corpsecret missing");
     };
     let force = matches!(param(q, "force").as_deref(), Some("1" | "true"));
+    // A puppet of a suite's customer corp presents a key of the suite (§7.1).
+    let suite = corpsecret
+        .starts_with(crate::domain::KEY_PREFIX)
+        .then(|| state.directory.get().suite_of_key(&corpsecret))
+        .flatten();
+    if let Some(suite) = suite {
+        return suite_corp_token(&state, &suite, &corpid).await;
+    }
     match state.tokens.get(&corpid, &corpsecret, force).await {
         Ok(TokenAnswer::Token { access_token, expires_in }) => HttpResponse::Ok().json(serde_json::json!({
             "errcode": 0, "errmsg": "ok", "access_token": access_token.expose(), "expires_in": expires_in,
@@ -65,6 +73,20 @@ async fn get_token(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse
             tracing::error!(error = %e, "store unavailable for the token cache");
             wecom_error(StatusCode::SERVICE_UNAVAILABLE, -1, "store unavailable, retry later")
         }
+    }
+}
+
+/// getToken for a suite's customer corp, in WeCom's shape: the corp token
+/// from the shared cache.
+async fn suite_corp_token(state: &AppState, suite: &crate::domain::Suite, corpid: &str) -> HttpResponse {
+    let Ok(corp) = crate::domain::CorpId::parse(corpid) else {
+        return wecom_error(StatusCode::OK, 40013, "invalid corpid");
+    };
+    match super::suite_api::corp_token(state, suite, &corp).await {
+        Ok((token, expires_in)) => HttpResponse::Ok().json(serde_json::json!({
+            "errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": expires_in,
+        })),
+        Err(answer) => answer,
     }
 }
 

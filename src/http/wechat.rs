@@ -202,6 +202,7 @@ async fn push(
             source: &source,
             source_kind: app.kind.as_str(),
             received_at,
+            via: None,
         };
         let routed = fan_out(&state.directory.get(), &origin, Some(&fields), None);
         let event = NewEvent {

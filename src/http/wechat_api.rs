@@ -30,10 +30,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// Why a caller is refused, in WeChat's `{errcode, errmsg}` shape.
-struct Refusal(StatusCode, &'static str);
+pub(super) struct Refusal(pub StatusCode, pub &'static str);
 
 impl Refusal {
-    fn answer(&self) -> HttpResponse {
+    pub(super) fn answer(&self) -> HttpResponse {
         wecom_error(self.0, i64::from(self.0.as_u16()), self.1)
     }
 }
@@ -50,13 +50,7 @@ fn authorized(
     let Some(app) = directory.app(app_id).cloned() else {
         return Err(Refusal(StatusCode::NOT_FOUND, "unknown app"));
     };
-    let presented = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|k| !k.is_empty());
+    let presented = presented_key(req);
     if !presented.is_some_and(|k| directory.app_key_valid(app_id, k)) {
         return Err(Refusal(
             StatusCode::UNAUTHORIZED,
@@ -72,6 +66,16 @@ fn authorized(
     Ok((app, secret))
 }
 
+/// The key a caller presents (`Authorization: Bearer <key>`).
+pub(super) fn presented_key(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+}
+
 /// The app's token from the shared cache and its seconds left, or the
 /// answer to give instead.
 async fn app_token(
@@ -84,7 +88,17 @@ async fn app_token(
         appid: app.app_id.as_str(),
         secret,
     };
-    match state.tokens.get_for(source, force).await {
+    let answer = state.tokens.get_for(source, force).await;
+    token_or_answer(answer, app.app_id.as_str())
+}
+
+/// A token and its seconds left from the cache's answer, or the answer to
+/// give instead (WeChat's own error, 502 unreachable, 503 no store).
+pub(super) fn token_or_answer(
+    answer: Result<TokenAnswer, crate::store::StoreError>,
+    whose: &str,
+) -> Result<(String, i64), HttpResponse> {
+    match answer {
         Ok(TokenAnswer::Token {
             access_token,
             expires_in,
@@ -93,7 +107,7 @@ async fn app_token(
             Err(wecom_error(StatusCode::OK, errcode, &errmsg))
         }
         Ok(TokenAnswer::Unavailable { errmsg }) => {
-            tracing::warn!(app_id = %app.app_id, reason = %errmsg, "no access token");
+            tracing::warn!(whose, reason = %errmsg, "no access token");
             Err(wecom_error(StatusCode::BAD_GATEWAY, -1, &errmsg))
         }
         Err(e) => {
@@ -141,6 +155,31 @@ async fn proxy(
         Ok(found) => found,
         Err(refusal) => return refusal.answer(),
     };
+    let base = state.config.wechat_api_base.clone();
+    let token_of = |stale: Option<String>| {
+        let (state, app, secret) = (&state, &app, &secret);
+        async move { app_token(state, app, secret, stale.is_some()).await.map(|(t, _)| t) }
+    };
+    forward(&state, &req, payload, &base, &STALE_TOKEN, token_of).await
+}
+
+/// Forward a caller's request to `{base}/{path}` with our access token,
+/// and pass the answer back. When the answer's errcode is one of `stale`,
+/// `token_of(Some(stale token))` gives a new one (within the source's
+/// limits) and the request is sent once more; the same token back means
+/// none could be had, and the first answer passes through.
+pub(super) async fn forward<F, Fut>(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+    base: &str,
+    stale: &[i64],
+    token_of: F,
+) -> HttpResponse
+where
+    F: Fn(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<String, HttpResponse>>,
+{
     let path = req.match_info().query("path").to_owned();
     if !safe_api_path(&path) {
         return wecom_error(StatusCode::BAD_REQUEST, 40058, "invalid API path");
@@ -151,17 +190,13 @@ async fn proxy(
     let body = if matches!(req.method().as_str(), "GET" | "HEAD") {
         None
     } else {
-        match read_proxy_body(&state, payload).await {
+        match read_proxy_body(state, payload).await {
             Ok(body) => Some(body),
             Err(refused) => return refused,
         }
     };
     let send = |token: String| {
-        let url = format!(
-            "{}/{path}?{}",
-            state.config.wechat_api_base,
-            with_token(req.query_string(), &token)
-        );
+        let url = format!("{base}/{path}?{}", with_token(req.query_string(), &token));
         let mut upstream = state.upstream.request(method.clone(), url);
         if let Some(ct) = req.headers().get("content-type") {
             upstream = upstream.header("content-type", ct.as_bytes());
@@ -176,8 +211,8 @@ async fn proxy(
             }
         }
     };
-    let token = match app_token(&state, &app, &secret, false).await {
-        Ok((token, _)) => token,
+    let token = match token_of(None).await {
+        Ok(token) => token,
         Err(answer) => return answer,
     };
     let answer = match send(token.clone()).await {
@@ -187,15 +222,15 @@ async fn proxy(
     let errcode = serde_json::from_slice::<serde_json::Value>(&answer.body)
         .ok()
         .and_then(|v| v["errcode"].as_i64());
-    if !errcode.is_some_and(|e| STALE_TOKEN.contains(&e)) {
+    if !errcode.is_some_and(|e| stale.contains(&e)) {
         return answer.into_response();
     }
-    // WeChat says the token is stale: a new one (within WeChat's limits on
-    // forced refreshes), and the request once more. Beyond the limits the
-    // cache gives the same token back, and WeChat's answer passes through.
-    match app_token(&state, &app, &secret, true).await {
-        Ok((fresh, _)) if fresh != token => {
-            tracing::info!(app_id = %app.app_id, errcode, "WeChat refused the access token; refreshed it and sent the request again");
+    // The token is stale: a new one, and the request once more. Beyond the
+    // source's limits the cache gives the same token back, and the first
+    // answer passes through.
+    match token_of(Some(token.clone())).await {
+        Ok(fresh) if fresh != token => {
+            tracing::info!(path = %path, errcode, "the API refused the access token; fetched another and sent the request again");
             match send(fresh).await {
                 Ok(again) => again.into_response(),
                 Err(response) => response,

@@ -123,7 +123,7 @@ pub trait Channels: Records {
         self.put_record(&Record {
             kind: RecordKind::AppKey,
             id: key.id.clone(),
-            source: key.app_id.as_str().to_owned(),
+            source: key.owner.clone(),
             body: object(json!({
                 "hash": key.hash,
                 "description": key.description,
@@ -134,18 +134,17 @@ pub trait Channels: Records {
         .await
     }
 
-    /// Keys of one app, or of all, ordered by id (issue order).
-    async fn list_app_keys(&self, app: Option<&AppId>) -> Result<Vec<AppKey>, StoreError> {
-        let records = self
-            .list_records(RecordKind::AppKey, app.map(AppId::as_str))
-            .await?;
+    /// Keys of one owner (an appId or a provider's scope), or of all,
+    /// ordered by id (issue order).
+    async fn list_app_keys(&self, owner: Option<&str>) -> Result<Vec<AppKey>, StoreError> {
+        let records = self.list_records(RecordKind::AppKey, owner).await?;
         records.iter().map(app_key_from).collect()
     }
 
-    /// Revoke one key of an app; `false` if that app has no such key.
-    async fn delete_app_key(&self, app: &AppId, id: &str) -> Result<bool, StoreError> {
+    /// Revoke one key of an owner; `false` if it has no such key.
+    async fn delete_app_key(&self, owner: &str, id: &str) -> Result<bool, StoreError> {
         match self.get_record(RecordKind::AppKey, id).await? {
-            Some(record) if record.source == app.as_str() => {
+            Some(record) if record.source == owner => {
                 self.delete_record(RecordKind::AppKey, id).await
             }
             _ => Ok(false),
@@ -173,14 +172,14 @@ pub trait Channels: Records {
 
 impl<T: Records + ?Sized> Channels for T {}
 
-fn object(value: Value) -> Map<String, Value> {
+pub(super) fn object(value: Value) -> Map<String, Value> {
     match value {
         Value::Object(map) => map,
         _ => Map::new(),
     }
 }
 
-fn corrupt(record: &Record, what: &str) -> StoreError {
+pub(super) fn corrupt(record: &Record, what: &str) -> StoreError {
     StoreError::Corrupt(format!(
         "{} {:.64}: {what}",
         record.kind.as_str(),
@@ -188,12 +187,12 @@ fn corrupt(record: &Record, what: &str) -> StoreError {
     ))
 }
 
-fn text<'a>(record: &'a Record, field: &str) -> Option<&'a str> {
+pub(super) fn text<'a>(record: &'a Record, field: &str) -> Option<&'a str> {
     record.body.get(field).and_then(Value::as_str)
 }
 
 /// A sealed field, opened; `None` when absent.
-fn opened(record: &Record, field: &str, sealer: &Sealer) -> Result<Option<String>, StoreError> {
+pub(super) fn opened(record: &Record, field: &str, sealer: &Sealer) -> Result<Option<String>, StoreError> {
     text(record, field).map(|s| sealer.open(s)).transpose()
 }
 
@@ -283,7 +282,9 @@ fn subscription_from(record: &Record, sealer: &Sealer) -> Result<Subscription, S
 fn app_key_from(record: &Record) -> Result<AppKey, StoreError> {
     Ok(AppKey {
         id: record.id.clone(),
-        app_id: AppId::parse(&record.source).map_err(|_| corrupt(record, "app id"))?,
+        owner: Some(record.source.clone())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| corrupt(record, "owner"))?,
         hash: text(record, "hash")
             .filter(|h| h.len() == 64)
             .ok_or_else(|| corrupt(record, "hash"))?

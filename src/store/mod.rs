@@ -13,6 +13,7 @@ mod channels;
 mod error;
 mod event;
 mod ids;
+mod providers;
 pub mod mongo;
 mod puppet;
 pub mod records;
@@ -34,6 +35,7 @@ pub use event::{
 };
 
 pub use channels::Channels;
+pub use providers::Providers;
 pub use records::{Record, RecordKind, Records};
 pub use seal::Sealer;
 pub use timing::{Timed, TimingHook, Timings};

@@ -16,15 +16,26 @@ pub enum RecordKind {
     App,
     Subscription,
     CorpCredentials,
+    /// A key of an app (source: its appId) or of a provider (source: its
+    /// scope, `suite/{suiteId}`), kept as its digest.
     AppKey,
+    /// A WeCom suite (§7.1).
+    Suite,
+    /// A ticket pushed to a provider, one record per ticket (`{scope}/{issued}`).
+    Ticket,
+    /// A customer's grant to a provider (`{scope}/{customer}`).
+    Grant,
 }
 
 impl RecordKind {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 7] = [
         Self::App,
         Self::Subscription,
         Self::CorpCredentials,
         Self::AppKey,
+        Self::Suite,
+        Self::Ticket,
+        Self::Grant,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -33,6 +44,9 @@ impl RecordKind {
             Self::Subscription => "subscription",
             Self::CorpCredentials => "corp_credentials",
             Self::AppKey => "app_key",
+            Self::Suite => "suite",
+            Self::Ticket => "ticket",
+            Self::Grant => "grant",
         }
     }
 }

@@ -47,6 +47,19 @@ pub enum TokenSource<'a> {
         appid: &'a str,
         secret: &'a str,
     },
+    /// A WeCom suite's own token, from its secret and newest ticket (§7.1).
+    Suite {
+        suite_id: &'a str,
+        secret: &'a str,
+        ticket: &'a str,
+    },
+    /// A suite's customer corp's token, from its permanent code (§7.1).
+    SuiteCorp {
+        suite_id: &'a str,
+        corpid: &'a str,
+        permanent_code: &'a str,
+        suite_token: &'a str,
+    },
 }
 
 impl TokenSource<'_> {
@@ -54,10 +67,16 @@ impl TokenSource<'_> {
     fn key(&self) -> String {
         match *self {
             Self::Wecom { corpid, corpsecret } => cache_key(corpid, corpsecret),
-            Self::Wechat { appid, secret } => format!(
-                "wx|{appid}:{}",
-                hex::encode(Sha1::digest(secret.as_bytes()))
-            ),
+            Self::Wechat { appid, secret } => format!("wx|{appid}:{}", fingerprint(secret)),
+            Self::Suite {
+                suite_id, secret, ..
+            } => format!("suite|{suite_id}:{}", fingerprint(secret)),
+            Self::SuiteCorp {
+                suite_id,
+                corpid,
+                permanent_code,
+                ..
+            } => format!("suite|{suite_id}|{corpid}:{}", fingerprint(permanent_code)),
         }
     }
 }
@@ -119,6 +138,8 @@ pub struct TokenService {
     url: String,
     /// `{WECHAT_API_BASE}/cgi-bin/stable_token`.
     stable_url: String,
+    /// `WECOM_API_BASE`, for suites' tokens.
+    wecom_api_base: String,
     clock: Arc<dyn Clock>,
     owner: String,
     memory: Mutex<HashMap<String, Cached>>,
@@ -128,10 +149,13 @@ pub struct TokenService {
 
 /// The cache key of an app: the secret itself is never stored as a key.
 pub fn cache_key(corpid: &str, corpsecret: &str) -> String {
-    format!(
-        "{corpid}:{}",
-        hex::encode(Sha1::digest(corpsecret.as_bytes()))
-    )
+    format!("{corpid}:{}", fingerprint(corpsecret))
+}
+
+/// What a cache key holds of a secret: its SHA-1, so that a new secret
+/// (or permanent code) is a new key.
+fn fingerprint(secret: &str) -> String {
+    hex::encode(Sha1::digest(secret.as_bytes()))
 }
 
 impl TokenService {
@@ -139,6 +163,7 @@ impl TokenService {
         store: Arc<dyn TokenCache>,
         client: reqwest::Client,
         url: String,
+        wecom_api_base: &str,
         wechat_api_base: &str,
         clock: Arc<dyn Clock>,
         owner: String,
@@ -149,6 +174,7 @@ impl TokenService {
             client,
             url,
             stable_url: format!("{wechat_api_base}/cgi-bin/stable_token"),
+            wecom_api_base: wecom_api_base.to_owned(),
             clock,
             owner,
             memory: Mutex::default(),
@@ -203,7 +229,7 @@ impl TokenService {
         now: UnixMillis,
     ) -> Result<bool, StoreError> {
         match source {
-            TokenSource::Wecom { .. } => {
+            TokenSource::Wecom { .. } | TokenSource::Suite { .. } | TokenSource::SuiteCorp { .. } => {
                 self.store
                     .mark_token_forced(key, now, now.minus(FORCE_INTERVAL))
                     .await
@@ -392,6 +418,27 @@ impl TokenService {
             self.store.save_token(key, &record).await?;
         }
         Ok(answer)
+    }
+
+    /// Drop the token cached for this source, here and in the store (a
+    /// grant ended: its token must not be served again).
+    pub async fn forget(&self, source: TokenSource<'_>) -> Result<(), StoreError> {
+        let key = source.key();
+        let remembered = self
+            .memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key)
+            .map(|c| c.token);
+        let stored = self
+            .store
+            .get_token(&key)
+            .await?
+            .and_then(|r| r.access_token);
+        for token in remembered.into_iter().chain(stored) {
+            self.store.invalidate_access_token(token.expose()).await?;
+        }
+        Ok(())
     }
 
     /// WeCom rejected this token (40014/42001 through the proxy): drop it,

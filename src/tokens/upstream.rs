@@ -27,23 +27,59 @@ impl TokenService {
     }
 
     async fn fetch_once(&self, source: TokenSource<'_>, forced: bool) -> Upstream {
-        let request = match source {
-            TokenSource::Wecom { corpid, corpsecret } => self
-                .client
-                .get(&self.url)
-                .query(&[("corpid", corpid), ("corpsecret", corpsecret)]),
+        let json = |url: String, body: serde_json::Value| {
+            self.client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+        };
+        let base = &self.wecom_api_base;
+        // The request, and the field of the answer that holds the token.
+        let (request, field) = match source {
+            TokenSource::Wecom { corpid, corpsecret } => (
+                self.client
+                    .get(&self.url)
+                    .query(&[("corpid", corpid), ("corpsecret", corpsecret)]),
+                "access_token",
+            ),
             // The stable token: fetching it does not invalidate the one other
             // holders of the AppSecret use (unless forced).
-            TokenSource::Wechat { appid, secret } => {
-                let body = serde_json::json!({
-                    "grant_type": "client_credential", "appid": appid, "secret": secret,
-                    "force_refresh": forced,
-                });
-                self.client
-                    .post(&self.stable_url)
-                    .header("content-type", "application/json")
-                    .body(body.to_string())
-            }
+            TokenSource::Wechat { appid, secret } => (
+                json(
+                    self.stable_url.clone(),
+                    serde_json::json!({
+                        "grant_type": "client_credential", "appid": appid, "secret": secret,
+                        "force_refresh": forced,
+                    }),
+                ),
+                "access_token",
+            ),
+            TokenSource::Suite {
+                suite_id,
+                secret,
+                ticket,
+            } => (
+                json(
+                    format!("{base}/cgi-bin/service/get_suite_token"),
+                    serde_json::json!({
+                        "suite_id": suite_id, "suite_secret": secret, "suite_ticket": ticket,
+                    }),
+                ),
+                "suite_access_token",
+            ),
+            TokenSource::SuiteCorp {
+                corpid,
+                permanent_code,
+                suite_token,
+                ..
+            } => (
+                json(
+                    format!("{base}/cgi-bin/service/get_corp_token"),
+                    serde_json::json!({"auth_corpid": corpid, "permanent_code": permanent_code}),
+                )
+                .query(&[("suite_access_token", suite_token)]),
+                "access_token",
+            ),
         };
         let sent = request.send().await;
         let body: serde_json::Value = match sent {
@@ -56,7 +92,7 @@ impl TokenService {
         };
         let errcode = body["errcode"].as_i64().unwrap_or(0);
         self.record_upstream(errcode);
-        match (errcode, body["access_token"].as_str()) {
+        match (errcode, body[field].as_str()) {
             (0, Some(token)) if !token.is_empty() => Upstream::Token {
                 token: Secret::new(token),
                 expires_in: body["expires_in"].as_i64().unwrap_or(7200).clamp(1, 86_400),

@@ -23,6 +23,8 @@ const HEADER_LEN: usize = RANDOM_LEN + 4;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decrypted {
     pub message: Vec<u8>,
+    /// The id after the message (the corp, suite or app it was sealed for).
+    pub receive_id: Vec<u8>,
 }
 
 impl Decrypted {
@@ -76,6 +78,7 @@ pub fn decrypt(
     }
     Ok(Decrypted {
         message: message.to_vec(),
+        receive_id: tail.to_vec(),
     })
 }
 

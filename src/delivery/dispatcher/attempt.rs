@@ -99,6 +99,9 @@ impl Dispatcher {
 
     async fn attempt(&self, event: &Delivery, fresh: bool) -> AttemptResult {
         if let Some(subscription) = &event.subscription_id {
+            if let Some(provider) = crate::providers::exchange_of(subscription) {
+                return self.attempt_exchange(event, &provider).await;
+            }
             return self.attempt_subscription(event, subscription).await;
         }
         let Some(kf) = event.kf_id.as_deref().and_then(|k| KfId::parse(k).ok()) else {
@@ -257,13 +260,13 @@ impl Dispatcher {
 
     /// A sending slot, unless the lease was lost meanwhile (another claimer
     /// holds the delivery now and sends it; recording would fail too).
-    async fn sending_slot(&self, id: &DeliveryId) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    pub(super) async fn sending_slot(&self, id: &DeliveryId) -> Option<tokio::sync::SemaphorePermit<'_>> {
         let slot = self.global.acquire().await.ok()?;
         (!self.lease_lost(id)).then_some(slot)
     }
 
     /// The store did not answer: try again at the next poll.
-    fn store_retry(&self, e: &crate::store::StoreError) -> AttemptResult {
+    pub(super) fn store_retry(&self, e: &crate::store::StoreError) -> AttemptResult {
         AttemptResult::Retry {
             next_attempt_at: self.clock.now().plus(self.config.poll_interval),
             error: format!("store: {e}"),

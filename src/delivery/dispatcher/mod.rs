@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 mod attempt;
+mod exchange;
 mod finish;
 mod handle;
 
@@ -45,6 +46,7 @@ use crate::delivery::WriteHealth;
 use crate::directory::Directory;
 use crate::domain::DeliveryId;
 use crate::metrics::Metrics;
+use crate::providers::ProviderService;
 use crate::store::{Claim, Delivery, Retention, Store};
 
 const MAX_BATCH: usize = 64;
@@ -98,6 +100,8 @@ pub struct Dispatcher {
     routes: Arc<RouteCache>,
     /// Subscriptions (and the rest of what operators configured).
     directory: Arc<Directory>,
+    /// Exchanges providers' authorization codes (the manager's own target).
+    providers: Arc<ProviderService>,
     metrics: Arc<Metrics>,
     fresh: mpsc::Sender<Handed>,
     /// What accepting writes last came to (a full disk).
@@ -114,6 +118,7 @@ impl Dispatcher {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
         directory: Arc<Directory>,
+        providers: Arc<ProviderService>,
     ) -> Self {
         let (fresh, fresh_rx) = mpsc::channel(FRESH_QUEUE);
         Self {
@@ -135,6 +140,7 @@ impl Dispatcher {
             wake: Arc::new(Notify::new()),
             routes: Arc::new(RouteCache::default()),
             directory,
+            providers,
             health: Arc::new(WriteHealth::new(metrics.clone())),
             metrics,
         }
