@@ -23,6 +23,7 @@ mod secure_defaults;
 mod security;
 mod simulate;
 mod store;
+mod suites;
 mod tokens;
 mod upgrade;
 mod wechat_api;

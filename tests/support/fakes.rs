@@ -23,6 +23,11 @@ pub struct Received {
     pub body: Vec<u8>,
 }
 
+/// What a fake received, for fakes of other modules.
+pub fn received(req: &HttpRequest, body: &[u8]) -> Received {
+    Received::from(req, body)
+}
+
 impl Received {
     fn from(req: &HttpRequest, body: &[u8]) -> Self {
         let header = |name: &str| {

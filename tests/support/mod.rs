@@ -1,6 +1,6 @@
 //! What the test binaries share: the application under test and its typed
 //! requests (`app`), the store it runs on (`backend`), fake puppets, WeCom,
-//! WeChat and DNS (`fakes`, `wechat`), processes and ports (`process`),
+//! WeChat, a provider's WeCom and DNS (`fakes`, `wechat`, `provider`), processes and ports (`process`),
 //! clocks (`clock`) and waiting (`wait`). Feature files import from here,
 //! never from each other.
 //!
@@ -14,6 +14,7 @@ mod backend;
 mod clock;
 mod fakes;
 mod process;
+mod provider;
 mod wait;
 mod wechat;
 
@@ -22,5 +23,6 @@ pub use backend::*;
 pub use clock::*;
 pub use fakes::*;
 pub use process::*;
+pub use provider::*;
 pub use wait::*;
 pub use wechat::*;

@@ -1,0 +1,400 @@
+//! WeCom suites (API.md §7.1): registered with SECRETS_KEY only; URL checks
+//! with the provider's corp; tickets kept, newest first; create_auth
+//! answered at once and exchanged after, once, against a fake WeCom that
+//! refuses a code used twice; corp tokens shared; cancel_auth ends a grant;
+//! a customer corp's callbacks reach its puppet and the suite's
+//! subscriptions; hostile pushes get a 4xx and leave nothing behind.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use wxkf_manager::config::{Config, SecretsKey};
+
+use crate::support::*;
+
+fn sealed(c: &mut Config, provider: &FakeProviderApi) {
+    c.secrets_key = Some(SecretsKey([7; 32]));
+    c.wecom_api_base = provider.base.clone();
+}
+
+/// An app with SECRETS_KEY, a fake provider WeCom, and a registered suite
+/// that has received a ticket.
+async fn suite_app() -> (TestApp, FakeProviderApi, TestSuite) {
+    let provider = FakeProviderApi::start().await;
+    let app = spawn_app_with(|c| sealed(c, &provider)).await;
+    let suite = TestSuite::new(&format!("wwsuite{}", random_string(8)));
+    suite.register(&app).await;
+    let ticket = provider.issue_ticket();
+    let resp = suite.push_ticket(&app, &ticket, 1_700_000_000).await;
+    assert_eq!(text(resp).await, (200, "success".to_owned()));
+    (app, provider, suite)
+}
+
+/// A corp installs the suite and the exchange ends: its grant is kept.
+async fn authorize(app: &TestApp, provider: &FakeProviderApi, suite: &TestSuite, corp: &str) {
+    let code = provider.issue_code(corp, &format!("Corp {corp}"));
+    assert_eq!(text(suite.push_create_auth(app, &code).await).await.0, 200);
+    let kept = eventually(Duration::from_secs(10), async || {
+        let corps = app.admin_json(&format!("/suites/{}/corps", suite.id)).await;
+        (corps["items"][0]["status"] == "authorized").then_some(())
+    })
+    .await;
+    assert!(kept.is_some(), "the grant was not kept");
+}
+
+#[tokio::test]
+async fn a_suite_is_accepted_only_with_secrets_key_and_shown_without_secrets() {
+    let provider = FakeProviderApi::start().await;
+    let suite = TestSuite::new("wwsuitenokey");
+    let bare = spawn_app_with(|c| c.wecom_api_base = provider.base.clone()).await;
+    let resp = bare
+        .admin(Method::PUT, "/suites/wwsuitenokey")
+        .json(&suite.body())
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = text(resp).await;
+    assert_eq!(status, 409);
+    assert!(body.contains("SECRETS_KEY"), "{body}");
+
+    let app = spawn_app_with(|c| sealed(c, &provider)).await;
+    let mut bad = suite.body();
+    bad["suiteSecret"] = json!("");
+    let resp = app.admin(Method::PUT, "/suites/wwsuitenokey").json(&bad).send().await.unwrap();
+    let (status, body) = text(resp).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("suiteSecret"), "{body}");
+
+    suite.register(&app).await;
+    let shown = app.admin_json("/suites/wwsuitenokey").await;
+    assert_eq!(
+        shown,
+        json!({"suiteId": "wwsuitenokey", "providerCorpId": suite.provider_corp,
+               "name": "Test suite", "ticketReceivedAt": null, "corps": 0})
+    );
+    let listed = app.admin_json("/suites").await;
+    assert_eq!(listed["items"][0], shown);
+    for secret in [&suite.secret, &suite.creds.token, &suite.creds.key] {
+        assert!(!listed.to_string().contains(secret.as_str()));
+    }
+    let resp = app.admin(Method::GET, "/suites/wwnosuchsuite").send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test]
+async fn both_urls_answer_a_check_sealed_for_the_provider_corp_and_refuse_any_other() {
+    let (app, _provider, suite) = suite_app().await;
+    for url in ["command", "data", "data/wwcustomer"] {
+        let good = suite.check_query("echo-me-123", &suite.provider_corp);
+        let resp = app.get(&format!("/suite/{}/{url}?{good}", suite.id)).await;
+        assert_eq!(text(resp).await, (200, "echo-me-123".to_owned()), "{url}");
+        let wrong = suite.check_query("echo-me-123", &suite.id);
+        let resp = app.get(&format!("/suite/{}/{url}?{wrong}", suite.id)).await;
+        assert_eq!(resp.status(), 401, "{url}: sealed for the suite id");
+    }
+    let good = suite.check_query("x", &suite.provider_corp);
+    let resp = app.get(&format!("/suite/wwnosuchsuite/command?{good}")).await;
+    assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test]
+async fn create_auth_is_answered_before_its_exchange_which_happens_once_though_wecom_resends() {
+    let (app, provider, suite) = suite_app().await;
+    let crm = FakePuppet::start().await;
+    app.subscribe(&suite.id, &crm.url, json!({})).await;
+    // The exchange takes longer than WeCom waits for the answer.
+    provider.slow_exchanges(Duration::from_millis(1500));
+    let code = provider.issue_code("wwcustomer1", "Customer One");
+    let xml = suite.command_xml(
+        "create_auth",
+        &[("AuthCode", &code), ("TimeStamp", "1700000100"), ("State", "s1")],
+    );
+    let resp = suite.push_command(&app, &xml).await;
+    assert_eq!(text(resp).await, (200, "success".to_owned()));
+    assert!(
+        provider.permanent_code("wwcustomer1").is_none(),
+        "answered only after the exchange"
+    );
+    // WeCom resends (re-encrypted): stored once, exchanged once.
+    let resp = suite.push_command(&app, &xml).await;
+    assert_eq!(text(resp).await, (200, "success".to_owned()));
+
+    let got = crm.wait_for(1).await;
+    let body = got[0].json();
+    assert_eq!(body["sourceKind"], "wecom_suite");
+    assert_eq!(body["source"], suite.id.as_str());
+    assert_eq!(body["message"]["InfoType"], "create_auth");
+    assert_eq!(
+        body["authorization"],
+        json!({"corpId": "wwcustomer1", "corpName": "Customer One"})
+    );
+    assert!(!got[0].body.windows(code.len()).any(|w| w == code.as_bytes()), "the code is delivered");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(crm.received().len(), 1, "delivered once");
+    assert_eq!(provider.calls("/cgi-bin/service/v2/get_permanent_code").len(), 1);
+
+    let corps = app.admin_json(&format!("/suites/{}/corps", suite.id)).await;
+    assert_eq!(corps["items"][0]["corpId"], "wwcustomer1");
+    assert_eq!(corps["items"][0]["corpName"], "Customer One");
+    assert_eq!(corps["items"][0]["status"], "authorized");
+    let shown = app.admin_json(&format!("/suites/{}", suite.id)).await;
+    assert_eq!(shown["corps"], 1);
+    assert!(shown["ticketReceivedAt"].is_string());
+}
+
+#[tokio::test]
+async fn a_code_wecom_refuses_reaches_subscribers_as_an_error_and_is_a_dead_letter() {
+    let (app, provider, suite) = suite_app().await;
+    let crm = FakePuppet::start().await;
+    app.subscribe(&suite.id, &crm.url, json!({})).await;
+    let resp = suite.push_create_auth(&app, "AUTHCODE-made-up").await;
+    assert_eq!(resp.status(), 200);
+    let body = crm.wait_for(1).await[0].json();
+    let error = body["authorization"]["error"].as_str().unwrap();
+    assert!(error.contains("40078"), "{error}");
+    assert_eq!(provider.calls("/cgi-bin/service/v2/get_permanent_code").len(), 1);
+    let corps = app.admin_json(&format!("/suites/{}/corps", suite.id)).await;
+    assert_eq!(corps["items"], json!([]));
+    let dead = eventually(Duration::from_secs(5), async || {
+        let dead = app.admin_json("/deliveries?status=dead").await;
+        (dead["items"].as_array()?.len() == 1).then_some(dead)
+    })
+    .await;
+    assert!(dead.is_some(), "the exchange is not a dead letter");
+}
+
+#[tokio::test]
+async fn the_newest_ticket_wins_whatever_the_order_and_without_one_tokens_say_why() {
+    let provider = FakeProviderApi::start().await;
+    let app = spawn_app_with(|c| sealed(c, &provider)).await;
+    let suite = TestSuite::new("wwsuiteticket");
+    suite.register(&app).await;
+    let key = suite.issue_key(&app).await;
+    let token_of = async |corp: &str| {
+        app.api
+            .get(format!("{}/suite/{}/corps/{corp}/token", app.address, suite.id))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+    };
+    // No grant yet: 404; a grant but no ticket is impossible to reach (the
+    // exchange needs the ticket), so the suite token route is checked by the exchange.
+    let (status, body) = text(token_of("wwcustomer").await).await;
+    assert_eq!(status, 404, "{body}");
+
+    let newer = provider.issue_ticket();
+    let older = provider.issue_ticket();
+    assert_eq!(suite.push_ticket(&app, &newer, 1_700_000_600).await.status(), 200);
+    // A retry of an older push arrives late.
+    assert_eq!(suite.push_ticket(&app, &older, 1_700_000_000).await.status(), 200);
+    authorize(&app, &provider, &suite, "wwcustomer").await;
+    let asked = provider.calls("/cgi-bin/service/get_suite_token");
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].json()["suite_ticket"], newer.as_str());
+    assert_eq!(asked[0].json()["suite_secret"], suite.secret.as_str());
+}
+
+#[tokio::test]
+async fn an_exchange_waits_for_the_first_ticket() {
+    let provider = FakeProviderApi::start().await;
+    let app = spawn_app_with(|c| sealed(c, &provider)).await;
+    let suite = TestSuite::new("wwsuitelate");
+    suite.register(&app).await;
+    let code = provider.issue_code("wwlate", "Late");
+    assert_eq!(suite.push_create_auth(&app, &code).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(provider.calls("/cgi-bin/service/get_suite_token").is_empty());
+    let failing = app.admin_json("/deliveries?status=pending").await;
+    let error = failing["items"][0]["lastError"].as_str().unwrap_or_default().to_owned();
+    assert!(error.contains("suite_ticket"), "{failing}");
+    let ticket = provider.issue_ticket();
+    suite.push_ticket(&app, &ticket, 1_700_000_000).await;
+    let granted = eventually(Duration::from_secs(10), async || {
+        provider.permanent_code("wwlate")
+    })
+    .await;
+    assert!(granted.is_some(), "exchanged once the ticket came");
+}
+
+#[tokio::test]
+async fn corp_tokens_are_shared_by_key_holders_and_puppets_and_cancel_auth_ends_the_grant() {
+    let (app, provider, suite) = suite_app().await;
+    authorize(&app, &provider, &suite, "wwcustomer").await;
+    let key = suite.issue_key(&app).await;
+    let token_of = async |key: &str| {
+        app.api
+            .get(format!("{}/suite/{}/corps/wwcustomer/token", app.address, suite.id))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+    };
+    let first: Value = token_of(&key).await.json().await.unwrap();
+    let token = first["access_token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("CORP-TOKEN-wwcustomer"), "{first}");
+    let again: Value = token_of(&key).await.json().await.unwrap();
+    assert_eq!(again["access_token"], token.as_str());
+    assert_eq!(token_of("wxk_not-a-key").await.status(), 401);
+    // A puppet of the customer presents the suite key as its corpSecret.
+    let customer = suite.customer("wwcustomer", &key);
+    let got = app.get_token(&customer).await;
+    assert_eq!(got["access_token"], token.as_str(), "{got}");
+    assert_eq!(provider.calls("/cgi-bin/service/get_corp_token").len(), 1);
+    let corp_tokens = app
+        .api
+        .get(format!("{}/suite/{}/corps", app.address, suite.id))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    let listed: Value = corp_tokens.json().await.unwrap();
+    assert_eq!(listed["items"][0]["corpId"], "wwcustomer");
+    // The proxy adds the corp's token.
+    let proxied: Value = app
+        .api
+        .post(format!(
+            "{}/suite/{}/corps/wwcustomer/api/cgi-bin/kf/account/list?access_token=theirs",
+            app.address, suite.id
+        ))
+        .bearer_auth(&key)
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(proxied["path"], "/cgi-bin/kf/account/list");
+    assert_eq!(proxied["query"], format!("access_token={token}"));
+
+    let cancel = suite.command_xml("cancel_auth", &[("AuthCorpId", "wwcustomer"), ("TimeStamp", "1700000900")]);
+    assert_eq!(suite.push_command(&app, &cancel).await.status(), 200);
+    assert_eq!(token_of(&key).await.status(), 404);
+    let corps = app.admin_json(&format!("/suites/{}/corps", suite.id)).await;
+    assert_eq!(corps["items"][0]["status"], "cancelled");
+    assert!(corps["items"][0]["cancelledAt"].is_string());
+}
+
+#[tokio::test]
+async fn a_customer_corps_callback_reaches_its_puppet_and_the_suites_subscriptions_via_the_suite() {
+    let (app, provider, suite) = suite_app().await;
+    authorize(&app, &provider, &suite, "wwcustomer").await;
+    let key = suite.issue_key(&app).await;
+    let puppet = FakePuppet::start().await;
+    let customer = suite.customer("wwcustomer", &key);
+    app.register_ok(&customer, "wkcustomerkf", &puppet.url).await;
+    let desk = FakePuppet::start().await;
+    app.subscribe(&suite.id, &desk.url, json!({})).await;
+
+    let xml = customer.kf_event_xml("wkcustomerkf", "sync-token-1");
+    let resp = suite.push_data(&app, "wwcustomer", &xml, None).await;
+    assert_eq!(text(resp).await, (200, "success".to_owned()));
+    let delivered = puppet.wait_for(1).await;
+    // The puppet decrypts it with the suite's credentials, unmodified.
+    assert_eq!(customer.token_in(&delivered[0].body), "sync-token-1");
+    let body = desk.wait_for(1).await[0].json();
+    assert_eq!(body["source"], "wwcustomer");
+    assert_eq!(body["sourceKind"], "wecom");
+    assert_eq!(body["via"], suite.id.as_str());
+    assert_eq!(body["message"]["OpenKfId"], "wkcustomerkf");
+
+    // With `$CORPID$` in the URL, the receiveid must be that corp.
+    let resp = suite.push_data(&app, "wwcustomer", &customer.kf_event_xml("wkcustomerkf", "t2"), Some("wwcustomer")).await;
+    assert_eq!(resp.status(), 200);
+    let resp = suite.push_data(&app, "wwcustomer", &customer.kf_event_xml("wkcustomerkf", "t3"), Some("wwother")).await;
+    assert_eq!(resp.status(), 401);
+}
+
+#[tokio::test]
+async fn tickets_grants_and_secrets_are_never_stored_in_clear() {
+    let (app, provider, suite) = suite_app().await;
+    let ticket = provider.issue_ticket();
+    suite.push_ticket(&app, &ticket, 1_700_000_900).await;
+    let code = provider.issue_code("wwsealedcorp", "Sealed");
+    suite.push_create_auth(&app, &code).await;
+    let permanent = eventually(Duration::from_secs(10), async || {
+        provider.permanent_code("wwsealedcorp")
+    })
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(10), async || {
+        let corps = app.admin_json(&format!("/suites/{}/corps", suite.id)).await;
+        (corps["items"][0]["status"] == "authorized").then_some(())
+    })
+    .await
+    .unwrap();
+    let raw = app.raw_store_dump().await;
+    for secret in [&ticket, &code, &permanent, &suite.secret, &suite.creds.key] {
+        assert!(!raw.contains(secret.as_str()), "{secret} is in the store in clear");
+    }
+}
+
+#[tokio::test]
+async fn hostile_provider_pushes_get_a_4xx_and_leave_nothing_behind() {
+    let (app, provider, suite) = suite_app().await;
+    let crm = FakePuppet::start().await;
+    app.subscribe(&suite.id, &crm.url, json!({})).await;
+    let other = TestSuite::new("wwothersuite");
+    let ticket = provider.issue_ticket();
+    let good = suite.command_xml("suite_ticket", &[("TimeStamp", "1800000000"), ("SuiteTicket", &ticket)]);
+    let (query, body) = suite.creds.seal_for(&good, &suite.id);
+    let command = format!("/suite/{}/command", suite.id);
+    let data = format!("/suite/{}/data", suite.id);
+    let sealed = |xml: &str, receive_id: &str| suite.creds.seal_for(xml, receive_id);
+    let foreign = other.command_xml("suite_ticket", &[("TimeStamp", "1800000000"), ("SuiteTicket", "X")]);
+    let mut cases: Vec<(&str, String, String, String)> = vec![
+        ("no signature", command.clone(), "timestamp=1&nonce=2".into(), body.clone()),
+        ("bad signature", command.clone(), query.replace("msg_signature=", "msg_signature=0"), body.clone()),
+        ("empty body", command.clone(), query.clone(), String::new()),
+        ("truncated", command.clone(), query.clone(), body[..body.len() / 2].to_owned()),
+        ("not XML", command.clone(), query.clone(), "{\"Encrypt\": 1}".into()),
+        ("oversized", command.clone(), query.clone(), format!("<xml><Encrypt>{}</Encrypt></xml>", "A".repeat(70_000))),
+        ("doctype", command.clone(), query.clone(), format!("<!DOCTYPE x [<!ENTITY e \"e\">]>{body}")),
+        ("signed by another suite", command.clone(), other.creds.seal_for(&good, &suite.id).0, other.creds.seal_for(&good, &suite.id).1),
+        ("unknown suite", "/suite/wwnosuchsuite/command".into(), query.clone(), body.clone()),
+    ];
+    let mut add = |name: &'static str, path: &str, (q, b): (String, String)| {
+        cases.push((name, path.to_owned(), q, b));
+    };
+    add("receiveid the provider corp", &command, sealed(&good, &suite.provider_corp));
+    add("receiveid another suite", &command, sealed(&good, "wwothersuite"));
+    add("another suite's SuiteId", &command, sealed(&foreign, &suite.id));
+    add("no InfoType", &command, sealed(&format!("<xml><SuiteId>{}</SuiteId></xml>", suite.id), &suite.id));
+    add("no SuiteId", &command, sealed("<xml><InfoType>suite_ticket</InfoType></xml>", &suite.id));
+    add("ticket without TimeStamp", &command, sealed(&suite.command_xml("suite_ticket", &[("SuiteTicket", "T")]), &suite.id));
+    add("ticket with a bad TimeStamp", &command, sealed(&suite.command_xml("suite_ticket", &[("TimeStamp", "soon"), ("SuiteTicket", "T")]), &suite.id));
+    add("ticket without SuiteTicket", &command, sealed(&suite.command_xml("suite_ticket", &[("TimeStamp", "1")]), &suite.id));
+    add("create_auth without AuthCode", &command, sealed(&suite.command_xml("create_auth", &[("TimeStamp", "1")]), &suite.id));
+    add("cancel_auth without AuthCorpId", &command, sealed(&suite.command_xml("cancel_auth", &[("TimeStamp", "1")]), &suite.id));
+    add("cancel_auth with a bad AuthCorpId", &command, sealed(&suite.command_xml("cancel_auth", &[("AuthCorpId", "a b")]), &suite.id));
+    add("inner not XML", &command, sealed("not xml at all", &suite.id));
+    add("data sealed for no valid corp", &data, sealed("<xml><MsgType>text</MsgType></xml>", "bad corp!"));
+    add("data inner not XML", &data, sealed("<<<", "wwcustomer"));
+    // Bad padding: a valid ciphertext with its last block changed.
+    let (q, mut b) = sealed(&good, &suite.id);
+    b = b.replacen("<Encrypt><![CDATA[", "<Encrypt><![CDATA[AAAA", 1);
+    add("bad ciphertext", &command, (q, b));
+    assert!(cases.len() >= 20, "{} cases", cases.len());
+    for (name, path, query, body) in cases {
+        let resp = app
+            .api
+            .post(format!("{}{path}?{query}", app.address))
+            .header("content-type", "text/xml")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        assert!((400..500).contains(&status), "{name}: {status}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(crm.received().is_empty(), "a hostile push was delivered");
+    let stored = app.admin_json("/deliveries?limit=500").await;
+    // Only the first ticket of `suite_app`, which no subscription took then.
+    assert_eq!(stored["items"].as_array().unwrap().len(), 1, "{stored}");
+    let shown = app.admin_json(&format!("/suites/{}", suite.id)).await;
+    assert_eq!(provider.calls("/cgi-bin/service/get_suite_token").len(), 0);
+    assert!(shown["ticketReceivedAt"].is_string());
+}
