@@ -188,7 +188,9 @@ pub async fn apps(store: Arc<dyn Store>, command: AppsCommand) -> anyhow::Result
             Ok(())
         }
         AppsCommand::Keys { app_id, json } => {
-            let keys = store.list_app_keys(Some(AppId::parse(&app_id)?.as_str())).await?;
+            let keys = store
+                .list_app_keys(Some(AppId::parse(&app_id)?.as_str()))
+                .await?;
             let views: Vec<_> = keys.iter().map(AppKeyView::from).collect();
             if json {
                 return print_json(&views);

@@ -277,7 +277,10 @@ impl Default for Metrics {
                 .get_or_create(&ErrcodeLabels { errcode: 0 }),
         );
         for outcome in EXCHANGE_OUTCOMES {
-            drop(m.provider_exchanges.get_or_create(&OutcomeLabels { outcome }));
+            drop(
+                m.provider_exchanges
+                    .get_or_create(&OutcomeLabels { outcome }),
+            );
         }
         Self { registry, ..m }
     }

@@ -172,9 +172,7 @@ impl Application {
         let tokens = Arc::new(TokenService::new(
             store.clone(),
             upstream.clone(),
-            config.access_token_url.clone(),
-            &config.wecom_api_base,
-            &config.wechat_api_base,
+            &config,
             clock.clone(),
             owner.clone(),
             metrics.clone(),

@@ -4,8 +4,8 @@
 mod allow;
 mod app;
 mod endpoint_policy;
-mod provider;
 mod ids;
+mod provider;
 mod registration;
 mod secret;
 mod subscription;
@@ -16,8 +16,7 @@ pub use app::{App, AppBody, AppKey, AppKind, KEY_PREFIX};
 pub use endpoint_policy::{EndpointPolicy, EndpointRefusal};
 pub use ids::{
     AppId, ClaimId, CorpId, DeliveryId, EndpointUrl, EventId, IdFilter, KfId, SubscriptionId,
-    SuiteId,
-    ID_FILTER_PATTERN, ID_PATTERN, NAMED_ENDPOINT_PATTERN,
+    SuiteId, ID_FILTER_PATTERN, ID_PATTERN, NAMED_ENDPOINT_PATTERN,
 };
 pub use provider::{Grant, GrantStatus, Provider, Suite, SuiteBody, Ticket};
 pub use registration::{CredentialSet, Puppet, RegisterBody, Registration};

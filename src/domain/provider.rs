@@ -73,8 +73,9 @@ impl Suite {
     pub fn parse(suite_id: SuiteId, body: SuiteBody) -> Result<Self, FieldError> {
         let provider_corp_id = match body.provider_corp_id.as_deref() {
             None | Some("") => return Err(FieldError::new("providerCorpId", "missing")),
-            Some(id) => CorpId::parse(id)
-                .map_err(|e| FieldError::new("providerCorpId", e.reason))?,
+            Some(id) => {
+                CorpId::parse(id).map_err(|e| FieldError::new("providerCorpId", e.reason))?
+            }
         };
         let token = push_token(body.token.as_deref())?;
         let key = match body.encoding_aes_key.as_deref() {
@@ -178,11 +179,17 @@ mod tests {
         assert_eq!(suite.provider_corp_id.as_str(), "wwprovider");
         assert!(!format!("{suite:?}").contains("s3cret"));
         let cases = [
-            (good.replace(r#""providerCorpId":"wwprovider","#, ""), "providerCorpId"),
+            (
+                good.replace(r#""providerCorpId":"wwprovider","#, ""),
+                "providerCorpId",
+            ),
             (good.replace("wwprovider", "has space"), "providerCorpId"),
             (good.replace("Tok3n", "t!"), "token"),
             (good.replace(KEY, "short"), "encodingAESKey"),
-            (good.replace(&format!(r#""encodingAESKey":"{KEY}","#), ""), "encodingAESKey"),
+            (
+                good.replace(&format!(r#""encodingAESKey":"{KEY}","#), ""),
+                "encodingAESKey",
+            ),
             (good.replace("s3cret", ""), "suiteSecret"),
             (good.replace("s3cret", "a\\u0001b"), "suiteSecret"),
         ];

@@ -33,7 +33,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .get(verify_url)
             .post(command),
     )
-    .service(web::resource("/suite/{suite_id}/data").get(verify_url).post(data))
+    .service(
+        web::resource("/suite/{suite_id}/data")
+            .get(verify_url)
+            .post(data),
+    )
     .service(
         web::resource("/suite/{suite_id}/data/{corp_id}")
             .get(verify_url_of_corp)
@@ -67,6 +71,15 @@ async fn verify_url(
     check_url(&state, &req, &path)
 }
 
+#[utoipa::path(get, path = "/suite/{suiteId}/data", tag = "providers", params(("suiteId" = inline(crate::domain::SuiteId), Path), ("msg_signature" = String, Query, min_length = 1, max_length = 256), ("timestamp" = String, Query, min_length = 1, max_length = 256), ("nonce" = String, Query, min_length = 1, max_length = 256), ("echostr" = String, Query, min_length = 1)), responses((status = 200, description = "The decrypted echostr, text/plain"), (status = 400, description = "Malformed"), (status = 401, description = "Bad signature or receiveid"), (status = 404, description = "Unknown suite")))]
+async fn verify_data_url(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, CallbackError> {
+    check_url(&state, &req, &path)
+}
+
 #[utoipa::path(get, path = "/suite/{suiteId}/data/{corpId}", tag = "providers", params(("suiteId" = inline(crate::domain::SuiteId), Path), ("corpId" = inline(crate::domain::CorpId), Path), ("msg_signature" = String, Query, min_length = 1, max_length = 256), ("timestamp" = String, Query, min_length = 1, max_length = 256), ("nonce" = String, Query, min_length = 1, max_length = 256), ("echostr" = String, Query, min_length = 1)), responses((status = 200, description = "The decrypted echostr, text/plain"), (status = 400, description = "Malformed"), (status = 401, description = "Bad signature or receiveid"), (status = 404, description = "Unknown suite")))]
 async fn verify_url_of_corp(
     state: web::Data<AppState>,
@@ -76,7 +89,11 @@ async fn verify_url_of_corp(
     check_url(&state, &req, &path.0)
 }
 
-fn check_url(state: &AppState, req: &HttpRequest, suite_id: &str) -> Result<HttpResponse, CallbackError> {
+fn check_url(
+    state: &AppState,
+    req: &HttpRequest,
+    suite_id: &str,
+) -> Result<HttpResponse, CallbackError> {
     let suite = suite_of(state, suite_id)?;
     let query = SignedQuery::from_request(req)?;
     let echostr = param(req.query_string(), "echostr")
@@ -147,7 +164,14 @@ async fn command(
         handle_command(&state, &suite, &info_type, fields).await
     }
     .await;
-    log_outcome(&state, "suite_command", &path, started, &result, accepted_label);
+    log_outcome(
+        &state,
+        "suite_command",
+        &path,
+        started,
+        &result,
+        accepted_label,
+    );
     result.map(|_| success())
 }
 
@@ -288,6 +312,13 @@ async fn data_push(
         accept(&state, &state.directory.get(), accepted, &plain.message).await
     }
     .await;
-    log_outcome(&state, "suite_data", &suite_id, started, &result, accepted_label);
+    log_outcome(
+        &state,
+        "suite_data",
+        &suite_id,
+        started,
+        &result,
+        accepted_label,
+    );
     result.map(|_| success())
 }

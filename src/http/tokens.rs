@@ -78,7 +78,11 @@ async fn get_token(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse
 
 /// getToken for a suite's customer corp, in WeCom's shape: the corp token
 /// from the shared cache.
-async fn suite_corp_token(state: &AppState, suite: &crate::domain::Suite, corpid: &str) -> HttpResponse {
+async fn suite_corp_token(
+    state: &AppState,
+    suite: &crate::domain::Suite,
+    corpid: &str,
+) -> HttpResponse {
     let Ok(corp) = crate::domain::CorpId::parse(corpid) else {
         return wecom_error(StatusCode::OK, 40013, "invalid corpid");
     };

@@ -94,6 +94,7 @@ async fn app_token(
 
 /// A token and its seconds left from the cache's answer, or the answer to
 /// give instead (WeChat's own error, 502 unreachable, 503 no store).
+#[allow(clippy::result_large_err)]
 pub(super) fn token_or_answer(
     answer: Result<TokenAnswer, crate::store::StoreError>,
     whose: &str,
@@ -158,7 +159,11 @@ async fn proxy(
     let base = state.config.wechat_api_base.clone();
     let token_of = |stale: Option<String>| {
         let (state, app, secret) = (&state, &app, &secret);
-        async move { app_token(state, app, secret, stale.is_some()).await.map(|(t, _)| t) }
+        async move {
+            app_token(state, app, secret, stale.is_some())
+                .await
+                .map(|(t, _)| t)
+        }
     };
     forward(&state, &req, payload, &base, &STALE_TOKEN, token_of).await
 }

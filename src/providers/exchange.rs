@@ -51,7 +51,11 @@ impl ProviderService {
                 }
             }
             Ok(TokenAnswer::Unavailable { errmsg }) => return Exchanged::Retry { error: errmsg },
-            Err(e) => return Exchanged::Retry { error: e.to_string() },
+            Err(e) => {
+                return Exchanged::Retry {
+                    error: e.to_string(),
+                }
+            }
         };
         let url = format!(
             "{}/cgi-bin/service/v2/get_permanent_code",
@@ -121,7 +125,9 @@ impl ProviderService {
         };
         if !self.keep_grant(suite, &grant).await {
             return Exchanged::Refused {
-                error: "exchanged, but the store did not keep the grant: the corp must authorize again".into(),
+                error:
+                    "exchanged, but the store did not keep the grant: the corp must authorize again"
+                        .into(),
             };
         }
         Exchanged::Granted { corp, name }

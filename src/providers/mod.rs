@@ -23,7 +23,9 @@ use crate::tokens::{TokenAnswer, TokenService, TokenSource};
 /// Why a provider's token cannot be had.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
-    #[error("no suite_ticket has arrived yet: WeCom pushes one every 10 minutes to the command URL")]
+    #[error(
+        "no suite_ticket has arrived yet: WeCom pushes one every 10 minutes to the command URL"
+    )]
     NoTicket,
     #[error("this corp holds no grant of this suite")]
     NoGrant,
@@ -145,7 +147,9 @@ impl ProviderService {
         }
         grant.status = GrantStatus::Cancelled;
         grant.cancelled_at = Some(self.clock.now());
-        self.store.put_grant(&provider, &grant, self.clock.now()).await?;
+        self.store
+            .put_grant(&provider, &grant, self.clock.now())
+            .await?;
         Ok(true)
     }
 

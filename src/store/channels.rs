@@ -192,7 +192,11 @@ pub(super) fn text<'a>(record: &'a Record, field: &str) -> Option<&'a str> {
 }
 
 /// A sealed field, opened; `None` when absent.
-pub(super) fn opened(record: &Record, field: &str, sealer: &Sealer) -> Result<Option<String>, StoreError> {
+pub(super) fn opened(
+    record: &Record,
+    field: &str,
+    sealer: &Sealer,
+) -> Result<Option<String>, StoreError> {
     text(record, field).map(|s| sealer.open(s)).transpose()
 }
 

@@ -57,7 +57,11 @@ pub trait Providers: Records {
 
     /// Keep a ticket; older ones beyond the newest few are removed. Whether
     /// it is now the newest.
-    async fn keep_ticket(&self, provider: &Provider, ticket: &crate::domain::Ticket) -> Result<bool, StoreError> {
+    async fn keep_ticket(
+        &self,
+        provider: &Provider,
+        ticket: &crate::domain::Ticket,
+    ) -> Result<bool, StoreError> {
         let scope = provider.scope();
         self.put_record(&Record {
             kind: RecordKind::Ticket,
@@ -81,18 +85,25 @@ pub trait Providers: Records {
     }
 
     /// The newest ticket pushed to a provider.
-    async fn ticket(&self, provider: &Provider) -> Result<Option<crate::domain::Ticket>, StoreError> {
+    async fn ticket(
+        &self,
+        provider: &Provider,
+    ) -> Result<Option<crate::domain::Ticket>, StoreError> {
         let kept = self
             .list_records(RecordKind::Ticket, Some(&provider.scope()))
             .await?;
         let Some(newest) = kept.last() else {
             return Ok(None);
         };
-        let value = opened(newest, "ticket", self.sealer())?
-            .ok_or_else(|| corrupt(newest, "ticket"))?;
+        let value =
+            opened(newest, "ticket", self.sealer())?.ok_or_else(|| corrupt(newest, "ticket"))?;
         Ok(Some(crate::domain::Ticket {
             value: Secret::new(value),
-            issued: newest.body.get("issued").and_then(Value::as_i64).unwrap_or(0),
+            issued: newest
+                .body
+                .get("issued")
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
             received_at: millis(newest, "receivedAt"),
         }))
     }

@@ -159,12 +159,12 @@ fn fingerprint(secret: &str) -> String {
 }
 
 impl TokenService {
+    /// Upstream URLs from `config` (`ACCESS_TOKEN_URL`, `WECOM_API_BASE`,
+    /// `WECHAT_API_BASE`).
     pub fn new(
         store: Arc<dyn TokenCache>,
         client: reqwest::Client,
-        url: String,
-        wecom_api_base: &str,
-        wechat_api_base: &str,
+        config: &crate::config::Config,
         clock: Arc<dyn Clock>,
         owner: String,
         metrics: Arc<Metrics>,
@@ -172,9 +172,9 @@ impl TokenService {
         Self {
             store,
             client,
-            url,
-            stable_url: format!("{wechat_api_base}/cgi-bin/stable_token"),
-            wecom_api_base: wecom_api_base.to_owned(),
+            url: config.access_token_url.clone(),
+            stable_url: format!("{}/cgi-bin/stable_token", config.wechat_api_base),
+            wecom_api_base: config.wecom_api_base.clone(),
             clock,
             owner,
             memory: Mutex::default(),
@@ -229,7 +229,9 @@ impl TokenService {
         now: UnixMillis,
     ) -> Result<bool, StoreError> {
         match source {
-            TokenSource::Wecom { .. } | TokenSource::Suite { .. } | TokenSource::SuiteCorp { .. } => {
+            TokenSource::Wecom { .. }
+            | TokenSource::Suite { .. }
+            | TokenSource::SuiteCorp { .. } => {
                 self.store
                     .mark_token_forced(key, now, now.minus(FORCE_INTERVAL))
                     .await

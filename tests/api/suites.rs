@@ -61,7 +61,12 @@ async fn a_suite_is_accepted_only_with_secrets_key_and_shown_without_secrets() {
     let app = spawn_app_with(|c| sealed(c, &provider)).await;
     let mut bad = suite.body();
     bad["suiteSecret"] = json!("");
-    let resp = app.admin(Method::PUT, "/suites/wwsuitenokey").json(&bad).send().await.unwrap();
+    let resp = app
+        .admin(Method::PUT, "/suites/wwsuitenokey")
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
     let (status, body) = text(resp).await;
     assert_eq!(status, 400);
     assert!(body.contains("suiteSecret"), "{body}");
@@ -78,7 +83,11 @@ async fn a_suite_is_accepted_only_with_secrets_key_and_shown_without_secrets() {
     for secret in [&suite.secret, &suite.creds.token, &suite.creds.key] {
         assert!(!listed.to_string().contains(secret.as_str()));
     }
-    let resp = app.admin(Method::GET, "/suites/wwnosuchsuite").send().await.unwrap();
+    let resp = app
+        .admin(Method::GET, "/suites/wwnosuchsuite")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
 }
 
@@ -94,7 +103,9 @@ async fn both_urls_answer_a_check_sealed_for_the_provider_corp_and_refuse_any_ot
         assert_eq!(resp.status(), 401, "{url}: sealed for the suite id");
     }
     let good = suite.check_query("x", &suite.provider_corp);
-    let resp = app.get(&format!("/suite/wwnosuchsuite/command?{good}")).await;
+    let resp = app
+        .get(&format!("/suite/wwnosuchsuite/command?{good}"))
+        .await;
     assert_eq!(resp.status(), 404);
 }
 
@@ -108,7 +119,11 @@ async fn create_auth_is_answered_before_its_exchange_which_happens_once_though_w
     let code = provider.issue_code("wwcustomer1", "Customer One");
     let xml = suite.command_xml(
         "create_auth",
-        &[("AuthCode", &code), ("TimeStamp", "1700000100"), ("State", "s1")],
+        &[
+            ("AuthCode", &code),
+            ("TimeStamp", "1700000100"),
+            ("State", "s1"),
+        ],
     );
     let resp = suite.push_command(&app, &xml).await;
     assert_eq!(text(resp).await, (200, "success".to_owned()));
@@ -129,10 +144,21 @@ async fn create_auth_is_answered_before_its_exchange_which_happens_once_though_w
         body["authorization"],
         json!({"corpId": "wwcustomer1", "corpName": "Customer One"})
     );
-    assert!(!got[0].body.windows(code.len()).any(|w| w == code.as_bytes()), "the code is delivered");
+    assert!(
+        !got[0]
+            .body
+            .windows(code.len())
+            .any(|w| w == code.as_bytes()),
+        "the code is delivered"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(crm.received().len(), 1, "delivered once");
-    assert_eq!(provider.calls("/cgi-bin/service/v2/get_permanent_code").len(), 1);
+    assert_eq!(
+        provider
+            .calls("/cgi-bin/service/v2/get_permanent_code")
+            .len(),
+        1
+    );
 
     let corps = app.admin_json(&format!("/suites/{}/corps", suite.id)).await;
     assert_eq!(corps["items"][0]["corpId"], "wwcustomer1");
@@ -153,7 +179,12 @@ async fn a_code_wecom_refuses_reaches_subscribers_as_an_error_and_is_a_dead_lett
     let body = crm.wait_for(1).await[0].json();
     let error = body["authorization"]["error"].as_str().unwrap();
     assert!(error.contains("40078"), "{error}");
-    assert_eq!(provider.calls("/cgi-bin/service/v2/get_permanent_code").len(), 1);
+    assert_eq!(
+        provider
+            .calls("/cgi-bin/service/v2/get_permanent_code")
+            .len(),
+        1
+    );
     let corps = app.admin_json(&format!("/suites/{}/corps", suite.id)).await;
     assert_eq!(corps["items"], json!([]));
     let dead = eventually(Duration::from_secs(5), async || {
@@ -173,7 +204,10 @@ async fn the_newest_ticket_wins_whatever_the_order_and_without_one_tokens_say_wh
     let key = suite.issue_key(&app).await;
     let token_of = async |corp: &str| {
         app.api
-            .get(format!("{}/suite/{}/corps/{corp}/token", app.address, suite.id))
+            .get(format!(
+                "{}/suite/{}/corps/{corp}/token",
+                app.address, suite.id
+            ))
             .bearer_auth(&key)
             .send()
             .await
@@ -186,9 +220,21 @@ async fn the_newest_ticket_wins_whatever_the_order_and_without_one_tokens_say_wh
 
     let newer = provider.issue_ticket();
     let older = provider.issue_ticket();
-    assert_eq!(suite.push_ticket(&app, &newer, 1_700_000_600).await.status(), 200);
+    assert_eq!(
+        suite
+            .push_ticket(&app, &newer, 1_700_000_600)
+            .await
+            .status(),
+        200
+    );
     // A retry of an older push arrives late.
-    assert_eq!(suite.push_ticket(&app, &older, 1_700_000_000).await.status(), 200);
+    assert_eq!(
+        suite
+            .push_ticket(&app, &older, 1_700_000_000)
+            .await
+            .status(),
+        200
+    );
     authorize(&app, &provider, &suite, "wwcustomer").await;
     let asked = provider.calls("/cgi-bin/service/get_suite_token");
     assert_eq!(asked.len(), 1);
@@ -205,9 +251,14 @@ async fn an_exchange_waits_for_the_first_ticket() {
     let code = provider.issue_code("wwlate", "Late");
     assert_eq!(suite.push_create_auth(&app, &code).await.status(), 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(provider.calls("/cgi-bin/service/get_suite_token").is_empty());
+    assert!(provider
+        .calls("/cgi-bin/service/get_suite_token")
+        .is_empty());
     let failing = app.admin_json("/deliveries?status=pending").await;
-    let error = failing["items"][0]["lastError"].as_str().unwrap_or_default().to_owned();
+    let error = failing["items"][0]["lastError"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(error.contains("suite_ticket"), "{failing}");
     let ticket = provider.issue_ticket();
     suite.push_ticket(&app, &ticket, 1_700_000_000).await;
@@ -225,7 +276,10 @@ async fn corp_tokens_are_shared_by_key_holders_and_puppets_and_cancel_auth_ends_
     let key = suite.issue_key(&app).await;
     let token_of = async |key: &str| {
         app.api
-            .get(format!("{}/suite/{}/corps/wwcustomer/token", app.address, suite.id))
+            .get(format!(
+                "{}/suite/{}/corps/wwcustomer/token",
+                app.address, suite.id
+            ))
             .bearer_auth(key)
             .send()
             .await
@@ -269,7 +323,10 @@ async fn corp_tokens_are_shared_by_key_holders_and_puppets_and_cancel_auth_ends_
     assert_eq!(proxied["path"], "/cgi-bin/kf/account/list");
     assert_eq!(proxied["query"], format!("access_token={token}"));
 
-    let cancel = suite.command_xml("cancel_auth", &[("AuthCorpId", "wwcustomer"), ("TimeStamp", "1700000900")]);
+    let cancel = suite.command_xml(
+        "cancel_auth",
+        &[("AuthCorpId", "wwcustomer"), ("TimeStamp", "1700000900")],
+    );
     assert_eq!(suite.push_command(&app, &cancel).await.status(), 200);
     assert_eq!(token_of(&key).await.status(), 404);
     let corps = app.admin_json(&format!("/suites/{}/corps", suite.id)).await;
@@ -284,7 +341,8 @@ async fn a_customer_corps_callback_reaches_its_puppet_and_the_suites_subscriptio
     let key = suite.issue_key(&app).await;
     let puppet = FakePuppet::start().await;
     let customer = suite.customer("wwcustomer", &key);
-    app.register_ok(&customer, "wkcustomerkf", &puppet.url).await;
+    app.register_ok(&customer, "wkcustomerkf", &puppet.url)
+        .await;
     let desk = FakePuppet::start().await;
     app.subscribe(&suite.id, &desk.url, json!({})).await;
 
@@ -301,9 +359,23 @@ async fn a_customer_corps_callback_reaches_its_puppet_and_the_suites_subscriptio
     assert_eq!(body["message"]["OpenKfId"], "wkcustomerkf");
 
     // With `$CORPID$` in the URL, the receiveid must be that corp.
-    let resp = suite.push_data(&app, "wwcustomer", &customer.kf_event_xml("wkcustomerkf", "t2"), Some("wwcustomer")).await;
+    let resp = suite
+        .push_data(
+            &app,
+            "wwcustomer",
+            &customer.kf_event_xml("wkcustomerkf", "t2"),
+            Some("wwcustomer"),
+        )
+        .await;
     assert_eq!(resp.status(), 200);
-    let resp = suite.push_data(&app, "wwcustomer", &customer.kf_event_xml("wkcustomerkf", "t3"), Some("wwother")).await;
+    let resp = suite
+        .push_data(
+            &app,
+            "wwcustomer",
+            &customer.kf_event_xml("wkcustomerkf", "t3"),
+            Some("wwother"),
+        )
+        .await;
     assert_eq!(resp.status(), 401);
 }
 
@@ -327,7 +399,10 @@ async fn tickets_grants_and_secrets_are_never_stored_in_clear() {
     .unwrap();
     let raw = app.raw_store_dump().await;
     for secret in [&ticket, &code, &permanent, &suite.secret, &suite.creds.key] {
-        assert!(!raw.contains(secret.as_str()), "{secret} is in the store in clear");
+        assert!(
+            !raw.contains(secret.as_str()),
+            "{secret} is in the store in clear"
+        );
     }
 }
 
@@ -338,39 +413,161 @@ async fn hostile_provider_pushes_get_a_4xx_and_leave_nothing_behind() {
     app.subscribe(&suite.id, &crm.url, json!({})).await;
     let other = TestSuite::new("wwothersuite");
     let ticket = provider.issue_ticket();
-    let good = suite.command_xml("suite_ticket", &[("TimeStamp", "1800000000"), ("SuiteTicket", &ticket)]);
+    let good = suite.command_xml(
+        "suite_ticket",
+        &[("TimeStamp", "1800000000"), ("SuiteTicket", &ticket)],
+    );
     let (query, body) = suite.creds.seal_for(&good, &suite.id);
     let command = format!("/suite/{}/command", suite.id);
     let data = format!("/suite/{}/data", suite.id);
     let sealed = |xml: &str, receive_id: &str| suite.creds.seal_for(xml, receive_id);
-    let foreign = other.command_xml("suite_ticket", &[("TimeStamp", "1800000000"), ("SuiteTicket", "X")]);
+    let foreign = other.command_xml(
+        "suite_ticket",
+        &[("TimeStamp", "1800000000"), ("SuiteTicket", "X")],
+    );
     let mut cases: Vec<(&str, String, String, String)> = vec![
-        ("no signature", command.clone(), "timestamp=1&nonce=2".into(), body.clone()),
-        ("bad signature", command.clone(), query.replace("msg_signature=", "msg_signature=0"), body.clone()),
+        (
+            "no signature",
+            command.clone(),
+            "timestamp=1&nonce=2".into(),
+            body.clone(),
+        ),
+        (
+            "bad signature",
+            command.clone(),
+            query.replace("msg_signature=", "msg_signature=0"),
+            body.clone(),
+        ),
         ("empty body", command.clone(), query.clone(), String::new()),
-        ("truncated", command.clone(), query.clone(), body[..body.len() / 2].to_owned()),
-        ("not XML", command.clone(), query.clone(), "{\"Encrypt\": 1}".into()),
-        ("oversized", command.clone(), query.clone(), format!("<xml><Encrypt>{}</Encrypt></xml>", "A".repeat(70_000))),
-        ("doctype", command.clone(), query.clone(), format!("<!DOCTYPE x [<!ENTITY e \"e\">]>{body}")),
-        ("signed by another suite", command.clone(), other.creds.seal_for(&good, &suite.id).0, other.creds.seal_for(&good, &suite.id).1),
-        ("unknown suite", "/suite/wwnosuchsuite/command".into(), query.clone(), body.clone()),
+        (
+            "truncated",
+            command.clone(),
+            query.clone(),
+            body[..body.len() / 2].to_owned(),
+        ),
+        (
+            "not XML",
+            command.clone(),
+            query.clone(),
+            "{\"Encrypt\": 1}".into(),
+        ),
+        (
+            "oversized",
+            command.clone(),
+            query.clone(),
+            format!("<xml><Encrypt>{}</Encrypt></xml>", "A".repeat(70_000)),
+        ),
+        (
+            "doctype",
+            command.clone(),
+            query.clone(),
+            format!("<!DOCTYPE x [<!ENTITY e \"e\">]>{body}"),
+        ),
+        (
+            "signed by another suite",
+            command.clone(),
+            other.creds.seal_for(&good, &suite.id).0,
+            other.creds.seal_for(&good, &suite.id).1,
+        ),
+        (
+            "unknown suite",
+            "/suite/wwnosuchsuite/command".into(),
+            query.clone(),
+            body.clone(),
+        ),
     ];
     let mut add = |name: &'static str, path: &str, (q, b): (String, String)| {
         cases.push((name, path.to_owned(), q, b));
     };
-    add("receiveid the provider corp", &command, sealed(&good, &suite.provider_corp));
-    add("receiveid another suite", &command, sealed(&good, "wwothersuite"));
-    add("another suite's SuiteId", &command, sealed(&foreign, &suite.id));
-    add("no InfoType", &command, sealed(&format!("<xml><SuiteId>{}</SuiteId></xml>", suite.id), &suite.id));
-    add("no SuiteId", &command, sealed("<xml><InfoType>suite_ticket</InfoType></xml>", &suite.id));
-    add("ticket without TimeStamp", &command, sealed(&suite.command_xml("suite_ticket", &[("SuiteTicket", "T")]), &suite.id));
-    add("ticket with a bad TimeStamp", &command, sealed(&suite.command_xml("suite_ticket", &[("TimeStamp", "soon"), ("SuiteTicket", "T")]), &suite.id));
-    add("ticket without SuiteTicket", &command, sealed(&suite.command_xml("suite_ticket", &[("TimeStamp", "1")]), &suite.id));
-    add("create_auth without AuthCode", &command, sealed(&suite.command_xml("create_auth", &[("TimeStamp", "1")]), &suite.id));
-    add("cancel_auth without AuthCorpId", &command, sealed(&suite.command_xml("cancel_auth", &[("TimeStamp", "1")]), &suite.id));
-    add("cancel_auth with a bad AuthCorpId", &command, sealed(&suite.command_xml("cancel_auth", &[("AuthCorpId", "a b")]), &suite.id));
-    add("inner not XML", &command, sealed("not xml at all", &suite.id));
-    add("data sealed for no valid corp", &data, sealed("<xml><MsgType>text</MsgType></xml>", "bad corp!"));
+    add(
+        "receiveid the provider corp",
+        &command,
+        sealed(&good, &suite.provider_corp),
+    );
+    add(
+        "receiveid another suite",
+        &command,
+        sealed(&good, "wwothersuite"),
+    );
+    add(
+        "another suite's SuiteId",
+        &command,
+        sealed(&foreign, &suite.id),
+    );
+    add(
+        "no InfoType",
+        &command,
+        sealed(
+            &format!("<xml><SuiteId>{}</SuiteId></xml>", suite.id),
+            &suite.id,
+        ),
+    );
+    add(
+        "no SuiteId",
+        &command,
+        sealed("<xml><InfoType>suite_ticket</InfoType></xml>", &suite.id),
+    );
+    add(
+        "ticket without TimeStamp",
+        &command,
+        sealed(
+            &suite.command_xml("suite_ticket", &[("SuiteTicket", "T")]),
+            &suite.id,
+        ),
+    );
+    add(
+        "ticket with a bad TimeStamp",
+        &command,
+        sealed(
+            &suite.command_xml(
+                "suite_ticket",
+                &[("TimeStamp", "soon"), ("SuiteTicket", "T")],
+            ),
+            &suite.id,
+        ),
+    );
+    add(
+        "ticket without SuiteTicket",
+        &command,
+        sealed(
+            &suite.command_xml("suite_ticket", &[("TimeStamp", "1")]),
+            &suite.id,
+        ),
+    );
+    add(
+        "create_auth without AuthCode",
+        &command,
+        sealed(
+            &suite.command_xml("create_auth", &[("TimeStamp", "1")]),
+            &suite.id,
+        ),
+    );
+    add(
+        "cancel_auth without AuthCorpId",
+        &command,
+        sealed(
+            &suite.command_xml("cancel_auth", &[("TimeStamp", "1")]),
+            &suite.id,
+        ),
+    );
+    add(
+        "cancel_auth with a bad AuthCorpId",
+        &command,
+        sealed(
+            &suite.command_xml("cancel_auth", &[("AuthCorpId", "a b")]),
+            &suite.id,
+        ),
+    );
+    add(
+        "inner not XML",
+        &command,
+        sealed("not xml at all", &suite.id),
+    );
+    add(
+        "data sealed for no valid corp",
+        &data,
+        sealed("<xml><MsgType>text</MsgType></xml>", "bad corp!"),
+    );
     add("data inner not XML", &data, sealed("<<<", "wwcustomer"));
     // Bad padding: a valid ciphertext with its last block changed.
     let (q, mut b) = sealed(&good, &suite.id);

@@ -87,7 +87,12 @@ impl FakeProviderApi {
 
     pub fn calls(&self, path: &str) -> Vec<Received> {
         let state = self.state.lock().unwrap();
-        state.calls.iter().filter(|r| r.path == path).cloned().collect()
+        state
+            .calls
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
     }
 }
 
@@ -111,7 +116,10 @@ async fn answer(state: &Mutex<State>, req: &HttpRequest, body: &[u8]) -> HttpRes
     match received.path.as_str() {
         "/cgi-bin/service/get_suite_token" => {
             let mut s = state.lock().unwrap();
-            if !s.tickets.contains(asked["suite_ticket"].as_str().unwrap_or("")) {
+            if !s
+                .tickets
+                .contains(asked["suite_ticket"].as_str().unwrap_or(""))
+            {
                 return refuse(40085, "invalid suite_ticket");
             }
             let token = format!("SUITE-TOKEN-{}", s.served);
@@ -119,12 +127,18 @@ async fn answer(state: &Mutex<State>, req: &HttpRequest, body: &[u8]) -> HttpRes
             HttpResponse::Ok().json(json!({"errcode": 0, "errmsg": "ok", "suite_access_token": token, "expires_in": 7200}))
         }
         "/cgi-bin/service/v2/get_permanent_code" => {
-            if !state.lock().unwrap().suite_tokens.contains(&query_token("suite_access_token")) {
+            if !state
+                .lock()
+                .unwrap()
+                .suite_tokens
+                .contains(&query_token("suite_access_token"))
+            {
                 return refuse(42009, "suite_access_token expired");
             }
             tokio::time::sleep(delay).await;
             let mut s = state.lock().unwrap();
-            let Some((corp, name)) = s.codes.remove(asked["auth_code"].as_str().unwrap_or("")) else {
+            let Some((corp, name)) = s.codes.remove(asked["auth_code"].as_str().unwrap_or(""))
+            else {
                 return refuse(40078, "invalid auth_code");
             };
             let permanent = format!("PERMANENT-{}", random_string(20));
@@ -145,7 +159,9 @@ async fn answer(state: &Mutex<State>, req: &HttpRequest, body: &[u8]) -> HttpRes
             }
             let token = format!("CORP-TOKEN-{corp}-{}", s.served);
             s.served += 1;
-            HttpResponse::Ok().json(json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": 7200}))
+            HttpResponse::Ok().json(
+                json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": 7200}),
+            )
         }
         _ => HttpResponse::Ok().json(json!({
             "errcode": 0, "path": received.path, "query": received.query,
@@ -221,7 +237,8 @@ impl TestSuite {
     /// POST a command push as WeCom does (sealed for the suite id).
     pub async fn push_command(&self, app: &TestApp, xml: &str) -> reqwest::Response {
         let (query, body) = self.creds.seal_for(xml, &self.id);
-        self.post(app, &format!("/suite/{}/command?{query}", self.id), body).await
+        self.post(app, &format!("/suite/{}/command?{query}", self.id), body)
+            .await
     }
 
     pub async fn push_ticket(&self, app: &TestApp, ticket: &str, issued: i64) -> reqwest::Response {
@@ -235,13 +252,23 @@ impl TestSuite {
     pub async fn push_create_auth(&self, app: &TestApp, code: &str) -> reqwest::Response {
         let xml = self.command_xml(
             "create_auth",
-            &[("AuthCode", code), ("TimeStamp", "1700000000"), ("State", "")],
+            &[
+                ("AuthCode", code),
+                ("TimeStamp", "1700000000"),
+                ("State", ""),
+            ],
         );
         self.push_command(app, &xml).await
     }
 
     /// POST a customer corp's callback to the data URL (sealed for the corp).
-    pub async fn push_data(&self, app: &TestApp, corp: &str, xml: &str, url_corp: Option<&str>) -> reqwest::Response {
+    pub async fn push_data(
+        &self,
+        app: &TestApp,
+        corp: &str,
+        xml: &str,
+        url_corp: Option<&str>,
+    ) -> reqwest::Response {
         let (query, body) = self.creds.seal_for(xml, corp);
         let path = match url_corp {
             Some(c) => format!("/suite/{}/data/{c}?{query}", self.id),
@@ -250,7 +277,12 @@ impl TestSuite {
         self.post(app, &path, body).await
     }
 
-    pub async fn post(&self, app: &TestApp, path_and_query: &str, body: String) -> reqwest::Response {
+    pub async fn post(
+        &self,
+        app: &TestApp,
+        path_and_query: &str,
+        body: String,
+    ) -> reqwest::Response {
         app.api
             .post(format!("{}{path_and_query}", app.address))
             .header("content-type", "text/xml")

@@ -260,7 +260,10 @@ impl Dispatcher {
 
     /// A sending slot, unless the lease was lost meanwhile (another claimer
     /// holds the delivery now and sends it; recording would fail too).
-    pub(super) async fn sending_slot(&self, id: &DeliveryId) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    pub(super) async fn sending_slot(
+        &self,
+        id: &DeliveryId,
+    ) -> Option<tokio::sync::SemaphorePermit<'_>> {
         let slot = self.global.acquire().await.ok()?;
         (!self.lease_lost(id)).then_some(slot)
     }

@@ -35,7 +35,10 @@ impl Dispatcher {
             Err(e) => return self.store_retry(&e),
         };
         let sealed: Value = serde_json::from_slice(&event.body).unwrap_or_default();
-        let code = match sealed["authCode"].as_str().map(|c| self.store.sealer().open(c)) {
+        let code = match sealed["authCode"]
+            .as_str()
+            .map(|c| self.store.sealer().open(c))
+        {
             Some(Ok(code)) => code,
             _ => {
                 return AttemptResult::Dead {
@@ -58,7 +61,9 @@ impl Dispatcher {
             }
             Exchanged::Refused { error } => self.exchange_failed(event, provider, error).await,
             Exchanged::Retry { error } if now.since(event.received_at) >= CODE_VALIDITY => {
-                let error = format!("the authorization code expired before it could be exchanged ({error})");
+                let error = format!(
+                    "the authorization code expired before it could be exchanged ({error})"
+                );
                 self.exchange_failed(event, provider, error).await
             }
             Exchanged::Retry { error } => AttemptResult::Retry {
@@ -82,7 +87,12 @@ impl Dispatcher {
     }
 
     /// The push, with how its exchange ended, to the provider's subscriptions.
-    async fn announce(&self, event: &Delivery, provider: &Provider, authorization: Map<String, Value>) {
+    async fn announce(
+        &self,
+        event: &Delivery,
+        provider: &Provider,
+        authorization: Map<String, Value>,
+    ) {
         let Some(Ok(Value::Object(mut body))) = event
             .message
             .as_deref()

@@ -110,6 +110,8 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
+    // Each is a separate, shared service the dispatcher works with.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn Store>,
         sender: Sender,
