@@ -35,7 +35,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::resource("/suite/{suite_id}/data")
-            .get(verify_url)
+            .get(verify_data_url)
             .post(data),
     )
     .service(
@@ -61,7 +61,8 @@ fn verify(suite: &Suite, query: &SignedQuery, data: &str) -> Result<(), Callback
         .map(|_| ())
 }
 
-/// GET on either URL: the decrypted `echostr`, sealed for the provider's corp.
+/// GET on the command URL (and, below, the data URLs): the decrypted
+/// `echostr`, sealed for the provider's corp.
 #[utoipa::path(get, path = "/suite/{suiteId}/command", tag = "providers", params(("suiteId" = inline(crate::domain::SuiteId), Path), ("msg_signature" = String, Query, min_length = 1, max_length = 256), ("timestamp" = String, Query, min_length = 1, max_length = 256), ("nonce" = String, Query, min_length = 1, max_length = 256), ("echostr" = String, Query, min_length = 1)), responses((status = 200, description = "The decrypted echostr, text/plain"), (status = 400, description = "Malformed"), (status = 401, description = "Bad signature or receiveid"), (status = 404, description = "Unknown suite")))]
 async fn verify_url(
     state: web::Data<AppState>,
