@@ -72,6 +72,23 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         }
         _ => tracing::warn!("metrics: queue depth unavailable (store did not answer)"),
     }
+    match crate::providers::health(state.store.as_ref(), now).await {
+        Ok(providers) => {
+            for p in providers {
+                let labels = crate::metrics::ProviderLabels {
+                    kind: p.kind,
+                    provider: p.id,
+                };
+                let age = p.ticket_age_seconds.map_or(-1, |a| a as i64);
+                state
+                    .metrics
+                    .provider_ticket_age_seconds
+                    .get_or_create(&labels)
+                    .set(age);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: providers' tickets unavailable"),
+    }
     for (command, count) in state.store.command_counts() {
         let labels = CommandLabels { command };
         let set = |family: &Family<CommandLabels, Gauge>, n: u64| {

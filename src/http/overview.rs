@@ -23,6 +23,8 @@ pub(super) struct Overview {
     /// dead, the longest waiting first.
     targets: Vec<TargetBacklog>,
     subscriptions: Vec<SubscriptionBacklog>,
+    /// Suites: ticket age (an error past its validity), customers, failed exchanges.
+    providers: Vec<crate::providers::ProviderHealth>,
 }
 
 /// Red where something needs a person.
@@ -119,6 +121,12 @@ pub(super) async fn overview(state: web::Data<AppState>) -> Result<HttpResponse,
             }
         })
         .collect();
+    let mut providers = crate::providers::health(state.store.as_ref(), now).await?;
+    for provider in &mut providers {
+        provider.failed_exchanges = by_subscription
+            .get(provider.exchanges.as_str())
+            .map_or(0, |b| b.dead);
+    }
     let targets = backlogs
         .into_iter()
         .map(|b| {
@@ -144,5 +152,6 @@ pub(super) async fn overview(state: web::Data<AppState>) -> Result<HttpResponse,
         hour: state.metrics.history.hour(now),
         targets,
         subscriptions,
+        providers,
     }))
 }

@@ -158,3 +158,57 @@ impl ProviderService {
         self.tokens.invalidate(token).await
     }
 }
+
+/// How a provider stands, for operators (dashboard, metrics): its newest
+/// ticket's age (past its validity every customer's calls fail) and how
+/// many customers hold a grant.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderHealth {
+    /// `suite`.
+    pub kind: &'static str,
+    pub id: String,
+    pub name: String,
+    /// `None` until the first ticket.
+    pub ticket_age_seconds: Option<u64>,
+    /// No ticket, or the newest is past its validity.
+    pub ticket_expired: bool,
+    /// Customers holding a grant.
+    pub customers: u64,
+    /// Pushes whose code could not be exchanged (dead letters of its exchanges).
+    pub failed_exchanges: u64,
+    /// The target its exchanges are deliveries to.
+    #[serde(skip)]
+    pub exchanges: SubscriptionId,
+}
+
+/// Every provider's health at `now` (`failed_exchanges` left at 0: the
+/// caller that has the backlogs fills it).
+pub async fn health(
+    store: &dyn Store,
+    now: crate::clock::UnixMillis,
+) -> Result<Vec<ProviderHealth>, StoreError> {
+    let mut all = Vec::new();
+    for suite in store.list_suites().await? {
+        let provider = suite.provider();
+        let ticket = store.ticket(&provider).await?;
+        let age = ticket.as_ref().map(|t| now.since(t.received_at));
+        let customers = store
+            .list_grants(&provider)
+            .await?
+            .iter()
+            .filter(|g| g.status == GrantStatus::Authorized)
+            .count() as u64;
+        all.push(ProviderHealth {
+            kind: "suite",
+            id: suite.suite_id.to_string(),
+            name: suite.name.clone(),
+            ticket_age_seconds: age.map(|a| a.as_secs()),
+            ticket_expired: age.is_none_or(|a| a > provider.ticket_validity()),
+            customers,
+            failed_exchanges: 0,
+            exchanges: exchange_target(&provider),
+        });
+    }
+    Ok(all)
+}

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::support::spawn_app;
+use crate::support::{spawn_app, spawn_app_with};
 
 /// Every `wxkf_…` name in a file.
 fn metric_names(relative: &str) -> BTreeSet<String> {
@@ -40,7 +40,14 @@ fn family_and_type(name: &str) -> (&str, &str) {
 
 #[tokio::test]
 async fn every_metric_the_alerts_and_the_dashboard_use_is_exposed() {
-    let app = spawn_app().await;
+    // A manager with a suite: its ticket's age is a series of its own.
+    let app = spawn_app_with(|c| {
+        c.secrets_key = Some(wxkf_manager::config::SecretsKey([1; 32]));
+    })
+    .await;
+    crate::support::TestSuite::new("wwalertsuite")
+        .register(&app)
+        .await;
     let exposed = app.get("/metrics").await.text().await.unwrap();
     let types: BTreeSet<(String, String)> = exposed
         .lines()

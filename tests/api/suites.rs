@@ -595,3 +595,42 @@ async fn hostile_provider_pushes_get_a_4xx_and_leave_nothing_behind() {
     assert_eq!(provider.calls("/cgi-bin/service/get_suite_token").len(), 0);
     assert!(shown["ticketReceivedAt"].is_string());
 }
+
+#[tokio::test]
+async fn operators_see_each_suites_ticket_age_customers_and_failed_exchanges() {
+    let (app, provider, suite) = suite_app().await;
+    authorize(&app, &provider, &suite, "wwcustomer").await;
+    suite.push_create_auth(&app, "AUTHCODE-made-up").await;
+    let late = TestSuite::new("wwsuitenoticket");
+    late.register(&app).await;
+    let providers = eventually(Duration::from_secs(5), async || {
+        let overview = app.admin_json("/overview").await;
+        let providers = overview["providers"].as_array()?.clone();
+        let failed = providers.iter().any(|p| p["failedExchanges"] == 1);
+        failed.then_some(providers)
+    })
+    .await
+    .expect("the refused exchange is counted");
+    let of = |id: &str| providers.iter().find(|p| p["id"] == id).unwrap().clone();
+    let ours = of(&suite.id);
+    assert_eq!(ours["kind"], "suite");
+    assert_eq!(ours["customers"], 1);
+    assert_eq!(ours["ticketExpired"], false);
+    assert!(ours["ticketAgeSeconds"].as_u64().unwrap() < 60);
+    let none = of("wwsuitenoticket");
+    assert_eq!(none["ticketAgeSeconds"], Value::Null);
+    assert_eq!(none["ticketExpired"], true);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "wxkf_provider_ticket_age_seconds{{kind=\"suite\",provider=\"{}\"}} 0",
+            suite.id
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains(
+        "wxkf_provider_ticket_age_seconds{kind=\"suite\",provider=\"wwsuitenoticket\"} -1"
+    ));
+    assert!(metrics.contains("wxkf_provider_exchanges_total{outcome=\"granted\"} 1"));
+    assert!(metrics.contains("wxkf_provider_exchanges_total{outcome=\"refused\"} 1"));
+}
