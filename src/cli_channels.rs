@@ -181,38 +181,51 @@ pub async fn apps(store: Arc<dyn Store>, command: AppsCommand) -> anyhow::Result
             if store.get_app(&app_id).await?.is_none() {
                 anyhow::bail!("no app {app_id}");
             }
-            let (key, shown) = AppKey::issue(app_id.to_string(), description, SystemClock.now())?;
-            store.put_app_key(&key).await?;
-            println!("key id: {}", key.id);
-            println!("key (shown once): {}", shown.expose());
-            Ok(())
+            issue_key(store.as_ref(), app_id.to_string(), description).await
         }
         AppsCommand::Keys { app_id, json } => {
-            let keys = store
-                .list_app_keys(Some(AppId::parse(&app_id)?.as_str()))
-                .await?;
-            let views: Vec<_> = keys.iter().map(AppKeyView::from).collect();
-            if json {
-                return print_json(&views);
-            }
-            let rows: Vec<Vec<String>> = views
-                .iter()
-                .map(|v| vec![v.id.clone(), v.created_at.clone(), v.description.clone()])
-                .collect();
-            print_table(&["ID", "CREATED", "DESCRIPTION"], &rows);
-            Ok(())
+            print_keys(store.as_ref(), AppId::parse(&app_id)?.as_str(), json).await
         }
         AppsCommand::RevokeKey { app_id, key_id } => {
-            if !store
-                .delete_app_key(AppId::parse(&app_id)?.as_str(), &key_id)
-                .await?
-            {
-                anyhow::bail!("no key {key_id} of app {app_id}");
-            }
-            println!("revoked {key_id}");
-            Ok(())
+            revoke_key(store.as_ref(), AppId::parse(&app_id)?.as_str(), &key_id).await
         }
     }
+}
+
+/// Issue a key for `owner` (an appId or a provider's scope); printed once.
+pub(crate) async fn issue_key(
+    store: &dyn Store,
+    owner: String,
+    description: Option<String>,
+) -> anyhow::Result<()> {
+    let (key, shown) = AppKey::issue(owner, description, SystemClock.now())?;
+    store.put_app_key(&key).await?;
+    println!("key id: {}", key.id);
+    println!("key (shown once): {}", shown.expose());
+    Ok(())
+}
+
+/// The keys of `owner`, never the keys themselves.
+pub(crate) async fn print_keys(store: &dyn Store, owner: &str, json: bool) -> anyhow::Result<()> {
+    let keys = store.list_app_keys(Some(owner)).await?;
+    let views: Vec<_> = keys.iter().map(AppKeyView::from).collect();
+    if json {
+        return print_json(&views);
+    }
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| vec![v.id.clone(), v.created_at.clone(), v.description.clone()])
+        .collect();
+    print_table(&["ID", "CREATED", "DESCRIPTION"], &rows);
+    Ok(())
+}
+
+pub(crate) async fn revoke_key(store: &dyn Store, owner: &str, key_id: &str) -> anyhow::Result<()> {
+    if !store.delete_app_key(owner, key_id).await? {
+        anyhow::bail!("no key {key_id} of {owner}");
+    }
+    println!("revoked {key_id}");
+    Ok(())
 }
 
 fn print_subscriptions(subscriptions: &[Subscription], json: bool) -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod cli_channels;
+pub mod cli_providers;
 pub mod cli_store;
 pub mod clock;
 pub mod config;

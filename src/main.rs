@@ -41,6 +41,9 @@ enum Command {
     /// Where pushes go (§6.3).
     #[command(subcommand)]
     Subscriptions(cli_channels::SubscriptionsCommand),
+    /// WeCom suites of a service provider, their corps and keys (§7.1).
+    #[command(subcommand)]
+    Suites(wxkf_manager::cli_providers::SuitesCommand),
     /// Move what a store holds to another backend.
     #[command(subcommand)]
     Store(wxkf_manager::cli_store::StoreCommand),
@@ -90,6 +93,10 @@ async fn main() {
         },
         Command::Subscriptions(c) => match open_store(&config).await {
             Ok(store) => cli_channels::subscriptions(store, c).await,
+            Err(e) => Err(e),
+        },
+        Command::Suites(c) => match open_store(&config).await {
+            Ok(store) => wxkf_manager::cli_providers::suites(store, c).await,
             Err(e) => Err(e),
         },
         Command::Store(c) => match wxkf_manager::cli_store::run(&config, c).await {

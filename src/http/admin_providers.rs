@@ -107,10 +107,6 @@ async fn delete_suite(
     path: web::Path<String>,
 ) -> Result<HttpResponse, PuppetApiError> {
     let suite = known_suite(&state, &path).await?;
-    let scope = suite.provider().scope();
-    for key in state.store.list_app_keys(Some(&scope)).await? {
-        state.store.delete_app_key(&scope, &key.id).await?;
-    }
     state.store.delete_suite(&suite.suite_id).await?;
     changed(&state).await?;
     tracing::info!(suite_id = %suite.suite_id, "suite deleted by an operator");

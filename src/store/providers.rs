@@ -51,7 +51,14 @@ pub trait Providers: Records {
         records.iter().map(|r| suite_from(r, self)).collect()
     }
 
+    /// Delete a suite and its keys; its grants and tickets are kept (sealed),
+    /// so that registering it again serves its corps as before. `false` if
+    /// there was no such suite.
     async fn delete_suite(&self, id: &SuiteId) -> Result<bool, StoreError> {
+        let scope = Provider::Suite(id.clone()).scope();
+        for key in self.list_records(RecordKind::AppKey, Some(&scope)).await? {
+            self.delete_record(RecordKind::AppKey, &key.id).await?;
+        }
         self.delete_record(RecordKind::Suite, id.as_str()).await
     }
 
@@ -151,18 +158,6 @@ pub trait Providers: Records {
             .list_records(RecordKind::Grant, Some(&provider.scope()))
             .await?;
         records.iter().map(|r| grant_from(r, self)).collect()
-    }
-
-    /// Forget everything kept for a provider (it was deleted): tickets,
-    /// grants and keys.
-    async fn forget_provider(&self, provider: &Provider) -> Result<(), StoreError> {
-        let scope = provider.scope();
-        for kind in [RecordKind::Ticket, RecordKind::Grant, RecordKind::AppKey] {
-            for record in self.list_records(kind, Some(&scope)).await? {
-                self.delete_record(kind, &record.id).await?;
-            }
-        }
-        Ok(())
     }
 }
 

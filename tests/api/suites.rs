@@ -634,3 +634,96 @@ async fn operators_see_each_suites_ticket_age_customers_and_failed_exchanges() {
     assert!(metrics.contains("wxkf_provider_exchanges_total{outcome=\"granted\"} 1"));
     assert!(metrics.contains("wxkf_provider_exchanges_total{outcome=\"refused\"} 1"));
 }
+
+#[tokio::test]
+async fn the_command_line_lists_suites_their_corps_and_keys_and_registers_one() {
+    let (app, provider, suite) = suite_app().await;
+    authorize(&app, &provider, &suite, "wwcustomer").await;
+    // SecretsKey([7; 32]), as `sealed` sets it.
+    let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]);
+    let env = [("SECRETS_KEY", key.as_str())];
+    let run = |args: &[&str]| {
+        let out = app.cli_with_env(args, &env);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed: Value = serde_json::from_str(&run(&["suites", "list", "--json"])).unwrap();
+    assert_eq!(listed[0]["suiteId"], suite.id.as_str());
+    assert_eq!(listed[0]["corps"], 1);
+    let table = run(&["suites", "corps", &suite.id]);
+    assert!(
+        table.contains("wwcustomer") && table.contains("authorized"),
+        "{table}"
+    );
+    let issued = run(&["suites", "issue-key", &suite.id, "--description", "CRM"]);
+    let shown = issued
+        .lines()
+        .find_map(|l| l.strip_prefix("key (shown once): "))
+        .unwrap();
+    // The key works at once on the running manager (within its refresh).
+    let token = eventually(Duration::from_secs(5), async || {
+        let resp = app
+            .api
+            .get(format!(
+                "{}/suite/{}/corps/wwcustomer/token",
+                app.address, suite.id
+            ))
+            .bearer_auth(shown)
+            .send()
+            .await
+            .unwrap();
+        (resp.status() == 200).then_some(())
+    })
+    .await;
+    assert!(token.is_some(), "the key issued on the command line works");
+    let keys: Value = serde_json::from_str(&run(&["suites", "keys", &suite.id, "--json"])).unwrap();
+    assert_eq!(keys[0]["description"], "CRM");
+    assert!(!keys.to_string().contains(shown));
+
+    let other = TestSuite::new("wwclisuite");
+    let put = app.cli_with_env(
+        &[
+            "suites",
+            "put",
+            "wwclisuite",
+            "--provider-corp-id",
+            &other.provider_corp,
+            "--token",
+            &other.creds.token,
+            "--encoding-aes-key",
+            &other.creds.key,
+        ],
+        &[
+            ("SECRETS_KEY", key.as_str()),
+            ("WXKF_SUITE_SECRET", &other.secret),
+        ],
+    );
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let without_key = app.cli_with_env(
+        &[
+            "suites",
+            "put",
+            "wwclisuite2",
+            "--provider-corp-id",
+            &other.provider_corp,
+            "--token",
+            &other.creds.token,
+            "--encoding-aes-key",
+            &other.creds.key,
+            "--suite-secret",
+            "s",
+        ],
+        &[],
+    );
+    assert!(!without_key.status.success());
+    let shown = app.admin_json("/suites/wwclisuite").await;
+    assert_eq!(shown["providerCorpId"], other.provider_corp.as_str());
+}
