@@ -20,7 +20,7 @@ pub enum AppsCommand {
     /// Register or change an Official Account or Mini Program.
     Put {
         app_id: String,
-        /// official_account or mini_program.
+        /// official_account, mini_program or store.
         #[arg(long)]
         kind: String,
         /// The push token (3 to 32 of [A-Za-z0-9]).

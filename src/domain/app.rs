@@ -13,6 +13,8 @@ use super::{AppId, EncodingAesKey, FieldError, Secret};
 pub enum AppKind {
     OfficialAccount,
     MiniProgram,
+    /// A shop (微信小店, §7.3): JSON and safe mode only.
+    Store,
 }
 
 impl AppKind {
@@ -20,6 +22,7 @@ impl AppKind {
         match self {
             Self::OfficialAccount => "official_account",
             Self::MiniProgram => "mini_program",
+            Self::Store => "store",
         }
     }
 
@@ -27,6 +30,7 @@ impl AppKind {
         match s {
             "official_account" => Some(Self::OfficialAccount),
             "mini_program" => Some(Self::MiniProgram),
+            "store" => Some(Self::Store),
             _ => None,
         }
     }
@@ -76,7 +80,7 @@ impl App {
             None | Some("") => return Err(FieldError::new("kind", "missing")),
             Some(k) => AppKind::parse(k).ok_or(FieldError::new(
                 "kind",
-                "must be official_account or mini_program",
+                "must be official_account, mini_program or store",
             ))?,
         };
         let token = push_token(body.token.as_deref())?;
@@ -90,7 +94,8 @@ impl App {
         };
         // Without a key as well, every push is refused until one is added
         // (plaintext 403, encrypted 400); the view shows `encryption: false`.
-        let require_encryption = body.require_encryption.unwrap_or(false);
+        // A shop pushes in safe mode only: a plaintext push is refused.
+        let require_encryption = body.require_encryption.unwrap_or(false) || kind == AppKind::Store;
         let name = display_name(body.name)?;
         Ok(Self {
             app_id,

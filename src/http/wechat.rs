@@ -19,7 +19,7 @@ use super::query::param;
 use super::AppState;
 use crate::delivery::fan_out::{fan_out, Origin};
 use crate::delivery::identity::push_dedup_key;
-use crate::domain::{App, CorpId, EventId};
+use crate::domain::{App, AppKind, CorpId, EventId};
 use crate::store::{InsertOutcome, NewEvent, PayloadKind};
 use crate::wecom::{self, MAX_XML_BYTES};
 
@@ -133,7 +133,11 @@ enum Read {
 
 /// Verify and decrypt: the message a push carries.
 fn read_push(app: &App, req: &HttpRequest, body: &[u8]) -> Result<Read, CallbackError> {
-    let outer = Format::of(req, body)?.fields(body)?;
+    let format = Format::of(req, body)?;
+    if app.kind == AppKind::Store && format == Format::Xml {
+        return Err(CallbackError::BadRequest("a shop pushes JSON only".into()));
+    }
+    let outer = format.fields(body)?;
     if wecom::is_container_probe(&outer) {
         return Ok(Read::Probe);
     }

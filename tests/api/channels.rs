@@ -639,3 +639,44 @@ async fn a_follower_reaches_the_crm_within_a_second_and_wechat_never_waits_for_i
     assert_eq!(message["Event"], "subscribe");
     assert_eq!(message["FromUserName"], "o_new_follower");
 }
+
+/// A shop (微信小店, §7.3): JSON and safe mode only; its order events reach
+/// its subscribers as `store` pushes.
+#[tokio::test]
+async fn a_shop_takes_safe_mode_json_only_and_its_order_events_reach_subscribers() {
+    let app = spawn_app().await;
+    let shop = WxApp::new();
+    let shown = app.put_app(&shop, "store", json!({})).await;
+    assert_eq!(shown["kind"], "store");
+    assert_eq!(shown["requireEncryption"], true);
+    let erp = FakePuppet::start().await;
+    app.subscribe(&shop.id, &erp.url, json!({})).await;
+    let order = r#"{"ToUserName":"gh_shop","FromUserName":"o_buyer","CreateTime":1700000000,"MsgType":"event","Event":"channels_ec_order_pay","order_info":{"order_id":3705115058471208928,"pay_time":1658509200}}"#;
+    // Plaintext: refused before anything else.
+    let (status, _) = app
+        .push(
+            &shop.id,
+            &shop.plain_query(),
+            "application/json",
+            order.into(),
+        )
+        .await;
+    assert_eq!(status, 403);
+    // Safe mode XML: a shop never sends it.
+    let (query, xml) = shop.safe_xml(order);
+    let (status, _) = app.push(&shop.id, &query, "text/xml", xml).await;
+    assert_eq!(status, 400);
+    let (query, encrypted) = shop.sealed(order, &shop.id);
+    let body = json!({"ToUserName": "gh_shop", "Encrypt": encrypted}).to_string();
+    assert_eq!(
+        app.push(&shop.id, &query, "application/json", body).await,
+        (200, "success".into())
+    );
+    let got = erp.wait_for(1).await[0].json();
+    assert_eq!(got["sourceKind"], "store");
+    assert_eq!(got["message"]["Event"], "channels_ec_order_pay");
+    assert_eq!(
+        got["message"]["order_info"]["order_id"],
+        3705115058471208928u64
+    );
+}
