@@ -727,3 +727,198 @@ async fn the_command_line_lists_suites_their_corps_and_keys_and_registers_one() 
     let shown = app.admin_json("/suites/wwclisuite").await;
     assert_eq!(shown["providerCorpId"], other.provider_corp.as_str());
 }
+
+/// The CLI's `store copy` against the embedded store in `data_dir`.
+fn store_copy(data_dir: &std::path::Path, args: &[&str]) {
+    let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wxkf-manager"))
+        .env_clear()
+        .env("DATA_DIR", data_dir)
+        .env("SECRETS_KEY", key)
+        .args(["store", "copy"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs MongoDB: scripts/test runs it (MONGO_URI, --include-ignored)"]
+async fn tickets_grants_and_keys_move_with_store_copy_both_ways() {
+    let uri = require_mongo();
+    let provider = FakeProviderApi::start().await;
+    let (first_dir, back_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let on = |dir: Option<&std::path::Path>| {
+        let (provider, uri) = (provider.clone(), uri.clone());
+        let dir = dir.map(std::path::Path::to_path_buf);
+        move |c: &mut Config| {
+            sealed(c, &provider);
+            c.mongo_uri = dir
+                .is_none()
+                .then(|| wxkf_manager::domain::Secret::new(uri));
+            if let Some(dir) = dir {
+                c.data_dir = dir;
+            }
+        }
+    };
+    let mut first = spawn_app_with(on(Some(first_dir.path()))).await;
+    let suite = TestSuite::new("wwsuitecopy");
+    suite.register(&first).await;
+    let ticket = provider.issue_ticket();
+    suite.push_ticket(&first, &ticket, 1_700_000_000).await;
+    authorize(&first, &provider, &suite, "wwcopied").await;
+    let key = suite.issue_key(&first).await;
+    let token_of = async |app: &TestApp| -> Value {
+        let resp = app
+            .api
+            .get(format!(
+                "{}/suite/{}/corps/wwcopied/token",
+                app.address, suite.id
+            ))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    };
+    let token = token_of(&first).await["access_token"].clone();
+    first.stop().await;
+
+    store_copy(first_dir.path(), &["--to", &uri]);
+    let mut second = spawn_app_with(on(None)).await;
+    // The token is cached under the permanent code's fingerprint: the same
+    // token means the same code came across; the key still opens it.
+    assert_eq!(token_of(&second).await["access_token"], token);
+    let corps = second
+        .admin_json(&format!("/suites/{}/corps", suite.id))
+        .await;
+    assert_eq!(corps["items"][0]["status"], "authorized");
+    // The ticket came across: a new corp's exchange needs it.
+    authorize(&second, &provider, &suite, "wwaftercopy").await;
+    second.stop().await;
+
+    store_copy(back_dir.path(), &["--from", &uri]);
+    let third = spawn_app_with(on(Some(back_dir.path()))).await;
+    assert_eq!(token_of(&third).await["access_token"], token);
+    let shown = third.admin_json(&format!("/suites/{}", suite.id)).await;
+    assert_eq!(shown["corps"], 2);
+    assert_eq!(
+        provider.calls("/cgi-bin/service/get_suite_token").len(),
+        1,
+        "one suite token throughout"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs MongoDB: scripts/test runs it (MONGO_URI, --include-ignored)"]
+async fn two_managers_on_one_mongodb_share_the_ticket_exchange_each_code_once_and_share_tokens() {
+    let uri = require_mongo();
+    let provider = FakeProviderApi::start().await;
+    let first = spawn_app_with(|c| {
+        sealed(c, &provider);
+        c.mongo_uri = Some(wxkf_manager::domain::Secret::new(uri));
+    })
+    .await;
+    let second = first.build_on_same_store(|c| c.port = 0).await.unwrap();
+    let second_base = format!("http://127.0.0.1:{}", second.port());
+    let server = tokio::spawn(second.run_until_stopped());
+    let suite = TestSuite::new("wwsuitetwo");
+    suite.register(&first).await;
+    let key = suite.issue_key(&first).await;
+    // The suite and its key are in force on the second within its refresh.
+    let served = eventually(Duration::from_secs(5), async || {
+        let resp = first
+            .api
+            .get(format!("{second_base}/suite/{}/corps", suite.id))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        (resp.status() == 200).then_some(())
+    })
+    .await;
+    assert!(served.is_some(), "the second manager takes the key");
+    // The ticket reaches the first manager; the second uses it.
+    let ticket = provider.issue_ticket();
+    suite.push_ticket(&first, &ticket, 1_700_000_000).await;
+    let code = provider.issue_code("wwshared", "Shared");
+    let xml = suite.command_xml(
+        "create_auth",
+        &[("AuthCode", &code), ("TimeStamp", "1700000001")],
+    );
+    // WeCom resends the push to the other manager behind the load balancer.
+    let (query, body) = suite.creds.seal_for(&xml, &suite.id);
+    let (query2, body2) = suite.creds.seal_for(&xml, &suite.id);
+    let to_second = |path_and_query: String, body: String| {
+        app_post(&first.api, format!("{second_base}{path_and_query}"), body)
+    };
+    let to_first = format!("/suite/{}/command?{query}", suite.id);
+    let (a, b) = tokio::join!(
+        suite.post(&first, &to_first, body),
+        to_second(format!("/suite/{}/command?{query2}", suite.id), body2),
+    );
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    let granted = eventually(Duration::from_secs(10), async || {
+        provider.permanent_code("wwshared")
+    })
+    .await;
+    assert!(granted.is_some());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        provider
+            .calls("/cgi-bin/service/v2/get_permanent_code")
+            .len(),
+        1
+    );
+    // Both managers serve the corp token from one upstream call.
+    let mut tokens = Vec::new();
+    for base in [
+        first.address.clone(),
+        second_base.clone(),
+        first.address.clone(),
+        second_base,
+    ] {
+        let got: Value = first
+            .api
+            .get(format!("{base}/suite/{}/corps/wwshared/token", suite.id))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        tokens.push(got["access_token"].as_str().unwrap_or_default().to_owned());
+    }
+    assert!(
+        tokens
+            .iter()
+            .all(|t| t == &tokens[0] && t.starts_with("CORP-TOKEN")),
+        "{tokens:?}"
+    );
+    assert_eq!(provider.calls("/cgi-bin/service/get_corp_token").len(), 1);
+    assert_eq!(provider.calls("/cgi-bin/service/get_suite_token").len(), 1);
+    server.abort();
+}
+
+fn app_post(
+    client: &reqwest::Client,
+    url: String,
+    body: String,
+) -> impl std::future::Future<Output = reqwest::Response> + '_ {
+    async move {
+        client
+            .post(url)
+            .header("content-type", "text/xml")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
