@@ -907,18 +907,12 @@ async fn two_managers_on_one_mongodb_share_the_ticket_exchange_each_code_once_an
     server.abort();
 }
 
-fn app_post(
-    client: &reqwest::Client,
-    url: String,
-    body: String,
-) -> impl std::future::Future<Output = reqwest::Response> + '_ {
-    async move {
-        client
-            .post(url)
-            .header("content-type", "text/xml")
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-    }
+async fn app_post(client: &reqwest::Client, url: String, body: String) -> reqwest::Response {
+    client
+        .post(url)
+        .header("content-type", "text/xml")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
 }
