@@ -187,3 +187,121 @@ async fn two_managers_on_one_mongodb_deliver_each_callback_once() {
     assert_eq!(delivered.len(), 1000, "every callback delivered");
     assert!(delivered.values().all(|&n| n == 1), "none delivered twice");
 }
+
+/// A suite's ticket and a corp's grant are kept before they are answered:
+/// a manager killed with SIGKILL right after serves, once restarted, the
+/// first exchange with that ticket and the corp's token with that grant.
+#[tokio::test]
+async fn a_ticket_and_a_grant_acknowledged_before_sigkill_serve_the_exchange_and_token_after() {
+    use crate::support::{eventually, FakeProviderApi, TestSuite};
+    use serde_json::Value;
+    let provider = FakeProviderApi::start().await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let mongo = test_mongo_uri();
+    let port = crate::support::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let admin = "admin-token-for-the-crash-test-0123";
+    let env = [
+        (
+            "SECRETS_KEY",
+            "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=",
+        ),
+        ("ADMIN_TOKEN", admin),
+        ("WECOM_API_BASE", provider.base.as_str()),
+    ];
+    let start = || ManagerProcess::start_with(port, data_dir.path(), mongo.as_deref(), &env);
+    let mut manager = start();
+    manager.wait_healthy(&base).await;
+    let client = reqwest::Client::new();
+    let suite = TestSuite::new("wwsuitekilled");
+    let put = client
+        .put(format!("{base}/admin/api/suites/{}", suite.id))
+        .bearer_auth(admin)
+        .json(&suite.body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let key: Value = client
+        .post(format!("{base}/admin/api/suites/{}/keys", suite.id))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = key["key"].as_str().unwrap().to_owned();
+    let push = async |xml: &str| {
+        let (query, body) = suite.creds.seal_for(xml, &suite.id);
+        client
+            .post(format!("{base}/suite/{}/command?{query}", suite.id))
+            .header("content-type", "text/xml")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    let ticket = provider.issue_ticket();
+    let ticket_xml = suite.command_xml(
+        "suite_ticket",
+        &[("TimeStamp", "1700000000"), ("SuiteTicket", &ticket)],
+    );
+    assert_eq!(push(&ticket_xml).await, 200);
+    manager.kill();
+
+    let mut manager = start();
+    manager.wait_healthy(&base).await;
+    let code = provider.issue_code("wwkilledcorp", "Killed");
+    let create = suite.command_xml(
+        "create_auth",
+        &[("AuthCode", &code), ("TimeStamp", "1700000001")],
+    );
+    assert_eq!(push(&create).await, 200);
+    let granted = eventually(Duration::from_secs(15), async || {
+        let corps: Value = client
+            .get(format!("{base}/admin/api/suites/{}/corps", suite.id))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (corps["items"][0]["status"] == "authorized").then_some(())
+    })
+    .await;
+    assert!(
+        granted.is_some(),
+        "the kept ticket served the first exchange"
+    );
+    assert_eq!(
+        provider.calls("/cgi-bin/service/get_suite_token")[0].json()["suite_ticket"],
+        ticket.as_str()
+    );
+    manager.kill();
+
+    let mut manager = start();
+    manager.wait_healthy(&base).await;
+    let token: Value = client
+        .get(format!(
+            "{base}/suite/{}/corps/wwkilledcorp/token",
+            suite.id
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        token["access_token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("CORP-TOKEN")),
+        "{token}"
+    );
+    manager.kill();
+}
