@@ -540,3 +540,52 @@ async fn a_migration_interrupted_by_a_kill_is_finished_by_the_next_start() {
         }
     }
 }
+
+/// Service providers need no new table: a store carried forward from the
+/// previous release (then given a SECRETS_KEY) keeps a suite's ticket and
+/// a corp's grant beside what it held.
+#[tokio::test]
+async fn a_store_of_the_previous_release_takes_suites() {
+    use crate::support::{FakeProviderApi, TestSuite};
+    let corp = Corp::new("wwupgradesuite");
+    let puppet = FakePuppet::start().await;
+    let provider = FakeProviderApi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mongo = test_mongo_uri();
+    let clock = manual_clock();
+    let start = clock.now().as_millis();
+    match &mongo {
+        Some(uri) => previous_mongo(uri, &corp, &puppet.url, start).await,
+        None => previous_sqlite(dir.path(), &corp, &puppet.url, start),
+    }
+    let (data_dir, base) = (dir.path().to_path_buf(), provider.base.clone());
+    let app = spawn_stepped_app(clock.clone(), move |c| {
+        c.data_dir = data_dir;
+        c.mongo_uri = mongo.map(wxkf_manager::domain::Secret::new);
+        c.secrets_key = Some(wxkf_manager::config::SecretsKey([9; 32]));
+        c.wecom_api_base = base;
+    })
+    .await;
+    let suite = TestSuite::new("wwsuiteupgraded");
+    suite.register(&app).await;
+    let ticket = provider.issue_ticket();
+    assert_eq!(
+        suite
+            .push_ticket(&app, &ticket, 1_700_000_000)
+            .await
+            .status(),
+        200
+    );
+    let code = provider.issue_code("wwnewcustomer", "New customer");
+    assert_eq!(suite.push_create_auth(&app, &code).await.status(), 200);
+    app.drain().await;
+    let corps = app.admin_json(&format!("/suites/{}/corps", suite.id)).await;
+    assert_eq!(corps["items"][0]["status"], "authorized", "{corps}");
+    // What the previous release held is still there.
+    let listed = app.admin_json("/deliveries?limit=50").await;
+    assert!(listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["id"] == PENDING));
+}
