@@ -138,8 +138,10 @@ fn variables_the_code_reads() -> std::collections::BTreeSet<String> {
     .unwrap();
     let mut names = asked.into_inner();
     names.insert(crate::telemetry::LOG_FILTER.to_owned());
-    let cli = crate::cli_channels::AppsCommand::augment_subcommands(clap::Command::new("apps"));
-    let mut commands = vec![cli];
+    let mut commands = vec![
+        crate::cli_channels::AppsCommand::augment_subcommands(clap::Command::new("apps")),
+        crate::cli_providers::SuitesCommand::augment_subcommands(clap::Command::new("suites")),
+    ];
     while let Some(command) = commands.pop() {
         for arg in command.get_arguments() {
             if let Some(env) = arg.get_env() {
