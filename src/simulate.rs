@@ -14,8 +14,9 @@ pub struct SimulateArgs {
     /// The manager's base URL, e.g. http://host:7777
     #[arg(long)]
     pub url: String,
-    /// The corp to act as WeCom for (with --kf-id).
-    #[arg(long, required_unless_present = "app_id")]
+    /// The corp to act as WeCom for (with --kf-id); with --suite-id, a
+    /// customer corp whose callback goes to the suite's data URL.
+    #[arg(long, required_unless_present_any = ["app_id", "suite_id"])]
     pub corp_id: Option<String>,
     /// Act as WeChat for this Official Account instead: the URL check and a
     /// safe-mode `subscribe` push from --openid to `/wechat/{appId}`.
@@ -30,8 +31,21 @@ pub struct SimulateArgs {
     /// The EncodingAESKey configured in WeCom (43 characters).
     #[arg(long)]
     pub aes_key: String,
-    #[arg(long, required_unless_present = "app_id")]
+    #[arg(long, required_unless_present_any = ["app_id", "suite_id"])]
     pub kf_id: Option<String>,
+    /// Act as WeCom for this suite instead (§7.1): both URL checks and a
+    /// `suite_ticket` stamped as the oldest possible (it never displaces a
+    /// real one); with --corp-id and --kf-id also a customer corp's
+    /// `kf_msg_or_event` to the data URL.
+    #[arg(long, requires = "provider_corp_id", conflicts_with_all = ["app_id", "decrypted"])]
+    pub suite_id: Option<String>,
+    /// The suite's provider corp (the receiveid of its URL checks).
+    #[arg(long)]
+    pub provider_corp_id: Option<String>,
+    /// Also push `create_auth` with this code (against a real deployment
+    /// the manager then asks WeCom to exchange it).
+    #[arg(long, requires = "suite_id")]
+    pub auth_code: Option<String>,
     /// Send the gateway form (`/callback/decrypted/{corpId}`, JSON) instead.
     #[arg(long)]
     pub decrypted: bool,
@@ -69,7 +83,71 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<bool> {
         args.kf_id.clone().unwrap_or_default(),
     );
 
-    if let Some(app_id) = &args.app_id {
+    if let Some(suite_id) = &args.suite_id {
+        let provider_corp = args.provider_corp_id.clone().unwrap_or_default();
+        let suite = Sealing {
+            key: &key,
+            token: &args.token,
+            timestamp: &timestamp,
+            nonce: &nonce,
+        };
+        for url in ["command", "data"] {
+            let echo = rand::random::<u64>().to_string();
+            let query = suite.check_query(&echo, &provider_corp);
+            let started = Instant::now();
+            let sent = client
+                .get(format!("{base}/suite/{suite_id}/{url}?{query}"))
+                .send()
+                .await;
+            let name = if url == "command" {
+                "command URL check"
+            } else {
+                "data URL check"
+            };
+            checks.push(answer_check(name, sent, &echo, started).await);
+        }
+        // (check, URL, sealed XML, receiveid)
+        let mut pushes = vec![(
+            "suite_ticket (oldest stamp)",
+            "command",
+            format!(
+                "<xml><SuiteId><![CDATA[{suite_id}]]></SuiteId><InfoType><![CDATA[suite_ticket]]></InfoType>\
+                 <TimeStamp>1</TimeStamp><SuiteTicket><![CDATA[SIMULATED{}]]></SuiteTicket></xml>",
+                rand::random::<u64>()
+            ),
+            suite_id.as_str(),
+        )];
+        if let Some(code) = &args.auth_code {
+            pushes.push((
+                "create_auth",
+                "command",
+                format!(
+                    "<xml><SuiteId><![CDATA[{suite_id}]]></SuiteId><InfoType><![CDATA[create_auth]]></InfoType>\
+                     <TimeStamp>{timestamp}</TimeStamp><AuthCode><![CDATA[{code}]]></AuthCode><State></State></xml>"
+                ),
+                suite_id,
+            ));
+        }
+        if !corp_id.is_empty() && !kf_id.is_empty() {
+            pushes.push((
+                "corp kf_msg_or_event (data URL)",
+                "data",
+                kf_event(&corp_id, &kf_id, &timestamp, &sync_token),
+                &corp_id,
+            ));
+        }
+        for (name, url, inner, receive_id) in pushes {
+            let (query, body) = suite.push(&inner, receive_id);
+            let started = Instant::now();
+            let sent = client
+                .post(format!("{base}/suite/{suite_id}/{url}?{query}"))
+                .header("content-type", "text/xml")
+                .body(body)
+                .send()
+                .await;
+            checks.push(answer_check(name, sent, "success", started).await);
+        }
+    } else if let Some(app_id) = &args.app_id {
         let echo = rand::random::<u64>().to_string();
         let signature = sign(&args.token, &timestamp, &nonce, "");
         let started = Instant::now();
@@ -126,13 +204,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<bool> {
             .await;
         checks.push(answer_check("URL verification (exact echo)", sent, &echo, started).await);
 
-        let inner = format!(
-            "<xml><ToUserName><![CDATA[{corp}]]></ToUserName><CreateTime>{timestamp}</CreateTime>\
-             <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[kf_msg_or_event]]></Event>\
-             <Token><![CDATA[{sync_token}]]></Token><OpenKfId><![CDATA[{kf}]]></OpenKfId></xml>",
-            corp = corp_id,
-            kf = kf_id
-        );
+        let inner = kf_event(&corp_id, &kf_id, &timestamp, &sync_token);
         let encrypted = encrypt(&key, inner.as_bytes(), &corp_id);
         let signature = sign(&args.token, &timestamp, &nonce, &encrypted);
         let started = Instant::now();
@@ -156,6 +228,50 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<bool> {
         );
     }
     Ok(checks.iter().all(|c| c.ok))
+}
+
+/// A customer-service wake-up as WeCom sends it.
+fn kf_event(corp: &str, kf: &str, timestamp: &str, sync_token: &str) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[{corp}]]></ToUserName><CreateTime>{timestamp}</CreateTime>\
+         <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[kf_msg_or_event]]></Event>\
+         <Token><![CDATA[{sync_token}]]></Token><OpenKfId><![CDATA[{kf}]]></OpenKfId></xml>"
+    )
+}
+
+/// What WeCom seals and signs with one Token and EncodingAESKey.
+struct Sealing<'a> {
+    key: &'a EncodingAesKey,
+    token: &'a str,
+    timestamp: &'a str,
+    nonce: &'a str,
+}
+
+impl Sealing<'_> {
+    /// A URL check's query: `echo` sealed for `receive_id`.
+    fn check_query(&self, echo: &str, receive_id: &str) -> String {
+        let echostr = encrypt(self.key, echo.as_bytes(), receive_id);
+        let signature = sign(self.token, self.timestamp, self.nonce, &echostr);
+        format!(
+            "msg_signature={signature}&timestamp={}&nonce={}&echostr={}",
+            self.timestamp,
+            self.nonce,
+            escape(&echostr)
+        )
+    }
+
+    /// A POST's query and envelope: `inner` sealed for `receive_id`.
+    fn push(&self, inner: &str, receive_id: &str) -> (String, String) {
+        let encrypted = encrypt(self.key, inner.as_bytes(), receive_id);
+        let signature = sign(self.token, self.timestamp, self.nonce, &encrypted);
+        (
+            format!(
+                "msg_signature={signature}&timestamp={}&nonce={}",
+                self.timestamp, self.nonce
+            ),
+            build_envelope(receive_id, "", &encrypted),
+        )
+    }
 }
 
 async fn answer_check(

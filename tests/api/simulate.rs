@@ -2,6 +2,15 @@
 
 use crate::support::{spawn_app, Corp};
 
+/// Runs the simulator off the test's runtime (it blocks until it is done).
+pub(crate) async fn simulate_beside(args: Vec<String>) -> (bool, String) {
+    tokio::task::spawn_blocking(move || {
+        simulate(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap()
+}
+
 fn simulate(args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wxkf-manager"))
         .arg("simulate")

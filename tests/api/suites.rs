@@ -916,3 +916,77 @@ async fn app_post(client: &reqwest::Client, url: String, body: String) -> reqwes
         .await
         .unwrap()
 }
+
+#[tokio::test]
+async fn the_simulator_acts_as_wecom_for_a_suite_its_install_and_a_customer_corp() {
+    let (app, provider, suite) = suite_app().await;
+    let key = suite.issue_key(&app).await;
+    let puppet = FakePuppet::start().await;
+    let customer = suite.customer("wwsimcustomer", &key);
+    app.register_ok(&customer, "wksimkf", &puppet.url).await;
+    let code = provider.issue_code("wwsimcustomer", "Simulated customer");
+
+    let base = [
+        "--url",
+        &app.address,
+        "--suite-id",
+        &suite.id,
+        "--token",
+        &suite.creds.token,
+        "--aes-key",
+        &suite.creds.key,
+    ]
+    .map(str::to_owned);
+    let args = |extra: &[&str]| {
+        [
+            &base[..],
+            &extra.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        ]
+        .concat()
+    };
+    let (ok, out) = crate::simulate::simulate_beside(args(&[
+        "--provider-corp-id",
+        &suite.provider_corp,
+        "--auth-code",
+        &code,
+        "--corp-id",
+        "wwsimcustomer",
+        "--kf-id",
+        "wksimkf",
+    ]))
+    .await;
+    assert!(ok, "{out}");
+    for line in [
+        "ok   command URL check",
+        "ok   data URL check",
+        "ok   suite_ticket (oldest stamp)",
+        "ok   create_auth",
+        "ok   corp kf_msg_or_event (data URL)",
+    ] {
+        assert!(out.contains(line), "{line} missing:\n{out}");
+    }
+    assert_eq!(
+        puppet.wait_for(1).await.len(),
+        1,
+        "the wake-up reached the puppet"
+    );
+    // The code was exchanged with the real ticket: the simulated one, stamped
+    // as the oldest possible, displaced nothing.
+    let kept = eventually(Duration::from_secs(10), async || {
+        let corps = app.admin_json(&format!("/suites/{}/corps", suite.id)).await;
+        (corps["items"][0]["corpId"] == "wwsimcustomer"
+            && corps["items"][0]["status"] == "authorized")
+            .then_some(())
+    })
+    .await;
+    assert!(kept.is_some(), "the simulated install was not exchanged");
+
+    // The wrong provider corp fails both URL checks, and says so.
+    let (ok, out) =
+        crate::simulate::simulate_beside(args(&["--provider-corp-id", "wwnotprovider"])).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAIL command URL check") && out.contains("FAIL data URL check"),
+        "{out}"
+    );
+}
