@@ -143,7 +143,8 @@ pub async fn suites(store: Arc<dyn Store>, command: SuitesCommand) -> anyhow::Re
             print_suites(&[suite_view(store, &suite).await?], json)
         }
         SuitesCommand::Delete { suite_id } => {
-            if !store.delete_suite(&SuiteId::parse(&suite_id)?).await? {
+            if !store
+                .delete_provider(&crate::domain::Provider::Suite(SuiteId::parse(&suite_id)?)).await? {
                 anyhow::bail!("no suite {suite_id}");
             }
             println!("deleted {suite_id}");

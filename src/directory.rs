@@ -1,4 +1,4 @@
-//! What operators configured beyond puppets (apps, suites, subscriptions,
+//! What operators configured beyond puppets (apps, suites, components, subscriptions,
 //! corp credentials they added, keys), held in memory so that accepting a push reads
 //! no store. Replaced as a whole from the store every second (so a change
 //! made through another manager is in force here within 2 s, API.md §6.1)
@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::domain::{App, AppKey, CorpId, CredentialSet, Subscription, SubscriptionId, Suite};
+use crate::domain::{
+    App, AppKey, Component, CorpId, CredentialSet, Subscription, SubscriptionId, Suite,
+};
 use crate::store::{Channels, Providers, Store, StoreError};
 
 /// How often every manager re-reads the configuration.
@@ -29,6 +31,7 @@ pub struct Directory {
 pub struct Snapshot {
     apps: HashMap<String, Arc<App>>,
     suites: HashMap<String, Arc<Suite>>,
+    components: HashMap<String, Arc<Component>>,
     /// By source, in creation order.
     subscriptions: HashMap<String, Vec<Arc<Subscription>>>,
     by_id: HashMap<SubscriptionId, Arc<Subscription>>,
@@ -51,6 +54,11 @@ impl Directory {
             snapshot
                 .suites
                 .insert(suite.suite_id.as_str().to_owned(), Arc::new(suite));
+        }
+        for component in store.list_components().await? {
+            snapshot
+                .components
+                .insert(component.app_id.as_str().to_owned(), Arc::new(component));
         }
         for subscription in store.list_subscriptions(None).await? {
             let subscription = Arc::new(subscription);
@@ -108,6 +116,10 @@ impl Snapshot {
 
     pub fn suite(&self, suite_id: &str) -> Option<&Arc<Suite>> {
         self.suites.get(suite_id)
+    }
+
+    pub fn component(&self, app_id: &str) -> Option<&Arc<Component>> {
+        self.components.get(app_id)
     }
 
     pub fn suites(&self) -> impl Iterator<Item = &Arc<Suite>> {

@@ -181,7 +181,7 @@ impl Application {
             store.clone(),
             tokens.clone(),
             upstream.clone(),
-            &config.wecom_api_base,
+            &config,
             clock.clone(),
             metrics.clone(),
         ));

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::clock::UnixMillis;
 use crate::domain::{
-    App, AppKey, AppKind, Grant, GrantStatus, Puppet, Subscription, SubscriptionFilter, Suite,
+    App, AppKey, AppKind, Component, Grant, GrantStatus, Puppet, Subscription, SubscriptionFilter, Suite,
 };
 
 /// A registration as shown to puppets: the old manager's document fields
@@ -138,6 +138,59 @@ impl SuiteView {
     }
 }
 
+/// A component as operators see it (§7.2): never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentView {
+    pub component_app_id: String,
+    pub name: String,
+    /// When the newest verify ticket arrived; `None` until the first.
+    pub ticket_received_at: Option<String>,
+    /// How many accounts hold a grant.
+    pub authorizers: u64,
+}
+
+impl ComponentView {
+    pub fn new(
+        component: &Component,
+        ticket_received_at: Option<UnixMillis>,
+        authorizers: u64,
+    ) -> Self {
+        Self {
+            component_app_id: component.app_id.as_str().to_owned(),
+            name: component.name.clone(),
+            ticket_received_at: ticket_received_at.map(UnixMillis::iso8601),
+            authorizers,
+        }
+    }
+}
+
+/// An authorized account as operators see it: never its refresh token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizerView {
+    pub app_id: String,
+    /// `authorized` or `unauthorized`.
+    pub status: &'static str,
+    pub authorized_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unauthorized_at: Option<String>,
+}
+
+impl From<&Grant> for AuthorizerView {
+    fn from(g: &Grant) -> Self {
+        Self {
+            app_id: g.customer.clone(),
+            status: match g.status {
+                GrantStatus::Authorized => "authorized",
+                GrantStatus::Cancelled => "unauthorized",
+            },
+            authorized_at: g.authorized_at.iso8601(),
+            unauthorized_at: g.cancelled_at.map(UnixMillis::iso8601),
+        }
+    }
+}
+
 /// A customer's grant as operators and key holders see it: never the code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -153,7 +206,7 @@ pub struct GrantView {
 impl From<&Grant> for GrantView {
     fn from(g: &Grant) -> Self {
         Self {
-            corp_id: g.customer.as_str().to_owned(),
+            corp_id: g.customer.clone(),
             corp_name: g.name.clone(),
             status: g.status,
             authorized_at: g.authorized_at.iso8601(),

@@ -18,7 +18,9 @@ pub use ids::{
     AppId, ClaimId, CorpId, DeliveryId, EndpointUrl, EventId, IdFilter, KfId, SubscriptionId,
     SuiteId, ID_FILTER_PATTERN, ID_PATTERN, NAMED_ENDPOINT_PATTERN,
 };
-pub use provider::{Grant, GrantStatus, Provider, Suite, SuiteBody, Ticket};
+pub use provider::{
+    Component, ComponentBody, Grant, GrantStatus, Provider, Suite, SuiteBody, Ticket,
+};
 pub use registration::{CredentialSet, Puppet, RegisterBody, Registration};
 pub use secret::Secret;
 pub use subscription::{

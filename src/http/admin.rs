@@ -36,7 +36,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/deliveries/{id}/redrive").post(redrive_one))
         .service(web::resource("/deliveries/{id}").delete(delete_one))
         .configure(super::admin_channels::routes)
-        .configure(super::admin_providers::routes);
+        .configure(super::admin_providers::routes)
+        .configure(super::admin_components::routes);
 }
 
 /// `limit` (50 by default, clamped to 1..=`MAX_PAGE`) and `offset`: whole

@@ -1,5 +1,5 @@
-//! The operator API for service providers (API.md §7.1): suites, their
-//! customer corps and their keys. A suite is accepted only with
+//! The operator API for WeCom suites (API.md §7.1): suites, their
+//! customer corps and their keys; and what components' share with them. A suite is accepted only with
 //! `SECRETS_KEY` set: its grants are API access to its customers and are
 //! never kept in clear.
 
@@ -9,7 +9,7 @@ use serde_json::json;
 use super::admin_channels::KeyBody;
 use super::error::PuppetApiError;
 use super::AppState;
-use crate::domain::{AppKey, GrantStatus, Suite, SuiteBody, SuiteId};
+use crate::domain::{AppKey, Provider, Suite, SuiteBody, SuiteId};
 use crate::store::{Channels, Providers};
 use crate::views::{AppKeyView, GrantView, SuiteView};
 
@@ -38,12 +38,7 @@ pub(crate) async fn suite_view(
 ) -> Result<SuiteView, crate::store::StoreError> {
     let provider = suite.provider();
     let ticket = store.ticket(&provider).await?;
-    let corps = store
-        .list_grants(&provider)
-        .await?
-        .iter()
-        .filter(|g| g.status == GrantStatus::Authorized)
-        .count() as u64;
+    let corps = crate::providers::customers(store, &provider).await?;
     Ok(SuiteView::new(suite, ticket.map(|t| t.received_at), corps))
 }
 
@@ -56,7 +51,7 @@ async fn known_suite(state: &AppState, raw: &str) -> Result<Suite, PuppetApiErro
         .ok_or(PuppetApiError::NotFound("unknown suite"))
 }
 
-async fn changed(state: &AppState) -> Result<(), PuppetApiError> {
+pub(super) async fn changed(state: &AppState) -> Result<(), PuppetApiError> {
     state.directory.refresh(state.store.as_ref()).await?;
     Ok(())
 }
@@ -70,11 +65,10 @@ async fn put_suite(
     let suite_id = SuiteId::parse(&path)?;
     let body: SuiteBody = state.json_body(payload).await?;
     let suite = Suite::parse(suite_id, body)?;
-    if !state.store.sealer().has_key() {
-        return Err(PuppetApiError::Conflict(
-            "SECRETS_KEY must be set to register a suite: its grants are never kept in clear",
-        ));
-    }
+    require_secrets_key(
+        &state,
+        "SECRETS_KEY must be set to register a suite: its grants are never kept in clear",
+    )?;
     state.store.put_suite(&suite, state.clock.now()).await?;
     changed(&state).await?;
     tracing::info!(suite_id = %suite.suite_id, "suite saved by an operator");
@@ -107,7 +101,7 @@ async fn delete_suite(
     path: web::Path<String>,
 ) -> Result<HttpResponse, PuppetApiError> {
     let suite = known_suite(&state, &path).await?;
-    state.store.delete_suite(&suite.suite_id).await?;
+    state.store.delete_provider(&suite.provider()).await?;
     changed(&state).await?;
     tracing::info!(suite_id = %suite.suite_id, "suite deleted by an operator");
     Ok(super::ok())
@@ -131,18 +125,7 @@ async fn issue_key(
     payload: web::Payload,
 ) -> Result<HttpResponse, PuppetApiError> {
     let suite = known_suite(&state, &path).await?;
-    let body: KeyBody = state.json_body(payload).await?;
-    let (key, shown) = AppKey::issue(
-        suite.provider().scope(),
-        body.description,
-        state.clock.now(),
-    )?;
-    state.store.put_app_key(&key).await?;
-    changed(&state).await?;
-    tracing::info!(suite_id = %suite.suite_id, key_id = %key.id, "suite key issued by an operator");
-    let mut answer = serde_json::to_value(AppKeyView::from(&key)).unwrap_or_default();
-    answer["key"] = shown.expose().into();
-    Ok(HttpResponse::Created().json(answer))
+    issue_provider_key(&state, &suite.provider(), payload).await
 }
 
 #[utoipa::path(get, path = "/admin/api/suites/{suiteId}/keys", tag = "providers", params(("suiteId" = inline(crate::domain::SuiteId), Path)), responses((status = 200, description = "{items: [{id, description, createdAt}]}: never a key"), (status = 400, description = "Invalid parameter"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 404, description = "Unknown suite"), (status = 503, description = "Store unavailable")))]
@@ -151,12 +134,7 @@ async fn list_keys(
     path: web::Path<String>,
 ) -> Result<HttpResponse, PuppetApiError> {
     let suite = known_suite(&state, &path).await?;
-    let keys = state
-        .store
-        .list_app_keys(Some(&suite.provider().scope()))
-        .await?;
-    let items: Vec<_> = keys.iter().map(AppKeyView::from).collect();
-    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+    provider_keys(&state, &suite.provider()).await
 }
 
 #[utoipa::path(delete, path = "/admin/api/suites/{suiteId}/keys/{id}", tag = "providers", params(("suiteId" = inline(crate::domain::SuiteId), Path), ("id" = String, Path)), responses((status = 200, description = "Revoked: in force on every manager within 2 s"), (status = 400, description = "Invalid parameter"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 404, description = "No such key of this suite"), (status = 503, description = "Store unavailable")))]
@@ -165,12 +143,59 @@ async fn revoke_key(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, PuppetApiError> {
     let (suite, id) = path.into_inner();
-    let suite_id = SuiteId::parse(&suite)?;
-    let scope = crate::domain::Provider::Suite(suite_id.clone()).scope();
-    if !state.store.delete_app_key(&scope, &id).await? {
-        return Err(PuppetApiError::NotFound("no such key of this suite"));
+    let provider = Provider::Suite(SuiteId::parse(&suite)?);
+    revoke_provider_key(&state, &provider, &id).await
+}
+
+/// 409 unless `SECRETS_KEY` is set: a provider's grants are never kept in clear.
+pub(super) fn require_secrets_key(
+    state: &AppState,
+    refusal: &'static str,
+) -> Result<(), PuppetApiError> {
+    if state.store.sealer().has_key() {
+        Ok(())
+    } else {
+        Err(PuppetApiError::Conflict(refusal))
     }
-    changed(&state).await?;
-    tracing::info!(suite_id = %suite_id, key_id = %id, "suite key revoked by an operator");
+}
+
+/// Issue a key of a provider: shown once, kept as its digest.
+pub(super) async fn issue_provider_key(
+    state: &AppState,
+    provider: &Provider,
+    payload: web::Payload,
+) -> Result<HttpResponse, PuppetApiError> {
+    let body: KeyBody = state.json_body(payload).await?;
+    let (key, shown) = AppKey::issue(provider.scope(), body.description, state.clock.now())?;
+    state.store.put_app_key(&key).await?;
+    changed(state).await?;
+    tracing::info!(provider = %provider.scope(), key_id = %key.id, "provider key issued by an operator");
+    let mut answer = serde_json::to_value(AppKeyView::from(&key)).unwrap_or_default();
+    answer["key"] = shown.expose().into();
+    Ok(HttpResponse::Created().json(answer))
+}
+
+pub(super) async fn provider_keys(
+    state: &AppState,
+    provider: &Provider,
+) -> Result<HttpResponse, PuppetApiError> {
+    let keys = state.store.list_app_keys(Some(&provider.scope())).await?;
+    let items: Vec<_> = keys.iter().map(AppKeyView::from).collect();
+    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+}
+
+pub(super) async fn revoke_provider_key(
+    state: &AppState,
+    provider: &Provider,
+    id: &str,
+) -> Result<HttpResponse, PuppetApiError> {
+    if !state.store.delete_app_key(&provider.scope(), id).await? {
+        return Err(PuppetApiError::NotFound(match provider {
+            Provider::Suite(_) => "no such key of this suite",
+            Provider::Component(_) => "no such key of this component",
+        }));
+    }
+    changed(state).await?;
+    tracing::info!(provider = %provider.scope(), key_id = %id, "provider key revoked by an operator");
     Ok(super::ok())
 }

@@ -29,6 +29,8 @@ pub enum CallbackError {
     UnknownApp,
     #[error("no suite registered with this suiteId")]
     UnknownSuite,
+    #[error("no component registered with this appId")]
+    UnknownComponent,
     #[error("the push names another provider than its URL")]
     ForeignProvider,
     #[error("this app accepts encrypted pushes only")]
@@ -76,6 +78,7 @@ impl CallbackError {
             Self::UnknownCorp => "unknown_corp",
             Self::UnknownApp => "unknown_app",
             Self::UnknownSuite => "unknown_suite",
+            Self::UnknownComponent => "unknown_component",
             Self::ForeignProvider => "foreign_provider",
             Self::EncryptionRequired => "encryption_required",
             Self::StoreUnavailable(_) => "store_unavailable",
@@ -91,7 +94,9 @@ impl ResponseError for CallbackError {
             Self::BadSignature | Self::WrongReceiveId | Self::ForeignProvider => {
                 StatusCode::UNAUTHORIZED
             }
-            Self::UnknownCorp | Self::UnknownApp | Self::UnknownSuite => StatusCode::NOT_FOUND,
+            Self::UnknownCorp | Self::UnknownApp | Self::UnknownSuite | Self::UnknownComponent => {
+                StatusCode::NOT_FOUND
+            }
             Self::EncryptionRequired => StatusCode::FORBIDDEN,
             Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::SlowBody => StatusCode::REQUEST_TIMEOUT,

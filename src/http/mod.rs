@@ -3,13 +3,18 @@
 mod admin;
 mod admin_auth;
 mod admin_channels;
+mod admin_components;
 pub mod admin_providers;
 mod body;
+mod component;
+mod component_api;
 mod callback;
 mod error;
 mod health;
 mod openapi;
 mod overview;
+mod provider_api;
+mod provider_push;
 pub mod puppets;
 pub mod query;
 mod rate_limit;
@@ -85,6 +90,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(wechat::routes)
         .configure(suite::routes)
         .configure(suite_api::routes)
+        .configure(component::routes)
+        .configure(component_api::routes)
         .service(web::resource("/healthz").get(health::healthz))
         .service(web::resource("/readyz").get(health::readyz))
         .service(web::resource("/metrics").get(health::metrics))

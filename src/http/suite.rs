@@ -12,19 +12,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Map, Value};
 
 use super::body::read_limited;
 use super::callback::{accept, accepted_label, log_outcome, Accepted, SignedQuery};
 use super::error::CallbackError;
+use super::provider_push::{field, handle_push, success, SUITE};
 use super::query::param;
 use super::AppState;
-use crate::delivery::fan_out::{fan_out, Origin};
-use crate::delivery::identity::push_dedup_key;
-use crate::delivery::webhook::delivery_body;
-use crate::domain::{CorpId, EventId, Suite, Ticket};
-use crate::providers::exchange_target;
-use crate::store::{InsertOutcome, NewDelivery, NewEvent, PayloadKind, Providers};
+use crate::domain::{CorpId, Suite};
 use crate::wecom::{self, MAX_XML_BYTES};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -125,22 +120,6 @@ async fn open_push(
     Ok((query, body, plain, crypto_started))
 }
 
-fn success() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain")
-        .body("success")
-}
-
-/// A required field of a command push.
-fn field<'a>(fields: &'a Map<String, Value>, name: &'static str) -> Result<&'a str, CallbackError> {
-    fields
-        .get(name)
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|v| !v.is_empty() && v.len() <= 1024)
-        .ok_or_else(|| CallbackError::BadRequest(format!("{name} missing from the push")))
-}
-
 /// POST to the command URL: tickets and authorizations.
 #[utoipa::path(post, path = "/suite/{suiteId}/command", tag = "providers", params(("suiteId" = inline(crate::domain::SuiteId), Path), ("msg_signature" = String, Query, min_length = 1, max_length = 256), ("timestamp" = String, Query, min_length = 1, max_length = 256), ("nonce" = String, Query, min_length = 1, max_length = 256)), request_body(content = super::schemas::CallbackEnvelope, content_type = "text/xml"), responses((status = 200, description = "success (stored durably; an authorization code is exchanged after the answer)"), (status = 400, description = "Malformed, or a field its InfoType needs is missing"), (status = 401, description = "Bad signature, a receiveid other than the suite, or another suite's SuiteId"), (status = 404, description = "Unknown suite"), (status = 413, description = "Body over 64 KiB"), (status = 503, description = "Store unavailable: WeCom retries")))]
 #[tracing::instrument(name = "push", level = "debug", skip_all, fields(kind = "suite_command", suite_id = %path.as_str()))]
@@ -161,8 +140,7 @@ async fn command(
         if field(&fields, "SuiteId")? != suite.suite_id.as_str() {
             return Err(CallbackError::ForeignProvider);
         }
-        let info_type = field(&fields, "InfoType")?.to_owned();
-        handle_command(&state, &suite, &info_type, fields).await
+        handle_push(&state, &suite.provider(), &SUITE, fields).await
     }
     .await;
     log_outcome(
@@ -174,87 +152,6 @@ async fn command(
         accepted_label,
     );
     result.map(|_| success())
-}
-
-/// What the manager does with a command push before answering: keep a
-/// ticket, end a grant, or hand a code to the exchange; then store it.
-async fn handle_command(
-    state: &AppState,
-    suite: &Suite,
-    info_type: &str,
-    mut fields: Map<String, Value>,
-) -> Result<InsertOutcome, CallbackError> {
-    let provider = suite.provider();
-    // A resend decrypts to the same fields, secrets included.
-    let dedup_key = push_dedup_key(suite.suite_id.as_str(), &fields);
-    let mut sealed_code = None;
-    match info_type {
-        "suite_ticket" => {
-            let issued = field(&fields, "TimeStamp")?
-                .parse::<i64>()
-                .map_err(|_| CallbackError::BadRequest("TimeStamp is not a number".into()))?;
-            let ticket = Ticket {
-                value: crate::domain::Secret::new(field(&fields, "SuiteTicket")?),
-                issued,
-                received_at: state.clock.now(),
-            };
-            state.store.keep_ticket(&provider, &ticket).await?;
-            fields.remove("SuiteTicket");
-        }
-        "create_auth" | "reset_permanent_code" => {
-            let code = field(&fields, "AuthCode")?.to_owned();
-            sealed_code = Some(state.store.sealer().seal(&code));
-            fields.remove("AuthCode");
-        }
-        "cancel_auth" => {
-            let corp = CorpId::parse(field(&fields, "AuthCorpId")?)
-                .map_err(|e| CallbackError::BadRequest(e.to_string()))?;
-            state
-                .providers
-                .cancel(suite, &corp)
-                .await
-                .map_err(CallbackError::StoreUnavailable)?;
-        }
-        _ => {}
-    }
-    let source = CorpId::parse(suite.suite_id.as_str())
-        .map_err(|e| CallbackError::BadRequest(e.to_string()))?;
-    let id = EventId::generate();
-    let received_at = state.clock.now();
-    let origin = Origin {
-        event_id: id.as_str(),
-        source: &source,
-        source_kind: "wecom_suite",
-        received_at,
-        via: None,
-    };
-    let (deliveries, message, body) = match sealed_code {
-        // Subscribers get it once the exchange has ended (with its outcome).
-        Some(sealed) => (
-            vec![NewDelivery::to_subscription(
-                source.clone(),
-                &exchange_target(&provider),
-            )],
-            Some(delivery_body(&origin, &fields)),
-            json!({ "authCode": sealed }).to_string().into_bytes(),
-        ),
-        None => {
-            let routed = fan_out(&state.directory.get(), &origin, Some(&fields), None);
-            (routed.deliveries, routed.message, Vec::new())
-        }
-    };
-    let event = NewEvent {
-        id,
-        source: source.as_str().to_owned(),
-        dedup_key,
-        kind: PayloadKind::Json,
-        body,
-        query: String::new(),
-        received_at,
-        message,
-        deliveries,
-    };
-    Ok(state.dispatcher.enqueue(event).await?)
 }
 
 /// POST to the data URL: a customer corp's callback, as if it had come to

@@ -6,12 +6,11 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::provider_api::{customers, holds_key, provider_token, token_answer};
 use super::tokens::wecom_error;
-use super::wechat_api::{forward, presented_key, token_or_answer, Refusal};
+use super::wechat_api::{forward, Refusal};
 use super::AppState;
 use crate::domain::{CorpId, Suite};
-use crate::providers::ProviderError;
-use crate::store::Providers;
 use crate::views::GrantView;
 
 /// WeCom's "this access token is not (or no longer) valid".
@@ -34,16 +33,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// no key or not one of this suite's (before anything goes upstream).
 fn authorized(state: &AppState, req: &HttpRequest) -> Result<std::sync::Arc<Suite>, Refusal> {
     let suite_id = req.match_info().query("suite_id");
-    let directory = state.directory.get();
-    let Some(suite) = directory.suite(suite_id).cloned() else {
+    let Some(suite) = state.directory.get().suite(suite_id).cloned() else {
         return Err(Refusal(StatusCode::NOT_FOUND, "unknown suite"));
     };
-    if !presented_key(req).is_some_and(|k| directory.app_key_valid(&suite.provider().scope(), k)) {
-        return Err(Refusal(
-            StatusCode::UNAUTHORIZED,
-            "a key of this suite is required (Authorization: Bearer <key>)",
-        ));
-    }
+    holds_key(state, req, &suite.provider())?;
     Ok(suite)
 }
 
@@ -54,20 +47,8 @@ pub(super) async fn corp_token(
     suite: &Suite,
     corp: &CorpId,
 ) -> Result<(String, i64), HttpResponse> {
-    match state.providers.corp_token(suite, corp).await {
-        Ok(answer) => token_or_answer(Ok(answer), suite.suite_id.as_str()),
-        Err(ProviderError::NoGrant) => Err(wecom_error(
-            StatusCode::NOT_FOUND,
-            404,
-            "this corp holds no grant of this suite",
-        )),
-        Err(e @ ProviderError::NoTicket) => Err(wecom_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            -1,
-            &e.to_string(),
-        )),
-        Err(ProviderError::Store(e)) => token_or_answer(Err(e), suite.suite_id.as_str()),
-    }
+    let answer = state.providers.corp_token(suite, corp).await;
+    provider_token(answer, suite.suite_id.as_str())
 }
 
 // A handler's helper: its error is the answer to give.
@@ -83,20 +64,7 @@ async fn corps(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
         Ok(found) => found,
         Err(refusal) => return refusal.answer(),
     };
-    match state.store.list_grants(&suite.provider()).await {
-        Ok(grants) => {
-            let items: Vec<_> = grants.iter().map(GrantView::from).collect();
-            HttpResponse::Ok().json(serde_json::json!({ "items": items }))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "store unavailable while listing a suite's corps");
-            wecom_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                -1,
-                "store unavailable, retry later",
-            )
-        }
-    }
+    customers(&state, &suite.provider(), |g| GrantView::from(g)).await
 }
 
 #[utoipa::path(get, path = "/suite/{suiteId}/corps/{corpId}/token", tag = "providers", params(("suiteId" = inline(crate::domain::SuiteId), Path), ("corpId" = inline(crate::domain::CorpId), Path)), responses((status = 200, description = "{access_token, expires_in} from the shared cache, or WeCom's {errcode, errmsg}"), (status = 400, description = "Malformed corpId"), (status = 401, description = "No key, or not a key of this suite"), (status = 404, description = "Unknown suite, or a corp without a grant"), (status = 502, description = "WeCom unreachable"), (status = 503, description = "No suite_ticket yet, or store unavailable")))]
@@ -109,11 +77,8 @@ async fn token(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
         Ok(corp) => corp,
         Err(answer) => return answer,
     };
-    match corp_token(&state, &suite, &corp).await {
-        Ok((token, expires_in)) => HttpResponse::Ok()
-            .json(serde_json::json!({"access_token": token, "expires_in": expires_in})),
-        Err(answer) => answer,
-    }
+    let answer = state.providers.corp_token(&suite, &corp).await;
+    token_answer("access_token", answer, suite.suite_id.as_str())
 }
 
 #[utoipa::path(method(get, post, put, delete, patch), path = "/suite/{suiteId}/corps/{corpId}/api/{path}", tag = "providers", params(("suiteId" = inline(crate::domain::SuiteId), Path), ("corpId" = inline(crate::domain::CorpId), Path), ("path" = String, Path, description = "WeCom API path: segments of [A-Za-z0-9_.-], none of them . or ..", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}){0,7}$")), responses((status = 200, description = "WeCom's own status, content type and body"), (status = 400, description = "Not a plain API path ({errcode: 40058})"), (status = 401, description = "No key, or not a key of this suite"), (status = 404, description = "Unknown suite, or a corp without a grant"), (status = 413, description = "Body over 20 MiB"), (status = 502, description = "WeCom unreachable"), (status = 503, description = "No suite_ticket yet, or store unavailable")))]
@@ -142,5 +107,5 @@ async fn proxy(
             corp_token(state, suite, corp).await.map(|(t, _)| t)
         }
     };
-    forward(&state, &req, payload, &base, &STALE_TOKEN, token_of).await
+    forward(&state, &req, payload, (&base, "access_token"), &STALE_TOKEN, token_of).await
 }

@@ -29,7 +29,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// The two formats a push comes in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
+pub(super) enum Format {
     Xml,
     Json,
 }
@@ -37,7 +37,7 @@ enum Format {
 impl Format {
     /// The declared content type decides; without one, the first non-blank
     /// byte. A body that does not parse as its format is 400, not sniffed.
-    fn of(req: &HttpRequest, body: &[u8]) -> Result<Self, CallbackError> {
+    pub(super) fn of(req: &HttpRequest, body: &[u8]) -> Result<Self, CallbackError> {
         let declared = req
             .headers()
             .get("content-type")
@@ -66,7 +66,7 @@ impl Format {
         }
     }
 
-    fn fields(self, doc: &[u8]) -> Result<Map<String, Value>, CallbackError> {
+    pub(super) fn fields(self, doc: &[u8]) -> Result<Map<String, Value>, CallbackError> {
         Ok(match self {
             Self::Xml => wecom::xml_message(doc)?,
             Self::Json => wecom::json_message(doc)?,
@@ -84,7 +84,7 @@ fn app_of(state: &AppState, raw: &str) -> Result<std::sync::Arc<App>, CallbackEr
 }
 
 /// A query parameter WeChat always sends.
-fn required(req: &HttpRequest, name: &'static str) -> Result<String, CallbackError> {
+pub(super) fn required(req: &HttpRequest, name: &'static str) -> Result<String, CallbackError> {
     param(req.query_string(), name)
         .filter(|v| !v.is_empty() && v.chars().count() <= 256)
         .ok_or_else(|| {
@@ -153,31 +153,82 @@ fn read_push(app: &App, req: &HttpRequest, body: &[u8]) -> Result<Read, Callback
         }
         return Ok(Read::Message(outer));
     }
-    // Safe and compatible mode: `msg_signature` over the ciphertext is what
-    // is verified; the decrypted copy is the message.
-    let msg_signature = signature(req, "msg_signature")?;
-    let encrypt = outer
-        .get("Encrypt")
-        .and_then(Value::as_str)
-        .filter(|e| !e.is_empty())
-        .ok_or_else(|| CallbackError::BadRequest("encrypted push without Encrypt".into()))?;
     let key = app.key.as_ref().ok_or_else(|| {
         CallbackError::BadRequest(
             "encrypted push to an app registered without encodingAESKey".into(),
         )
     })?;
-    if !wecom::verify_signature(
-        app.token.expose(),
-        &timestamp,
-        &nonce,
-        encrypt,
-        &msg_signature,
-    ) {
-        return Err(CallbackError::BadSignature);
+    let sealed = Sealed {
+        token: app.token.expose(),
+        key,
+        receive_id: app.app_id.as_str(),
+    };
+    sealed.open(req, &outer).map(Read::Message)
+}
+
+/// Whose Token and EncodingAESKey an encrypted push is checked and opened
+/// with, and the receiveid it must carry.
+pub(super) struct Sealed<'a> {
+    pub token: &'a str,
+    pub key: &'a crate::wecom::EncodingAesKey,
+    pub receive_id: &'a str,
+}
+
+impl Sealed<'_> {
+    /// Safe and compatible mode: `msg_signature` over the ciphertext is
+    /// what is verified; the decrypted copy is the message.
+    pub(super) fn open(
+        &self,
+        req: &HttpRequest,
+        outer: &Map<String, Value>,
+    ) -> Result<Map<String, Value>, CallbackError> {
+        let (timestamp, nonce) = (required(req, "timestamp")?, required(req, "nonce")?);
+        let msg_signature = signature(req, "msg_signature")?;
+        let encrypt = outer
+            .get("Encrypt")
+            .and_then(Value::as_str)
+            .filter(|e| !e.is_empty())
+            .ok_or_else(|| CallbackError::BadRequest("encrypted push without Encrypt".into()))?;
+        if !wecom::verify_signature(self.token, &timestamp, &nonce, encrypt, &msg_signature) {
+            return Err(CallbackError::BadSignature);
+        }
+        let plain = wecom::decrypt(self.key, encrypt, self.receive_id)?;
+        Format::sniff(&plain.message)?.fields(&plain.message)
     }
-    let plain = wecom::decrypt(key, encrypt, app.app_id.as_str())?;
-    let inner = Format::sniff(&plain.message)?.fields(&plain.message)?;
-    Ok(Read::Message(inner))
+}
+
+/// Store a push's message for the subscriptions of `source` (and of the
+/// provider it came `via`).
+pub(super) async fn store_push(
+    state: &AppState,
+    source: &str,
+    source_kind: &'static str,
+    via: Option<&str>,
+    fields: &Map<String, Value>,
+) -> Result<InsertOutcome, CallbackError> {
+    let source = CorpId::parse(source).map_err(|e| CallbackError::BadRequest(e.to_string()))?;
+    let id = EventId::generate();
+    let received_at = state.clock.now();
+    let origin = Origin {
+        event_id: id.as_str(),
+        source: &source,
+        source_kind,
+        received_at,
+        via,
+    };
+    let routed = fan_out(&state.directory.get(), &origin, Some(fields), None);
+    let event = NewEvent {
+        dedup_key: push_dedup_key(source.as_str(), fields),
+        id,
+        source: source.as_str().to_owned(),
+        kind: PayloadKind::Json,
+        body: Vec::new(),
+        query: String::new(),
+        received_at,
+        message: routed.message,
+        deliveries: routed.deliveries,
+    };
+    Ok(state.dispatcher.enqueue(event).await?)
 }
 
 /// POST: a push. Stored durably before `success`.
@@ -197,30 +248,8 @@ async fn push(
             Read::Probe => return Ok(None),
             Read::Message(fields) => fields,
         };
-        let source = CorpId::parse(app.app_id.as_str())
-            .map_err(|e| CallbackError::BadRequest(e.to_string()))?;
-        let id = EventId::generate();
-        let received_at = state.clock.now();
-        let origin = Origin {
-            event_id: id.as_str(),
-            source: &source,
-            source_kind: app.kind.as_str(),
-            received_at,
-            via: None,
-        };
-        let routed = fan_out(&state.directory.get(), &origin, Some(&fields), None);
-        let event = NewEvent {
-            dedup_key: push_dedup_key(source.as_str(), &fields),
-            id,
-            source: source.as_str().to_owned(),
-            kind: PayloadKind::Json,
-            body: Vec::new(),
-            query: String::new(),
-            received_at,
-            message: routed.message,
-            deliveries: routed.deliveries,
-        };
-        Ok(Some(state.dispatcher.enqueue(event).await?))
+        let outcome = store_push(&state, app.app_id.as_str(), app.kind.as_str(), None, &fields);
+        Ok(Some(outcome.await?))
     }
     .await;
     super::callback::log_outcome(

@@ -135,13 +135,13 @@ async fn token(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     }
 }
 
-/// The caller's query without any `access_token`, then ours.
-fn with_token(query: &str, token: &str) -> String {
+/// The caller's query without any `name` (the token parameter), then ours.
+fn with_token(query: &str, name: &str, token: &str) -> String {
     let mut parts: Vec<&str> = query
         .split('&')
-        .filter(|p| !p.is_empty() && p.split('=').next() != Some("access_token"))
+        .filter(|p| !p.is_empty() && p.split('=').next() != Some(name))
         .collect();
-    let ours = format!("access_token={token}");
+    let ours = format!("{name}={token}");
     parts.push(&ours);
     parts.join("&")
 }
@@ -165,11 +165,11 @@ async fn proxy(
                 .map(|(t, _)| t)
         }
     };
-    forward(&state, &req, payload, &base, &STALE_TOKEN, token_of).await
+    forward(&state, &req, payload, (&base, "access_token"), &STALE_TOKEN, token_of).await
 }
 
-/// Forward a caller's request to `{base}/{path}` with our access token,
-/// and pass the answer back. When the answer's errcode is one of `stale`,
+/// Forward a caller's request to `{base}/{path}` with our access token (as
+/// the query parameter `token_param`), and pass the answer back. When the answer's errcode is one of `stale`,
 /// `token_of(Some(stale token))` gives a new one (within the source's
 /// limits) and the request is sent once more; the same token back means
 /// none could be had, and the first answer passes through.
@@ -177,7 +177,7 @@ pub(super) async fn forward<F, Fut>(
     state: &AppState,
     req: &HttpRequest,
     payload: web::Payload,
-    base: &str,
+    (base, token_param): (&str, &str),
     stale: &[i64],
     token_of: F,
 ) -> HttpResponse
@@ -201,7 +201,7 @@ where
         }
     };
     let send = |token: String| {
-        let url = format!("{base}/{path}?{}", with_token(req.query_string(), &token));
+        let url = format!("{base}/{path}?{}", with_token(req.query_string(), token_param, &token));
         let mut upstream = state.upstream.request(method.clone(), url);
         if let Some(ct) = req.headers().get("content-type") {
             upstream = upstream.header("content-type", ct.as_bytes());
@@ -251,9 +251,9 @@ mod tests {
 
     #[test]
     fn the_callers_access_token_is_replaced_by_ours() {
-        assert_eq!(with_token("", "T"), "access_token=T");
+        assert_eq!(with_token("", "access_token", "T"), "access_token=T");
         assert_eq!(
-            with_token("access_token=theirs&type=image&access_token=again", "T"),
+            with_token("access_token=theirs&type=image&access_token=again", "access_token", "T"),
             "type=image&access_token=T"
         );
     }

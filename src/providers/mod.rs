@@ -1,21 +1,24 @@
 //! Service providers (API.md §7): the tokens of a suite and of its customer
-//! corps, and the exchange of an authorization code for a customer's grant.
+//! corps, of a component and of its authorized accounts, and the exchange of
+//! an authorization code for a customer's grant.
 //!
 //! The exchange is done after the push is answered (WeCom gives
-//! `create_auth` one second), as a delivery of the stored push to a target
+//! `create_auth` one second, WeChat every push five), as a delivery of the stored push to a target
 //! of the manager's own (`exchange_target`): the queue already gives it a
 //! lease (one manager exchanges a code, however many share the store),
 //! retries with backoff, dedup (a resent push is exchanged once) and a dead
 //! letter an operator sees when the code could not be exchanged.
 
+mod component;
 mod exchange;
 
 use std::sync::Arc;
 
+pub use component::Synced;
 pub use exchange::{Exchanged, CODE_VALIDITY};
 
 use crate::clock::Clock;
-use crate::domain::{CorpId, GrantStatus, Provider, SubscriptionId, Suite, SuiteId};
+use crate::domain::{Component, CorpId, GrantStatus, Provider, SubscriptionId, Suite};
 use crate::metrics::Metrics;
 use crate::store::{Providers, Store, StoreError};
 use crate::tokens::{TokenAnswer, TokenService, TokenSource};
@@ -26,11 +29,24 @@ pub enum ProviderError {
     #[error(
         "no suite_ticket has arrived yet: WeCom pushes one every 10 minutes to the command URL"
     )]
-    NoTicket,
-    #[error("this corp holds no grant of this suite")]
+    NoSuiteTicket,
+    #[error(
+        "no component_verify_ticket has arrived yet: WeChat pushes one every 10 minutes to the event URL"
+    )]
+    NoComponentTicket,
+    #[error("no grant: this customer has not authorized the provider, or has withdrawn")]
     NoGrant,
+    #[error("WeChat: {0}")]
+    Upstream(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A provider as registered: what its exchanges and tokens need.
+#[derive(Debug, Clone)]
+pub enum Registered {
+    Suite(Suite),
+    Component(Component),
 }
 
 pub struct ProviderService {
@@ -38,6 +54,7 @@ pub struct ProviderService {
     tokens: Arc<TokenService>,
     client: reqwest::Client,
     wecom_api_base: String,
+    wechat_api_base: String,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 }
@@ -52,17 +69,16 @@ pub fn exchange_target(provider: &Provider) -> SubscriptionId {
 
 /// The provider whose exchanges a delivery target stands for, if it is one.
 pub fn exchange_of(target: &SubscriptionId) -> Option<Provider> {
-    let scope = target.as_str().strip_prefix(EXCHANGE_PREFIX)?;
-    let id = scope.strip_prefix("suite/")?;
-    SuiteId::parse(id).ok().map(Provider::Suite)
+    Provider::of_scope(target.as_str().strip_prefix(EXCHANGE_PREFIX)?)
 }
 
 impl ProviderService {
+    /// Upstream URLs from `config` (`WECOM_API_BASE`, `WECHAT_API_BASE`).
     pub fn new(
         store: Arc<dyn Store>,
         tokens: Arc<TokenService>,
         client: reqwest::Client,
-        wecom_api_base: &str,
+        config: &crate::config::Config,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -70,10 +86,36 @@ impl ProviderService {
             store,
             tokens,
             client,
-            wecom_api_base: wecom_api_base.to_owned(),
+            wecom_api_base: config.wecom_api_base.clone(),
+            wechat_api_base: config.wechat_api_base.clone(),
             clock,
             metrics,
         }
+    }
+
+    /// The provider as registered now, if it still is.
+    pub async fn registered(&self, provider: &Provider) -> Result<Option<Registered>, StoreError> {
+        Ok(match provider {
+            Provider::Suite(id) => self.store.get_suite(id).await?.map(Registered::Suite),
+            Provider::Component(id) => self
+                .store
+                .get_component(id)
+                .await?
+                .map(Registered::Component),
+        })
+    }
+
+    /// A customer's code (permanent code, refresh token) while it holds a grant.
+    async fn granted_code(
+        &self,
+        provider: &Provider,
+        customer: &str,
+    ) -> Result<crate::domain::Secret, ProviderError> {
+        let grant = self.store.get_grant(provider, customer).await?;
+        grant
+            .filter(|g| g.status == GrantStatus::Authorized)
+            .and_then(|g| g.code)
+            .ok_or(ProviderError::NoGrant)
     }
 
     /// The suite's own token, from its newest ticket.
@@ -82,7 +124,7 @@ impl ProviderService {
             .store
             .ticket(&suite.provider())
             .await?
-            .ok_or(ProviderError::NoTicket)?;
+            .ok_or(ProviderError::NoSuiteTicket)?;
         Ok(self
             .tokens
             .get_for(
@@ -102,13 +144,9 @@ impl ProviderService {
         suite: &Suite,
         corp: &CorpId,
     ) -> Result<TokenAnswer, ProviderError> {
-        let grant = self.store.get_grant(&suite.provider(), corp).await?;
-        let Some(code) = grant
-            .filter(|g| g.status == GrantStatus::Authorized)
-            .and_then(|g| g.code)
-        else {
-            return Err(ProviderError::NoGrant);
-        };
+        let code = self
+            .granted_code(&suite.provider(), corp.as_str())
+            .await?;
         let suite_token = match self.suite_token(suite).await? {
             TokenAnswer::Token { access_token, .. } => access_token,
             other => return Ok(other),
@@ -127,28 +165,35 @@ impl ProviderService {
             .await?)
     }
 
-    /// A corp cancelled its grant: the permanent code is deleted and its
-    /// cached token dropped; the grant stays, `cancelled`, for operators.
-    /// `false` when the corp held no grant.
-    pub async fn cancel(&self, suite: &Suite, corp: &CorpId) -> Result<bool, StoreError> {
-        let provider = suite.provider();
-        let Some(mut grant) = self.store.get_grant(&provider, corp).await? else {
+    /// A customer withdrew (`cancel_auth`, `unauthorized`): its code is
+    /// deleted and its cached token dropped; the grant stays, `cancelled`,
+    /// for operators. `false` when the customer held no grant.
+    pub async fn end_grant(&self, provider: &Provider, customer: &str) -> Result<bool, StoreError> {
+        let Some(mut grant) = self.store.get_grant(provider, customer).await? else {
             return Ok(false);
         };
         if let Some(code) = grant.code.take() {
-            self.tokens
-                .forget(TokenSource::SuiteCorp {
-                    suite_id: suite.suite_id.as_str(),
-                    corpid: corp.as_str(),
+            let cached = match provider {
+                Provider::Suite(suite_id) => TokenSource::SuiteCorp {
+                    suite_id: suite_id.as_str(),
+                    corpid: customer,
                     permanent_code: code.expose(),
                     suite_token: "",
-                })
-                .await?;
+                },
+                Provider::Component(component) => TokenSource::Authorizer {
+                    component_appid: component.as_str(),
+                    appid: customer,
+                    refresh_token: code.expose(),
+                    component_token: "",
+                    rotated: None,
+                },
+            };
+            self.tokens.forget(cached).await?;
         }
         grant.status = GrantStatus::Cancelled;
         grant.cancelled_at = Some(self.clock.now());
         self.store
-            .put_grant(&provider, &grant, self.clock.now())
+            .put_grant(provider, &grant, self.clock.now())
             .await?;
         Ok(true)
     }
@@ -165,7 +210,7 @@ impl ProviderService {
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderHealth {
-    /// `suite`.
+    /// `suite` or `component`.
     pub kind: &'static str,
     pub id: String,
     pub name: String,
@@ -188,27 +233,37 @@ pub async fn health(
     store: &dyn Store,
     now: crate::clock::UnixMillis,
 ) -> Result<Vec<ProviderHealth>, StoreError> {
-    let mut all = Vec::new();
+    let mut providers: Vec<(Provider, String)> = Vec::new();
     for suite in store.list_suites().await? {
-        let provider = suite.provider();
+        providers.push((suite.provider(), suite.name));
+    }
+    for component in store.list_components().await? {
+        providers.push((component.provider(), component.name));
+    }
+    let mut all = Vec::new();
+    for (provider, name) in providers {
         let ticket = store.ticket(&provider).await?;
         let age = ticket.as_ref().map(|t| now.since(t.received_at));
-        let customers = store
-            .list_grants(&provider)
-            .await?
-            .iter()
-            .filter(|g| g.status == GrantStatus::Authorized)
-            .count() as u64;
         all.push(ProviderHealth {
-            kind: "suite",
-            id: suite.suite_id.to_string(),
-            name: suite.name.clone(),
+            kind: provider.kind(),
+            id: provider.id().to_owned(),
+            name,
             ticket_age_seconds: age.map(|a| a.as_secs()),
             ticket_expired: age.is_none_or(|a| a > provider.ticket_validity()),
-            customers,
+            customers: customers(store, &provider).await?,
             failed_exchanges: 0,
             exchanges: exchange_target(&provider),
         });
     }
     Ok(all)
+}
+
+/// How many customers of a provider hold a grant now.
+pub async fn customers(store: &dyn Store, provider: &Provider) -> Result<u64, StoreError> {
+    Ok(store
+        .list_grants(provider)
+        .await?
+        .iter()
+        .filter(|g| g.status == GrantStatus::Authorized)
+        .count() as u64)
 }

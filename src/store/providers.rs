@@ -1,7 +1,8 @@
-//! Service providers as records (API.md §7): suites, the tickets pushed to
-//! them and their customers' grants. The one mapping for every backend, with
-//! every secret (token, EncodingAESKey, suite secret, ticket, permanent code)
-//! sealed with `SECRETS_KEY`.
+//! Service providers as records (API.md §7): suites and components, the
+//! tickets pushed to them and their customers' grants. The one mapping for
+//! every backend, with every secret (token, EncodingAESKey, suite secret or
+//! AppSecret, ticket, permanent code or refresh token) sealed with
+//! `SECRETS_KEY`.
 //!
 //! A ticket is a record of its own, named by the time WeChat stamped on it
 //! (`{scope}/{issued:020}`), so "the newest wins" needs no compare-and-set:
@@ -15,7 +16,10 @@ use super::channels::{corrupt, object, opened, text};
 use super::records::{Record, RecordKind, Records};
 use super::StoreError;
 use crate::clock::UnixMillis;
-use crate::domain::{CorpId, Grant, GrantStatus, Provider, Secret, Suite, SuiteBody, SuiteId};
+use crate::domain::{
+    AppId, Component, ComponentBody, Grant, GrantStatus, Provider, Secret, Suite, SuiteBody,
+    SuiteId,
+};
 
 /// How many tickets of a provider are kept (the newest few; older ones go).
 const TICKETS_KEPT: usize = 3;
@@ -51,15 +55,50 @@ pub trait Providers: Records {
         records.iter().map(|r| suite_from(r, self)).collect()
     }
 
-    /// Delete a suite and its keys; its grants and tickets are kept (sealed),
-    /// so that registering it again serves its corps as before. `false` if
-    /// there was no such suite.
-    async fn delete_suite(&self, id: &SuiteId) -> Result<bool, StoreError> {
-        let scope = Provider::Suite(id.clone()).scope();
+    async fn put_component(
+        &self,
+        component: &Component,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let sealer = self.sealer();
+        self.put_record(&Record {
+            kind: RecordKind::Component,
+            id: component.app_id.as_str().to_owned(),
+            source: component.app_id.as_str().to_owned(),
+            body: object(json!({
+                "name": component.name,
+                "token": sealer.seal(component.token.expose()),
+                "encodingAESKey": sealer.seal(component.key.expose()),
+                "appSecret": sealer.seal(component.secret.expose()),
+            })),
+            updated_at: now,
+        })
+        .await
+    }
+
+    async fn get_component(&self, id: &AppId) -> Result<Option<Component>, StoreError> {
+        let record = self.get_record(RecordKind::Component, id.as_str()).await?;
+        record.map(|r| component_from(&r, self)).transpose()
+    }
+
+    async fn list_components(&self) -> Result<Vec<Component>, StoreError> {
+        let records = self.list_records(RecordKind::Component, None).await?;
+        records.iter().map(|r| component_from(r, self)).collect()
+    }
+
+    /// Delete a suite or component and its keys; its grants and tickets are
+    /// kept (sealed), so that registering it again serves its customers as
+    /// before. `false` if there was no such provider.
+    async fn delete_provider(&self, provider: &Provider) -> Result<bool, StoreError> {
+        let scope = provider.scope();
         for key in self.list_records(RecordKind::AppKey, Some(&scope)).await? {
             self.delete_record(RecordKind::AppKey, &key.id).await?;
         }
-        self.delete_record(RecordKind::Suite, id.as_str()).await
+        let kind = match provider {
+            Provider::Suite(_) => RecordKind::Suite,
+            Provider::Component(_) => RecordKind::Component,
+        };
+        self.delete_record(kind, provider.id()).await
     }
 
     /// Keep a ticket; older ones beyond the newest few are removed. Whether
@@ -122,7 +161,7 @@ pub trait Providers: Records {
         now: UnixMillis,
     ) -> Result<(), StoreError> {
         let mut body = object(json!({
-            "customer": grant.customer.as_str(),
+            "customer": grant.customer,
             "name": grant.name,
             "status": grant.status.as_str(),
             "authorizedAt": grant.authorized_at,
@@ -145,7 +184,7 @@ pub trait Providers: Records {
     async fn get_grant(
         &self,
         provider: &Provider,
-        customer: &CorpId,
+        customer: &str,
     ) -> Result<Option<Grant>, StoreError> {
         let id = format!("{}/{customer}", provider.scope());
         let record = self.get_record(RecordKind::Grant, &id).await?;
@@ -189,15 +228,31 @@ fn suite_from<S: Records + ?Sized>(record: &Record, store: &S) -> Result<Suite, 
     Suite::parse(suite_id, body).map_err(|e| corrupt(record, &e.to_string()))
 }
 
+fn component_from<S: Records + ?Sized>(
+    record: &Record,
+    store: &S,
+) -> Result<Component, StoreError> {
+    let sealer = store.sealer();
+    let app_id = AppId::parse(&record.id).map_err(|_| corrupt(record, "component appId"))?;
+    let body = ComponentBody {
+        token: opened(record, "token", sealer)?,
+        encoding_aes_key: opened(record, "encodingAESKey", sealer)?,
+        app_secret: opened(record, "appSecret", sealer)?,
+        name: text(record, "name").map(str::to_owned),
+    };
+    Component::parse(app_id, body).map_err(|e| corrupt(record, &e.to_string()))
+}
+
 fn grant_from<S: Records + ?Sized>(record: &Record, store: &S) -> Result<Grant, StoreError> {
+    // Either kind of customer id follows the one id rule.
     let customer = text(record, "customer")
-        .and_then(|c| CorpId::parse(c).ok())
+        .and_then(|c| AppId::parse(c).ok())
         .ok_or_else(|| corrupt(record, "customer"))?;
     let status = text(record, "status")
         .and_then(GrantStatus::parse)
         .ok_or_else(|| corrupt(record, "status"))?;
     Ok(Grant {
-        customer,
+        customer: customer.as_str().to_owned(),
         name: text(record, "name").unwrap_or_default().to_owned(),
         status,
         code: opened(record, "code", store.sealer())?.map(Secret::new),

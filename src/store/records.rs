@@ -21,6 +21,8 @@ pub enum RecordKind {
     AppKey,
     /// A WeCom suite (§7.1).
     Suite,
+    /// An Open Platform component (§7.2).
+    Component,
     /// A ticket pushed to a provider, one record per ticket (`{scope}/{issued}`).
     Ticket,
     /// A customer's grant to a provider (`{scope}/{customer}`).
@@ -28,12 +30,13 @@ pub enum RecordKind {
 }
 
 impl RecordKind {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::App,
         Self::Subscription,
         Self::CorpCredentials,
         Self::AppKey,
         Self::Suite,
+        Self::Component,
         Self::Ticket,
         Self::Grant,
     ];
@@ -45,6 +48,7 @@ impl RecordKind {
             Self::CorpCredentials => "corp_credentials",
             Self::AppKey => "app_key",
             Self::Suite => "suite",
+            Self::Component => "component",
             Self::Ticket => "ticket",
             Self::Grant => "grant",
         }

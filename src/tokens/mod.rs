@@ -35,6 +35,14 @@ const WAIT_FOR_OTHERS: Duration = Duration::from_secs(5);
 /// `force=1` is honoured at most once a minute per app.
 const FORCE_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Where an authorizer's refresh token goes when WeChat rotates it: kept
+/// before the access token that came with it is saved, under the key's
+/// lease, so no other manager refreshes with the spent one.
+#[async_trait::async_trait]
+pub trait KeepRotated: Send + Sync + std::fmt::Debug {
+    async fn keep(&self, refresh_token: &Secret) -> Result<(), StoreError>;
+}
+
 /// Whose token: a WeCom app (corpid and its secret) or an Official Account
 /// or Mini Program (appid and AppSecret, §6.4).
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +68,23 @@ pub enum TokenSource<'a> {
         permanent_code: &'a str,
         suite_token: &'a str,
     },
+    /// An Open Platform component's own token, from its AppSecret and
+    /// newest verify ticket (§7.2).
+    Component {
+        component_appid: &'a str,
+        secret: &'a str,
+        ticket: &'a str,
+    },
+    /// An authorized account's token, from its refresh token; WeChat's
+    /// answer carries the refresh token to keep from then on (§7.2).
+    Authorizer {
+        component_appid: &'a str,
+        appid: &'a str,
+        refresh_token: &'a str,
+        component_token: &'a str,
+        /// Where a rotated refresh token goes (`None` only to name the key).
+        rotated: Option<&'a dyn KeepRotated>,
+    },
 }
 
 impl TokenSource<'_> {
@@ -77,8 +102,36 @@ impl TokenSource<'_> {
                 permanent_code,
                 ..
             } => format!("suite|{suite_id}|{corpid}:{}", fingerprint(permanent_code)),
+            Self::Component {
+                component_appid,
+                secret,
+                ..
+            } => format!("component|{component_appid}:{}", fingerprint(secret)),
+            // Not by refresh token: it changes with every refresh, and a new
+            // authorization seeds this key with the token it came with.
+            Self::Authorizer {
+                component_appid,
+                appid,
+                ..
+            } => format!("component|{component_appid}|{appid}"),
         }
     }
+}
+
+/// A rotated refresh token is spent for WeChat the moment it answers: the
+/// write is tried a few times before it is given up (loudly; `authorizers/
+/// sync` recovers it).
+async fn keep_rotated(keep: &dyn KeepRotated, refresh: &Secret) {
+    for attempt in 0..5u32 {
+        match keep.keep(refresh).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(grant = ?keep, attempt, error = %e, "could not keep a rotated refresh token; trying again");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
+            }
+        }
+    }
+    tracing::error!(grant = ?keep, "a rotated refresh token was not kept: run authorizers/sync");
 }
 
 /// WeChat allows a forced `stable_token` once per 30 s and 20 times a day per app.
@@ -140,6 +193,8 @@ pub struct TokenService {
     stable_url: String,
     /// `WECOM_API_BASE`, for suites' tokens.
     wecom_api_base: String,
+    /// `WECHAT_API_BASE`, for components' and authorizers' tokens.
+    wechat_api_base: String,
     clock: Arc<dyn Clock>,
     owner: String,
     memory: Mutex<HashMap<String, Cached>>,
@@ -175,6 +230,7 @@ impl TokenService {
             url: config.access_token_url.clone(),
             stable_url: format!("{}/cgi-bin/stable_token", config.wechat_api_base),
             wecom_api_base: config.wecom_api_base.clone(),
+            wechat_api_base: config.wechat_api_base.clone(),
             clock,
             owner,
             memory: Mutex::default(),
@@ -231,7 +287,9 @@ impl TokenService {
         match source {
             TokenSource::Wecom { .. }
             | TokenSource::Suite { .. }
-            | TokenSource::SuiteCorp { .. } => {
+            | TokenSource::SuiteCorp { .. }
+            | TokenSource::Component { .. }
+            | TokenSource::Authorizer { .. } => {
                 self.store
                     .mark_token_forced(key, now, now.minus(FORCE_INTERVAL))
                     .await
@@ -381,7 +439,18 @@ impl TokenService {
             ..TokenRecord::default()
         };
         let answer = match fetched {
-            Upstream::Token { token, expires_in } => {
+            Upstream::Token {
+                token,
+                expires_in,
+                rotated,
+            } => {
+                if let (Some(refresh), TokenSource::Authorizer {
+                    rotated: Some(keep),
+                    ..
+                }) = (rotated, source)
+                {
+                    keep_rotated(keep, &refresh).await;
+                }
                 let cached = Cached {
                     token,
                     expires_at: now.plus(Duration::from_secs(expires_in.max(0) as u64)),
@@ -420,6 +489,33 @@ impl TokenService {
             self.store.save_token(key, &record).await?;
         }
         Ok(answer)
+    }
+
+    /// Cache a token WeChat handed out without being asked for one (an
+    /// authorization's exchange answers with the account's token): it
+    /// replaces whatever the key held, here and for every manager.
+    pub async fn seed(
+        &self,
+        source: TokenSource<'_>,
+        token: Secret,
+        expires_in: i64,
+    ) -> Result<(), StoreError> {
+        let key = source.key();
+        let now = self.clock.now();
+        let cached = Cached {
+            token,
+            expires_at: now.plus(Duration::from_secs(expires_in.clamp(1, 86_400) as u64)),
+            fetched_at: now,
+        };
+        let record = TokenRecord {
+            fetched_at: now,
+            access_token: Some(cached.token.clone()),
+            expires_at: cached.expires_at,
+            ..TokenRecord::default()
+        };
+        self.store.save_token(&key, &record).await?;
+        self.remember(&key, cached);
+        Ok(())
     }
 
     /// Drop the token cached for this source, here and in the store (a

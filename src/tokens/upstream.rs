@@ -80,6 +80,37 @@ impl TokenService {
                 .query(&[("suite_access_token", suite_token)]),
                 "access_token",
             ),
+            TokenSource::Component {
+                component_appid,
+                secret,
+                ticket,
+            } => (
+                json(
+                    format!("{}/cgi-bin/component/api_component_token", self.wechat_api_base),
+                    serde_json::json!({
+                        "component_appid": component_appid, "component_appsecret": secret,
+                        "component_verify_ticket": ticket,
+                    }),
+                ),
+                "component_access_token",
+            ),
+            TokenSource::Authorizer {
+                component_appid,
+                appid,
+                refresh_token,
+                component_token,
+                ..
+            } => (
+                json(
+                    format!("{}/cgi-bin/component/api_authorizer_token", self.wechat_api_base),
+                    serde_json::json!({
+                        "component_appid": component_appid, "authorizer_appid": appid,
+                        "authorizer_refresh_token": refresh_token,
+                    }),
+                )
+                .query(&[("component_access_token", component_token)]),
+                "authorizer_access_token",
+            ),
         };
         let sent = request.send().await;
         let body: serde_json::Value = match sent {
@@ -96,6 +127,10 @@ impl TokenService {
             (0, Some(token)) if !token.is_empty() => Upstream::Token {
                 token: Secret::new(token),
                 expires_in: body["expires_in"].as_i64().unwrap_or(7200).clamp(1, 86_400),
+                rotated: body["authorizer_refresh_token"]
+                    .as_str()
+                    .filter(|r| !r.is_empty() && *r != refresh_of(&source))
+                    .map(Secret::new),
             },
             _ => Upstream::Error {
                 errcode: if errcode == 0 { -1 } else { errcode },
@@ -115,8 +150,21 @@ impl TokenService {
     }
 }
 
+/// The refresh token a source was refreshed with, if it has one.
+fn refresh_of<'a>(source: &TokenSource<'a>) -> &'a str {
+    match *source {
+        TokenSource::Authorizer { refresh_token, .. } => refresh_token,
+        _ => "",
+    }
+}
+
 pub(super) enum Upstream {
-    Token { token: Secret, expires_in: i64 },
+    Token {
+        token: Secret,
+        expires_in: i64,
+        /// A new refresh token (an authorizer's), to keep from now on.
+        rotated: Option<Secret>,
+    },
     Error { errcode: i64, errmsg: String },
     Unreachable(String),
 }

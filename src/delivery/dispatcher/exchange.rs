@@ -1,7 +1,7 @@
 //! The manager's own delivery target: a provider's authorization push is
 //! "delivered" by exchanging its code (`ProviderService::exchange`). Once
 //! the exchange has ended, the push goes to the provider's subscriptions
-//! with `authorization` added (API.md §7.1), as an event of its own whose
+//! with `authorization` added (API.md §7.1, §7.2), as an event of its own whose
 //! body keeps the push's id.
 
 use std::time::Duration;
@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::Dispatcher;
 use crate::domain::{CorpId, EventId, Provider};
 use crate::providers::{Exchanged, CODE_VALIDITY};
-use crate::store::{AttemptResult, Delivery, NewDelivery, NewEvent, PayloadKind, Providers};
+use crate::store::{AttemptResult, Delivery, NewDelivery, NewEvent, PayloadKind};
 
 /// Between tries while the code is valid: doubling from 1 s, at most a minute.
 fn backoff(attempts: u32) -> Duration {
@@ -24,12 +24,11 @@ impl Dispatcher {
         event: &Delivery,
         provider: &Provider,
     ) -> AttemptResult {
-        let Provider::Suite(suite_id) = provider;
-        let suite = match self.store.get_suite(suite_id).await {
-            Ok(Some(suite)) => suite,
+        let registered = match self.providers.registered(provider).await {
+            Ok(Some(registered)) => registered,
             Ok(None) => {
                 return AttemptResult::Dead {
-                    error: "the suite was deleted".into(),
+                    error: format!("the {} was deleted", provider.kind()),
                 }
             }
             Err(e) => return self.store_retry(&e),
@@ -49,13 +48,20 @@ impl Dispatcher {
         let Some(_sending) = self.sending_slot(&event.id).await else {
             return AttemptResult::Released;
         };
-        let outcome = self.providers.exchange(&suite, &code).await;
+        let outcome = self.providers.exchange(&registered, &code).await;
         let now = self.clock.now();
         match outcome {
-            Exchanged::Granted { corp, name } => {
+            Exchanged::Granted { customer, name } => {
                 let mut granted = Map::new();
-                granted.insert("corpId".into(), corp.as_str().into());
-                granted.insert("corpName".into(), name.into());
+                match provider {
+                    Provider::Suite(_) => {
+                        granted.insert("corpId".into(), customer.into());
+                        granted.insert("corpName".into(), name.into());
+                    }
+                    Provider::Component(_) => {
+                        granted.insert("appId".into(), customer.into());
+                    }
+                }
                 self.announce(event, provider, granted).await;
                 AttemptResult::Delivered
             }
