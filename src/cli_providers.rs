@@ -144,7 +144,9 @@ pub async fn suites(store: Arc<dyn Store>, command: SuitesCommand) -> anyhow::Re
         }
         SuitesCommand::Delete { suite_id } => {
             if !store
-                .delete_provider(&crate::domain::Provider::Suite(SuiteId::parse(&suite_id)?)).await? {
+                .delete_provider(&crate::domain::Provider::Suite(SuiteId::parse(&suite_id)?))
+                .await?
+            {
                 anyhow::bail!("no suite {suite_id}");
             }
             println!("deleted {suite_id}");

@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use crate::clock::UnixMillis;
 use crate::domain::{
-    App, AppKey, AppKind, Component, Grant, GrantStatus, Puppet, Subscription, SubscriptionFilter, Suite,
+    App, AppKey, AppKind, Component, Grant, GrantStatus, Puppet, Subscription, SubscriptionFilter,
+    Suite,
 };
 
 /// A registration as shown to puppets: the old manager's document fields

@@ -136,9 +136,10 @@ async fn sync(
     match state.providers.sync(&component).await {
         Ok(synced) => Ok(HttpResponse::Ok().json(synced)),
         Err(ProviderError::Store(e)) => Err(e.into()),
-        Err(e @ (ProviderError::NoComponentTicket | ProviderError::NoSuiteTicket)) => Ok(
-            HttpResponse::ServiceUnavailable().json(json!({"code": 503, "message": e.to_string()})),
-        ),
+        Err(e @ (ProviderError::NoComponentTicket | ProviderError::NoSuiteTicket)) => {
+            Ok(HttpResponse::ServiceUnavailable()
+                .json(json!({"code": 503, "message": e.to_string()})))
+        }
         Err(e) => {
             Ok(HttpResponse::BadGateway().json(json!({"code": 502, "message": e.to_string()})))
         }

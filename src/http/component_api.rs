@@ -74,11 +74,7 @@ async fn token(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
         Err(answer) => return answer,
     };
     let answer = state.providers.component_token(&component).await;
-    token_answer(
-        "component_access_token",
-        answer,
-        component.app_id.as_str(),
-    )
+    token_answer("component_access_token", answer, component.app_id.as_str())
 }
 
 #[utoipa::path(method(get, post, put, delete, patch), path = "/component/{componentAppId}/api/{path}", tag = "providers", params(("componentAppId" = inline(crate::domain::AppId), Path), ("path" = String, Path, description = "WeChat API path: segments of [A-Za-z0-9_.-], none of them . or ..", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}){0,7}$")), responses((status = 200, description = "WeChat's own status, content type and body"), (status = 400, description = "Not a plain API path ({errcode: 40058})"), (status = 401, description = "No key, or not a key of this component"), (status = 404, description = "Unknown component"), (status = 413, description = "Body over 20 MiB"), (status = 502, description = "WeChat unreachable"), (status = 503, description = "No component_verify_ticket yet, or store unavailable")))]

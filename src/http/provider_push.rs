@@ -38,7 +38,11 @@ pub(super) const SUITE: Vocabulary = Vocabulary {
 
 /// An Open Platform component's events (§7.2).
 pub(super) const COMPONENT: Vocabulary = Vocabulary {
-    ticket: ("component_verify_ticket", "CreateTime", "ComponentVerifyTicket"),
+    ticket: (
+        "component_verify_ticket",
+        "CreateTime",
+        "ComponentVerifyTicket",
+    ),
     authorizations: (&["authorized", "updateauthorized"], "AuthorizationCode"),
     withdrawal: ("unauthorized", "AuthorizerAppid"),
     source_kind: "component",
@@ -84,7 +88,15 @@ pub(super) async fn handle_push(
             .await
             .map_err(CallbackError::StoreUnavailable)?;
     }
-    store_command(state, provider, words.source_kind, fields, dedup_key, sealed_code).await
+    store_command(
+        state,
+        provider,
+        words.source_kind,
+        fields,
+        dedup_key,
+        sealed_code,
+    )
+    .await
 }
 
 /// `success`, as WeChat expects it.

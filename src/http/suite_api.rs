@@ -107,5 +107,13 @@ async fn proxy(
             corp_token(state, suite, corp).await.map(|(t, _)| t)
         }
     };
-    forward(&state, &req, payload, (&base, "access_token"), &STALE_TOKEN, token_of).await
+    forward(
+        &state,
+        &req,
+        payload,
+        (&base, "access_token"),
+        &STALE_TOKEN,
+        token_of,
+    )
+    .await
 }

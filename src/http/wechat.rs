@@ -248,7 +248,13 @@ async fn push(
             Read::Probe => return Ok(None),
             Read::Message(fields) => fields,
         };
-        let outcome = store_push(&state, app.app_id.as_str(), app.kind.as_str(), None, &fields);
+        let outcome = store_push(
+            &state,
+            app.app_id.as_str(),
+            app.kind.as_str(),
+            None,
+            &fields,
+        );
         Ok(Some(outcome.await?))
     }
     .await;

@@ -165,7 +165,15 @@ async fn proxy(
                 .map(|(t, _)| t)
         }
     };
-    forward(&state, &req, payload, (&base, "access_token"), &STALE_TOKEN, token_of).await
+    forward(
+        &state,
+        &req,
+        payload,
+        (&base, "access_token"),
+        &STALE_TOKEN,
+        token_of,
+    )
+    .await
 }
 
 /// Forward a caller's request to `{base}/{path}` with our access token (as
@@ -201,7 +209,10 @@ where
         }
     };
     let send = |token: String| {
-        let url = format!("{base}/{path}?{}", with_token(req.query_string(), token_param, &token));
+        let url = format!(
+            "{base}/{path}?{}",
+            with_token(req.query_string(), token_param, &token)
+        );
         let mut upstream = state.upstream.request(method.clone(), url);
         if let Some(ct) = req.headers().get("content-type") {
             upstream = upstream.header("content-type", ct.as_bytes());
@@ -253,7 +264,11 @@ mod tests {
     fn the_callers_access_token_is_replaced_by_ours() {
         assert_eq!(with_token("", "access_token", "T"), "access_token=T");
         assert_eq!(
-            with_token("access_token=theirs&type=image&access_token=again", "access_token", "T"),
+            with_token(
+                "access_token=theirs&type=image&access_token=again",
+                "access_token",
+                "T"
+            ),
             "type=image&access_token=T"
         );
     }

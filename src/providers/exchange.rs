@@ -44,9 +44,7 @@ impl ProviderService {
     pub async fn exchange(&self, provider: &Registered, code: &str) -> Exchanged {
         let outcome = match provider {
             Registered::Suite(suite) => self.exchange_suite_code(suite, code).await,
-            Registered::Component(component) => {
-                self.exchange_component_code(component, code).await
-            }
+            Registered::Component(component) => self.exchange_component_code(component, code).await,
         };
         let label = match &outcome {
             Exchanged::Granted { .. } => "granted",
@@ -117,10 +115,7 @@ impl ProviderService {
             self.wecom_api_base
         );
         let body = serde_json::json!({ "auth_code": auth_code });
-        let answer = match self
-            .call_with(url, "suite_access_token", token, body)
-            .await
-        {
+        let answer = match self.call_with(url, "suite_access_token", token, body).await {
             Ok(answer) => answer,
             Err(outcome) => return outcome,
         };
@@ -147,10 +142,7 @@ impl ProviderService {
             Ok(token) => token,
             Err(e) => return Exchanged::retry(e.to_string()),
         };
-        let url = format!(
-            "{}/cgi-bin/component/api_query_auth",
-            self.wechat_api_base
-        );
+        let url = format!("{}/cgi-bin/component/api_query_auth", self.wechat_api_base);
         let body = serde_json::json!({
             "component_appid": component.app_id.as_str(), "authorization_code": code,
         });
@@ -172,7 +164,12 @@ impl ProviderService {
             return refused(&answer);
         };
         let outcome = self
-            .granted(&component.provider(), appid.as_str(), String::new(), refresh)
+            .granted(
+                &component.provider(),
+                appid.as_str(),
+                String::new(),
+                refresh,
+            )
             .await;
         // The exchange's own access token replaces any older one (a new
         // authorization makes the old token "not latest").

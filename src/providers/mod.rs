@@ -144,9 +144,7 @@ impl ProviderService {
         suite: &Suite,
         corp: &CorpId,
     ) -> Result<TokenAnswer, ProviderError> {
-        let code = self
-            .granted_code(&suite.provider(), corp.as_str())
-            .await?;
+        let code = self.granted_code(&suite.provider(), corp.as_str()).await?;
         let suite_token = match self.suite_token(suite).await? {
             TokenAnswer::Token { access_token, .. } => access_token,
             other => return Ok(other),

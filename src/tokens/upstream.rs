@@ -86,7 +86,10 @@ impl TokenService {
                 ticket,
             } => (
                 json(
-                    format!("{}/cgi-bin/component/api_component_token", self.wechat_api_base),
+                    format!(
+                        "{}/cgi-bin/component/api_component_token",
+                        self.wechat_api_base
+                    ),
                     serde_json::json!({
                         "component_appid": component_appid, "component_appsecret": secret,
                         "component_verify_ticket": ticket,
@@ -102,7 +105,10 @@ impl TokenService {
                 ..
             } => (
                 json(
-                    format!("{}/cgi-bin/component/api_authorizer_token", self.wechat_api_base),
+                    format!(
+                        "{}/cgi-bin/component/api_authorizer_token",
+                        self.wechat_api_base
+                    ),
                     serde_json::json!({
                         "component_appid": component_appid, "authorizer_appid": appid,
                         "authorizer_refresh_token": refresh_token,
@@ -165,6 +171,9 @@ pub(super) enum Upstream {
         /// A new refresh token (an authorizer's), to keep from now on.
         rotated: Option<Secret>,
     },
-    Error { errcode: i64, errmsg: String },
+    Error {
+        errcode: i64,
+        errmsg: String,
+    },
     Unreachable(String),
 }

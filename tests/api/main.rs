@@ -16,6 +16,7 @@ mod alerting;
 mod callback;
 mod channels;
 mod cli;
+mod components;
 mod copy;
 mod delivery;
 mod puppets;

@@ -12,6 +12,7 @@
 mod app;
 mod backend;
 mod clock;
+mod component;
 mod fakes;
 mod process;
 mod provider;
@@ -21,6 +22,7 @@ mod wechat;
 pub use app::*;
 pub use backend::*;
 pub use clock::*;
+pub use component::*;
 pub use fakes::*;
 pub use process::*;
 pub use provider::*;
