@@ -84,6 +84,21 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// `views` as JSON, or as a table of `headers` with `row` of each view.
+pub(crate) fn print_views<T: serde::Serialize>(
+    views: &[T],
+    json: bool,
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<()> {
+    if json {
+        return print_json(&views);
+    }
+    let rows: Vec<Vec<String>> = views.iter().map(row).collect();
+    print_table(headers, &rows);
+    Ok(())
+}
+
 pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())

@@ -44,6 +44,9 @@ enum Command {
     /// WeCom suites of a service provider, their corps and keys (§7.1).
     #[command(subcommand)]
     Suites(wxkf_manager::cli_providers::SuitesCommand),
+    /// Open Platform components, their authorized accounts and keys (§7.2).
+    #[command(subcommand)]
+    Components(wxkf_manager::cli_providers::ComponentsCommand),
     /// Move what a store holds to another backend.
     #[command(subcommand)]
     Store(wxkf_manager::cli_store::StoreCommand),
@@ -97,6 +100,10 @@ async fn main() {
         },
         Command::Suites(c) => match open_store(&config).await {
             Ok(store) => wxkf_manager::cli_providers::suites(store, c).await,
+            Err(e) => Err(e),
+        },
+        Command::Components(c) => match open_store(&config).await {
+            Ok(store) => wxkf_manager::cli_providers::components(store, c).await,
             Err(e) => Err(e),
         },
         Command::Store(c) => match wxkf_manager::cli_store::run(&config, c).await {

@@ -3,7 +3,7 @@
 mod admin;
 mod admin_auth;
 mod admin_channels;
-mod admin_components;
+pub mod admin_components;
 pub mod admin_providers;
 mod body;
 mod callback;

@@ -444,10 +444,13 @@ impl TokenService {
                 expires_in,
                 rotated,
             } => {
-                if let (Some(refresh), TokenSource::Authorizer {
-                    rotated: Some(keep),
-                    ..
-                }) = (rotated, source)
+                if let (
+                    Some(refresh),
+                    TokenSource::Authorizer {
+                        rotated: Some(keep),
+                        ..
+                    },
+                ) = (rotated, source)
                 {
                     keep_rotated(keep, &refresh).await;
                 }

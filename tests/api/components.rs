@@ -724,3 +724,284 @@ async fn operators_see_each_components_ticket_age_and_customers() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn the_command_line_lists_components_their_accounts_and_keys_and_registers_one() {
+    let (app, platform, component) = component_app().await;
+    authorize(&app, &platform, &component, "wxaccount000012").await;
+    // SecretsKey([9; 32]), as `sealed` sets it.
+    let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [9u8; 32]);
+    let env = [("SECRETS_KEY", key.as_str())];
+    let run = |args: &[&str]| {
+        let out = app.cli_with_env(args, &env);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed: Value = serde_json::from_str(&run(&["components", "list", "--json"])).unwrap();
+    assert_eq!(listed[0]["componentAppId"], component.id.as_str());
+    assert_eq!(listed[0]["authorizers"], 1);
+    let table = run(&["components", "show", &component.id]);
+    assert!(
+        table.contains("TICKET RECEIVED") && table.contains(&component.id),
+        "{table}"
+    );
+    let table = run(&["components", "authorizers", &component.id]);
+    assert!(
+        table.contains("wxaccount000012") && table.contains("authorized"),
+        "{table}"
+    );
+    let issued = run(&[
+        "components",
+        "issue-key",
+        &component.id,
+        "--description",
+        "CRM",
+    ]);
+    let shown = issued
+        .lines()
+        .find_map(|l| l.strip_prefix("key (shown once): "))
+        .unwrap()
+        .to_owned();
+    let works = eventually(Duration::from_secs(5), async || {
+        let path = format!(
+            "/component/{}/authorizers/wxaccount000012/token",
+            component.id
+        );
+        (key_get(&app, &path, &shown).await.0 == 200).then_some(())
+    })
+    .await;
+    assert!(works.is_some(), "the key issued on the command line works");
+    let keys: Value =
+        serde_json::from_str(&run(&["components", "keys", &component.id, "--json"])).unwrap();
+    assert_eq!(keys[0]["description"], "CRM");
+    let key_id = keys[0]["id"].as_str().unwrap().to_owned();
+    run(&["components", "revoke-key", &component.id, &key_id]);
+
+    let other = TestComponent::new("wxclicomponent1");
+    let put = app.cli_with_env(
+        &[
+            "components",
+            "put",
+            "wxclicomponent1",
+            "--token",
+            &other.token,
+            "--encoding-aes-key",
+            &other.key,
+        ],
+        &[
+            ("SECRETS_KEY", key.as_str()),
+            ("WXKF_COMPONENT_SECRET", &other.secret),
+        ],
+    );
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let without_key = app.cli_with_env(
+        &[
+            "components",
+            "put",
+            "wxclicomponent2",
+            "--token",
+            &other.token,
+            "--encoding-aes-key",
+            &other.key,
+            "--app-secret",
+            "s",
+        ],
+        &[],
+    );
+    assert!(!without_key.status.success());
+    assert!(String::from_utf8_lossy(&without_key.stderr).contains("SECRETS_KEY"));
+    let shown = app.admin_json("/components/wxclicomponent1").await;
+    assert_eq!(shown["name"], "");
+}
+
+#[tokio::test]
+#[ignore = "needs MongoDB: scripts/test runs it (MONGO_URI, --include-ignored)"]
+async fn verify_tickets_refresh_tokens_and_keys_move_with_store_copy_both_ways() {
+    let uri = require_mongo();
+    let platform = FakeOpenPlatform::start().await;
+    let (first_dir, back_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let on = |dir: Option<&std::path::Path>| {
+        let (platform, uri) = (platform.clone(), uri.clone());
+        let dir = dir.map(std::path::Path::to_path_buf);
+        move |c: &mut Config| {
+            sealed(c, &platform);
+            c.mongo_uri = dir
+                .is_none()
+                .then(|| wxkf_manager::domain::Secret::new(uri));
+            if let Some(dir) = dir {
+                c.data_dir = dir;
+            }
+        }
+    };
+    let mut first = spawn_app_with(on(Some(first_dir.path()))).await;
+    let component = TestComponent::new("wxcomponentcopy");
+    component.register(&first).await;
+    component
+        .push_ticket(&first, &platform.issue_ticket(), 1_700_000_000)
+        .await;
+    authorize(&first, &platform, &component, "wxcopied0000001").await;
+    let key = component.issue_key(&first).await;
+    let path = format!(
+        "/component/{}/authorizers/wxcopied0000001/token",
+        component.id
+    );
+    let (_, token) = key_get(&first, &path, &key).await;
+    first.stop().await;
+
+    store_copy_sealed(first_dir.path(), [9; 32], &["--to", &uri]);
+    let mut second = spawn_app_with(on(None)).await;
+    assert_eq!(key_get(&second, &path, &key).await.1, token);
+    // The ticket came across: a new account's exchange needs it.
+    authorize(&second, &platform, &component, "wxaftercopy0001").await;
+    second.stop().await;
+
+    store_copy_sealed(back_dir.path(), [9; 32], &["--from", &uri]);
+    let third = spawn_app_with(on(Some(back_dir.path()))).await;
+    assert_eq!(key_get(&third, &path, &key).await.1, token);
+    let shown = third
+        .admin_json(&format!("/components/{}", component.id))
+        .await;
+    assert_eq!(shown["authorizers"], 2);
+    // The refresh token came across sealed: a refresh after the copy works.
+    platform.refuse_token(token["access_token"].as_str().unwrap());
+    let resp = third
+        .api
+        .get(format!(
+            "{}/component/{}/authorizers/wxcopied0000001/api/cgi-bin/user/get",
+            third.address, component.id
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["errcode"], 0, "{answer}");
+    assert_eq!(
+        platform
+            .calls("/cgi-bin/component/api_component_token")
+            .len(),
+        1,
+        "one component token throughout"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs MongoDB: scripts/test runs it (MONGO_URI, --include-ignored)"]
+async fn two_managers_on_one_mongodb_exchange_each_code_once_and_refresh_an_account_once() {
+    let uri = require_mongo();
+    let platform = FakeOpenPlatform::start().await;
+    let first = spawn_app_with(|c| {
+        sealed(c, &platform);
+        c.mongo_uri = Some(wxkf_manager::domain::Secret::new(uri));
+    })
+    .await;
+    let second = first.build_on_same_store(|c| c.port = 0).await.unwrap();
+    let second_base = format!("http://127.0.0.1:{}", second.port());
+    let server = tokio::spawn(second.run_until_stopped());
+    let component = TestComponent::new("wxcomponenttwo1");
+    component.register(&first).await;
+    let key = component.issue_key(&first).await;
+    component
+        .push_ticket(&first, &platform.issue_ticket(), 1_700_000_000)
+        .await;
+    // WeChat resends the authorization to the other manager.
+    let code = platform.issue_code("wxshared0000001");
+    let xml = component.event_xml(
+        "authorized",
+        &[
+            ("AuthorizerAppid", "wxshared0000001"),
+            ("AuthorizationCode", &code),
+        ],
+    );
+    let (q1, b1) = component.seal_for(&xml, &component.id, &component.id);
+    let (q2, b2) = component.seal_for(&xml, &component.id, &component.id);
+    let post = |base: String, q: String, b: String| {
+        let client = first.api.clone();
+        let url = format!("{base}/component/{}/events?{q}", component.id);
+        async move {
+            client
+                .post(url)
+                .header("content-type", "text/xml")
+                .body(b)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let (a, b) = tokio::join!(
+        post(first.address.clone(), q1, b1),
+        post(second_base.clone(), q2, b2)
+    );
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    let granted = eventually(Duration::from_secs(10), async || {
+        platform.refresh_token("wxshared0000001")
+    })
+    .await;
+    assert!(granted.is_some());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(platform.calls("/cgi-bin/component/api_query_auth").len(), 1);
+
+    // WeChat stops honouring the account's token: both managers, asked at
+    // once, refresh it once (a second refresh would present a spent token).
+    let path = format!("/component/{}/authorizers/wxshared0000001", component.id);
+    // (The component and its key are in force on the second within its refresh.)
+    let served = eventually(Duration::from_secs(5), async || {
+        let resp = first
+            .api
+            .get(format!("{second_base}{path}/token"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        if resp.status() != 200 {
+            return None;
+        }
+        resp.json::<Value>().await.ok()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        key_get(&first, &format!("{path}/token"), &key).await.1,
+        served
+    );
+    platform.refuse_token(served["access_token"].as_str().unwrap());
+    let call = |base: String| {
+        let (client, key, url) = (
+            first.api.clone(),
+            key.clone(),
+            format!("{base}{path}/api/cgi-bin/user/get"),
+        );
+        async move {
+            let resp = client.get(url).bearer_auth(key).send().await.unwrap();
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+    let (x, y) = tokio::join!(call(first.address.clone()), call(second_base.clone()));
+    assert_eq!(
+        (x["errcode"].as_i64(), y["errcode"].as_i64()),
+        (Some(0), Some(0)),
+        "{x} {y}"
+    );
+    assert_eq!(
+        platform
+            .calls("/cgi-bin/component/api_authorizer_token")
+            .len(),
+        1,
+        "one refresh across managers"
+    );
+    assert_eq!(
+        platform
+            .calls("/cgi-bin/component/api_component_token")
+            .len(),
+        1
+    );
+    server.abort();
+}

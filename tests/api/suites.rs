@@ -728,25 +728,6 @@ async fn the_command_line_lists_suites_their_corps_and_keys_and_registers_one() 
     assert_eq!(shown["providerCorpId"], other.provider_corp.as_str());
 }
 
-/// The CLI's `store copy` against the embedded store in `data_dir`.
-fn store_copy(data_dir: &std::path::Path, args: &[&str]) {
-    let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wxkf-manager"))
-        .env_clear()
-        .env("DATA_DIR", data_dir)
-        .env("SECRETS_KEY", key)
-        .args(["store", "copy"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test]
 #[ignore = "needs MongoDB: scripts/test runs it (MONGO_URI, --include-ignored)"]
 async fn tickets_grants_and_keys_move_with_store_copy_both_ways() {
@@ -790,7 +771,7 @@ async fn tickets_grants_and_keys_move_with_store_copy_both_ways() {
     let token = token_of(&first).await["access_token"].clone();
     first.stop().await;
 
-    store_copy(first_dir.path(), &["--to", &uri]);
+    store_copy_sealed(first_dir.path(), [7; 32], &["--to", &uri]);
     let mut second = spawn_app_with(on(None)).await;
     // The token is cached under the permanent code's fingerprint: the same
     // token means the same code came across; the key still opens it.
@@ -803,7 +784,7 @@ async fn tickets_grants_and_keys_move_with_store_copy_both_ways() {
     authorize(&second, &provider, &suite, "wwaftercopy").await;
     second.stop().await;
 
-    store_copy(back_dir.path(), &["--from", &uri]);
+    store_copy_sealed(back_dir.path(), [7; 32], &["--from", &uri]);
     let third = spawn_app_with(on(Some(back_dir.path()))).await;
     assert_eq!(token_of(&third).await["access_token"], token);
     let shown = third.admin_json(&format!("/suites/{}", suite.id)).await;

@@ -174,3 +174,23 @@ impl OwnMongo {
         (self.port, self.dir)
     }
 }
+
+/// The CLI's `store copy` against the embedded store in `data_dir`, with
+/// `SECRETS_KEY` the given bytes; it must succeed.
+pub fn store_copy_sealed(data_dir: &std::path::Path, secrets_key: [u8; 32], args: &[&str]) {
+    let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, secrets_key);
+    let out = Command::new(env!("CARGO_BIN_EXE_wxkf-manager"))
+        .env_clear()
+        .env("DATA_DIR", data_dir)
+        .env("SECRETS_KEY", key)
+        .args(["store", "copy"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
