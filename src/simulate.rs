@@ -1,6 +1,7 @@
-//! `wxkf-manager simulate`: act as WeCom (or a decrypting gateway) against a
-//! deployment, before touching the WeCom console. Sends a URL verification
-//! and a signed, encrypted `kf_msg_or_event` exactly as WeCom would, and
+//! `wxkf-manager simulate`: act as WeCom (or a decrypting gateway, WeChat
+//! for an Official Account, WeCom for a suite, the Open Platform for a
+//! component) against a deployment, before touching a console. Sends the
+//! URL checks and signed, encrypted pushes exactly as they would, and
 //! reports what came back.
 
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ pub struct SimulateArgs {
     pub url: String,
     /// The corp to act as WeCom for (with --kf-id); with --suite-id, a
     /// customer corp whose callback goes to the suite's data URL.
-    #[arg(long, required_unless_present_any = ["app_id", "suite_id"])]
+    #[arg(long, required_unless_present_any = ["app_id", "suite_id", "component_app_id"])]
     pub corp_id: Option<String>,
     /// Act as WeChat for this Official Account instead: the URL check and a
     /// safe-mode `subscribe` push from --openid to `/wechat/{appId}`.
@@ -31,7 +32,7 @@ pub struct SimulateArgs {
     /// The EncodingAESKey configured in WeCom (43 characters).
     #[arg(long)]
     pub aes_key: String,
-    #[arg(long, required_unless_present_any = ["app_id", "suite_id"])]
+    #[arg(long, required_unless_present_any = ["app_id", "suite_id", "component_app_id"])]
     pub kf_id: Option<String>,
     /// Act as WeCom for this suite instead (§7.1): both URL checks and a
     /// `suite_ticket` stamped as the oldest possible (it never displaces a
@@ -46,6 +47,19 @@ pub struct SimulateArgs {
     /// the manager then asks WeCom to exchange it).
     #[arg(long, requires = "suite_id")]
     pub auth_code: Option<String>,
+    /// Act as the Open Platform for this component instead (§7.2): a
+    /// `component_verify_ticket` stamped as the oldest possible to the event
+    /// URL; with --authorizer-app-id also that account's `subscribe` push
+    /// (from --openid) to the message URL.
+    #[arg(long, conflicts_with_all = ["app_id", "suite_id", "corp_id", "kf_id", "decrypted"])]
+    pub component_app_id: Option<String>,
+    /// An account authorized to the component.
+    #[arg(long, requires = "component_app_id")]
+    pub authorizer_app_id: Option<String>,
+    /// Also push `authorized` for --authorizer-app-id with this code
+    /// (the manager then asks WeChat to exchange it).
+    #[arg(long, requires = "authorizer_app_id")]
+    pub authorization_code: Option<String>,
     /// Send the gateway form (`/callback/decrypted/{corpId}`, JSON) instead.
     #[arg(long)]
     pub decrypted: bool,
@@ -147,6 +161,54 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<bool> {
                 .await;
             checks.push(answer_check(name, sent, "success", started).await);
         }
+    } else if let Some(component) = &args.component_app_id {
+        let sealing = Sealing {
+            key: &key,
+            token: &args.token,
+            timestamp: &timestamp,
+            nonce: &nonce,
+        };
+        let events = format!("{base}/component/{component}/events");
+        let mut pushes = vec![(
+            "component_verify_ticket (oldest stamp)",
+            events.clone(),
+            format!(
+                "<xml><AppId><![CDATA[{component}]]></AppId><CreateTime>1</CreateTime>\
+                 <InfoType><![CDATA[component_verify_ticket]]></InfoType>\
+                 <ComponentVerifyTicket><![CDATA[SIMULATED{}]]></ComponentVerifyTicket></xml>",
+                rand::random::<u64>()
+            ),
+        )];
+        if let (Some(account), Some(code)) = (&args.authorizer_app_id, &args.authorization_code) {
+            pushes.push((
+                "authorized",
+                events,
+                format!(
+                    "<xml><AppId><![CDATA[{component}]]></AppId><CreateTime>{timestamp}</CreateTime>\
+                     <InfoType><![CDATA[authorized]]></InfoType><AuthorizerAppid><![CDATA[{account}]]></AuthorizerAppid>\
+                     <AuthorizationCode><![CDATA[{code}]]></AuthorizationCode></xml>"
+                ),
+            ));
+        }
+        if let Some(account) = &args.authorizer_app_id {
+            pushes.push((
+                "account subscribe (message URL)",
+                format!("{base}/component/{component}/messages/{account}"),
+                subscribe_event(&args.openid, &timestamp),
+            ));
+        }
+        for (name, url, inner) in pushes {
+            // Safe mode, sealed for the component whatever the account.
+            let (query, body) = sealing.push(&inner, component);
+            let started = Instant::now();
+            let sent = client
+                .post(format!("{url}?{query}&encrypt_type=aes"))
+                .header("content-type", "text/xml")
+                .body(body)
+                .send()
+                .await;
+            checks.push(answer_check(name, sent, "success", started).await);
+        }
     } else if let Some(app_id) = &args.app_id {
         let echo = rand::random::<u64>().to_string();
         let signature = sign(&args.token, &timestamp, &nonce, "");
@@ -159,12 +221,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<bool> {
             .await;
         checks.push(answer_check("URL check (echostr as sent)", sent, &echo, started).await);
 
-        let inner = format!(
-            "<xml><ToUserName><![CDATA[gh_simulated]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>\
-             <CreateTime>{timestamp}</CreateTime><MsgType><![CDATA[event]]></MsgType>\
-             <Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[]]></EventKey></xml>",
-            openid = args.openid
-        );
+        let inner = subscribe_event(&args.openid, &timestamp);
         let encrypted = encrypt(&key, inner.as_bytes(), app_id);
         let msg_signature = sign(&args.token, &timestamp, &nonce, &encrypted);
         let started = Instant::now();
@@ -228,6 +285,15 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<bool> {
         );
     }
     Ok(checks.iter().all(|c| c.ok))
+}
+
+/// A follower's `subscribe` push as WeChat sends it.
+fn subscribe_event(openid: &str, timestamp: &str) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[gh_simulated]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>\
+         <CreateTime>{timestamp}</CreateTime><MsgType><![CDATA[event]]></MsgType>\
+         <Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[]]></EventKey></xml>"
+    )
 }
 
 /// A customer-service wake-up as WeCom sends it.

@@ -44,6 +44,11 @@ async fn authorize(
         .push_authorized(app, "authorized", account, &code)
         .await;
     assert_eq!(text(resp).await.0, 200);
+    authorize_seen(app, component, account).await;
+}
+
+/// The account's grant is kept (the exchange has ended).
+async fn authorize_seen(app: &TestApp, component: &TestComponent, account: &str) {
     let kept = eventually(Duration::from_secs(10), async || {
         let list = app
             .admin_json(&format!("/components/{}/authorizers", component.id))
@@ -1004,4 +1009,54 @@ async fn two_managers_on_one_mongodb_exchange_each_code_once_and_refresh_an_acco
         1
     );
     server.abort();
+}
+
+#[tokio::test]
+async fn the_simulator_acts_as_the_open_platform_for_a_component_and_an_account() {
+    let (app, platform, component) = component_app().await;
+    let desk = FakePuppet::start().await;
+    app.subscribe("wxsimaccount001", &desk.url, json!({})).await;
+    let code = platform.issue_code("wxsimaccount001");
+    let args = |extra: &[&str]| {
+        let mut args: Vec<String> = ["--url", &app.address, "--component-app-id", &component.id]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let (ok, out) = crate::simulate::simulate_beside(args(&[
+        "--token",
+        &component.token,
+        "--aes-key",
+        &component.key,
+        "--authorizer-app-id",
+        "wxsimaccount001",
+        "--authorization-code",
+        &code,
+        "--openid",
+        "o_sim_fan",
+    ]))
+    .await;
+    assert!(ok, "{out}");
+    for line in [
+        "ok   component_verify_ticket (oldest stamp)",
+        "ok   authorized",
+        "ok   account subscribe (message URL)",
+    ] {
+        assert!(out.contains(line), "{line} missing:\n{out}");
+    }
+    let got = desk.wait_for(1).await;
+    assert_eq!(got[0].json()["message"]["FromUserName"], "o_sim_fan");
+    // Exchanged with the real ticket: the simulated one displaced nothing.
+    authorize_seen(&app, &component, "wxsimaccount001").await;
+
+    let wrong = TestComponent::new(&component.id);
+    let (ok, out) =
+        crate::simulate::simulate_beside(args(&["--token", &wrong.token, "--aes-key", &wrong.key]))
+            .await;
+    assert!(
+        !ok && out.contains("FAIL component_verify_ticket") && out.contains("HTTP 401"),
+        "{out}"
+    );
 }
