@@ -545,11 +545,12 @@ async fn a_migration_interrupted_by_a_kill_is_finished_by_the_next_start() {
 /// previous release (then given a SECRETS_KEY) keeps a suite's ticket and
 /// a corp's grant beside what it held.
 #[tokio::test]
-async fn a_store_of_the_previous_release_takes_suites() {
-    use crate::support::{FakeProviderApi, TestSuite};
+async fn a_store_of_the_previous_release_takes_suites_and_components() {
+    use crate::support::{FakeOpenPlatform, FakeProviderApi, TestComponent, TestSuite};
     let corp = Corp::new("wwupgradesuite");
     let puppet = FakePuppet::start().await;
     let provider = FakeProviderApi::start().await;
+    let platform = FakeOpenPlatform::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mongo = test_mongo_uri();
     let clock = manual_clock();
@@ -559,11 +560,13 @@ async fn a_store_of_the_previous_release_takes_suites() {
         None => previous_sqlite(dir.path(), &corp, &puppet.url, start),
     }
     let (data_dir, base) = (dir.path().to_path_buf(), provider.base.clone());
+    let wechat_base = platform.base.clone();
     let app = spawn_stepped_app(clock.clone(), move |c| {
         c.data_dir = data_dir;
         c.mongo_uri = mongo.map(wxkf_manager::domain::Secret::new);
         c.secrets_key = Some(wxkf_manager::config::SecretsKey([9; 32]));
         c.wecom_api_base = base;
+        c.wechat_api_base = wechat_base;
     })
     .await;
     let suite = TestSuite::new("wwsuiteupgraded");
@@ -581,6 +584,22 @@ async fn a_store_of_the_previous_release_takes_suites() {
     app.drain().await;
     let corps = app.admin_json(&format!("/suites/{}/corps", suite.id)).await;
     assert_eq!(corps["items"][0]["status"], "authorized", "{corps}");
+
+    let component = TestComponent::new("wxcompupgraded1");
+    component.register(&app).await;
+    let ticket = platform.issue_ticket();
+    let resp = component.push_ticket(&app, &ticket, 1_700_000_000).await;
+    assert_eq!(resp.status(), 200);
+    let code = platform.issue_code("wxnewaccount001");
+    let resp = component
+        .push_authorized(&app, "authorized", "wxnewaccount001", &code)
+        .await;
+    assert_eq!(resp.status(), 200);
+    app.drain().await;
+    let accounts = app
+        .admin_json(&format!("/components/{}/authorizers", component.id))
+        .await;
+    assert_eq!(accounts["items"][0]["status"], "authorized", "{accounts}");
     // What the previous release held is still there.
     let listed = app.admin_json("/deliveries?limit=50").await;
     assert!(listed["items"]

@@ -305,3 +305,143 @@ async fn a_ticket_and_a_grant_acknowledged_before_sigkill_serve_the_exchange_and
     );
     manager.kill();
 }
+
+/// A component's verify ticket and an account's refresh token (and the one
+/// a refresh rotates it to) are kept before they are used: a manager killed
+/// with SIGKILL serves, once restarted, the exchange with that ticket and
+/// the account's next refresh with the newest refresh token.
+#[tokio::test]
+async fn a_verify_ticket_and_a_rotated_refresh_token_survive_sigkill() {
+    use crate::support::{eventually, FakeOpenPlatform, TestComponent};
+    use serde_json::Value;
+    let platform = FakeOpenPlatform::start().await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let mongo = test_mongo_uri();
+    let port = crate::support::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let admin = "admin-token-for-the-crash-test-0123";
+    let env = [
+        (
+            "SECRETS_KEY",
+            "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=",
+        ),
+        ("ADMIN_TOKEN", admin),
+        ("WECHAT_API_BASE", platform.base.as_str()),
+    ];
+    let start = || ManagerProcess::start_with(port, data_dir.path(), mongo.as_deref(), &env);
+    let mut manager = start();
+    manager.wait_healthy(&base).await;
+    let client = reqwest::Client::new();
+    let component = TestComponent::new("wxcompkilled001");
+    let put = client
+        .put(format!("{base}/admin/api/components/{}", component.id))
+        .bearer_auth(admin)
+        .json(&component.body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let key: Value = client
+        .post(format!("{base}/admin/api/components/{}/keys", component.id))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = key["key"].as_str().unwrap().to_owned();
+    let push = async |xml: &str| {
+        let (query, body) = component.seal_for(xml, &component.id, &component.id);
+        client
+            .post(format!("{base}/component/{}/events?{query}", component.id))
+            .header("content-type", "text/xml")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    let ticket = platform.issue_ticket();
+    let ticket_xml = format!(
+        "<xml><AppId>{}</AppId><CreateTime>1700000000</CreateTime><InfoType>component_verify_ticket</InfoType>\
+         <ComponentVerifyTicket>{ticket}</ComponentVerifyTicket></xml>",
+        component.id
+    );
+    assert_eq!(push(&ticket_xml).await, 200);
+    manager.kill();
+
+    let mut manager = start();
+    manager.wait_healthy(&base).await;
+    let code = platform.issue_code("wxkilledaccount");
+    let authorized = component.event_xml(
+        "authorized",
+        &[
+            ("AuthorizerAppid", "wxkilledaccount"),
+            ("AuthorizationCode", &code),
+        ],
+    );
+    assert_eq!(push(&authorized).await, 200);
+    let granted = eventually(Duration::from_secs(15), async || {
+        platform.refresh_token("wxkilledaccount")
+    })
+    .await;
+    assert!(
+        granted.is_some(),
+        "the kept ticket served the first exchange"
+    );
+    let account = format!(
+        "{base}/component/{}/authorizers/wxkilledaccount",
+        component.id
+    );
+    let token_of = async || -> String {
+        let got = eventually(Duration::from_secs(10), async || {
+            let resp = client
+                .get(format!("{account}/token"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .ok()?;
+            let body: Value = resp.json().await.ok()?;
+            body["access_token"].as_str().map(str::to_owned)
+        })
+        .await;
+        got.expect("the account's token")
+    };
+    // The API stops honouring the token: a refresh rotates the refresh token.
+    platform.refuse_token(&token_of().await);
+    let answer: Value = client
+        .get(format!("{account}/api/cgi-bin/user/get"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["errcode"], 0, "{answer}");
+    manager.kill();
+
+    let mut manager = start();
+    manager.wait_healthy(&base).await;
+    // Again after the restart: only the rotated refresh token is honoured.
+    platform.refuse_token(&token_of().await);
+    let answer: Value = client
+        .get(format!("{account}/api/cgi-bin/user/get"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["errcode"], 0, "{answer}");
+    assert_eq!(
+        platform
+            .calls("/cgi-bin/component/api_authorizer_token")
+            .len(),
+        2
+    );
+    manager.kill();
+}
