@@ -127,7 +127,7 @@ async fn list_authorizers(
 
 /// Re-read every authorizer's refresh token from WeChat and keep those not
 /// held, or held stale.
-#[utoipa::path(post, path = "/admin/api/components/{componentAppId}/authorizers/sync", tag = "providers", params(("componentAppId" = inline(crate::domain::AppId), Path)), responses((status = 200, description = "{authorizers, recovered}", body = crate::providers::Synced), (status = 400, description = "Invalid parameter"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 404, description = "Unknown component"), (status = 502, description = "WeChat refused or could not be reached"), (status = 503, description = "No component_verify_ticket yet, or store unavailable")))]
+#[utoipa::path(post, path = "/admin/api/components/{componentAppId}/authorizers/sync", tag = "providers", params(("componentAppId" = inline(crate::domain::AppId), Path)), responses((status = 200, description = "{authorizers, recovered}", body = crate::providers::Synced), (status = 400, description = "Invalid parameter"), (status = 401, description = "No bearer token"), (status = 403, description = "Wrong token, or ADMIN_TOKEN not set"), (status = 404, description = "Unknown component"), (status = 409, description = "No component_verify_ticket has arrived yet"), (status = 502, description = "WeChat refused or could not be reached"), (status = 503, description = "Store unavailable")))]
 async fn sync(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -136,9 +136,10 @@ async fn sync(
     match state.providers.sync(&component).await {
         Ok(synced) => Ok(HttpResponse::Ok().json(synced)),
         Err(ProviderError::Store(e)) => Err(e.into()),
+        // Nothing can be asked of WeChat before the first ticket: the
+        // component's state, not the manager, is what is missing.
         Err(e @ (ProviderError::NoComponentTicket | ProviderError::NoSuiteTicket)) => {
-            Ok(HttpResponse::ServiceUnavailable()
-                .json(json!({"code": 503, "message": e.to_string()})))
+            Ok(HttpResponse::Conflict().json(json!({"code": 409, "message": e.to_string()})))
         }
         Err(e) => {
             Ok(HttpResponse::BadGateway().json(json!({"code": 502, "message": e.to_string()})))

@@ -130,6 +130,14 @@ async fn a_component_is_accepted_only_with_secrets_key_and_shown_without_secrets
     assert!(platform
         .calls("/cgi-bin/component/api_component_token")
         .is_empty());
+    let sync = app
+        .admin(Method::POST, "/components/wxcompnokey0001/authorizers/sync")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = text(sync).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("component_verify_ticket"), "{body}");
 
     let deleted = app
         .admin(Method::DELETE, "/components/wxcompnokey0001")
