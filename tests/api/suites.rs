@@ -971,3 +971,99 @@ async fn the_simulator_acts_as_wecom_for_a_suite_its_install_and_a_customer_corp
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn reset_permanent_code_replaces_the_grant_and_change_auth_is_only_delivered() {
+    let (app, provider, suite) = suite_app().await;
+    authorize(&app, &provider, &suite, "wwresetcorp").await;
+    let crm = FakePuppet::start().await;
+    app.subscribe(&suite.id, &crm.url, json!({})).await;
+    let key = suite.issue_key(&app).await;
+    let token_path = format!("{}/suite/{}/corps/wwresetcorp/token", app.address, suite.id);
+    let token_of = async || -> Value {
+        let resp = app
+            .api
+            .get(&token_path)
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        resp.json().await.unwrap()
+    };
+    let before = token_of().await["access_token"].clone();
+    let old_code = provider.permanent_code("wwresetcorp").unwrap();
+
+    // 代开发: WeCom hands out a new permanent code; the old one stops working.
+    let code = provider.issue_code("wwresetcorp", "Reset Corp");
+    let xml = suite.command_xml(
+        "reset_permanent_code",
+        &[("AuthCode", &code), ("TimeStamp", "1700000500")],
+    );
+    assert_eq!(text(suite.push_command(&app, &xml).await).await.0, 200);
+    let got = crm.wait_for(1).await;
+    assert_eq!(got[0].json()["message"]["InfoType"], "reset_permanent_code");
+    assert_eq!(got[0].json()["authorization"]["corpId"], "wwresetcorp");
+    assert_ne!(provider.permanent_code("wwresetcorp").unwrap(), old_code);
+    // The fake refuses the old code: a token now proves the new one is used.
+    let after = token_of().await;
+    assert!(
+        after["access_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("CORP-TOKEN"),
+        "{after}"
+    );
+    assert_ne!(after["access_token"], before);
+
+    // change_auth: delivered, the grant untouched.
+    let xml = suite.command_xml(
+        "change_auth",
+        &[("AuthCorpId", "wwresetcorp"), ("TimeStamp", "1700000600")],
+    );
+    assert_eq!(text(suite.push_command(&app, &xml).await).await.0, 200);
+    let got = crm.wait_for(2).await;
+    assert_eq!(got[1].json()["message"]["InfoType"], "change_auth");
+    assert_eq!(got[1].json()["message"]["AuthCorpId"], "wwresetcorp");
+    assert_eq!(token_of().await["access_token"], after["access_token"]);
+    let corps = app.admin_json(&format!("/suites/{}/corps", suite.id)).await;
+    assert_eq!(corps["items"][0]["status"], "authorized");
+}
+
+#[tokio::test]
+async fn the_corp_proxy_fetches_a_new_token_once_when_wecom_says_it_expired() {
+    let (app, provider, suite) = suite_app().await;
+    authorize(&app, &provider, &suite, "wwproxycorp").await;
+    let key = suite.issue_key(&app).await;
+    let api = format!(
+        "{}/suite/{}/corps/wwproxycorp/api/cgi-bin/kf/account/list",
+        app.address, suite.id
+    );
+    let call = async || -> Value {
+        let resp = app
+            .api
+            .post(&api)
+            .bearer_auth(&key)
+            .json(&json!({"limit": 10}))
+            .send()
+            .await
+            .unwrap();
+        resp.json().await.unwrap()
+    };
+    let first = call().await;
+    assert_eq!(first["errcode"], 0, "{first}");
+    let first_token = first["query"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("access_token=")
+        .to_owned();
+    provider.refuse_token(&first_token);
+    let again = call().await;
+    assert_eq!(again["errcode"], 0, "refreshed and sent again: {again}");
+    assert_ne!(again["query"], first["query"]);
+    assert_eq!(provider.calls("/cgi-bin/service/get_corp_token").len(), 2);
+    assert_eq!(
+        provider.calls("/cgi-bin/kf/account/list").len(),
+        3,
+        "one retry only"
+    );
+}

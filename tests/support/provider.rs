@@ -21,6 +21,8 @@ struct State {
     /// Corp → its current permanent code.
     permanent: HashMap<String, String>,
     suite_tokens: HashSet<String>,
+    /// Access tokens the API refuses (42001) when a proxied call carries them.
+    refused: HashSet<String>,
     served: u64,
     exchange_delay: Duration,
     calls: Vec<Received>,
@@ -79,6 +81,11 @@ impl FakeProviderApi {
     /// Exchanges take this long from now on.
     pub fn slow_exchanges(&self, delay: Duration) {
         self.state.lock().unwrap().exchange_delay = delay;
+    }
+
+    /// From now on a proxied call with this access token gets 42001.
+    pub fn refuse_token(&self, token: &str) {
+        self.state.lock().unwrap().refused.insert(token.to_owned());
     }
 
     pub fn permanent_code(&self, corp: &str) -> Option<String> {
@@ -163,10 +170,20 @@ async fn answer(state: &Mutex<State>, req: &HttpRequest, body: &[u8]) -> HttpRes
                 json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": 7200}),
             )
         }
-        _ => HttpResponse::Ok().json(json!({
-            "errcode": 0, "path": received.path, "query": received.query,
-            "body": String::from_utf8_lossy(&received.body),
-        })),
+        _ => {
+            if state
+                .lock()
+                .unwrap()
+                .refused
+                .contains(&query_token("access_token"))
+            {
+                return refuse(42001, "access_token expired");
+            }
+            HttpResponse::Ok().json(json!({
+                "errcode": 0, "path": received.path, "query": received.query,
+                "body": String::from_utf8_lossy(&received.body),
+            }))
+        }
     }
 }
 
