@@ -141,6 +141,9 @@ fn variables_the_code_reads() -> std::collections::BTreeSet<String> {
     let mut commands = vec![
         crate::cli_channels::AppsCommand::augment_subcommands(clap::Command::new("apps")),
         crate::cli_providers::SuitesCommand::augment_subcommands(clap::Command::new("suites")),
+        crate::cli_providers::ComponentsCommand::augment_subcommands(clap::Command::new(
+            "components",
+        )),
     ];
     while let Some(command) = commands.pop() {
         for arg in command.get_arguments() {

@@ -1068,3 +1068,227 @@ async fn the_simulator_acts_as_the_open_platform_for_a_component_and_an_account(
         "{out}"
     );
 }
+
+/// Tickets, codes, grants and provider secrets reach no log line (at trace
+/// level), no answer and no delivery; the access tokens handed to key
+/// holders reach no log line either. A suite and a component, end to end,
+/// in the real binary.
+#[tokio::test]
+async fn provider_secrets_never_reach_logs_answers_or_deliveries() {
+    use std::process::{Command, Stdio};
+    let (platform, wecom) = (
+        FakeOpenPlatform::start().await,
+        FakeProviderApi::start().await,
+    );
+    let desk = FakePuppet::start().await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let admin = "admin-token-provider-leak-0123456";
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wxkf-manager"));
+    cmd.env_clear()
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("DATA_DIR", data_dir.path())
+        .env("RUST_LOG", "trace")
+        .env("ADMIN_TOKEN", admin)
+        .env(
+            "SECRETS_KEY",
+            "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=",
+        )
+        .env("WECHAT_API_BASE", &platform.base)
+        .env("WECOM_API_BASE", &wecom.base)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(uri) = test_mongo_uri() {
+        cmd.env("MONGO_URI", uri);
+    }
+    let child = cmd.spawn().unwrap();
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answers = std::cell::RefCell::new(Vec::new());
+    let send = async |req: reqwest::RequestBuilder| -> Value {
+        let text = req.send().await.unwrap().text().await.unwrap();
+        answers.borrow_mut().push(text.clone());
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    };
+    let admin_req = |method: Method, path: &str| {
+        client
+            .request(method, format!("{base}/admin/api{path}"))
+            .bearer_auth(admin)
+    };
+    let component = TestComponent::new("wxcompleaks0001");
+    let suite = TestSuite::new("wwsuiteleaks");
+    send(admin_req(Method::PUT, &format!("/components/{}", component.id)).json(&component.body()))
+        .await;
+    send(admin_req(Method::PUT, &format!("/suites/{}", suite.id)).json(&suite.body())).await;
+    for source in [component.id.as_str(), suite.id.as_str()] {
+        send(
+            admin_req(Method::POST, "/subscriptions")
+                .json(&json!({"source": source, "endpoint": desk.url})),
+        )
+        .await;
+    }
+    let component_key = send(
+        admin_req(Method::POST, &format!("/components/{}/keys", component.id)).json(&json!({})),
+    )
+    .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let suite_key =
+        send(admin_req(Method::POST, &format!("/suites/{}/keys", suite.id)).json(&json!({}))).await
+            ["key"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    // Give the directory its second to take the subscriptions and keys.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let post = async |path: String, (query, body): (String, String)| {
+        client
+            .post(format!("{base}{path}?{query}"))
+            .header("content-type", "text/xml")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let events = format!("/component/{}/events", component.id);
+    let command = format!("/suite/{}/command", suite.id);
+    let (component_ticket, suite_ticket) = (platform.issue_ticket(), wecom.issue_ticket());
+    let xml = format!(
+        "<xml><AppId>{}</AppId><CreateTime>1700000000</CreateTime><InfoType>component_verify_ticket</InfoType>\
+         <ComponentVerifyTicket>{component_ticket}</ComponentVerifyTicket></xml>",
+        component.id
+    );
+    let answer = post(
+        events.clone(),
+        component.seal_for(&xml, &component.id, &component.id),
+    )
+    .await;
+    answers.borrow_mut().push(answer);
+    let xml = suite.command_xml(
+        "suite_ticket",
+        &[("TimeStamp", "1700000000"), ("SuiteTicket", &suite_ticket)],
+    );
+    let answer = post(command.clone(), suite.creds.seal_for(&xml, &suite.id)).await;
+    answers.borrow_mut().push(answer);
+    let (component_code, suite_code) = (
+        platform.issue_code("wxleakaccount01"),
+        wecom.issue_code("wwleakcorp", "Leak"),
+    );
+    let xml = component.event_xml(
+        "authorized",
+        &[
+            ("AuthorizerAppid", "wxleakaccount01"),
+            ("AuthorizationCode", &component_code),
+        ],
+    );
+    let answer = post(
+        events,
+        component.seal_for(&xml, &component.id, &component.id),
+    )
+    .await;
+    answers.borrow_mut().push(answer);
+    let xml = suite.command_xml(
+        "create_auth",
+        &[("AuthCode", &suite_code), ("TimeStamp", "1700000001")],
+    );
+    let answer = post(command, suite.creds.seal_for(&xml, &suite.id)).await;
+    answers.borrow_mut().push(answer);
+    // Two tickets, then two authorizations once exchanged.
+    desk.wait_for(4).await;
+    let first_refresh = platform.refresh_token("wxleakaccount01").unwrap();
+    let permanent = wecom.permanent_code("wwleakcorp").unwrap();
+
+    let mut access_tokens = Vec::new();
+    let key_get = |path: String, key: &str| {
+        client
+            .get(format!("{base}{path}"))
+            .bearer_auth(key.to_owned())
+    };
+    let got = send(key_get(
+        format!("/component/{}/token", component.id),
+        &component_key,
+    ))
+    .await;
+    access_tokens.push(got["component_access_token"].as_str().unwrap().to_owned());
+    let account = format!("/component/{}/authorizers/wxleakaccount01", component.id);
+    let got = send(key_get(format!("{account}/token"), &component_key)).await;
+    access_tokens.push(got["access_token"].as_str().unwrap().to_owned());
+    platform.refuse_token(&access_tokens[1]);
+    send(key_get(
+        format!("{account}/api/cgi-bin/user/get"),
+        &component_key,
+    ))
+    .await;
+    let got = send(key_get(format!("{account}/token"), &component_key)).await;
+    access_tokens.push(got["access_token"].as_str().unwrap().to_owned());
+    let got = send(key_get(
+        format!("/suite/{}/corps/wwleakcorp/token", suite.id),
+        &suite_key,
+    ))
+    .await;
+    access_tokens.push(got["access_token"].as_str().unwrap().to_owned());
+    for path in [
+        format!("/components/{}", component.id),
+        format!("/components/{}/authorizers", component.id),
+        format!("/suites/{}", suite.id),
+        format!("/suites/{}/corps", suite.id),
+        "/overview".into(),
+        "/deliveries?limit=100".into(),
+    ] {
+        send(admin_req(Method::GET, &path)).await;
+    }
+    send(client.get(format!("{base}/metrics"))).await;
+    let rotated = platform.refresh_token("wxleakaccount01").unwrap();
+    assert_ne!(
+        rotated, first_refresh,
+        "a refresh rotated the refresh token"
+    );
+
+    // SIGTERM: a graceful stop flushes the log writers.
+    let logs = crate::support::stop_and_read_logs(child);
+    assert!(logs.contains("grant kept"), "trace logs were captured");
+    let delivered: String = desk
+        .received()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    let answered = answers.borrow().join("\n");
+    for secret in [
+        &component_ticket,
+        &suite_ticket,
+        &component_code,
+        &suite_code,
+        &first_refresh,
+        &rotated,
+        &permanent,
+        &component.secret,
+        &component.key,
+        &component.token,
+        &suite.secret,
+        &suite.creds.key,
+        &suite.creds.token,
+    ] {
+        for (name, text) in [
+            ("log", &logs),
+            ("answer", &answered),
+            ("delivery", &delivered),
+        ] {
+            assert!(!text.contains(secret.as_str()), "{secret} in a {name}");
+        }
+    }
+    for token in &access_tokens {
+        assert!(!logs.contains(token.as_str()), "{token} in a log line");
+    }
+}

@@ -1,7 +1,6 @@
 //! Hostile input, hijack attempts, the registration secret path, and secrets
 //! that must never leave.
 
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -348,7 +347,7 @@ async fn secrets_never_reach_logs_responses_or_metrics() {
     if let Some(uri) = crate::support::test_mongo_uri() {
         cmd.env("MONGO_URI", uri);
     }
-    let mut child = cmd.spawn().unwrap();
+    let child = cmd.spawn().unwrap();
     let client = reqwest::Client::new();
     for _ in 0..200 {
         if client.get(format!("{base}/healthz")).send().await.is_ok() {
@@ -446,24 +445,7 @@ async fn secrets_never_reach_logs_responses_or_metrics() {
     answers.push(push(client.get(format!("{base}/metrics")).send().await.unwrap()).await);
     puppet.wait_for(1).await;
     // SIGTERM: a graceful stop flushes the log writers.
-    Command::new("kill")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    let mut logs = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "exits 0 on SIGTERM");
+    let logs = crate::support::stop_and_read_logs(child);
     assert!(logs.lines().count() > 10, "trace logs were captured");
     assert!(logs.contains("\"outcome\":\"accepted\""), "{logs}");
     for secret in [

@@ -194,3 +194,22 @@ pub fn store_copy_sealed(data_dir: &std::path::Path, secrets_key: [u8; 32], args
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Stop a manager started with piped output by SIGTERM (a graceful stop
+/// flushes the log writers) and give back everything it wrote; it must exit 0.
+pub fn stop_and_read_logs(mut child: std::process::Child) -> String {
+    use std::io::Read;
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let mut logs = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_string(&mut logs).unwrap();
+    }
+    if let Some(mut err) = child.stderr.take() {
+        err.read_to_string(&mut logs).unwrap();
+    }
+    assert!(child.wait().unwrap().success(), "exits 0 on SIGTERM");
+    logs
+}
