@@ -260,6 +260,30 @@ async fn the_newest_verify_ticket_wins_whatever_the_order() {
             body["component_access_token"].as_str().unwrap()
         )
     );
+
+    // WeChat stops honouring the component token: fetched again (with the
+    // newest ticket) and the call sent once more.
+    platform.refuse_token(body["component_access_token"].as_str().unwrap());
+    let resp = app
+        .api
+        .post(format!(
+            "{}/component/{}/api/cgi-bin/component/api_create_preauthcode",
+            app.address, component.id
+        ))
+        .bearer_auth(&key)
+        .json(&json!({"component_appid": component.id}))
+        .send()
+        .await
+        .unwrap();
+    let again: Value = resp.json().await.unwrap();
+    assert_eq!(again["errcode"], 0, "{again}");
+    assert_ne!(again["query"], echoed["query"]);
+    assert_eq!(
+        platform
+            .calls("/cgi-bin/component/api_component_token")
+            .len(),
+        2
+    );
 }
 
 #[tokio::test]

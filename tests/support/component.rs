@@ -95,7 +95,8 @@ impl FakeOpenPlatform {
         self.state.lock().unwrap().refresh.get(account).cloned()
     }
 
-    /// From now on a proxied call with this access token gets 40001.
+    /// From now on a proxied call with this access token (or component
+    /// token) gets 40001.
     pub fn refuse_token(&self, token: &str) {
         self.state.lock().unwrap().refused.insert(token.to_owned());
     }
@@ -202,7 +203,8 @@ async fn answer(state: &Mutex<State>, req: &HttpRequest, body: &[u8]) -> HttpRes
         }
         _ => {
             let access = query_value(&received.query, "access_token");
-            if state.lock().unwrap().refused.contains(&access) {
+            let refused = &state.lock().unwrap().refused;
+            if refused.contains(&access) || refused.contains(&component_token) {
                 return refuse(
                     40001,
                     "invalid credential, access_token is invalid or not latest",
