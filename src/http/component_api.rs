@@ -9,7 +9,7 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::provider_api::{holds_key, provider_token, token_answer};
+use super::provider_api::{drop_stale, holds_key, provider_token, token_answer};
 use super::tokens::wecom_error;
 use super::wechat_api::{forward, Refusal};
 use super::AppState;
@@ -137,13 +137,4 @@ async fn authorizer_proxy(
     };
     let target = (base.as_str(), "access_token");
     forward(&state, &req, payload, target, &STALE_TOKEN, token_of).await
-}
-
-/// WeChat refused this token: drop it (only it), so the next ask refreshes.
-async fn drop_stale(state: &AppState, stale: Option<String>) {
-    if let Some(stale) = stale {
-        if let Err(e) = state.providers.invalidate(&stale).await {
-            tracing::warn!(error = %e, "could not drop a stale token");
-        }
-    }
 }

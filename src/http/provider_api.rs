@@ -92,3 +92,13 @@ pub(super) async fn customers<V: serde::Serialize>(
         }
     }
 }
+
+/// The API refused this token (through a proxy): drop it, and only it, so
+/// the next ask fetches another.
+pub(super) async fn drop_stale(state: &AppState, stale: Option<String>) {
+    if let Some(stale) = stale {
+        if let Err(e) = state.providers.invalidate(&stale).await {
+            tracing::warn!(error = %e, "could not drop a stale token");
+        }
+    }
+}

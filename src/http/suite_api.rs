@@ -6,7 +6,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::provider_api::{customers, holds_key, provider_token, token_answer};
+use super::provider_api::{customers, drop_stale, holds_key, provider_token, token_answer};
 use super::tokens::wecom_error;
 use super::wechat_api::{forward, Refusal};
 use super::AppState;
@@ -99,11 +99,7 @@ async fn proxy(
     let token_of = |stale: Option<String>| {
         let (state, suite, corp) = (&state, &suite, &corp);
         async move {
-            if let Some(stale) = stale {
-                if let Err(e) = state.providers.invalidate(&stale).await {
-                    tracing::warn!(error = %e, "could not drop a stale corp token");
-                }
-            }
+            drop_stale(state, stale).await;
             corp_token(state, suite, corp).await.map(|(t, _)| t)
         }
     };
