@@ -240,17 +240,17 @@ async fn the_newest_verify_ticket_wins_whatever_the_order() {
     );
 
     // The component proxy adds component_access_token, replacing the caller's.
-    let resp = app
-        .api
-        .post(format!(
-            "{}/component/{}/api/cgi-bin/component/api_create_preauthcode?component_access_token=theirs",
-            app.address, component.id
-        ))
-        .bearer_auth(&key)
-        .json(&json!({"component_appid": component.id}))
-        .send()
-        .await
-        .unwrap();
+    let preauth = |query: &'static str| {
+        app.api
+            .post(format!(
+                "{}/component/{}/api/cgi-bin/component/api_create_preauthcode{query}",
+                app.address, component.id
+            ))
+            .bearer_auth(&key)
+            .json(&json!({"component_appid": component.id}))
+            .send()
+    };
+    let resp = preauth("?component_access_token=theirs").await.unwrap();
     let echoed: Value = resp.json().await.unwrap();
     assert_eq!(echoed["path"], "/cgi-bin/component/api_create_preauthcode");
     assert_eq!(
@@ -264,17 +264,7 @@ async fn the_newest_verify_ticket_wins_whatever_the_order() {
     // WeChat stops honouring the component token: fetched again (with the
     // newest ticket) and the call sent once more.
     platform.refuse_token(body["component_access_token"].as_str().unwrap());
-    let resp = app
-        .api
-        .post(format!(
-            "{}/component/{}/api/cgi-bin/component/api_create_preauthcode",
-            app.address, component.id
-        ))
-        .bearer_auth(&key)
-        .json(&json!({"component_appid": component.id}))
-        .send()
-        .await
-        .unwrap();
+    let resp = preauth("").await.unwrap();
     let again: Value = resp.json().await.unwrap();
     assert_eq!(again["errcode"], 0, "{again}");
     assert_ne!(again["query"], echoed["query"]);
