@@ -64,8 +64,8 @@ fn main() {
 /// touched. The manager's threads come and go (store calls run on tokio's
 /// blocking pool): when a backlog drains, five more threads meant five more
 /// heaps, and the fan-out case's peak went from 35 to 43 MiB within a
-/// second. Two heaps serve its few busy threads without contention that
-/// shows in its CPU per callback (docs/performance.md).
+/// second (47 -> 40 MiB peak over three runs). Whether two heaps cost CPU
+/// per callback was not settled by the runs (docs/performance.md).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn bound_malloc_arenas() {
     // An operator's own MALLOC_ARENA_MAX (read by glibc itself) stands.
